@@ -1,0 +1,229 @@
+"""The confusion-matrix loss family: any metric of (TP, FP, FN, TN) as a loss.
+
+Method: AnyLoss (Han, Moniz and Chawla, "AnyLoss: Transforming Classification
+Metrics into Loss Functions", KDD 2024). Logits become probabilities (sigmoid for
+binary and multi-label, softmax for multi-class), probabilities become amplified
+near-hard predictions, and those are summed into a soft confusion matrix over
+the batch (:mod:`metricopt.losses.soft_confusion`). The metric's own formula,
+the one the exact metric uses on hard counts, is applied to the soft counts:
+
+    loss = (1 - M(TP, FP, FN, TN)) / (1 - m),
+
+where m is the lowest score (0 for most metrics, -1 for MCC and kappa), so the
+loss lies in [0, 1] and is 0 exactly when the metric is perfect. Predict with
+``p > 0.5`` (binary, multi-label) or argmax (multi-class): no threshold tuning.
+
+Shapes (PyTorch order, ``(input, target)``):
+
+* binary: logits ``(N,)`` or ``(N, 1)``, target ``(N,)`` or ``(N, 1)`` in {0, 1};
+* multi-class: logits ``(N, C)``, target ``(N,)`` integer classes in [0, C);
+* multi-label: logits ``(N, C)``, target ``(N, C)`` in {0, 1}.
+
+The loss is non-decomposable: it is defined on the whole batch, so larger
+batches estimate the metric better. Half-precision logits are computed in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from metricopt._checks import check_finite, check_positive, check_tensor, describe
+from metricopt.metrics._average import average_metric, counts_from_confusion_matrix, resolve_average
+from metricopt.metrics.confusion import MetricArg, resolve_metric
+from metricopt.losses.soft_confusion import (
+    auto_amplification,
+    binary_soft_counts,
+    soft_confusion_matrix,
+)
+
+__all__ = ["confusion_loss", "ConfusionLoss", "infer_task"]
+
+#: The paper's default steepness: the largest integer with A(1) < 1 in float64.
+DEFAULT_AMPLIFICATION = 73.0
+
+
+def infer_task(logits: Tensor, target: Tensor) -> str:
+    """``"binary"``, ``"multiclass"`` or ``"multilabel"`` from the input shapes.
+
+    Raises:
+        ValueError: if the shapes fit none of the three tasks.
+    """
+    squeezed = logits.squeeze(-1) if logits.ndim == 2 and logits.shape[1] == 1 else logits
+    target_squeezed = target.squeeze(-1) if target.ndim == 2 and target.shape[1] == 1 else target
+    if squeezed.ndim == 1 and target_squeezed.shape == squeezed.shape:
+        return "binary"
+    if logits.ndim == 2 and target.ndim == 1 and target.shape[0] == logits.shape[0]:
+        return "multiclass"
+    if logits.ndim == 2 and target.shape == logits.shape:
+        return "multilabel"
+    raise ValueError(
+        "`logits` and `target` shapes do not match: expected logits (N,) or (N, 1) with target (N,), "
+        "logits (N, C) with integer target (N,), or logits (N, C) with target (N, C); "
+        f"got logits {tuple(logits.shape)} and target {tuple(target.shape)}"
+    )
+
+
+def _check_target(task: str, target: Tensor, num_classes: int) -> None:
+    if task == "multiclass":
+        if target.is_floating_point() or target.dtype == torch.bool:
+            raise ValueError(f"multi-class `target` must hold integer class indices; got {describe(target)}")
+        low, high = int(target.min()), int(target.max())
+        if low < 0 or high >= num_classes:
+            raise ValueError(
+                f"multi-class `target` must lie in [0, {num_classes}) for logits with {num_classes} columns; "
+                f"got values from {low} to {high}"
+            )
+        return
+    binary = (target == 0) | (target == 1)
+    if not bool(binary.all()):
+        bad = target[~binary].flatten()[:3].tolist()
+        raise ValueError(f"{task} `target` must hold only 0 and 1; got values such as {bad}")
+
+
+def _scores(
+    logits: Tensor, target: Tensor, task: str, metric: MetricArg, amplification: float | str, average: str | None,
+    beta: float,
+) -> tuple[Tensor, float]:
+    """The soft metric score(s) and the metric's lower bound."""
+    spec, formula = resolve_metric(metric, beta)
+    average = resolve_average(average, task, spec)
+    if task == "multiclass":
+        probs = torch.softmax(logits, dim=-1)
+    else:
+        probs = torch.sigmoid(logits.reshape(logits.shape[0], -1))
+        target = target.reshape(probs.shape)
+    steepness = auto_amplification(probs) if amplification == "auto" else amplification
+    if task == "multiclass":
+        cm = soft_confusion_matrix(probs, target.long(), steepness)
+        if average == "multiclass":
+            return spec.multiclass(cm), spec.lower_bound  # type: ignore[union-attr]
+        counts = counts_from_confusion_matrix(cm)
+    else:
+        counts = binary_soft_counts(probs, target, steepness)
+    score = average_metric(spec, formula, *counts, average)
+    if spec is None and not isinstance(score, Tensor):
+        raise TypeError(f"`metric` must return a tensor built with torch operations; got {describe(score)}")
+    return score, (0.0 if spec is None else spec.lower_bound)
+
+
+def confusion_loss(
+    logits: Tensor,
+    target: Tensor,
+    metric: MetricArg = "f1",
+    *,
+    amplification: float | str = DEFAULT_AMPLIFICATION,
+    average: str | None = "auto",
+    beta: float = 1.0,
+    validate: bool = True,
+) -> Tensor:
+    """AnyLoss: ``1 - metric`` on a soft confusion matrix of amplified probabilities.
+
+    Args:
+        logits: raw model outputs, ``(N,)``/``(N, 1)`` binary, ``(N, C)``
+            multi-class or multi-label.
+        target: ``(N,)`` in {0, 1} (binary), ``(N,)`` integer classes
+            (multi-class) or ``(N, C)`` in {0, 1} (multi-label).
+        metric: ``"accuracy"``, ``"f1"``, ``"fbeta"``, ``"precision"``,
+            ``"recall"``, ``"specificity"``, ``"balanced_accuracy"``, ``"gmean"``,
+            ``"mcc"``, ``"jaccard"``, ``"kappa"``, or a callable
+            ``f(tp, fp, fn, tn) -> score`` in torch operations (higher is better,
+            the loss is ``1 - score``).
+        amplification: the steepness L of ``A(p) = sigmoid(L (p - 0.5))``, > 0.
+            Larger L makes the soft counts closer to the hard ones but the
+            gradient more local to p = 0.5; the paper found 30 to 110 good and
+            chose 73. ``"auto"`` scales L to the batch (see
+            :func:`~metricopt.losses.soft_confusion.auto_amplification`).
+        average: how per-class scores combine: ``"auto"``, ``"binary"``,
+            ``"macro"``, ``"micro"``, ``"weighted"``, ``"multiclass"``, or
+            ``"none"``/``None`` for a per-class loss vector.
+        beta: weight of recall for ``metric="fbeta"``.
+        validate: check the inputs (finite logits, targets in range). Costs a
+            device sync; turn off in a tuned loop once the data are known good.
+
+    Returns:
+        A scalar loss in [0, 1] (a ``(C,)`` vector for ``average="none"``).
+
+    Raises:
+        ValueError: unknown metric or average, mismatched shapes, targets
+            outside the allowed set, NaN or inf logits, amplification <= 0.
+
+    Example:
+        >>> logits = torch.tensor([3.0, -2.0, 0.5, -4.0], requires_grad=True)
+        >>> target = torch.tensor([1, 0, 0, 1])
+        >>> loss = confusion_loss(logits, target, "f1")
+        >>> round(loss.item(), 3)   # soft F1 = 2 TP / (2 TP + FP + FN) = 2 / 4
+        0.5
+        >>> loss.backward()
+        >>> bool(torch.isfinite(logits.grad).all())
+        True
+
+    References:
+        Han, Moniz, Chawla. AnyLoss: Transforming Classification Metrics into
+        Loss Functions. KDD 2024.
+    """
+    check_tensor("logits", logits)
+    check_tensor("target", target)
+    if not logits.is_floating_point():
+        raise TypeError(f"`logits` must be a floating-point tensor; got {describe(logits)}")
+    if amplification != "auto":
+        amplification = check_positive("amplification", amplification)
+    task = infer_task(logits, target)
+    if validate:
+        check_finite("logits", logits)
+        _check_target(task, target, logits.shape[-1])
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    score, lower_bound = _scores(logits, target, task, metric, amplification, average, beta)
+    loss = (1 - score) / (1 - lower_bound)
+    if validate and callable(metric) and not bool(torch.isfinite(loss).all()):
+        raise ValueError(f"`metric` {getattr(metric, '__name__', metric)!r} returned a non-finite score: {loss.tolist()}")
+    return loss
+
+
+class ConfusionLoss(nn.Module):
+    """Module form of :func:`confusion_loss`: stores the options, ``forward`` calls it.
+
+    Example:
+        >>> criterion = ConfusionLoss("mcc")
+        >>> logits = torch.randn(8, 3)                 # multi-class: softmax + soft matrix
+        >>> target = torch.tensor([0, 1, 2, 0, 1, 2, 0, 0])
+        >>> loss = criterion(logits, target)
+        >>> 0.0 <= loss.item() <= 1.0
+        True
+    """
+
+    higher_is_better = False
+    is_differentiable = True
+
+    def __init__(
+        self,
+        metric: MetricArg = "f1",
+        *,
+        amplification: float | str = DEFAULT_AMPLIFICATION,
+        average: str | None = "auto",
+        beta: float = 1.0,
+        validate: bool = True,
+    ) -> None:
+        super().__init__()
+        resolve_metric(metric, beta)  # fail at construction, not at the first batch
+        if amplification != "auto":
+            amplification = check_positive("amplification", amplification)
+        self.metric = metric
+        self.amplification = amplification
+        self.average = average
+        self.beta = beta
+        self.validate = validate
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Loss of a batch; see :func:`confusion_loss`."""
+        return confusion_loss(
+            logits, target, self.metric, amplification=self.amplification, average=self.average,
+            beta=self.beta, validate=self.validate,
+        )
+
+    def extra_repr(self) -> str:
+        name = self.metric if isinstance(self.metric, str) else getattr(self.metric, "__name__", "callable")
+        return f"metric={name!r}, amplification={self.amplification!r}, average={self.average!r}"
