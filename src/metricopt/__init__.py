@@ -6,7 +6,7 @@
 * :class:`MetricClassifier`: a scikit-learn classifier trained for a metric.
 """
 
-# estimator import added below once it exists
+from metricopt.estimators import MetricClassifier
 from metricopt.losses import ConfusionLoss, confusion_loss
 from metricopt.metrics import METRIC_NAMES, metric_score
 

@@ -92,17 +92,15 @@ def _scores(
     average = resolve_average(average, task, spec)
     if task == "multiclass":
         probs = torch.softmax(logits, dim=-1)
-    else:
-        probs = torch.sigmoid(logits.reshape(logits.shape[0], -1))
-        target = target.reshape(probs.shape)
-    steepness = auto_amplification(probs) if amplification == "auto" else amplification
-    if task == "multiclass":
+        steepness = auto_amplification(probs) if amplification == "auto" else amplification
         cm = soft_confusion_matrix(probs, target.long(), steepness)
         if average == "multiclass":
             return spec.multiclass(cm), spec.lower_bound  # type: ignore[union-attr]
         counts = counts_from_confusion_matrix(cm)
     else:
-        counts = binary_soft_counts(probs, target, steepness)
+        logits = logits.reshape(logits.shape[0], -1)
+        steepness = auto_amplification(torch.sigmoid(logits)) if amplification == "auto" else amplification
+        counts = binary_soft_counts(logits, target.reshape(logits.shape), steepness)
     score = average_metric(spec, formula, *counts, average)
     if spec is None and not isinstance(score, Tensor):
         raise TypeError(f"`metric` must return a tensor built with torch operations; got {describe(score)}")

@@ -59,21 +59,60 @@ def amplify(probs: Tensor, amplification: float | Tensor) -> tuple[Tensor, Tenso
     return torch.where(upper, 1 - small, small), torch.where(upper, small, 1 - small)
 
 
+class _SigmoidSoftCounts(torch.autograd.Function):
+    """Fused ``logits -> sigmoid -> amplify -> (tp, fp, fn, tn)`` per column.
+
+    Autograd through the composed elementwise ops makes about twenty passes over
+    the batch and keeps as many intermediates; this function keeps two tensors
+    (``p`` and ``s = sigmoid(-|x|)``) and computes the backward pass in closed form:
+
+        dA/dz = L s (1 - s) p (1 - p),
+        dLoss/dA = y (g_tp - g_fn) + (1 - y) (g_fp - g_tn).
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, target: Tensor, amplification: Tensor):  # type: ignore[override]
+        # In-place work on this function's own temporaries: each pass over the
+        # batch costs as much as the whole BCE loss at large N.
+        probs = torch.sigmoid(logits)
+        x = (probs - 0.5).mul_(amplification)
+        small = torch.sigmoid(x.abs().neg_())  # s = sigmoid(-|x|) = min(A, 1 - A), never near 1
+        a = torch.where(x >= 0, 1 - small, small)
+        tp = (target * a).sum(0)
+        predicted = a.sum(0)
+        positives = target.sum(0)
+        total = torch.tensor(float(target.shape[0]), dtype=a.dtype, device=a.device)
+        fp = predicted - tp
+        fn = positives - tp
+        tn = total - positives - fp
+        ctx.save_for_backward(probs, small, target, amplification)
+        return tp, fp, fn, tn
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_tp: Tensor, g_fp: Tensor, g_fn: Tensor, g_tn: Tensor):  # type: ignore[override]
+        probs, small, target, amplification = ctx.saved_tensors
+        negative_grad = g_fp - g_tn
+        grad = torch.addcmul(negative_grad, target, (g_tp - g_fn) - negative_grad)
+        grad.mul_(torch.addcmul(small, small, small, value=-1))  # s (1 - s)
+        grad.mul_(torch.addcmul(probs, probs, probs, value=-1))  # p (1 - p)
+        return grad.mul_(amplification), None, None
+
+
 def binary_soft_counts(
-    probs: Tensor, target: Tensor, amplification: float | Tensor
+    logits: Tensor, target: Tensor, amplification: float | Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Soft ``(tp, fp, fn, tn)`` per column of ``(N, C)`` probabilities and 0/1 targets.
+    """Soft ``(tp, fp, fn, tn)`` per column of ``(N, C)`` logits (sigmoid) and 0/1 targets.
 
     Returns four tensors of shape ``(C,)``.
+
+    Example:
+        >>> tp, fp, fn, tn = binary_soft_counts(torch.tensor([[4.0], [-4.0], [3.0]]), torch.tensor([[1], [1], [0]]), 73.0)
+        >>> [round(float(c), 3) for c in (tp[0], fp[0], fn[0], tn[0])]
+        [1.0, 1.0, 1.0, 0.0]
     """
-    a, one_minus_a = amplify(probs, amplification)
-    target = target.to(probs.dtype)
-    negative = 1 - target
-    tp = (target * a).sum(0)
-    fp = (negative * a).sum(0)
-    fn = (target * one_minus_a).sum(0)
-    tn = (negative * one_minus_a).sum(0)
-    return tp, fp, fn, tn
+    amplification = torch.as_tensor(amplification, dtype=logits.dtype, device=logits.device)
+    return _SigmoidSoftCounts.apply(logits, target.to(logits.dtype), amplification)
 
 
 def soft_confusion_matrix(probs: Tensor, target: Tensor, amplification: float | Tensor) -> Tensor:

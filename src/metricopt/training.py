@@ -1,0 +1,191 @@
+"""One training loop for tabular classifiers, shared by the estimator, the CLI and the benchmarks.
+
+* :func:`make_mlp`: the multi-layer perceptron every method trains.
+* :func:`make_loss`: a loss by name (``"anyloss"`` and the cross-entropy baselines).
+* :func:`fit`: mini-batch Adam with per-epoch evaluation and model selection.
+* :func:`predict_proba` / :func:`predict_labels`: probabilities and the decisions
+  the exact metrics score (``p > threshold`` binary, argmax multi-class).
+
+Binary models have one output logit, multi-class models one per class.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from metricopt._checks import check_choice, check_positive
+from metricopt.losses import ConfusionLoss, cross_entropy_loss, focal_loss, inverse_frequency_weights
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+#: Names accepted by :func:`make_loss`.
+LOSSES = ("anyloss", "bce", "weighted_bce", "focal")
+
+__all__ = ["LOSSES", "FitResult", "fit", "make_loss", "make_mlp", "predict_labels", "predict_proba"]
+
+
+def make_mlp(n_features: int, n_outputs: int, hidden_sizes: Sequence[int] = (64, 64), *, seed: int = 0) -> nn.Sequential:
+    """A ReLU MLP ``n_features -> hidden_sizes -> n_outputs`` with seeded initialisation."""
+    sizes = [int(n_features), *(int(h) for h in hidden_sizes)]
+    if any(s <= 0 for s in sizes) or n_outputs <= 0:
+        raise ValueError(f"`hidden_sizes` must be positive integers; got {tuple(hidden_sizes)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        layers: list[nn.Module] = []
+        for width_in, width_out in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(width_in, width_out), nn.ReLU()]
+        layers.append(nn.Linear(sizes[-1], n_outputs))
+        return nn.Sequential(*layers)
+
+
+def make_loss(
+    name: str,
+    *,
+    metric: str = "f1",
+    y_train: np.ndarray | None = None,
+    num_classes: int = 2,
+    amplification: float | str = 73.0,
+    average: str | None = "auto",
+    beta: float = 1.0,
+    gamma: float = 2.0,
+) -> LossFn:
+    """A loss ``f(logits, target)`` by name.
+
+    Args:
+        name: ``"anyloss"`` (the confusion loss for ``metric``), ``"bce"``
+            (binary or multi-class cross-entropy), ``"weighted_bce"`` (weighted
+            by inverse class frequency of ``y_train``), ``"focal"``.
+        metric, amplification, average, beta: options of ``"anyloss"``.
+        y_train: training labels, needed by ``"weighted_bce"``.
+        num_classes: number of classes.
+        gamma: focusing parameter of ``"focal"``.
+    """
+    check_choice("loss", name, LOSSES)
+    if name == "anyloss":
+        return ConfusionLoss(metric, amplification=amplification, average=average, beta=beta)
+    if name == "focal":
+        return lambda logits, target: focal_loss(logits, target, gamma=gamma)
+    if name == "bce":
+        return cross_entropy_loss
+    if y_train is None:
+        raise ValueError("`y_train` is required for loss='weighted_bce'")
+    weights = inverse_frequency_weights(torch.as_tensor(y_train), num_classes)
+    return lambda logits, target: cross_entropy_loss(logits, target, class_weight=weights)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        history: one dict per epoch with ``epoch``, ``train_loss`` and, when an
+            evaluation callback is given, ``val_score``.
+        best_epoch: the epoch whose weights the model holds at the end
+            (the last one without an evaluation callback).
+        best_score: its validation score (None without a callback).
+    """
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_score: float | None = None
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
+    order = torch.randperm(n, generator=generator)
+    return list(order.split(batch_size))
+
+
+def fit(
+    model: nn.Module,
+    loss_fn: LossFn,
+    X: np.ndarray | Tensor,
+    y: np.ndarray | Tensor,
+    *,
+    epochs: int = 100,
+    batch_size: int = 256,
+    learning_rate: float = 1e-3,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    evaluate: Callable[[nn.Module, int], float | None] | None = None,
+    progress: Callable[[dict[str, float]], None] | None = None,
+) -> FitResult:
+    """Train ``model`` with Adam on mini-batches; keep the best epoch by ``evaluate``.
+
+    Args:
+        model: maps ``(B, d)`` float inputs to ``(B, 1)`` or ``(B, C)`` logits.
+        loss_fn: ``f(logits, target)``; binary logits are passed as ``(B,)``.
+        X, y: training inputs ``(N, d)`` and labels ``(N,)``.
+        epochs, batch_size, learning_rate, weight_decay: the budget.
+        seed: seeds the batch order.
+        evaluate: called as ``evaluate(model, epoch)`` after each epoch (model in
+            eval mode); a returned float is a validation score (higher is
+            better) used to keep the best weights; None skips selection.
+        progress: called with each epoch's history row (for progress bars).
+
+    Returns:
+        A :class:`FitResult`; the model holds the selected weights.
+    """
+    for arg, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{arg}` must be a positive integer; got {value!r}")
+    check_positive("learning_rate", learning_rate)
+    X = torch.as_tensor(X, dtype=torch.float32)
+    y = torch.as_tensor(y)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    result = FitResult()
+    best_state = None
+    for epoch in range(1, epochs + 1):
+        model.train()
+        total, count = 0.0, 0
+        for index in _batches(len(X), batch_size, generator):
+            logits = model(X[index])
+            loss = loss_fn(logits.squeeze(-1) if logits.shape[-1] == 1 else logits, y[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(index)
+            count += len(index)
+        row = {"epoch": float(epoch), "train_loss": total / count}
+        if evaluate is not None:
+            model.eval()
+            score = evaluate(model, epoch)
+            if score is not None:
+                row["val_score"] = float(score)
+                if result.best_score is None or score > result.best_score:
+                    result.best_epoch, result.best_score = epoch, float(score)
+                    best_state = copy.deepcopy(model.state_dict())
+        result.history.append(row)
+        if progress is not None:
+            progress(row)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        result.best_epoch = epochs
+    model.eval()
+    return result
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, X: np.ndarray | Tensor, *, batch_size: int = 8192) -> np.ndarray:
+    """Class probabilities: ``(N,)`` positive-class probabilities for a one-logit
+    model, ``(N, C)`` softmax rows otherwise."""
+    model.eval()
+    X = torch.as_tensor(X, dtype=torch.float32)
+    logits = torch.cat([model(chunk) for chunk in X.split(batch_size)]) if len(X) else model(X)
+    if logits.shape[-1] == 1:
+        return torch.sigmoid(logits.squeeze(-1)).numpy()
+    return torch.softmax(logits, -1).numpy()
+
+
+def predict_labels(probs: np.ndarray, *, threshold: float = 0.5) -> np.ndarray:
+    """Decisions from :func:`predict_proba` output: ``p > threshold`` or argmax."""
+    if probs.ndim == 1:
+        return (probs > threshold).astype(np.int64)
+    return probs.argmax(-1).astype(np.int64)
