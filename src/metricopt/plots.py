@@ -1,0 +1,88 @@
+"""Plots of training runs, written to image files.
+
+:func:`plot_learning_curves` draws what :func:`metricopt.training.fit` records
+(one history row per epoch) for several methods side by side: the training
+loss in one panel, the validation score of the target metric in the other,
+with each method's selected (best) epoch marked.
+
+Figures are built with :class:`matplotlib.figure.Figure` and saved through the
+Agg canvas, never through ``pyplot``: no window opens, no global backend is
+switched, and nothing leaks between calls. matplotlib is imported only when a
+plot is drawn.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+__all__ = ["plot_learning_curves"]
+
+
+def plot_learning_curves(
+    histories: Mapping[str, Sequence[Mapping[str, float]]],
+    metric: str,
+    path: str | os.PathLike[str],
+) -> Path:
+    """Save training-loss and validation-score curves of several methods.
+
+    Args:
+        histories: ``method name -> history``, a history being one dict per
+            epoch with ``epoch``, ``train_loss`` and optionally ``val_score``
+            (the rows of :attr:`metricopt.training.FitResult.history`).
+        metric: name of the validation metric, used for the axis label.
+        path: output file; the format follows the suffix (``.png``, ``.pdf``,
+            ``.svg``, ...). Missing parent folders are created.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: ``histories`` is empty or a history has no rows.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> rows = [{"epoch": 1.0, "train_loss": 0.7, "val_score": 0.5},
+        ...         {"epoch": 2.0, "train_loss": 0.4, "val_score": 0.8}]
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     out = plot_learning_curves({"anyloss": rows}, "f1", pathlib.Path(tmp, "c.png"))
+        ...     out.stat().st_size > 0
+        True
+    """
+    if not histories:
+        raise ValueError("histories must name at least one method, got an empty mapping")
+    for name, rows in histories.items():
+        if len(rows) == 0:
+            raise ValueError(f"history of method {name!r} has no epochs")
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    loss_ax, score_ax = fig.subplots(1, 2)
+    for index, (name, rows) in enumerate(histories.items()):
+        color = f"C{index}"
+        epochs = [row["epoch"] for row in rows]
+        loss_ax.plot(epochs, [row["train_loss"] for row in rows], color=color, label=name)
+        scored = [(row["epoch"], row["val_score"]) for row in rows if "val_score" in row]
+        if scored:
+            x, y = zip(*scored)
+            score_ax.plot(x, y, color=color, label=name)
+            # fit() keeps the first epoch with the highest score: mark that one.
+            best_epoch, best = max(scored, key=lambda item: (item[1], -item[0]))
+            score_ax.plot([best_epoch], [best], marker="o", color=color, linestyle="none",
+                          label=f"{name} best: {best:.4f} @ epoch {best_epoch:g}")
+
+    loss_ax.set(title="training loss", xlabel="epoch", ylabel="loss (epoch mean over batches)")
+    score_ax.set(title=f"validation {metric}", xlabel="epoch", ylabel=f"{metric} (higher is better)")
+    for ax in (loss_ax, score_ax):
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize="small")
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    return out
