@@ -59,7 +59,7 @@ from metricopt.data import (
 )
 from metricopt.evaluation import REPORT_METRICS, report
 from metricopt.metrics import METRIC_NAMES
-from metricopt.training import LOSSES, FitResult, fit, make_loss, make_mlp, predict_proba
+from metricopt.training import LOSSES, FitResult, make_loss, predict_proba, train_classifier
 
 __all__ = ["TrainConfig", "build_parser", "config_from_args", "format_table", "main", "run_train"]
 
@@ -189,15 +189,6 @@ def _train_one(
     show_progress: bool,
 ) -> tuple[nn.Module, FitResult]:
     """Train one method; select the epoch with the best validation metric."""
-    model = make_mlp(split.X_train.shape[1], 1 if n_classes == 2 else n_classes, config.hidden_sizes,
-                     seed=config.seed)
-    target = torch.as_tensor(split.y_train, dtype=torch.float32 if n_classes == 2 else torch.long)
-
-    def evaluate(model: nn.Module, epoch: int) -> float:
-        probs = predict_proba(model, split.X_val)
-        return report(split.y_val, probs, num_classes=n_classes, metrics=(config.metric,),
-                      threshold=config.threshold)[config.metric]
-
     bar = _progress_bar(name, config, show_progress)
 
     def progress(row: dict[str, float]) -> None:
@@ -206,11 +197,13 @@ def _train_one(
         bar.update(1)
 
     try:
-        result = fit(model, loss_fn, split.X_train, target, epochs=config.epochs, batch_size=config.batch_size,
-                     learning_rate=config.learning_rate, seed=config.seed, evaluate=evaluate, progress=progress)
+        return train_classifier(
+            loss_fn, split.X_train, split.y_train, num_classes=n_classes, hidden_sizes=config.hidden_sizes,
+            X_val=split.X_val, y_val=split.y_val, metric=config.metric, seed=config.seed, epochs=config.epochs,
+            batch_size=config.batch_size, learning_rate=config.learning_rate, progress=progress,
+        )
     finally:
         bar.close()
-    return model, result
 
 
 def _report_metrics(metric: str) -> tuple[str, ...]:

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
 from sklearn.utils.multiclass import check_classification_targets
@@ -22,7 +21,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from metricopt._checks import check_choice
 from metricopt.metrics import METRIC_NAMES, metric_score
-from metricopt.training import LOSSES, fit, make_loss, make_mlp, predict_labels, predict_proba
+from metricopt.training import LOSSES, make_loss, predict_labels, predict_proba, train_classifier
 
 __all__ = ["MetricClassifier"]
 
@@ -132,30 +131,20 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
                 stratify=encoded if np.bincount(encoded).min() >= 2 else None,
             )
 
-        self.model_ = make_mlp(X.shape[1], 1 if n_classes == 2 else n_classes, self.hidden_layer_sizes, seed=seed)
         loss_fn = make_loss(
             self.loss, metric=self.metric, y_train=encoded, num_classes=n_classes,
             amplification=self.amplification, beta=self.beta,
         )
-        evaluate = None
-        if X_val is not None:
-            def evaluate(model: torch.nn.Module, epoch: int) -> float:
-                predicted = predict_labels(predict_proba(model, X_val))
-                return self._metric(y_val, predicted, n_classes)
-
         progress = (lambda row: print(", ".join(f"{k}={v:.4g}" for k, v in row.items()))) if self.verbose else None
-        target = torch.as_tensor(encoded, dtype=torch.float32 if n_classes == 2 else torch.long)
-        result = fit(
-            self.model_, loss_fn, X, target, epochs=self.max_epochs, batch_size=self.batch_size,
-            learning_rate=self.learning_rate, weight_decay=self.weight_decay, seed=seed,
-            evaluate=evaluate, progress=progress,
+        self.model_, result = train_classifier(
+            loss_fn, X, encoded, num_classes=n_classes, hidden_sizes=self.hidden_layer_sizes,
+            X_val=X_val, y_val=y_val, metric=self.metric, beta=self.beta, seed=seed,
+            epochs=self.max_epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay, progress=progress,
         )
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         return self
-
-    def _metric(self, y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
-        return float(metric_score(y_true, y_pred, self.metric, beta=self.beta, num_classes=n_classes))
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities ``(n_samples, n_classes)``, columns in ``classes_`` order."""
@@ -183,4 +172,4 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"`y` holds labels unseen in fit: {sorted(unknown)[:5]}")
         encoded = np.array([index[label] for label in y.tolist()], dtype=np.int64)
         predicted = np.searchsorted(self.classes_, self.predict(X))
-        return self._metric(encoded, predicted, len(self.classes_))
+        return float(metric_score(encoded, predicted, self.metric, beta=self.beta, num_classes=len(self.classes_)))

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from metricopt._checks import check_choice, check_positive
+from metricopt.metrics import metric_score
 from metricopt.losses import ConfusionLoss, cross_entropy_loss, focal_loss, inverse_frequency_weights
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -27,7 +28,16 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 #: Names accepted by :func:`make_loss`.
 LOSSES = ("anyloss", "bce", "weighted_bce", "focal")
 
-__all__ = ["LOSSES", "FitResult", "fit", "make_loss", "make_mlp", "predict_labels", "predict_proba"]
+__all__ = [
+    "LOSSES",
+    "FitResult",
+    "fit",
+    "make_loss",
+    "make_mlp",
+    "predict_labels",
+    "predict_proba",
+    "train_classifier",
+]
 
 
 def make_mlp(n_features: int, n_outputs: int, hidden_sizes: Sequence[int] = (64, 64), *, seed: int = 0) -> nn.Sequential:
@@ -189,3 +199,48 @@ def predict_labels(probs: np.ndarray, *, threshold: float = 0.5) -> np.ndarray:
     if probs.ndim == 1:
         return (probs > threshold).astype(np.int64)
     return probs.argmax(-1).astype(np.int64)
+
+
+def train_classifier(
+    loss_fn: LossFn,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    *,
+    num_classes: int,
+    hidden_sizes: Sequence[int] = (64, 64),
+    X_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    metric: str = "f1",
+    beta: float = 1.0,
+    seed: int = 0,
+    evaluate: Callable[[nn.Module, int], float | None] | None = None,
+    **fit_options: object,
+) -> tuple[nn.Module, FitResult]:
+    """Build the MLP for ``num_classes`` and :func:`fit` it; the recipe every entry point shares.
+
+    Binary problems get one output logit and float targets, multi-class ones
+    ``num_classes`` logits and integer targets. With a validation set and no
+    ``evaluate`` callback, the epoch with the best validation ``metric`` (at
+    threshold 0.5 / argmax) is kept.
+
+    Args:
+        loss_fn: ``f(logits, target)``, e.g. from :func:`make_loss`.
+        X_train, y_train: training data, labels in ``[0, num_classes)``.
+        num_classes: number of classes (>= 2).
+        hidden_sizes: MLP hidden widths.
+        X_val, y_val: optional validation data for model selection.
+        metric, beta: the selection metric.
+        seed: seeds initialisation and batch order.
+        evaluate: replaces the default validation scorer (see :func:`fit`).
+        **fit_options: ``epochs``, ``batch_size``, ``learning_rate``,
+            ``weight_decay``, ``progress`` of :func:`fit`.
+    """
+    model = make_mlp(X_train.shape[1], 1 if num_classes == 2 else num_classes, hidden_sizes, seed=seed)
+    target = torch.as_tensor(y_train, dtype=torch.float32 if num_classes == 2 else torch.long)
+    if evaluate is None and X_val is not None and y_val is not None:
+        def evaluate(model: nn.Module, epoch: int) -> float:
+            predicted = predict_labels(predict_proba(model, X_val))
+            return float(metric_score(y_val, predicted, metric, beta=beta, num_classes=num_classes))
+
+    result = fit(model, loss_fn, X_train, target, seed=seed, evaluate=evaluate, **fit_options)  # type: ignore[arg-type]
+    return model, result

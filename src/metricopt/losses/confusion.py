@@ -25,7 +25,6 @@ batches estimate the metric better. Half-precision logits are computed in float3
 
 from __future__ import annotations
 
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
