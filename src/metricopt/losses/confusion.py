@@ -30,7 +30,12 @@ import torch
 from torch import Tensor, nn
 
 from metricopt._checks import check_finite, check_positive, check_tensor, describe
-from metricopt.metrics._average import average_metric, counts_from_confusion_matrix, resolve_average
+from metricopt.metrics._average import (
+    average_metric,
+    both_classes,
+    counts_from_confusion_matrix,
+    resolve_average,
+)
 from metricopt.metrics.confusion import MetricArg, resolve_metric
 from metricopt.losses.soft_confusion import (
     auto_amplification,
@@ -95,11 +100,14 @@ def _scores(
         cm = soft_confusion_matrix(probs, target.long(), steepness)
         if average == "multiclass":
             return spec.multiclass(cm), spec.lower_bound  # type: ignore[union-attr]
-        counts = counts_from_confusion_matrix(cm)
+        support = torch.bincount(target.long(), minlength=probs.shape[-1])
+        counts = counts_from_confusion_matrix(cm, support)
     else:
         logits = logits.reshape(logits.shape[0], -1)
         steepness = auto_amplification(torch.sigmoid(logits)) if amplification == "auto" else amplification
         counts = binary_soft_counts(logits, target.reshape(logits.shape), steepness)
+        if task == "binary" and average != "binary":
+            counts = both_classes(*counts)
     score = average_metric(spec, formula, *counts, average)
     if spec is None and not isinstance(score, Tensor):
         raise TypeError(f"`metric` must return a tensor built with torch operations; got {describe(score)}")

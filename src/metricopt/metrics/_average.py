@@ -56,13 +56,32 @@ def resolve_average(average: str | None, task: str, spec: MetricSpec | None) -> 
     return average
 
 
-def counts_from_confusion_matrix(cm: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One-vs-rest ``(tp, fp, fn, tn)`` per class from a ``(C, C)`` matrix (rows: true)."""
+def counts_from_confusion_matrix(
+    cm: Tensor, support: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One-vs-rest ``(tp, fp, fn, tn)`` per class from a ``(C, C)`` matrix (rows: true).
+
+    Args:
+        cm: the confusion matrix.
+        support: exact per-class sample counts; defaults to the row sums. Soft
+            matrices pass the label counts, so that a class without negatives
+            gets ``fp = tn = 0`` exactly rather than rounding noise.
+    """
     tp = torch.diagonal(cm, dim1=-2, dim2=-1)
-    fn = cm.sum(-1) - tp
+    support = cm.sum(-1) if support is None else support.to(cm.dtype)
+    fn = support - tp
     fp = cm.sum(-2) - tp
-    tn = cm.sum((-2, -1)).unsqueeze(-1) - tp - fn - fp
+    tn = (support.sum(-1, keepdim=True) - support) - fp
     return tp, fp, fn, tn
+
+
+def both_classes(tp: Tensor, fp: Tensor, fn: Tensor, tn: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Binary counts of the positive class ``(1,)`` -> counts of classes 0 and 1 ``(2,)``.
+
+    Class 0's true positives are class 1's true negatives, and so on; this is
+    how scikit-learn averages a binary target with ``average="macro"``.
+    """
+    return torch.cat([tn, tp]), torch.cat([fn, fp]), torch.cat([fp, fn]), torch.cat([tp, tn])
 
 
 def average_metric(

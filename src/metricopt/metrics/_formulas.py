@@ -9,6 +9,11 @@ Conventions:
   ``zero_division`` does; ``safe_divide`` and ``safe_sqrt`` keep the gradient of
   such a ratio finite (the double-``where`` trick: the unused branch never sees
   a zero denominator, so no ``0 * inf = NaN`` reaches the backward pass).
+* "Zero" means at most ``EMPTY`` (a millionth of a sample). Hard counts are
+  whole numbers, so this changes nothing for the exact metrics; soft counts of
+  an empty cell are about 1e-16 per sample (A(0) at L = 73), and without the
+  cut-off their ratio (prevalence, noise) would replace the 0 that the exact
+  metric gives, e.g. for the precision of a class that is never predicted.
 * Formulas marked "multiclass" take a full ``(C, C)`` confusion matrix (rows:
   true class, columns: predicted class) and follow scikit-learn's multi-class
   definitions of accuracy, balanced accuracy, MCC and Cohen's kappa.
@@ -27,9 +32,13 @@ CountFormula = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 MatrixFormula = Callable[[Tensor], Tensor]
 
 
+#: Counts at or below this are empty (a millionth of a sample).
+EMPTY = 1e-6
+
+
 def safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
-    """``numerator / denominator``, and 0 (with zero gradient) where the denominator is 0."""
-    zero = denominator == 0
+    """``numerator / denominator``, and 0 (with zero gradient) where ``|denominator| <= EMPTY``."""
+    zero = denominator.abs() <= EMPTY
     return torch.where(zero, torch.zeros_like(numerator), numerator / torch.where(zero, 1.0, denominator))
 
 
@@ -74,8 +83,8 @@ def balanced_accuracy(tp: Tensor, fp: Tensor, fn: Tensor, tn: Tensor) -> Tensor:
     scikit-learn drops a class without true samples from the mean, so a batch
     without positives scores its TNR alone.
     """
-    has_pos = (tp + fn > 0).to(tp.dtype)
-    has_neg = (tn + fp > 0).to(tp.dtype)
+    has_pos = (tp + fn > EMPTY).to(tp.dtype)
+    has_neg = (tn + fp > EMPTY).to(tp.dtype)
     rates = recall(tp, fp, fn, tn) * has_pos + specificity(tp, fp, fn, tn) * has_neg
     return safe_divide(rates, has_pos + has_neg)
 
@@ -117,7 +126,7 @@ def multiclass_accuracy(cm: Tensor) -> Tensor:
 def multiclass_balanced_accuracy(cm: Tensor) -> Tensor:
     """Mean recall over the classes that have true samples (scikit-learn)."""
     support = cm.sum(-1)
-    present = (support > 0).to(cm.dtype)
+    present = (support > EMPTY).to(cm.dtype)
     recalls = safe_divide(torch.diagonal(cm, dim1=-2, dim2=-1), support)
     return safe_divide((recalls * present).sum(-1), present.sum(-1))
 
@@ -134,12 +143,16 @@ def multiclass_mcc(cm: Tensor) -> Tensor:
 
 
 def multiclass_kappa(cm: Tensor) -> Tensor:
-    """Cohen's kappa on the full matrix, as scikit-learn; 0 where scikit-learn returns NaN."""
+    """Cohen's kappa on the full matrix, as scikit-learn; 0 where scikit-learn returns NaN.
+
+    kappa = 1 - observed / expected disagreement, both scaled by the total so
+    that the denominator is a whole number for hard counts.
+    """
     total = cm.sum((-2, -1))
-    expected = cm.sum(-1).unsqueeze(-1) * cm.sum(-2).unsqueeze(-2)
+    chance = cm.sum(-1).unsqueeze(-1) * cm.sum(-2).unsqueeze(-2)
     off_diagonal = 1.0 - torch.eye(cm.shape[-1], dtype=cm.dtype, device=cm.device)
-    observed_errors = (off_diagonal * cm).sum((-2, -1))
-    expected_errors = safe_divide((off_diagonal * expected).sum((-2, -1)), total)
+    expected_errors = (off_diagonal * chance).sum((-2, -1))
+    observed_errors = (off_diagonal * cm).sum((-2, -1)) * total
     return safe_divide(expected_errors - observed_errors, expected_errors)
 
 
