@@ -419,10 +419,15 @@ def test_none_average_is_per_class_and_its_mean_is_macro(name, task):
 
 @pytest.mark.parametrize(("name", "task"), CASES)
 def test_amplification_matters(name, task):
+    """The steepness knob of each task changes the loss on soft logits: `amplification`
+    (sigmoid paths) or `sharpness` (multi-class softmax); the other one is inert."""
     z, y = random_batch(task, n=10, scale=0.5, seed=6)
-    soft = confusion_loss(z, y, name, amplification=5.0, beta=BETA)
-    sharp = confusion_loss(z, y, name, amplification=73.0, beta=BETA)
+    knob, inert = ("sharpness", "amplification") if task == "multiclass" else ("amplification", "sharpness")
+    soft = confusion_loss(z, y, name, beta=BETA, **{knob: 1.0})
+    sharp = confusion_loss(z, y, name, beta=BETA, **{knob: 73.0})
     assert abs(soft.item() - sharp.item()) > 1e-3
+    other = confusion_loss(z, y, name, beta=BETA, **{knob: 73.0, inert: 2.0})
+    assert other.item() == sharp.item()
 
 
 def test_beta_matters_in_the_right_direction():
@@ -462,10 +467,12 @@ def test_auto_amplification(name, task):
     assert torch.isfinite(loss) and 0 <= loss.item() <= 1
     loss.backward()
     assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
-    # the documented rule: L = clip(5 / median |p - 0.5|, 10, 73)
+    # the documented rule: L = clip(5 / median |p - 0.5|, 10, 73); multi-class uses `sharpness` instead
     with torch.no_grad():
-        probs = torch.softmax(z, -1) if task == "multiclass" else torch.sigmoid(z)
+        probs = torch.sigmoid(z)
         steepness = min(max(5.0 / (probs - 0.5).abs().flatten().median().item(), 10.0), 73.0)
+        if task == "multiclass":
+            steepness = 73.0
         expected = confusion_loss(z, y, name, amplification=steepness, beta=BETA)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-9, abs=1e-12)
 

@@ -4,7 +4,8 @@ Method: AnyLoss (Han, Moniz and Chawla, "AnyLoss: Transforming Classification
 Metrics into Loss Functions", KDD 2024). Logits become probabilities (sigmoid for
 binary and multi-label, softmax for multi-class), probabilities become amplified
 near-hard predictions, and those are summed into a soft confusion matrix over
-the batch (:mod:`metricopt.losses.soft_confusion`). The metric's own formula,
+the batch (:mod:`metricopt.losses.soft_confusion`; multi-class targets use a
+sharpened softmax instead). The metric's own formula,
 the one the exact metric uses on hard counts, is applied to the soft counts:
 
     loss = (1 - M(TP, FP, FN, TN)) / (1 - m),
@@ -47,6 +48,8 @@ __all__ = ["confusion_loss", "ConfusionLoss", "infer_task"]
 
 #: The paper's default steepness: the largest integer with A(1) < 1 in float64.
 DEFAULT_AMPLIFICATION = 73.0
+#: Multi-class softmax sharpness, chosen by the measurements in soft_confusion.py.
+DEFAULT_SHARPNESS = 5.0
 
 
 def infer_task(logits: Tensor, target: Tensor) -> str:
@@ -88,19 +91,17 @@ def _check_target(task: str, target: Tensor, num_classes: int) -> None:
 
 
 def _scores(
-    logits: Tensor, target: Tensor, task: str, metric: MetricArg, amplification: float | str, average: str | None,
-    beta: float,
+    logits: Tensor, target: Tensor, task: str, metric: MetricArg, amplification: float | str, sharpness: float,
+    average: str | None, beta: float,
 ) -> tuple[Tensor, float]:
     """The soft metric score(s) and the metric's lower bound."""
     spec, formula = resolve_metric(metric, beta)
     average = resolve_average(average, task, spec)
     if task == "multiclass":
-        probs = torch.softmax(logits, dim=-1)
-        steepness = auto_amplification(probs) if amplification == "auto" else amplification
-        cm = soft_confusion_matrix(probs, target.long(), steepness)
+        cm = soft_confusion_matrix(logits, target.long(), sharpness)
         if average == "multiclass":
             return spec.multiclass(cm), spec.lower_bound  # type: ignore[union-attr]
-        support = torch.bincount(target.long(), minlength=probs.shape[-1])
+        support = torch.bincount(target.long(), minlength=logits.shape[-1])
         counts = counts_from_confusion_matrix(cm, support)
     else:
         logits = logits.reshape(logits.shape[0], -1)
@@ -120,6 +121,7 @@ def confusion_loss(
     metric: MetricArg = "f1",
     *,
     amplification: float | str = DEFAULT_AMPLIFICATION,
+    sharpness: float = DEFAULT_SHARPNESS,
     average: str | None = "auto",
     beta: float = 1.0,
     validate: bool = True,
@@ -136,11 +138,14 @@ def confusion_loss(
             ``"mcc"``, ``"jaccard"``, ``"kappa"``, or a callable
             ``f(tp, fp, fn, tn) -> score`` in torch operations (higher is better,
             the loss is ``1 - score``).
-        amplification: the steepness L of ``A(p) = sigmoid(L (p - 0.5))``, > 0.
-            Larger L makes the soft counts closer to the hard ones but the
-            gradient more local to p = 0.5; the paper found 30 to 110 good and
-            chose 73. ``"auto"`` scales L to the batch (see
-            :func:`~metricopt.losses.soft_confusion.auto_amplification`).
+        amplification: binary and multi-label: the steepness L of
+            ``A(p) = sigmoid(L (p - 0.5))``, > 0. Larger L makes the soft counts
+            closer to the hard ones but the gradient more local to p = 0.5; the
+            paper found 30 to 110 good and chose 73. ``"auto"`` scales L to the
+            batch (see :func:`~metricopt.losses.soft_confusion.auto_amplification`).
+        sharpness: multi-class: the soft prediction is
+            ``softmax(sharpness * logits)`` (> 0; see
+            :mod:`~metricopt.losses.soft_confusion` for why 5).
         average: how per-class scores combine: ``"auto"``, ``"binary"``,
             ``"macro"``, ``"micro"``, ``"weighted"``, ``"multiclass"``, or
             ``"none"``/``None`` for a per-class loss vector.
@@ -175,13 +180,14 @@ def confusion_loss(
         raise TypeError(f"`logits` must be a floating-point tensor; got {describe(logits)}")
     if amplification != "auto":
         amplification = check_positive("amplification", amplification)
+    sharpness = check_positive("sharpness", sharpness)
     task = infer_task(logits, target)
     if validate:
         check_finite("logits", logits)
         _check_target(task, target, logits.shape[-1])
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
-    score, lower_bound = _scores(logits, target, task, metric, amplification, average, beta)
+    score, lower_bound = _scores(logits, target, task, metric, amplification, sharpness, average, beta)
     loss = (1 - score) / (1 - lower_bound)
     if validate and callable(metric) and not bool(torch.isfinite(loss).all()):
         raise ValueError(f"`metric` {getattr(metric, '__name__', metric)!r} returned a non-finite score: {loss.tolist()}")
@@ -208,6 +214,7 @@ class ConfusionLoss(nn.Module):
         metric: MetricArg = "f1",
         *,
         amplification: float | str = DEFAULT_AMPLIFICATION,
+        sharpness: float = DEFAULT_SHARPNESS,
         average: str | None = "auto",
         beta: float = 1.0,
         validate: bool = True,
@@ -218,6 +225,7 @@ class ConfusionLoss(nn.Module):
             amplification = check_positive("amplification", amplification)
         self.metric = metric
         self.amplification = amplification
+        self.sharpness = check_positive("sharpness", sharpness)
         self.average = average
         self.beta = beta
         self.validate = validate
@@ -225,10 +233,14 @@ class ConfusionLoss(nn.Module):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Loss of a batch; see :func:`confusion_loss`."""
         return confusion_loss(
-            logits, target, self.metric, amplification=self.amplification, average=self.average,
+            logits, target, self.metric, amplification=self.amplification, sharpness=self.sharpness,
+            average=self.average,
             beta=self.beta, validate=self.validate,
         )
 
     def extra_repr(self) -> str:
         name = self.metric if isinstance(self.metric, str) else getattr(self.metric, "__name__", "callable")
-        return f"metric={name!r}, amplification={self.amplification!r}, average={self.average!r}"
+        return (
+            f"metric={name!r}, amplification={self.amplification!r}, sharpness={self.sharpness!r}, "
+            f"average={self.average!r}"
+        )

@@ -20,12 +20,16 @@ about 0.73. :func:`amplify` therefore computes ``A`` and ``1 - A`` from
 ``s = sigmoid(-|x|)`` (never close to 1), so that both and their gradients keep
 full relative precision in float32.
 
-Multi-class (beyond the paper): the amplified softmax probabilities of a sample
-are renormalised to sum to one, ``Â = A / sum_j A_j``, and the soft ``(C, C)``
-confusion matrix is ``Y^T Â``. Each row of Â is a smooth version of the one-hot
-argmax prediction that is evaluated at test time (for ``max p > 0.5`` it is
-one-hot; for flatter rows it behaves like ``softmax(L p)``), and every row of the
-matrix sums to that class's exact support. DECIDED: the paper is binary only.
+Multi-class (beyond the paper, DECIDED by measurement): the test-time decision
+is the argmax, not ``p > 0.5``, so the soft prediction of a sample is a sharpened
+softmax, ``Â = softmax(sharpness * logits)``, and the soft ``(C, C)`` confusion
+matrix is ``Y^T Â``. Amplifying each softmax probability with ``A(p)`` and
+renormalising was tried first: a class whose probabilities fall well below 0.5
+gets ``A ~ 1e-16`` and no gradient back, so training stalled with classes never
+predicted (texture, 11 classes: multi-class MCC 0.73 with L = 73 or with
+sharpness 18, 0.99 with sharpness 5; segment 0.76 vs 0.93; mean of 2 seeds,
+40 epochs; the ablation is in benchmarks/results). Sharpening in logit space
+decays only exponentially in the logit margin, so every class keeps a gradient.
 """
 
 from __future__ import annotations
@@ -115,18 +119,23 @@ def binary_soft_counts(
     return _SigmoidSoftCounts.apply(logits, target.to(logits.dtype), amplification)
 
 
-def soft_confusion_matrix(probs: Tensor, target: Tensor, amplification: float | Tensor) -> Tensor:
-    """Soft ``(C, C)`` confusion matrix (rows: true class) of ``(N, C)`` softmax probabilities.
+def soft_confusion_matrix(logits: Tensor, target: Tensor, sharpness: float) -> Tensor:
+    """Soft ``(C, C)`` confusion matrix (rows: true class) of ``(N, C)`` multi-class logits.
 
     Args:
-        probs: ``(N, C)`` rows of class probabilities.
+        logits: ``(N, C)`` raw scores.
         target: ``(N,)`` integer classes in ``[0, C)``.
-        amplification: the steepness L.
+        sharpness: the soft prediction is ``softmax(sharpness * logits)``; large
+            values approach the one-hot argmax.
+
+    Example:
+        >>> cm = soft_confusion_matrix(torch.tensor([[9.0, 0.0], [0.0, 9.0], [9.0, 0.0]]), torch.tensor([0, 1, 1]), 5.0)
+        >>> cm.round().tolist()
+        [[1.0, 0.0], [1.0, 1.0]]
     """
-    a, _ = amplify(probs, amplification)
-    a = a / a.sum(-1, keepdim=True)
-    one_hot = torch.nn.functional.one_hot(target, probs.shape[-1]).to(probs.dtype)
-    return one_hot.T @ a
+    soft_predictions = torch.softmax(sharpness * logits, dim=-1)
+    one_hot = torch.nn.functional.one_hot(target, logits.shape[-1]).to(soft_predictions.dtype)
+    return one_hot.T @ soft_predictions
 
 
 def auto_amplification(probs: Tensor, *, target_margin: float = 5.0, low: float = 10.0, high: float = 73.0) -> Tensor:
