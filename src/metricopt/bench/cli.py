@@ -1,0 +1,185 @@
+"""Command line of the benchmark harness: ``python -m metricopt.bench SUITE [options]``.
+
+Examples::
+
+    python -m metricopt.bench quality --jobs 2
+    python -m metricopt.bench ablation --jobs 2
+    python -m metricopt.bench speed
+    python -m metricopt.bench all --smoke --output-dir /tmp/bench
+    python -m metricopt.bench render benchmarks/results/quality.json   # redraw .md/.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "render", "run_named", "write_reports"]
+
+_KINDS = ("quality", "ablation", "speed")
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    """``"5"`` -> seeds 0..4; ``"0,3,7"`` -> those seeds."""
+    try:
+        if "," in text:
+            seeds = tuple(int(s) for s in text.split(",") if s.strip())
+        else:
+            count = int(text)
+            if count < 1:
+                raise ValueError
+            seeds = tuple(range(count))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--seeds must be a count (e.g. 5) or a comma list (e.g. 0,1,2); got {text!r}") from None
+    return seeds
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m metricopt.bench",
+        description="Run a benchmark suite (or `render JSON...` to redraw reports from saved results).",
+    )
+    p.add_argument("suite", choices=(*_KINDS, "all"), help="which suite to run ('all': quality, ablation, speed)")
+    p.add_argument("--smoke", action="store_true", help="the tiny CI version of each suite (seconds)")
+    p.add_argument("--seeds", type=_seeds, help="seed count N (seeds 0..N-1) or comma list")
+    p.add_argument("--datasets", type=_names, help="comma list of dataset names (quality/ablation)")
+    p.add_argument("--epochs", type=int, help="training epochs (quality/ablation)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes for quality/ablation (default 1)")
+    p.add_argument("--threads", type=int, help="torch threads per process (default: the spec's)")
+    p.add_argument("--output-dir", type=Path, default=Path("benchmarks/results"), help="where result files go")
+    p.add_argument("--name", help="result file stem (default: the suite's name)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _override(spec: Any, args: argparse.Namespace) -> Any:
+    from metricopt.data import DATASETS
+
+    changes: dict[str, Any] = {}
+    if spec.kind != "speed":
+        if args.seeds is not None:
+            changes["seeds"] = args.seeds
+        if args.epochs is not None:
+            if args.epochs < 1:
+                raise SystemExit(f"--epochs must be >= 1; got {args.epochs}")
+            changes["epochs"] = args.epochs
+        if args.datasets is not None:
+            unknown = [d for d in args.datasets if d not in DATASETS]
+            if unknown:
+                raise SystemExit(f"--datasets: unknown dataset(s) {unknown}; known: {sorted(DATASETS)}")
+            binary = tuple(d for d in args.datasets if DATASETS[d].task == "binary")
+            changes["binary_datasets"] = binary
+            if spec.kind == "quality":
+                changes["multiclass_datasets"] = tuple(d for d in args.datasets if DATASETS[d].task != "binary")
+            elif not binary:
+                raise SystemExit("--datasets: the ablation needs at least one binary dataset")
+    if args.threads is not None:
+        changes["threads"] = args.threads
+    if args.name:
+        changes["name"] = args.name if args.suite != "all" else f"{args.name}_{spec.kind}"
+    return dataclasses.replace(spec, **changes) if changes else spec
+
+
+def write_reports(payload: dict[str, Any], output_dir: Path, *, plots: bool = True) -> dict[str, Path]:
+    """Write the Markdown report and PNG plots of a payload (not its JSON); returns the paths."""
+    from metricopt.bench import plots as _plots
+    from metricopt.bench.results import quality_markdown, speed_markdown
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    name = payload["suite"]
+    paths: dict[str, Path] = {}
+    if payload["kind"] == "speed":
+        markdown = speed_markdown(payload)
+        if plots:
+            paths["png"] = _plots.plot_speed(payload, output_dir / f"{name}.png")
+    else:
+        markdown = quality_markdown(payload)
+        if plots:
+            paths["png"] = _plots.plot_quality(payload, output_dir / f"{name}.png")
+            paths["png_per_dataset"] = _plots.plot_quality_per_dataset(payload, output_dir / f"{name}_per_dataset.png")
+    paths["md"] = output_dir / f"{name}.md"
+    paths["md"].write_text(markdown)
+    return paths
+
+
+def render(json_path: Path, output_dir: Path | None = None, *, plots: bool = True) -> dict[str, Path]:
+    """Re-create the Markdown and PNG files of a saved result JSON (no re-run).
+
+    The summary of a quality or ablation payload is derived data: it is
+    recomputed from the records with the current code and, when writing next
+    to the JSON, saved back into it so that JSON and Markdown agree.
+    """
+    import json
+
+    from metricopt.bench.quality import refresh_summary
+    from metricopt.bench.results import write_json
+
+    json_path = Path(json_path)
+    payload = json.loads(json_path.read_text())
+    if payload["kind"] != "speed":
+        refresh_summary(payload)
+        if output_dir is None or Path(output_dir).resolve() == json_path.parent.resolve():
+            write_json(payload, json_path)
+    return write_reports(payload, json_path.parent if output_dir is None else output_dir, plots=plots)
+
+
+def run_named(spec: Any, *, output_dir: Path, jobs: int = 1, progress: bool = True, plots: bool = True,
+              command: Sequence[str] | None = None) -> dict[str, Path]:
+    """Run one spec and write ``<name>.json``, ``<name>.md`` and PNGs to ``output_dir``; returns the paths."""
+    from metricopt.bench.results import write_json
+
+    if spec.kind == "speed":
+        from metricopt.bench.speed import run_speed
+
+        payload = run_speed(spec, progress=progress, command=command)
+    else:
+        from metricopt.bench.quality import run_suite
+
+        payload = run_suite(spec, jobs=jobs, progress=progress, command=command)
+    json_path = write_json(payload, Path(output_dir) / f"{spec.name}.json")
+    paths = write_reports(payload, output_dir, plots=plots)
+    paths["json"] = json_path
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    import torch
+
+    from metricopt.bench.specs import get_suite
+
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["render"]:
+        render_parser = argparse.ArgumentParser(
+            prog="python -m metricopt.bench render", description="re-create .md and .png files from result JSON")
+        render_parser.add_argument("json", nargs="+", type=Path, help="result JSON files")
+        render_parser.add_argument("--output-dir", type=Path, help="default: next to each JSON")
+        render_args = render_parser.parse_args(argv[1:])
+        for path in render_args.json:
+            paths = render(path, render_args.output_dir)
+            print(f"{path}: " + ", ".join(str(p) for p in paths.values()))
+        return 0
+    args = _parser().parse_args(argv)
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs must be >= 1; got {args.jobs}")
+    command = list(argv)
+    kinds = _KINDS if args.suite == "all" else (args.suite,)
+    for kind in kinds:
+        spec = _override(get_suite(kind, smoke=args.smoke), args)
+        torch.set_num_threads(spec.threads)
+        paths = run_named(spec, output_dir=args.output_dir, jobs=args.jobs, progress=not args.quiet,
+                          plots=not args.no_plots, command=command)
+        print(f"{spec.name}: " + ", ".join(str(p) for p in paths.values()))
+    return 0

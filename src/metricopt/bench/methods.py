@@ -1,0 +1,158 @@
+"""The training recipes a benchmark compares, as data.
+
+A :class:`Method` says how to build the loss (and, for losses with parameters,
+the model wrapper), whether it is trained once per target metric, how its
+decisions are taken (threshold 0.5 / argmax, or a threshold tuned on
+validation for the target metric), and which tasks it supports. Methods that
+share a ``train_group`` share one training run (BCE at 0.5 and BCE with a tuned
+threshold are the same network).
+
+Recipes:
+
+=============== ============================================================
+``anyloss``      AnyLoss for the target metric (``ConfusionLoss``), decision
+                 at 0.5 (argmax multi-class); trained once per target metric.
+``bce``          (binary) cross-entropy, decision at 0.5 / argmax.
+``bce_tuned``    the same network, threshold tuned on validation for the
+                 target metric (``evaluation.tune_threshold``); binary only.
+``weighted_bce`` cross-entropy weighted by inverse class frequency.
+``focal``        focal loss (gamma from the spec).
+``dice``         MONAI ``DiceLoss`` (batch-level soft Dice = soft F1; softmax
+                 and macro over classes for multi-class); peer, optional.
+``aucm``         LibAUC ``AUCMLoss`` on sigmoid scores, threshold tuned on
+                 validation (an AUC loss has no natural threshold); binary
+                 only; peer, optional.
+=============== ============================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from metricopt.bench import peers
+from metricopt.training import make_loss
+
+__all__ = ["METHODS", "BuildContext", "Method", "anyloss_method", "method_label", "resolve_methods"]
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a method's builder may use: the task and the training labels."""
+
+    num_classes: int
+    y_train: np.ndarray
+    metric: str
+    amplification: float | str
+    focal_gamma: float
+
+    @property
+    def positive_rate(self) -> float:
+        return float(np.mean(self.y_train == 1))
+
+
+#: builder(model, context) -> (model to train, loss_fn), or None when a peer is missing.
+Builder = Callable[[nn.Module, BuildContext], tuple[nn.Module, Any] | None]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One training recipe.
+
+    Attributes:
+        name: key in results.
+        label: column header in tables.
+        build: see :data:`Builder`.
+        per_metric: trained once per target metric (its loss depends on it).
+        tune: decisions at a threshold tuned on validation for the target metric.
+        tasks: ``"binary"`` and/or ``"multiclass"``.
+        train_group: methods with the same group share one training run.
+        peer: name in :data:`metricopt.bench.peers.PEERS` if the loss is a peer's.
+        amplification: AnyLoss steepness override (ablation variants).
+    """
+
+    name: str
+    label: str
+    build: Builder
+    per_metric: bool = False
+    tune: bool = False
+    tasks: tuple[str, ...] = ("binary", "multiclass")
+    train_group: str = ""
+    peer: str | None = None
+    amplification: float | str | None = None
+
+    @property
+    def group(self) -> str:
+        return self.train_group or self.name
+
+
+def _anyloss(model: nn.Module, ctx: BuildContext) -> tuple[nn.Module, Any]:
+    return model, make_loss("anyloss", metric=ctx.metric, amplification=ctx.amplification, num_classes=ctx.num_classes)
+
+
+def _bce(model: nn.Module, ctx: BuildContext) -> tuple[nn.Module, Any]:
+    return model, make_loss("bce")
+
+
+def _weighted_bce(model: nn.Module, ctx: BuildContext) -> tuple[nn.Module, Any]:
+    return model, make_loss("weighted_bce", y_train=ctx.y_train, num_classes=ctx.num_classes)
+
+
+def _focal(model: nn.Module, ctx: BuildContext) -> tuple[nn.Module, Any]:
+    return model, make_loss("focal", gamma=ctx.focal_gamma)
+
+
+def _dice(model: nn.Module, ctx: BuildContext) -> tuple[nn.Module, Any] | None:
+    fn = peers.dice_loss_fn(ctx.num_classes)
+    return None if fn is None else (model, fn)
+
+
+def _aucm(model: nn.Module, ctx: BuildContext) -> tuple[nn.Module, Any] | None:
+    criterion = peers.make_aucm(ctx.positive_rate)
+    if criterion is None:
+        return None
+    wrapped = peers.ModelWithCriterion(model, criterion)
+    return wrapped, wrapped.criterion
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("anyloss", "AnyLoss", _anyloss, per_metric=True),
+        Method("bce", "BCE", _bce, train_group="bce"),
+        Method("bce_tuned", "BCE tuned", _bce, tune=True, tasks=("binary",), train_group="bce"),
+        Method("weighted_bce", "weighted BCE", _weighted_bce),
+        Method("focal", "focal", _focal),
+        Method("dice", "Dice (MONAI)", _dice, peer="monai"),
+        Method("aucm", "AUCM (LibAUC, tuned)", _aucm, tune=True, tasks=("binary",), peer="libauc"),
+    )
+}
+
+
+def ablation_name(amplification: float | str) -> str:
+    """``"auto"`` or ``"L=73"`` for an AnyLoss steepness."""
+    return "auto" if amplification == "auto" else f"L={float(amplification):g}"
+
+
+def anyloss_method(amplification: float | str) -> Method:
+    """AnyLoss with a fixed steepness (ablation variant)."""
+    name = ablation_name(amplification)
+    return Method(name, name, _anyloss, per_metric=True, tasks=("binary",), amplification=amplification)
+
+
+def resolve_methods(names: tuple[str, ...]) -> list[Method]:
+    """Methods by name; raises ``ValueError`` naming an unknown one."""
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
+    return [METHODS[n] for n in names]
+
+
+def method_label(name: str, task: str = "binary") -> str:
+    """Table header of a method (CE instead of BCE on multi-class tables)."""
+    label = METHODS[name].label if name in METHODS else name
+    return label.replace("BCE", "CE") if task == "multiclass" else label

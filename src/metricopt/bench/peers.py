@@ -1,0 +1,176 @@
+"""Optional peer losses for the benchmarks, imported lazily.
+
+* ``monai``: ``monai.losses.DiceLoss``, a batch-level soft Dice (= soft F1)
+  loss. Binary: ``DiceLoss(sigmoid=True, batch=True)`` on ``(N, 1)`` logits,
+  i.e. ``1 - (2 sum p y + eps) / (sum p + sum y + eps)`` over the whole batch.
+  Multi-class: ``DiceLoss(softmax=True, to_onehot_y=True, batch=True)`` on
+  ``(N, C)`` logits, the mean over classes of the per-class soft Dice loss
+  (a soft macro F1). Install: ``pip install --no-deps monai`` (it needs only
+  numpy and torch; ``--no-deps`` keeps pip from touching the installed torch).
+* ``libauc``: ``libauc.losses.AUCMLoss`` (AUC-margin, Yuan et al. ICCV 2021) on
+  sigmoid scores, binary only. Install: ``pip install --no-deps libauc==2.0.1``.
+  Some LibAUC builds import ``torchvision`` at import time; if it is missing,
+  :func:`load_peer` puts a stub module on ``sys.path`` from a temporary folder,
+  inside this process only.
+
+A missing peer never crashes a benchmark: :func:`peer_status` reports
+``"not installed: <reason>"`` and the harness records it in the results.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import tempfile
+import types
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["PEERS", "AUCMCriterion", "dice_loss_fn", "load_peer", "peer_status", "peer_versions"]
+
+#: Peer name -> (module to import, install hint).
+PEERS: dict[str, tuple[str, str]] = {
+    "monai": ("monai.losses", "pip install --no-deps monai"),
+    "libauc": ("libauc.losses", "pip install --no-deps libauc==2.0.1"),
+}
+
+_STATUS: dict[str, str] = {}
+_STUB_DIR: tempfile.TemporaryDirectory[str] | None = None
+
+
+def _install_torchvision_stub() -> None:
+    """Put an empty ``torchvision`` package on ``sys.path`` (temp dir, this process only)."""
+    global _STUB_DIR
+    if _STUB_DIR is not None:
+        return
+    _STUB_DIR = tempfile.TemporaryDirectory(prefix="metricopt-bench-stub-")
+    package = Path(_STUB_DIR.name) / "torchvision"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        '"""Stub so that libauc imports without torchvision; the benchmark uses no vision code."""\n'
+        "__version__ = '0.0.0+metricopt-stub'\n"
+        "from . import transforms, datasets, models\n"
+    )
+    for sub in ("transforms", "datasets", "models"):
+        (package / f"{sub}.py").write_text("def __getattr__(name):\n    raise AttributeError(name)\n")
+    sys.path.insert(0, _STUB_DIR.name)
+
+
+def load_peer(name: str) -> types.ModuleType | None:
+    """Import a peer's loss module, or return None (and remember why) if it is missing."""
+    if name not in PEERS:
+        raise ValueError(f"`name` must be one of {sorted(PEERS)}; got {name!r}")
+    module_name, hint = PEERS[name]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                if exc.name != "torchvision" or name != "libauc":
+                    raise
+                _install_torchvision_stub()
+                module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import failure means "not usable here", never a crash
+        _STATUS[name] = f"not installed: {type(exc).__name__}: {exc} (install: {hint})"
+        return None
+    root = importlib.import_module(module_name.split(".")[0])
+    _STATUS[name] = f"installed {getattr(root, '__version__', 'unknown version')}"
+    return module
+
+
+def peer_status(name: str) -> str:
+    """``"installed <version>"`` or ``"not installed: <reason>"``."""
+    if name not in _STATUS:
+        load_peer(name)
+    return _STATUS[name]
+
+
+def peer_versions() -> dict[str, str]:
+    """Status of every peer, for the run metadata."""
+    return {name: peer_status(name) for name in PEERS}
+
+
+def dice_loss_fn(num_classes: int) -> Any:
+    """MONAI's batch-level soft Dice loss as ``f(logits, target)``, or None if MONAI is missing.
+
+    ``logits``: ``(N,)`` binary (sigmoid) or ``(N, C)`` multi-class (softmax);
+    ``target``: ``(N,)`` labels.
+    """
+    module = load_peer("monai")
+    if module is None:
+        return None
+    if num_classes == 2:
+        criterion = module.DiceLoss(sigmoid=True, batch=True)
+
+        def binary_dice(logits: Tensor, target: Tensor) -> Tensor:
+            return criterion(logits.reshape(-1, 1), target.reshape(-1, 1).to(logits.dtype))
+
+        return binary_dice
+    criterion = module.DiceLoss(softmax=True, to_onehot_y=True, batch=True)
+
+    def multiclass_dice(logits: Tensor, target: Tensor) -> Tensor:
+        return criterion(logits, target.reshape(-1, 1))
+
+    return multiclass_dice
+
+
+def _reverse_gradient(grad: Tensor) -> Tensor:
+    return -grad
+
+
+class AUCMCriterion(nn.Module):
+    """LibAUC's ``AUCMLoss`` (v1, prior = training positive rate) trainable by a plain optimizer.
+
+    AUC-margin is a min-max problem: the model and the class centres ``a``,
+    ``b`` descend, the dual variable ``alpha >= 0`` ascends. LibAUC's PESG
+    optimizer does that; to give every benchmark method the same optimizer and
+    budget (Adam), ``alpha``'s gradient is negated by a hook (so a descent step
+    is an ascent step for it) and ``alpha`` is projected onto ``[0, 999]``
+    before each forward, as PESG does. Scores are ``sigmoid(logits)``, as in
+    LibAUC's examples.
+
+    Holds the loss parameters, so it must be a submodule of the trained model
+    (:class:`ModelWithCriterion`) for the optimizer to see them.
+    """
+
+    def __init__(self, loss_module: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss_module
+        self.loss.alpha.register_hook(_reverse_gradient)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        with torch.no_grad():
+            self.loss.alpha.clamp_(0.0, 999.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "no positive sample" on a batch: defined, just noisy
+            # auto=False: use the imratio given at construction, not the batch's rate.
+            return self.loss(torch.sigmoid(logits).reshape(-1, 1), target.reshape(-1, 1), auto=False)
+
+
+def make_aucm(positive_rate: float, *, margin: float = 1.0) -> AUCMCriterion | None:
+    """An :class:`AUCMCriterion` for training positive rate ``positive_rate``, or None if LibAUC is missing."""
+    module = load_peer("libauc")
+    if module is None:
+        return None
+    loss = module.AUCMLoss(margin=margin, imratio=float(positive_rate), version="v1", device=torch.device("cpu"))
+    return AUCMCriterion(loss)
+
+
+class ModelWithCriterion(nn.Module):
+    """A model plus a loss that has parameters, so one optimizer trains both.
+
+    ``forward`` is the model's; ``criterion(logits, target)`` is the loss.
+    """
+
+    def __init__(self, model: nn.Module, criterion: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.criterion = criterion
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)

@@ -1,0 +1,166 @@
+"""PNG plots of benchmark payloads (matplotlib, Agg backend, imported lazily).
+
+* :func:`plot_quality`: per task, a grouped bar chart of the mean over
+  datasets per metric and method, with error bars = standard deviation over
+  seeds of the per-seed mean over datasets (quality and ablation payloads).
+* :func:`plot_quality_per_dataset`: per task and metric, each method's
+  difference to the reference per dataset (where it wins and where it loses).
+* :func:`plot_speed`: forward + backward time against N (log-log) and the
+  ratio to the baseline against N.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metricopt.bench.results import METRIC_LABELS, aggregate, seed_average_over_datasets
+
+__all__ = ["plot_quality", "plot_quality_per_dataset", "plot_speed"]
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _colors(payload: dict[str, Any]) -> dict[str, Any]:
+    """One fixed colour per method, the same in every panel and plot of a payload."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    return {m: cmap(i % 10) for i, m in enumerate(payload["methods"])}
+
+
+def _ran(summary: dict[str, Any], metrics: list[str]) -> list[str]:
+    """Methods with a result on this task (binary-only ones drop out of multi-class panels)."""
+    return [m for m in summary["methods"] if any(summary["mean_over_datasets"][k][m] is not None for k in metrics)]
+
+
+def plot_quality(payload: dict[str, Any], path: Path) -> Path:
+    """Bar chart: mean over datasets per metric (x) and method (bars), one panel per task."""
+    from metricopt.bench.methods import method_label
+
+    plt = _pyplot()
+    colors = _colors(payload)
+    agg = aggregate(payload["records"])
+    tasks = [t for t in ("binary", "multiclass") if t in payload["summary"]]
+    metrics = payload["spec"]["metrics"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks) + 1, 5.0), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        summ = payload["summary"][task]
+        methods = _ran(summ, metrics)
+        width = 0.8 / len(methods)
+        x = np.arange(len(metrics))
+        for i, m in enumerate(methods):
+            means = [summ["mean_over_datasets"][k][m] for k in metrics]
+            errs = [np.std(list(seed_average_over_datasets(agg[task], k, m).values()), ddof=1)
+                    if len(seed_average_over_datasets(agg[task], k, m)) > 1 else 0.0 for k in metrics]
+            means_arr = np.array([np.nan if v is None else v for v in means])
+            ax.bar(x + (i - (len(methods) - 1) / 2) * width, means_arr, width, yerr=errs, capsize=2,
+                   label=method_label(m, task), color=colors.get(m),
+                   edgecolor="black" if m == payload["reference"] else None,
+                   linewidth=1.2 if m == payload["reference"] else 0)
+        ax.set_xticks(x, [METRIC_LABELS.get(k, k) for k in metrics])
+        finite = [v for k in metrics for v in summ["mean_over_datasets"][k].values() if v is not None]
+        low = max(0.0, min(finite) - 0.1) if finite else 0.0
+        ax.set_ylim(low, min(1.0, max(finite) + 0.05) if finite else 1.0)
+        ax.set_ylabel("test score, mean over datasets")
+        ax.set_title(f"{'binary' if task == 'binary' else 'multi-class'}: {len(summ['datasets'])} datasets, "
+                     f"{len(payload['spec']['seeds'])} seeds (error bar: std over seeds)", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7, ncol=min(4, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    fig.suptitle(payload["title"].replace("`", ""), fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_quality_per_dataset(payload: dict[str, Any], path: Path) -> Path:
+    """Per dataset, ``reference - method`` of seed-means for each metric (positive: reference ahead)."""
+    from metricopt.bench.methods import method_label
+
+    plt = _pyplot()
+    colors = _colors(payload)
+    agg = aggregate(payload["records"])
+    reference = payload["reference"]
+    metrics = payload["spec"]["metrics"]
+    tasks = [t for t in ("binary", "multiclass") if t in payload["summary"]]
+    fig, axes = plt.subplots(len(tasks), len(metrics), figsize=(3.6 * len(metrics), 3.4 * len(tasks) + 0.6),
+                             squeeze=False)
+    for row, task in zip(axes, tasks):
+        summ = payload["summary"][task]
+        others = [m for m in _ran(summ, metrics) if m != reference]
+        datasets = summ["datasets"]
+        y = np.arange(len(datasets))
+        height = 0.8 / max(1, len(others))
+        for ax, k in zip(row, metrics):
+            for i, m in enumerate(others):
+                diffs = [agg[task][d][k][reference]["mean"] - agg[task][d][k][m]["mean"]
+                         if m in agg[task][d].get(k, {}) and reference in agg[task][d].get(k, {}) else np.nan
+                         for d in datasets]
+                ax.barh(y + (i - (len(others) - 1) / 2) * height, diffs, height, label=method_label(m, task),
+                        color=colors.get(m))
+            ax.axvline(0, color="black", linewidth=0.8)
+            ax.set_yticks(y, datasets, fontsize=7)
+            ax.set_title(f"{task}: {METRIC_LABELS.get(k, k)}", fontsize=9)
+            ax.set_xlabel(f"{method_label(reference, task)} minus method", fontsize=8)
+            ax.grid(axis="x", alpha=0.3)
+        row[0].legend(fontsize=6)
+    fig.suptitle(f"{payload['title'].replace('`', '')}: per-dataset differences (right of 0: "
+                 f"{method_label(reference)} ahead)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_speed(payload: dict[str, Any], path: Path) -> Path:
+    """Left: median forward + backward time vs N (log-log); right: ratio to the baseline vs N."""
+    plt = _pyplot()
+    spec = payload["spec"]
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    fig, (ax_t, ax_r) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, (name, row) in enumerate(payload["losses"].items()):
+        style = "-" if row["task"] == "binary" else "--"
+        sizes = [int(n) for n in row["median_ms"]["fwd_bwd"]]
+        med = [row["median_ms"]["fwd_bwd"][str(n)] for n in sizes]
+        lo = [row["p25_ms"]["fwd_bwd"][str(n)] for n in sizes]
+        hi = [row["p75_ms"]["fwd_bwd"][str(n)] for n in sizes]
+        line = ax_t.plot(sizes, med, style, marker="o", markersize=3, label=row["label"], color=cmap(i % 20))[0]
+        ax_t.fill_between(sizes, lo, hi, color=line.get_color(), alpha=0.15)
+        if row["ratio"]["fwd_bwd"] and name not in (spec["baseline"], spec["multiclass_baseline"]):
+            ax_r.plot(sizes, [row["ratio"]["fwd_bwd"][str(n)] for n in sizes], style, marker="o", markersize=3,
+                      color=line.get_color(), label=f"{row['label']} / {row['baseline']}")
+    ax_t.set_xscale("log", base=2)
+    ax_t.set_yscale("log")
+    ax_t.set_xlabel("batch size N")
+    ax_t.set_ylabel("forward + backward, median ms (band: quartiles)")
+    ax_t.grid(alpha=0.3, which="both")
+    ax_t.legend(fontsize=7)
+    ax_r.axhline(1.0, color="black", linewidth=0.8)
+    ax_r.axhline(spec["goal_ratio"], color="red", linewidth=0.8, linestyle=":", label=f"goal {spec['goal_ratio']}x")
+    ax_r.set_xscale("log", base=2)
+    ax_r.set_yscale("log")
+    ax_r.set_xlabel("batch size N")
+    ax_r.set_ylabel("ratio of medians to the baseline")
+    ax_r.grid(alpha=0.3, which="both")
+    ax_r.legend(fontsize=7)
+    fig.suptitle(f"{payload['title'].replace('`', '')} (CPU, {spec['threads']} threads; dashed: C={spec['num_classes']})",
+                 fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
