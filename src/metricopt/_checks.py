@@ -49,7 +49,14 @@ def check_tensor(name: str, value: Any) -> Tensor:
 
 
 def check_finite(name: str, value: Tensor) -> None:
-    """Raise ``ValueError`` if a floating tensor holds NaN or infinity."""
-    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+    """Raise ``ValueError`` if a floating tensor holds NaN or infinity.
+
+    One pass in the usual case: a finite sum proves every element finite; only
+    a non-finite sum (NaN, inf, or an overflow of large finite values) triggers
+    the elementwise check.
+    """
+    if not value.is_floating_point() or bool(torch.isfinite(value.sum())):
+        return
+    if not bool(torch.isfinite(value).all()):
         bad = value[~torch.isfinite(value)].flatten()[:3].tolist()
         raise ValueError(f"`{name}` must be finite; it contains {bad} ({describe(value)})")

@@ -49,7 +49,7 @@ __all__ = ["confusion_loss", "ConfusionLoss", "infer_task"]
 #: The paper's default steepness: the largest integer with A(1) < 1 in float64.
 DEFAULT_AMPLIFICATION = 73.0
 #: Multi-class softmax sharpness, chosen by the measurements in soft_confusion.py.
-DEFAULT_SHARPNESS = 5.0
+DEFAULT_SHARPNESS = 2.0
 
 
 def infer_task(logits: Tensor, target: Tensor) -> str:
@@ -74,20 +74,25 @@ def infer_task(logits: Tensor, target: Tensor) -> str:
 
 
 def _check_target(task: str, target: Tensor, num_classes: int) -> None:
-    if task == "multiclass":
-        if target.is_floating_point() or target.dtype == torch.bool:
-            raise ValueError(f"multi-class `target` must hold integer class indices; got {describe(target)}")
-        low, high = int(target.min()), int(target.max())
-        if low < 0 or high >= num_classes:
-            raise ValueError(
-                f"multi-class `target` must lie in [0, {num_classes}) for logits with {num_classes} columns; "
-                f"got values from {low} to {high}"
-            )
+    """Targets in the allowed set, in one pass for integer targets (the usual case)."""
+    if task == "multiclass" and (target.is_floating_point() or target.dtype == torch.bool):
+        raise ValueError(f"multi-class `target` must hold integer class indices; got {describe(target)}")
+    if target.dtype == torch.bool:
         return
-    binary = (target == 0) | (target == 1)
-    if not bool(binary.all()):
-        bad = target[~binary].flatten()[:3].tolist()
-        raise ValueError(f"{task} `target` must hold only 0 and 1; got values such as {bad}")
+    if target.is_floating_point():
+        binary = (target == 0) | (target == 1)
+        if not bool(binary.all()):
+            bad = target[~binary].flatten()[:3].tolist()
+            raise ValueError(f"{task} `target` must hold only 0 and 1; got values such as {bad}")
+        return
+    low, high = (int(v) for v in torch.aminmax(target))
+    if task == "multiclass" and (low < 0 or high >= num_classes):
+        raise ValueError(
+            f"multi-class `target` must lie in [0, {num_classes}) for logits with {num_classes} columns; "
+            f"got values from {low} to {high}"
+        )
+    if task != "multiclass" and (low < 0 or high > 1):
+        raise ValueError(f"{task} `target` must hold only 0 and 1; got values from {low} to {high}")
 
 
 def _scores(
@@ -145,7 +150,7 @@ def confusion_loss(
             batch (see :func:`~metricopt.losses.soft_confusion.auto_amplification`).
         sharpness: multi-class: the soft prediction is
             ``softmax(sharpness * logits)`` (> 0; see
-            :mod:`~metricopt.losses.soft_confusion` for why 5).
+            :mod:`~metricopt.losses.soft_confusion` for why 2).
         average: how per-class scores combine: ``"auto"``, ``"binary"``,
             ``"macro"``, ``"micro"``, ``"weighted"``, ``"multiclass"``, or
             ``"none"``/``None`` for a per-class loss vector.

@@ -26,10 +26,12 @@ softmax, ``Â = softmax(sharpness * logits)``, and the soft ``(C, C)`` confusion
 matrix is ``Y^T Â``. Amplifying each softmax probability with ``A(p)`` and
 renormalising was tried first: a class whose probabilities fall well below 0.5
 gets ``A ~ 1e-16`` and no gradient back, so training stalled with classes never
-predicted (texture, 11 classes: multi-class MCC 0.73 with L = 73 or with
-sharpness 18, 0.99 with sharpness 5; segment 0.76 vs 0.93; mean of 2 seeds,
-40 epochs; the ablation is in benchmarks/results). Sharpening in logit space
-decays only exponentially in the logit margin, so every class keeps a gradient.
+predicted (texture, 11 classes, multi-class MCC 0.73). Sharpening in logit space
+decays only exponentially in the logit margin, but too sharp a softmax starves
+classes the same way. Test MCC for sharpness 1 / 2 / 3 / 5 (50 epochs, MLP
+(64, 64); texture seeds 2, 3, 0, where 5 lost classes; segment seeds 0, 1, 2):
+texture 0.986 / 0.988 / 0.963 / 0.873, segment 0.931 / 0.939 / 0.940 / 0.940;
+balanced accuracy texture 0.989 / 0.990 / 0.989 / 0.934. The default is 2.
 """
 
 from __future__ import annotations
