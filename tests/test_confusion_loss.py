@@ -7,7 +7,6 @@ multi-label ``(N, C)``.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
