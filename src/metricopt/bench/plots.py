@@ -21,6 +21,15 @@ from metricopt.bench.results import METRIC_LABELS, aggregate, seed_average_over_
 __all__ = ["plot_quality", "plot_quality_per_dataset", "plot_speed"]
 
 
+
+def _save(plt: Any, fig: Any, path: Path, *, dpi: int) -> Path:
+    """Lay out, write (creating folders) and close a figure."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -77,11 +86,7 @@ def plot_quality(payload: dict[str, Any], path: Path) -> Path:
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7, ncol=min(4, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.08))
     fig.suptitle(payload["title"].replace("`", ""), fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, dpi=110)
 
 
 def plot_quality_per_dataset(payload: dict[str, Any], path: Path) -> Path:
@@ -117,11 +122,7 @@ def plot_quality_per_dataset(payload: dict[str, Any], path: Path) -> Path:
         row[0].legend(fontsize=6)
     fig.suptitle(f"{payload['title'].replace('`', '')}: per-dataset differences (right of 0: "
                  f"{method_label(reference)} ahead)", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, dpi=100)
 
 
 def plot_speed(payload: dict[str, Any], path: Path) -> Path:
@@ -159,8 +160,4 @@ def plot_speed(payload: dict[str, Any], path: Path) -> Path:
     ax_r.legend(fontsize=7)
     fig.suptitle(f"{payload['title'].replace('`', '')} (CPU, {spec['threads']} threads; dashed: C={spec['num_classes']})",
                  fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, dpi=110)

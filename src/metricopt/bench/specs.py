@@ -56,7 +56,32 @@ QUALITY_METHODS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
-class QualitySpec:
+class TrainingProtocol:
+    """The protocol the quality and ablation suites share.
+
+    Attributes:
+        seeds: split, initialisation and batch-order seeds.
+        epochs, batch_size, hidden_sizes, learning_rate, weight_decay: the one
+            budget every method gets (Adam).
+        test_size, val_size: fractions of all rows.
+        tie_tolerance: |difference of seed-means| below which two methods tie.
+        threads: ``torch.set_num_threads`` in each worker.
+    """
+
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    epochs: int = 50
+    batch_size: int = 256
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    test_size: float = 0.2
+    val_size: float = 0.2
+    tie_tolerance: float = 0.005
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class QualitySpec(TrainingProtocol):
     """A quality benchmark: exact held-out metrics of several training recipes.
 
     Every (dataset, seed) pair gets one stratified train/validation/test split
@@ -73,15 +98,11 @@ class QualitySpec:
         methods: method names (see :mod:`metricopt.bench.methods`); binary-only
             methods are marked N/A on multi-class sets.
         metrics: target metrics (names from ``metricopt.METRIC_NAMES``).
-        seeds: split, initialisation and batch-order seeds.
-        epochs, batch_size, hidden_sizes, learning_rate, weight_decay: the one
-            budget every method gets (Adam).
         amplification: AnyLoss steepness L used by the ``anyloss`` method.
         focal_gamma: focusing parameter of the focal baseline.
-        test_size, val_size: fractions of all rows.
-        tie_tolerance: |difference of seed-means| below which two methods tie.
         reference: the method compared with every other (wins/ties/losses).
-        threads: ``torch.set_num_threads`` in each worker.
+
+    The budget and splits are those of :class:`TrainingProtocol`.
     """
 
     name: str = "quality"
@@ -89,19 +110,9 @@ class QualitySpec:
     multiclass_datasets: tuple[str, ...] = MULTICLASS_DATASETS
     methods: tuple[str, ...] = QUALITY_METHODS
     metrics: tuple[str, ...] = TARGET_METRICS
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    epochs: int = 50
-    batch_size: int = 256
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
     amplification: float | str = 73.0
     focal_gamma: float = 2.0
-    test_size: float = 0.2
-    val_size: float = 0.2
-    tie_tolerance: float = 0.005
     reference: str = "anyloss"
-    threads: int = 1
 
     kind = "quality"
 
@@ -111,7 +122,7 @@ class QualitySpec:
 
 
 @dataclass(frozen=True)
-class AblationSpec:
+class AblationSpec(TrainingProtocol):
     """Ablation of the AnyLoss steepness: fixed L values against ``"auto"``.
 
     Same protocol as :class:`QualitySpec` (splits, MLP, budget, selection by the
@@ -129,18 +140,8 @@ class AblationSpec:
     binary_datasets: tuple[str, ...] = BINARY_DATASETS
     amplifications: tuple[float | str, ...] = (10.0, 30.0, 73.0, 110.0, "auto")
     metrics: tuple[str, ...] = ("f1", "gmean")
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    epochs: int = 50
-    batch_size: int = 256
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    test_size: float = 0.2
-    val_size: float = 0.2
-    tie_tolerance: float = 0.005
     challenger: str = "auto"
     reference: str = "L=73"
-    threads: int = 1
 
     kind = "ablation"
 
