@@ -631,3 +631,31 @@ def test_callable_metric_returning_nan():
         confusion_loss(torch.zeros(4), torch.tensor([0, 1, 0, 1]), broken)
     with pytest.raises(ValueError, match="`metric`"):
         ConfusionLoss(broken)(torch.zeros(4, 2), torch.tensor([0, 1, 0, 1]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_soft_counts_equal_autograd_through_amplify(dtype):
+    """The fused autograd function (closed-form backward) against plain autograd
+    through `amplify`, the differentiable building block it inlines."""
+    from metricopt.losses.soft_confusion import amplify, binary_soft_counts
+
+    generator = torch.Generator().manual_seed(11)
+    logits = (torch.randn(64, 3, generator=generator, dtype=torch.float64) * 3).to(dtype)
+    target = (torch.rand(64, 3, generator=generator) < 0.3).to(dtype)
+    weights = torch.randn(4, 3, generator=generator, dtype=torch.float64).to(dtype)
+
+    fused_input = logits.clone().requires_grad_(True)
+    fused = torch.stack(binary_soft_counts(fused_input, target, 73.0))
+    (fused * weights).sum().backward()
+
+    reference_input = logits.clone().requires_grad_(True)
+    a, one_minus_a = amplify(torch.sigmoid(reference_input), 73.0)
+    reference = torch.stack([
+        (target * a).sum(0), ((1 - target) * a).sum(0), (target * one_minus_a).sum(0),
+        ((1 - target) * one_minus_a).sum(0),
+    ])
+    (reference * weights).sum().backward()
+
+    tolerance = 1e-10 if dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(fused, reference, rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(fused_input.grad, reference_input.grad, rtol=tolerance, atol=1e-12)
