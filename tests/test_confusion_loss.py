@@ -21,6 +21,11 @@ from metricopt.metrics._formulas import METRICS
 TASKS = ("binary", "binary_column", "multiclass", "multilabel")
 BINARY_TASKS = ("binary", "binary_column")
 BETA = 2.0  # reaches "fbeta" only
+
+
+def beta_for(metric) -> dict:
+    """`beta` is an option of "fbeta" alone (other metrics reject it)."""
+    return {"beta": BETA} if metric == "fbeta" else {}
 CASES = [(name, task) for name in METRIC_NAMES for task in TASKS]
 # derandomize: a failure reproduces on every run; database=None: nothing written to disk
 HARD_SETTINGS = settings(max_examples=15, deadline=None, derandomize=True, database=None)
@@ -70,7 +75,7 @@ def hard_logits(task: str, pred: np.ndarray, num_classes: int, dtype: torch.dtyp
 
 
 def exact_loss(name: str, task: str, target: np.ndarray, pred: np.ndarray, average: str, num_classes: int):
-    kw = {"average": average, "beta": BETA}
+    kw = {"average": average, **beta_for(name)}
     if task in BINARY_TASKS:
         score = metric_score(np.ravel(target), np.ravel(pred), name, num_classes=2, **kw)
     elif task == "multiclass":
@@ -84,7 +89,7 @@ def check_hard(name: str, task: str, target: np.ndarray, pred: np.ndarray, num_c
     z = hard_logits(task, pred, num_classes, dtype)
     y = as_target(task, target)
     for average in averages(name, task):
-        got = confusion_loss(z, y, name, average=average, beta=BETA).double().numpy()
+        got = confusion_loss(z, y, name, average=average, **beta_for(name)).double().numpy()
         expected = exact_loss(name, task, target, pred, average, num_classes)
         assert got.shape == np.shape(expected), (average, got.shape)
         assert np.allclose(got, expected, rtol=0, atol=1e-4), (name, task, average, target, pred, got, expected)
@@ -224,7 +229,7 @@ def test_binary_loss_with_class_averages_equals_exact_metric(average):
     for task in BINARY_TASKS:
         z, y = hard_logits(task, pred, 2, torch.float64), as_target(task, target)
         for name in METRIC_NAMES:
-            got = confusion_loss(z, y, name, average=average, beta=BETA).numpy()
+            got = confusion_loss(z, y, name, average=average, **beta_for(name)).numpy()
             expected = exact_loss(name, task, target, pred, average, 2)
             if np.shape(got) != np.shape(expected) or not np.allclose(got, expected, atol=1e-4):
                 mismatches.append(f"{task}/{name}: loss {got} vs exact {expected}")
@@ -241,7 +246,7 @@ def test_multiclass_class_without_negatives_at_hard_inputs():
             for dtype in (torch.float32, torch.float64):
                 z, y = hard_logits("multiclass", pred, c, dtype), as_target("multiclass", target)
                 for name in METRIC_NAMES:
-                    got = confusion_loss(z, y, name, average="none", beta=BETA).double().numpy()
+                    got = confusion_loss(z, y, name, average="none", **beta_for(name)).double().numpy()
                     expected = exact_loss(name, "multiclass", target, pred, "none", c)
                     if not np.allclose(got, expected, rtol=0, atol=1e-4):
                         mismatches.append(f"n={n} C={c} {dtype} {name}: loss {got.round(4)} vs exact {expected.round(4)}")
@@ -271,7 +276,7 @@ def test_gradcheck(name, task):
     for amplification in (5.0, 73.0):
         for average in averages(name, task):
             def fn(logits):
-                return confusion_loss(logits, y, name, amplification=amplification, average=average, beta=BETA)
+                return confusion_loss(logits, y, name, amplification=amplification, average=average, **beta_for(name))
 
             assert torch.autograd.gradcheck(fn, (z,)), (amplification, average)
 
@@ -284,7 +289,7 @@ def _grid_gradient(metric, role: int, dtype: torch.dtype) -> torch.Tensor:
     background = torch.linspace(-3.0, 3.0, 9, dtype=torch.float64)
     z = torch.cat([GRID, background]).to(dtype).requires_grad_(True)
     y = torch.cat([torch.full((41,), role), torch.full((9,), 1 - role)])
-    confusion_loss(z, y, metric, beta=BETA).backward()
+    confusion_loss(z, y, metric, **beta_for(metric)).backward()
     return z.grad[:41].double()
 
 
@@ -351,7 +356,7 @@ def test_degenerate_batches_give_finite_loss_and_gradient(name, task, case):
         for average in averages(name, task):
             z, y = _degenerate(case, task, dtype)
             z.requires_grad_(True)
-            loss = confusion_loss(z, y, name, average=average, amplification=amplification, beta=BETA)
+            loss = confusion_loss(z, y, name, average=average, amplification=amplification, **beta_for(name))
             assert torch.isfinite(loss).all(), (dtype, amplification, average, loss)
             loss.sum().backward()
             assert torch.isfinite(z.grad).all(), (dtype, amplification, average, z.grad)
@@ -367,8 +372,8 @@ def test_permutation_invariance(name, task, data):
     z, y = data.draw(soft_batches(task))
     perm = torch.tensor(data.draw(st.permutations(range(len(z)))), dtype=torch.long)
     for average in averages(name, task):
-        a = confusion_loss(z, y, name, average=average, beta=BETA)
-        b = confusion_loss(z[perm], y[perm], name, average=average, beta=BETA)
+        a = confusion_loss(z, y, name, average=average, **beta_for(name))
+        b = confusion_loss(z[perm], y[perm], name, average=average, **beta_for(name))
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-12), (average, a, b)
 
 
@@ -379,7 +384,7 @@ def test_loss_in_unit_interval(name, task, data):
     z, y = data.draw(soft_batches(task))
     for amplification in (5.0, 73.0, "auto"):
         for average in averages(name, task):
-            loss = confusion_loss(z, y, name, average=average, amplification=amplification, beta=BETA)
+            loss = confusion_loss(z, y, name, average=average, amplification=amplification, **beta_for(name))
             assert torch.all(loss >= 0) and torch.all(loss <= 1), (amplification, average, loss)
 
 
@@ -388,8 +393,8 @@ def test_module_equals_function(name, task):
     z, y = random_batch(task, seed=4)
     for average in averages(name, task):
         for amplification in (10.0, 73.0, "auto"):
-            module = ConfusionLoss(name, amplification=amplification, average=average, beta=BETA)
-            expected = confusion_loss(z, y, name, amplification=amplification, average=average, beta=BETA)
+            module = ConfusionLoss(name, amplification=amplification, average=average, **beta_for(name))
+            expected = confusion_loss(z, y, name, amplification=amplification, average=average, **beta_for(name))
             assert torch.equal(module(z, y), expected)
     module = ConfusionLoss(name)
     assert module.higher_is_better is False and module.is_differentiable is True
@@ -400,8 +405,8 @@ def test_module_equals_function(name, task):
 @pytest.mark.parametrize("name", METRIC_NAMES)
 def test_none_average_is_per_class_and_its_mean_is_macro(name, task):
     z, y = random_batch(task, n=9, num_classes=3, scale=1.0, seed=5)
-    per_class = confusion_loss(z, y, name, average="none", beta=BETA)
-    macro = confusion_loss(z, y, name, average="macro", beta=BETA)
+    per_class = confusion_loss(z, y, name, average="none", **beta_for(name))
+    macro = confusion_loss(z, y, name, average="macro", **beta_for(name))
     assert per_class.shape == (3,)
     if METRICS[name].components:
         assert name == "gmean"
@@ -413,7 +418,7 @@ def test_none_average_is_per_class_and_its_mean_is_macro(name, task):
     else:
         assert torch.allclose(per_class.mean(), macro, rtol=1e-12, atol=1e-12)
     # None means "none"
-    assert torch.equal(confusion_loss(z, y, name, average=None, beta=BETA), per_class)
+    assert torch.equal(confusion_loss(z, y, name, average=None, **beta_for(name)), per_class)
 
 
 @pytest.mark.parametrize(("name", "task"), CASES)
@@ -422,10 +427,10 @@ def test_amplification_matters(name, task):
     (sigmoid paths) or `sharpness` (multi-class softmax); the other one is inert."""
     z, y = random_batch(task, n=10, scale=0.5, seed=6)
     knob, inert = ("sharpness", "amplification") if task == "multiclass" else ("amplification", "sharpness")
-    soft = confusion_loss(z, y, name, beta=BETA, **{knob: 1.0})
-    sharp = confusion_loss(z, y, name, beta=BETA, **{knob: 73.0})
+    soft = confusion_loss(z, y, name, **beta_for(name), **{knob: 1.0})
+    sharp = confusion_loss(z, y, name, **beta_for(name), **{knob: 73.0})
     assert abs(soft.item() - sharp.item()) > 1e-3
-    other = confusion_loss(z, y, name, beta=BETA, **{knob: 73.0, inert: 2.0})
+    other = confusion_loss(z, y, name, **beta_for(name), **{knob: 73.0, inert: 2.0})
     assert other.item() == sharp.item()
 
 
@@ -437,10 +442,14 @@ def test_beta_matters_in_the_right_direction():
     f = lambda z, b: confusion_loss(z, y, "fbeta", beta=b).item()  # noqa: E731
     assert f(recall_heavy, 2.0) > f(recall_heavy, 0.5) + 0.1
     assert f(precision_heavy, 0.5) > f(precision_heavy, 2.0) + 0.1
-    # beta = 1 is F1, and "f1" ignores beta
+    # beta = 1 is F1; "f1" and the other metrics reject a beta other than 1
     f1 = confusion_loss(recall_heavy, y, "f1").item()
     assert confusion_loss(recall_heavy, y, "fbeta", beta=1.0).item() == pytest.approx(f1, abs=1e-7)
-    assert confusion_loss(recall_heavy, y, "f1", beta=3.0).item() == f1
+    with pytest.raises(ValueError, match="`beta` only applies to metric='fbeta'"):
+        confusion_loss(recall_heavy, y, "f1", beta=3.0)
+    for bad in (-1.0, float("nan"), float("inf"), "2"):
+        with pytest.raises(ValueError, match="`beta`"):
+            confusion_loss(recall_heavy, y, "fbeta", beta=bad)
 
 
 def test_swapping_fp_and_fn_swaps_precision_and_recall():
@@ -462,7 +471,7 @@ def test_swapping_fp_and_fn_swaps_precision_and_recall():
 def test_auto_amplification(name, task):
     z, y = random_batch(task, n=10, scale=1.5, seed=7)
     z.requires_grad_(True)
-    loss = confusion_loss(z, y, name, amplification="auto", beta=BETA)
+    loss = confusion_loss(z, y, name, amplification="auto", **beta_for(name))
     assert torch.isfinite(loss) and 0 <= loss.item() <= 1
     loss.backward()
     assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
@@ -472,7 +481,7 @@ def test_auto_amplification(name, task):
         steepness = min(max(5.0 / (probs - 0.5).abs().flatten().median().item(), 10.0), 73.0)
         if task == "multiclass":
             steepness = 73.0
-        expected = confusion_loss(z, y, name, amplification=steepness, beta=BETA)
+        expected = confusion_loss(z, y, name, amplification=steepness, **beta_for(name))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-9, abs=1e-12)
 
 
@@ -659,3 +668,23 @@ def test_fused_soft_counts_equal_autograd_through_amplify(dtype):
     tolerance = 1e-10 if dtype == torch.float64 else 1e-4
     torch.testing.assert_close(fused, reference, rtol=tolerance, atol=tolerance)
     torch.testing.assert_close(fused_input.grad, reference_input.grad, rtol=tolerance, atol=1e-12)
+
+
+@pytest.mark.parametrize(("logits", "target"), [
+    (torch.zeros(0), torch.zeros(0)),
+    (torch.zeros(0, 3), torch.zeros(0, dtype=torch.long)),
+    (torch.zeros(4, 0), torch.zeros(4, 0)),
+])
+def test_empty_batch_is_an_error(logits, target):
+    with pytest.raises(ValueError, match="`logits` must hold at least one sample"):
+        confusion_loss(logits, target)
+
+
+@pytest.mark.parametrize("bad_metric", [lambda tp, fp, fn, tn: 1.0, lambda tp, fp, fn, tn: tp.sum()])
+@pytest.mark.parametrize("average", ["macro", "micro", "none"])
+def test_callable_metric_with_a_bad_result_names_metric(bad_metric, average):
+    z, y = torch.randn(6, 3), torch.randint(0, 2, (6, 3))
+    if average == "micro" and bad_metric(torch.ones(()), 0, 0, 0).__class__ is torch.Tensor:
+        pytest.skip("a scalar tensor is the right shape for micro-averaged counts")
+    with pytest.raises(TypeError, match="`metric`"):
+        confusion_loss(z, y, bad_metric, average=average)

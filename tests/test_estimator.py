@@ -76,9 +76,11 @@ def test_pipeline_cross_val_and_grid_search(wine):
     pipe = make_pipeline(StandardScaler(), MetricClassifier("balanced_accuracy", max_epochs=15, random_state=0))
     scores = cross_val_score(pipe, X, y, cv=3)
     assert scores.shape == (3,) and np.all((scores > 0.5) & (scores <= 1.0))
-    search = GridSearchCV(MetricClassifier("f1", max_epochs=5, random_state=0), {"loss": ["anyloss", "bce"]}, cv=2)
-    search.fit(X, y)
-    assert search.best_params_["loss"] in ("anyloss", "bce")
+    grid = {"loss": ["anyloss", "bce"], "batch_size": np.array([32, 64])}  # numpy integers, as np.arange gives
+    search = GridSearchCV(MetricClassifier("f1", max_epochs=5, random_state=0), grid, cv=2).fit(X, y)
+    scores = search.cv_results_["mean_test_score"]
+    assert len(scores) == 4 and np.all(np.isfinite(scores))
+    assert search.best_score_ == scores.max()
 
 
 @pytest.mark.parametrize("loss", ["anyloss", "bce", "weighted_bce", "focal"])
@@ -88,8 +90,8 @@ def test_every_loss_trains(cancer, loss):
 
 
 def test_anyloss_beats_bce_on_f1_for_a_rare_class():
-    """Breast cancer with most malignant cases dropped (5% positive): at threshold 0.5
-    the F1-trained model must not lose to cross-entropy (mean over 3 seeds)."""
+    """Breast cancer with most malignant cases dropped (5.6% positive): at threshold 0.5
+    the F1-trained model beats cross-entropy on F1 (measured: 0.59 vs 0.37, mean of 3 seeds)."""
     X, y = load_breast_cancer(return_X_y=True)
     y = 1 - y
     rng = np.random.default_rng(0)
@@ -101,7 +103,7 @@ def test_anyloss_beats_bce_on_f1_for_a_rare_class():
         for loss in results:
             clf = MetricClassifier("f1", loss, max_epochs=40, random_state=seed).fit(X_train, y_train)
             results[loss].append(clf.score(X_test, y_test))
-    assert np.mean(results["anyloss"]) >= np.mean(results["bce"]) - 0.02, results
+    assert np.mean(results["anyloss"]) > np.mean(results["bce"]) + 0.1, results
 
 
 @pytest.mark.parametrize(
@@ -111,7 +113,14 @@ def test_anyloss_beats_bce_on_f1_for_a_rare_class():
         (dict(loss="hinge"), "loss"),
         (dict(validation_fraction=1.5), "validation_fraction"),
         (dict(amplification=0.0), "amplification"),
-        (dict(max_epochs=0), "epochs"),
+        (dict(max_epochs=0), "max_epochs"),
+        (dict(batch_size=2.5), "batch_size"),
+        (dict(hidden_layer_sizes=(1.5,)), "hidden_sizes"),
+        (dict(hidden_layer_sizes=(0,)), "hidden_sizes"),
+        (dict(weight_decay=-1.0), "weight_decay"),
+        (dict(metric="f1", beta=2.0), "beta"),
+        (dict(metric="fbeta", beta=-1.0), "beta"),
+        (dict(sharpness=0.0), "sharpness"),
     ],
 )
 def test_bad_parameters_raise_at_fit(cancer, params, match):
@@ -142,3 +151,21 @@ def test_predict_before_fit_raises(cancer):
 
     with pytest.raises(NotFittedError):
         MetricClassifier().predict(cancer[0])
+
+
+def test_sklearn_style_parameters(cancer):
+    X_train, X_test, y_train, _ = cancer
+    one_layer = MetricClassifier(hidden_layer_sizes=8, **FAST).fit(X_train, y_train)
+    assert [m.out_features for m in one_layer.model_ if hasattr(m, "out_features")] == [8, 1]
+    numpy_options = MetricClassifier(max_epochs=np.int64(3), batch_size=np.int64(64), random_state=np.int64(0))
+    assert len(numpy_options.fit(X_train, y_train).history_) == 3
+    a = MetricClassifier(max_epochs=3, random_state=np.random.RandomState(5)).fit(X_train, y_train)
+    b = MetricClassifier(max_epochs=3, random_state=np.random.RandomState(5)).fit(X_train, y_train)
+    np.testing.assert_array_equal(a.predict_proba(X_test), b.predict_proba(X_test))
+
+
+def test_sharpness_reaches_the_multiclass_loss(wine):
+    X, y = wine
+    soft = MetricClassifier("mcc", sharpness=0.5, max_epochs=3, random_state=0).fit(X, y)
+    sharp = MetricClassifier("mcc", sharpness=8.0, max_epochs=3, random_state=0).fit(X, y)
+    assert soft.history_[0]["train_loss"] != sharp.history_[0]["train_loss"]

@@ -10,6 +10,7 @@ tuning is needed. It follows the scikit-learn estimator contract (``fit``,
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
 from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from metricopt._checks import check_choice
@@ -36,7 +38,10 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         loss: ``"anyloss"`` (the confusion loss for ``metric``), or a baseline:
             ``"bce"``, ``"weighted_bce"``, ``"focal"``.
         hidden_layer_sizes: widths of the hidden ReLU layers.
-        amplification: AnyLoss steepness L (float > 0 or ``"auto"``).
+        amplification: AnyLoss steepness L for binary targets (float > 0 or
+            ``"auto"``).
+        sharpness: multi-class targets: the soft prediction is
+            ``softmax(sharpness * logits)``.
         beta: weight of recall for ``metric="fbeta"``.
         max_epochs: number of passes over the training data.
         batch_size: mini-batch size. AnyLoss is a batch-level loss; batches
@@ -48,7 +53,9 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
             to keep the epoch with the best ``metric``; 0 keeps the last epoch.
         standardize: scale features to zero mean, unit variance (fitted on the
             training data).
-        random_state: seed for initialisation, the split and the batch order.
+        random_state: seed for initialisation, the split and the batch order:
+            an int, a ``numpy.random.RandomState``, or None for a fresh random
+            seed (scikit-learn's convention).
         verbose: print one line per epoch.
 
     Attributes:
@@ -75,6 +82,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         *,
         hidden_layer_sizes: Sequence[int] = (64, 64),
         amplification: float | str = 73.0,
+        sharpness: float = 2.0,
         beta: float = 1.0,
         max_epochs: int = 100,
         batch_size: int = 256,
@@ -89,6 +97,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.amplification = amplification
+        self.sharpness = sharpness
         self.beta = beta
         self.max_epochs = max_epochs
         self.batch_size = batch_size
@@ -104,6 +113,10 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         check_choice("loss", self.loss, LOSSES)
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"`validation_fraction` must be in [0, 1); got {self.validation_fraction!r}")
+        for name in ("max_epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer; got {value!r}")
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
         return ((X - self.mean_) / self.scale_).astype(np.float32) if self.standardize else X.astype(np.float32)
@@ -122,7 +135,10 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         std = X.std(0) if self.standardize else np.ones(X.shape[1])
         self.scale_ = np.where(std > 0, std, 1.0)
         X = self._transform(X)
-        seed = 0 if self.random_state is None else int(self.random_state)
+        seed = (
+            int(self.random_state) if isinstance(self.random_state, numbers.Integral)
+            else int(check_random_state(self.random_state).randint(2**31 - 1))
+        )
 
         X_val = y_val = None
         if self.validation_fraction > 0:
@@ -133,7 +149,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
 
         loss_fn = make_loss(
             self.loss, metric=self.metric, y_train=encoded, num_classes=n_classes,
-            amplification=self.amplification, beta=self.beta,
+            amplification=self.amplification, sharpness=self.sharpness, beta=self.beta,
         )
         progress = (lambda row: print(", ".join(f"{k}={v:.4g}" for k, v in row.items()))) if self.verbose else None
         self.model_, result = train_classifier(

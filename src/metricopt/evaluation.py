@@ -50,17 +50,23 @@ def tune_threshold(y_true: np.ndarray, probs: np.ndarray, metric: str, *, max_ca
     """The binary threshold that maximises ``metric`` on ``(y_true, probs)``.
 
     Candidates are midpoints between sorted distinct probabilities (thinned to
-    ``max_candidates`` quantiles), plus 0.5; ties go to the candidate closest to
-    0.5. This is the usual "tune the threshold on validation data" recipe that
-    AnyLoss is designed to make unnecessary.
+    ``max_candidates`` quantiles), 0.5, and one below the smallest probability
+    (everything positive); ties go to the candidate closest to 0.5. This is the
+    usual "tune the threshold on validation data" recipe that AnyLoss is
+    designed to make unnecessary.
+
+    Example:
+        >>> tune_threshold(np.array([1, 1, 0, 0]), np.array([0.1, 0.2, 0.3, 0.4]), "recall") < 0.1
+        True
     """
+    y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=np.float64)
     if probs.ndim != 1:
         raise ValueError(f"`probs` must be 1-D binary probabilities to tune a threshold; got shape {probs.shape}")
     distinct = np.unique(probs)
     candidates = (distinct[:-1] + distinct[1:]) / 2 if len(distinct) > 1 else distinct
     if len(candidates) > max_candidates:
         candidates = np.quantile(candidates, np.linspace(0, 1, max_candidates))
-    candidates = np.concatenate([[0.5], candidates])
+    candidates = np.concatenate([[0.5, np.nextafter(distinct[0], -np.inf)], candidates])
     best, best_score = 0.5, -np.inf
     for threshold in candidates:
         score = float(metric_score(y_true, predict_labels(probs, threshold=threshold), metric, num_classes=2))

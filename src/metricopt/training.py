@@ -12,6 +12,7 @@ Binary models have one output logit, multi-class models one per class.
 from __future__ import annotations
 
 import copy
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -40,11 +41,18 @@ __all__ = [
 ]
 
 
-def make_mlp(n_features: int, n_outputs: int, hidden_sizes: Sequence[int] = (64, 64), *, seed: int = 0) -> nn.Sequential:
-    """A ReLU MLP ``n_features -> hidden_sizes -> n_outputs`` with seeded initialisation."""
-    sizes = [int(n_features), *(int(h) for h in hidden_sizes)]
-    if any(s <= 0 for s in sizes) or n_outputs <= 0:
-        raise ValueError(f"`hidden_sizes` must be positive integers; got {tuple(hidden_sizes)}")
+def make_mlp(
+    n_features: int, n_outputs: int, hidden_sizes: int | Sequence[int] = (64, 64), *, seed: int = 0
+) -> nn.Sequential:
+    """A ReLU MLP ``n_features -> hidden_sizes -> n_outputs`` with seeded initialisation.
+
+    ``hidden_sizes`` is a sequence of widths or one width (as scikit-learn's
+    ``hidden_layer_sizes``).
+    """
+    widths = (hidden_sizes,) if isinstance(hidden_sizes, numbers.Integral) else tuple(hidden_sizes)
+    if not all(isinstance(w, numbers.Integral) and not isinstance(w, bool) and w > 0 for w in widths):
+        raise ValueError(f"`hidden_sizes` must be positive integers; got {hidden_sizes!r}")
+    sizes = [int(n_features), *(int(w) for w in widths)]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         layers: list[nn.Module] = []
@@ -61,6 +69,7 @@ def make_loss(
     y_train: np.ndarray | None = None,
     num_classes: int = 2,
     amplification: float | str = 73.0,
+    sharpness: float = 2.0,
     average: str | None = "auto",
     beta: float = 1.0,
     gamma: float = 2.0,
@@ -71,14 +80,14 @@ def make_loss(
         name: ``"anyloss"`` (the confusion loss for ``metric``), ``"bce"``
             (binary or multi-class cross-entropy), ``"weighted_bce"`` (weighted
             by inverse class frequency of ``y_train``), ``"focal"``.
-        metric, amplification, average, beta: options of ``"anyloss"``.
+        metric, amplification, sharpness, average, beta: options of ``"anyloss"``.
         y_train: training labels, needed by ``"weighted_bce"``.
         num_classes: number of classes.
         gamma: focusing parameter of ``"focal"``.
     """
     check_choice("loss", name, LOSSES)
     if name == "anyloss":
-        return ConfusionLoss(metric, amplification=amplification, average=average, beta=beta)
+        return ConfusionLoss(metric, amplification=amplification, sharpness=sharpness, average=average, beta=beta)
     if name == "focal":
         return lambda logits, target: focal_loss(logits, target, gamma=gamma)
     if name == "bce":
@@ -108,7 +117,7 @@ class FitResult:
 
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
     order = torch.randperm(n, generator=generator)
-    return list(order.split(batch_size))
+    return list(order.split(int(batch_size)))
 
 
 def fit(
@@ -142,11 +151,14 @@ def fit(
         A :class:`FitResult`; the model holds the selected weights.
     """
     for arg, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"`{arg}` must be a positive integer; got {value!r}")
     check_positive("learning_rate", learning_rate)
-    X = torch.as_tensor(X, dtype=torch.float32)
-    y = torch.as_tensor(y)
+    if not 0 <= weight_decay < float("inf"):
+        raise ValueError(f"`weight_decay` must be a finite number >= 0; got {weight_decay!r}")
+    device = next(model.parameters()).device
+    X = torch.as_tensor(X, dtype=torch.float32, device=device)
+    y = torch.as_tensor(y, device=device)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
     result = FitResult()
@@ -187,11 +199,11 @@ def predict_proba(model: nn.Module, X: np.ndarray | Tensor, *, batch_size: int =
     """Class probabilities: ``(N,)`` positive-class probabilities for a one-logit
     model, ``(N, C)`` softmax rows otherwise."""
     model.eval()
-    X = torch.as_tensor(X, dtype=torch.float32)
+    X = torch.as_tensor(X, dtype=torch.float32, device=next(model.parameters()).device)
     logits = torch.cat([model(chunk) for chunk in X.split(batch_size)]) if len(X) else model(X)
     if logits.shape[-1] == 1:
-        return torch.sigmoid(logits.squeeze(-1)).numpy()
-    return torch.softmax(logits, -1).numpy()
+        return torch.sigmoid(logits.squeeze(-1)).cpu().numpy()
+    return torch.softmax(logits, -1).cpu().numpy()
 
 
 def predict_labels(probs: np.ndarray, *, threshold: float = 0.5) -> np.ndarray:

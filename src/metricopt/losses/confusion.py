@@ -20,6 +20,11 @@ Shapes (PyTorch order, ``(input, target)``):
 * multi-class: logits ``(N, C)``, target ``(N,)`` integer classes in [0, C);
 * multi-label: logits ``(N, C)``, target ``(N, C)`` in {0, 1}.
 
+Two-column logits ``(N, 2)`` with a ``(N,)`` target are a two-class
+multi-class problem (softmax, macro average by default), while the exact
+metrics read 0/1 labels as binary; give binary models one logit ``(N,)`` so
+that the loss and the reported metric agree.
+
 The loss is non-decomposable: it is defined on the whole batch, so larger
 batches estimate the metric better. Half-precision logits are computed in float32.
 """
@@ -58,6 +63,8 @@ def infer_task(logits: Tensor, target: Tensor) -> str:
     Raises:
         ValueError: if the shapes fit none of the three tasks.
     """
+    if logits.numel() == 0:
+        raise ValueError(f"`logits` must hold at least one sample and one class; got shape {tuple(logits.shape)}")
     squeezed = logits.squeeze(-1) if logits.ndim == 2 and logits.shape[1] == 1 else logits
     target_squeezed = target.squeeze(-1) if target.ndim == 2 and target.shape[1] == 1 else target
     if squeezed.ndim == 1 and target_squeezed.shape == squeezed.shape:
@@ -115,8 +122,6 @@ def _scores(
         if task == "binary" and average != "binary":
             counts = both_classes(*counts)
     score = average_metric(spec, formula, *counts, average)
-    if spec is None and not isinstance(score, Tensor):
-        raise TypeError(f"`metric` must return a tensor built with torch operations; got {describe(score)}")
     return score, (0.0 if spec is None else spec.lower_bound)
 
 

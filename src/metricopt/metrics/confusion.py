@@ -5,10 +5,19 @@ benchmarked against. They equal scikit-learn's ``accuracy_score``,
 ``precision_score``, ``recall_score``, ``fbeta_score``, ``jaccard_score``,
 ``balanced_accuracy_score``, ``matthews_corrcoef``, ``cohen_kappa_score`` and
 imbalanced-learn's ``specificity_score`` and ``geometric_mean_score`` with the
-same averaging, including degenerate inputs, with two documented differences:
+same averaging, including degenerate inputs. The complete list of differences:
 
 * Cohen's kappa is 0 where scikit-learn returns NaN (every sample and every
   prediction in one class), as ``cohen_kappa_score(..., replace_undefined_by=0.0)``.
+* Binary specificity is TN / (TN + FP), also when no label and no prediction is
+  positive (1.0 for an all-negative, all-correct input), where imbalanced-learn's
+  ``specificity_score(average="binary")`` returns 0.
+* G-mean averages as imbalanced-learn's ``average="binary"``, ``"macro"``
+  (sqrt(mean TPR * mean TNR)), ``"micro"``, ``"weighted"`` and ``None``; its
+  default ``average="multiclass"`` (the geometric mean of per-class recalls) is
+  not offered, so ``"auto"`` is ``"binary"`` or ``"macro"``. A binary G-mean is
+  0 when one class is absent (TNR or TPR is 0/0 = 0), as imbalanced-learn's
+  ``average="binary"``, while its default scores such an input 1.
 * A multi-label ``accuracy`` is the mean per-label accuracy (``1 - hamming_loss``),
   not scikit-learn's subset accuracy.
 
@@ -61,17 +70,40 @@ __all__ = [
 def resolve_metric(metric: MetricArg, beta: float = 1.0) -> tuple[MetricSpec | None, CountFormula]:
     """Turn a metric name or callable into ``(spec or None, count formula)``.
 
+    A callable is wrapped so that a result that is not a tensor of the counts'
+    shape raises a ``TypeError`` naming ``metric`` where it is computed.
+
     Raises:
-        ValueError: for an unknown name (the message lists the valid ones).
+        ValueError: for an unknown name (the message lists the valid ones), or
+            a ``beta`` that is negative, not finite, or given (other than 1) to
+            a metric that does not use it.
         TypeError: for anything that is neither a string nor a callable.
     """
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (0 <= beta < float("inf")):
+        raise ValueError(f"`beta` must be a finite number >= 0; got {describe(beta)}")
     if isinstance(metric, str):
         check_choice("metric", metric, METRICS)
         spec = METRICS[metric]
+        if beta != 1 and not spec.takes_beta:
+            raise ValueError(f"`beta` only applies to metric='fbeta'; got beta={beta!r} with metric={metric!r}")
         return spec, spec.bind(beta)
     if callable(metric):
-        return None, metric
+        return None, _checked_callable(metric)
     raise TypeError(f"`metric` must be a metric name or a callable f(tp, fp, fn, tn); got {describe(metric)}")
+
+
+def _checked_callable(metric: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]) -> CountFormula:
+    def formula(tp: Tensor, fp: Tensor, fn: Tensor, tn: Tensor) -> Tensor:
+        score = metric(tp, fp, fn, tn)
+        if not isinstance(score, Tensor) or score.shape != tp.shape:
+            name = getattr(metric, "__name__", "callable")
+            raise TypeError(
+                f"`metric` {name!r} must return a tensor shaped like its count arguments {tuple(tp.shape)}, "
+                f"built with torch operations; got {describe(score)}"
+            )
+        return score
+
+    return formula
 
 
 def _as_labels(name: str, values: Any) -> np.ndarray:
