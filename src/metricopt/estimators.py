@@ -22,6 +22,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from metricopt._checks import check_choice
+from metricopt.data.splits import fit_standardization
 from metricopt.metrics import METRIC_NAMES, metric_score
 from metricopt.training import LOSSES, make_loss, predict_labels, predict_proba, train_classifier
 
@@ -131,9 +132,10 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         if n_classes < 2:
             raise ValueError(f"`y` must contain at least 2 classes; got only {self.classes_.tolist()}")
         self.n_features_in_ = X.shape[1]
-        self.mean_ = X.mean(0) if self.standardize else np.zeros(X.shape[1])
-        std = X.std(0) if self.standardize else np.ones(X.shape[1])
-        self.scale_ = np.where(std > 0, std, 1.0)
+        if self.standardize:
+            self.mean_, self.scale_ = fit_standardization(X)
+        else:
+            self.mean_, self.scale_ = np.zeros(X.shape[1]), np.ones(X.shape[1])
         X = self._transform(X)
         seed = (
             int(self.random_state) if isinstance(self.random_state, numbers.Integral)

@@ -144,20 +144,16 @@ def plot_speed(payload: dict[str, Any], path: Path) -> Path:
         if row["ratio"]["fwd_bwd"] and name not in (spec["baseline"], spec["multiclass_baseline"]):
             ax_r.plot(sizes, [row["ratio"]["fwd_bwd"][str(n)] for n in sizes], style, marker="o", markersize=3,
                       color=line.get_color(), label=f"{row['label']} / {row['baseline']}")
-    ax_t.set_xscale("log", base=2)
-    ax_t.set_yscale("log")
-    ax_t.set_xlabel("batch size N")
-    ax_t.set_ylabel("forward + backward, median ms (band: quartiles)")
-    ax_t.grid(alpha=0.3, which="both")
-    ax_t.legend(fontsize=7)
     ax_r.axhline(1.0, color="black", linewidth=0.8)
     ax_r.axhline(spec["goal_ratio"], color="red", linewidth=0.8, linestyle=":", label=f"goal {spec['goal_ratio']}x")
-    ax_r.set_xscale("log", base=2)
-    ax_r.set_yscale("log")
-    ax_r.set_xlabel("batch size N")
-    ax_r.set_ylabel("ratio of medians to the baseline")
-    ax_r.grid(alpha=0.3, which="both")
-    ax_r.legend(fontsize=7)
+    for ax, ylabel in ((ax_t, "forward + backward, median ms (band: quartiles)"),
+                       (ax_r, "ratio of medians to the baseline")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size N")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
     fig.suptitle(f"{payload['title'].replace('`', '')} (CPU, {spec['threads']} threads; dashed: C={spec['num_classes']})",
                  fontsize=10)
     return _save(plt, fig, path, dpi=110)

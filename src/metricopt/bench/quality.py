@@ -61,11 +61,7 @@ def _probs(model: torch.nn.Module, X: np.ndarray) -> np.ndarray:
 
 def _select(rows: list[tuple[int, float, float, float | None]]) -> tuple[int, float, float, float | None]:
     """The row with the best validation score; the earliest epoch on ties."""
-    best = rows[0]
-    for row in rows[1:]:
-        if row[1] > best[1]:
-            best = row
-    return best
+    return max(rows, key=lambda row: row[1])
 
 
 History = dict[tuple[str, str], list[tuple[int, float, float, float | None]]]

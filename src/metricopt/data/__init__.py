@@ -21,7 +21,7 @@ from metricopt.data.datasets import (
     available_datasets,
     load_dataset,
 )
-from metricopt.data.splits import Split, split_with_test, train_val_test_split
+from metricopt.data.splits import Split, fit_standardization, split_with_test, train_val_test_split
 
 __all__ = [
     "DATASETS",
@@ -29,6 +29,7 @@ __all__ = [
     "Split",
     "TabularDataset",
     "available_datasets",
+    "fit_standardization",
     "load_csv",
     "load_dataset",
     "split_with_test",

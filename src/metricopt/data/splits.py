@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Split", "split_with_test", "train_val_test_split"]
+__all__ = ["Split", "fit_standardization", "split_with_test", "train_val_test_split"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,6 +142,18 @@ def _stratified(
     return X_a, X_b, y_a, y_b
 
 
+def fit_standardization(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature training mean and scale; constant columns get scale 1.
+
+    A column counts as constant when its standard deviation is zero up to
+    rounding (at most 1e-10 of its mean), so it is centred but not divided by ~0.
+    """
+    mean = X.mean(axis=0)
+    scale = X.std(axis=0)
+    varies = (scale > 0) & (scale > 1e-10 * np.abs(mean))
+    return mean, np.where(varies, scale, 1.0)
+
+
 def _finish(
     X_train: np.ndarray,
     y_train: np.ndarray,
@@ -153,11 +165,7 @@ def _finish(
 ) -> Split:
     mean = scale = None
     if standardize:
-        mean = X_train.mean(axis=0)
-        scale = X_train.std(axis=0)
-        # Constant columns (std zero up to rounding): do not divide by ~0.
-        varies = (scale > 0) & (scale > 1e-10 * np.abs(mean))
-        scale = np.where(varies, scale, 1.0)
+        mean, scale = fit_standardization(X_train)
         X_train = (X_train - mean) / scale
         X_val = (X_val - mean) / scale
         X_test = (X_test - mean) / scale
