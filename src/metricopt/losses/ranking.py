@@ -75,7 +75,7 @@ __all__ = [
 ]
 
 #: Blackbox lambda in normalised-rank units (the ranker gets lambda * L).
-DEFAULT_INTERPOLATION = 0.5
+DEFAULT_INTERPOLATION = 0.2
 #: Margin for classification scores (logits) in the AP and AUROC losses.
 DEFAULT_MARGIN = 0.1
 #: Margin for cosine similarities in the recall loss.

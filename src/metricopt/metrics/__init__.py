@@ -2,6 +2,8 @@
 
 Confusion-matrix metrics live in :mod:`metricopt.metrics.confusion`; their
 formulas (shared with the losses) in :mod:`metricopt.metrics._formulas`.
+Rank metrics (average precision, ROC AUC, NDCG, recall@K, MRR, MAP@R and a
+retrieval report from embeddings) live in :mod:`metricopt.metrics.ranking`.
 """
 
 from metricopt.metrics._formulas import METRICS
@@ -21,12 +23,22 @@ from metricopt.metrics.confusion import (
     resolve_metric,
     specificity_score,
 )
+from metricopt.metrics.ranking import (
+    average_precision_score,
+    map_at_r,
+    mrr_score,
+    ndcg_at_k,
+    recall_at_k,
+    retrieval_report,
+    roc_auc_score,
+)
 
 METRIC_NAMES: tuple[str, ...] = tuple(METRICS)
 
 __all__ = [
     "METRIC_NAMES",
     "accuracy_score",
+    "average_precision_score",
     "balanced_accuracy_score",
     "confusion_matrix",
     "f1_score",
@@ -34,10 +46,16 @@ __all__ = [
     "gmean_score",
     "jaccard_score",
     "kappa_score",
+    "map_at_r",
     "mcc_score",
     "metric_score",
+    "mrr_score",
+    "ndcg_at_k",
     "precision_score",
+    "recall_at_k",
     "recall_score",
     "resolve_metric",
+    "retrieval_report",
+    "roc_auc_score",
     "specificity_score",
 ]
