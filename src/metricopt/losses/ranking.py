@@ -33,15 +33,21 @@ rank the N samples within each class column.
 
 Margin (alpha): relevant scores move down by alpha / 2 and irrelevant ones up by
 alpha / 2 before ranking, so a relevant item counts as ranked above an
-irrelevant one only when its score is higher by at least alpha. The paper's
+irrelevant one only when its score is higher by more than alpha (a gap of
+exactly alpha becomes a tie, and ties count against). The paper's
 margin is constant; the official code draws it at random per call, which
 DESIGN.md records as a quirk not to copy. With ``margin=0`` each loss's value
 equals 1 - its exact metric (:mod:`metricopt.metrics.ranking`).
 
-Interpolation (lambda) is in normalised-rank units: the ranker receives
-``interpolation * L`` for rankings of length L, which is the official code's
-convention (it ranks in rank / L). DESIGN.md section 3 explains why a lambda in
-integer-rank units must grow with L.
+Interpolation (lambda) is in normalised-rank units, per ranking: for B rankings
+of length L the ranker receives ``interpolation * L * B``. The factor L is the
+official code's convention (it ranks in rank / L; DESIGN.md section 3 explains
+why a lambda in integer-rank units must grow with L). The factor B undoes the
+mean over rows: the upstream gradient of each row's ranks carries a 1 / B, and
+without it the perturbation ``lambda * grad`` of a 256-query batch would be 256
+times too small to change any rank (measured: the recall loss then returns a
+zero gradient for most queries). Each row is thus perturbed as if it were the
+only one, whatever the batch size.
 
 Undefined rows: a ranking with no relevant item (or, for AUROC, no irrelevant
 one; for NDCG, all gains 0) has no AP, recall or AUROC. Such rows are left out
@@ -52,6 +58,7 @@ still backpropagates (zero gradient), so a training loop never sees NaN.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -119,6 +126,12 @@ def _check_cross_class_weight(weight: float) -> float:
     return float(weight)
 
 
+def _check_k(k: int | None) -> int | None:
+    if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1):
+        raise ValueError(f"`k` must be an integer >= 1 or None; got {describe(k)}")
+    return None if k is None else int(k)
+
+
 def _check_same_shape(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
     if a.shape != b.shape:
         raise ValueError(f"`{name_a}` and `{name_b}` must have the same shape; got {tuple(a.shape)} and {tuple(b.shape)}")
@@ -151,10 +164,18 @@ def _with_memory(scores: Tensor, relevant: Tensor, memory: tuple[Tensor, Tensor]
     if memory is None:
         return scores, relevant
     memory_scores, memory_relevant = memory
-    return torch.cat([scores, memory_scores.to(scores)], -1), torch.cat([relevant, memory_relevant.to(relevant)], -1)
+    return (
+        torch.cat([scores, memory_scores.detach().to(scores)], -1),
+        torch.cat([relevant, memory_relevant.to(relevant)], -1),
+    )
 
 
 # ---------------------------------------------------------------- the shared rank core
+
+
+def _ranker_interpolation(interpolation: float, rows: Tensor) -> float:
+    """The ranker's integer-rank lambda for ``(B, L)`` rows: ``interpolation * L * B``."""
+    return interpolation * rows.shape[-1] * rows.shape[0]
 
 
 def _ranks(
@@ -165,10 +186,10 @@ def _ranks(
     ``rk+`` is meaningful at relevant positions; excluded items rank last in
     both (as ``-inf``) and never affect a relevant item's ranks.
     """
-    shifted = scores + torch.where(relevant, -0.5 * margin, 0.5 * margin) if margin else scores
+    shifted = torch.where(relevant, scores - 0.5 * margin, scores + 0.5 * margin) if margin else scores
     if exclude is not None:
         shifted = shifted.masked_fill(exclude, -math.inf)
-    lam = interpolation * scores.shape[-1]
+    lam = _ranker_interpolation(interpolation, scores)
     rank_all = _BlackboxRank.apply(shifted, lam)
     rank_relevant = _BlackboxRank.apply(shifted.masked_fill(~relevant, -math.inf), lam)
     return rank_all, rank_relevant
@@ -394,19 +415,20 @@ def ndcg_loss(
     0.0
     """
     check_positive("interpolation", interpolation)
+    k = _check_k(k)
     _check_float("scores", scores)
-    _check_float("gains", gains)
+    check_tensor("gains", gains)
+    gains = gains if gains.is_floating_point() else gains.to(scores.dtype)
+    check_finite("gains", gains)
     _check_same_shape("scores", scores, "gains", gains)
     if scores.ndim not in (1, 2) or scores.shape[-1] == 0:
         raise ValueError(f"`scores` must be (L,) or (B, L) with L >= 1; got {describe(scores)}")
     if bool((gains < 0).any()):
         raise ValueError(f"`gains` must be >= 0; got {describe(gains)} with minimum {gains.min().item()}")
     length = scores.shape[-1]
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-        raise ValueError(f"`k` must be an integer >= 1 or None; got {describe(k)}")
     cutoff = length if k is None else min(k, length)
     rows, gains = (scores[None], gains[None]) if scores.ndim == 1 else (scores, gains)
-    ranks = _BlackboxRank.apply(rows, interpolation * length)
+    ranks = _BlackboxRank.apply(rows, _ranker_interpolation(interpolation, rows))
     discount = torch.where(ranks <= cutoff, 1 / torch.log2(1 + ranks), torch.zeros_like(ranks))
     dcg = (gains.to(discount) * discount).sum(-1)
     ideal_gains = gains.to(discount).sort(-1, descending=True).values[:, :cutoff]
@@ -541,7 +563,7 @@ class NDCGLoss(nn.Module):
 
     def __init__(self, *, k: int | None = None, interpolation: float = DEFAULT_INTERPOLATION) -> None:
         super().__init__()
-        self.k = k
+        self.k = _check_k(k)
         self.interpolation = check_positive("interpolation", interpolation)
 
     def forward(self, scores: Tensor, gains: Tensor) -> Tensor:
