@@ -85,8 +85,10 @@ __all__ = [
 DEFAULT_INTERPOLATION = 0.2
 #: Margin for classification scores (logits) in the AP and AUROC losses.
 DEFAULT_MARGIN = 0.1
-#: Margin for cosine similarities in the recall loss.
-DEFAULT_RECALL_MARGIN = 0.05
+#: Margin for cosine similarities in the recall loss: 0, because on UCI Letter
+#: (class-disjoint, 2 seeds) margin 0 / 0.05 / 0.1 gave R@1 0.95 / 0.92 / 0.91
+#: (MAP@R 0.25 / 0.28 / 0.27); the retrieval benchmark's ablation re-measures it.
+DEFAULT_RECALL_MARGIN = 0.0
 #: The paper's mAP : cross-class AP mix of 2 : 1.
 DEFAULT_CROSS_CLASS_WEIGHT = 0.5
 RECALL_VARIANTS = ("log", "loglog")
