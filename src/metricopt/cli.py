@@ -1,12 +1,27 @@
 """The ``metricopt`` command: train for your metric, compare with cross-entropy.
 
-``metricopt train`` trains a small MLP with the AnyLoss confusion loss for the
-chosen metric and, the same way (same MLP and initialisation, seed, split,
-epochs, model selection by the metric on the validation split), a
-cross-entropy (``bce``) baseline. It prints the exact test metrics of both side
-by side with the difference, saves learning curves as an image and, with
-``--output``, writes every number to a JSON file. ``metricopt`` with no
-arguments runs ``metricopt train`` on the built-in ``breast_cancer`` dataset.
+``metricopt train`` trains a small MLP with a loss for the chosen metric and,
+the same way (same MLP and initialisation, seed, split, epochs, model
+selection by the metric on the validation split), a cross-entropy (``bce``)
+baseline. It prints the exact test metrics of both side by side with the
+difference, saves learning curves as an image and, with ``--output``, writes
+every number to a JSON file. ``metricopt`` with no arguments runs
+``metricopt train`` on the built-in ``breast_cancer`` dataset.
+
+Two metric families, each with its own method (``--loss`` defaults to it):
+
+* Confusion-matrix metrics (``f1``, ``gmean``, ``mcc``, ...): ``anyloss``, the
+  AnyLoss confusion loss (or ``--loss weighted_bce`` / ``focal``).
+* Rank metrics (``ap``, ``auroc``, ``ndcg@K``, ``recall@K``): ``rambo``, the
+  RaMBO rank losses (blackbox-differentiated exact ranks), trained and scored
+  by :mod:`metricopt.rank_training`; ``--interpolation``, ``--margin``,
+  ``--memory-size`` and ``--embedding-dim`` tune them. ``ap`` / ``auroc`` /
+  ``ndcg@K`` rank the classifier's scores (multi-class: macro one-vs-rest;
+  ``ndcg@K`` binary only); ``recall@K`` trains an embedding for retrieval,
+  against a cross-entropy classifier whose last hidden layer (before its
+  ReLU) is the embedding.
+  ``--dataset letter`` and ``--dataset fashion_mnist`` are retrieval benchmarks
+  whose test classes are never seen in training (``recall@K`` only).
 
 Usage examples::
 
@@ -15,6 +30,10 @@ Usage examples::
     metricopt train --csv data.csv --target label --metric mcc --output run.json
     metricopt train --csv train.csv --test-csv test.csv --target label --no-plot
     metricopt train --loss focal --hidden 128,64 --amplification auto --seed 3
+    metricopt train --dataset yeast4 --metric ap              # RaMBO AP loss vs BCE
+    metricopt train --dataset breast_cancer --metric ndcg@10 --margin 0.2
+    metricopt train --dataset letter --metric recall@1        # retrieval, unseen classes
+    metricopt train --dataset fashion_mnist --metric recall@4 --embedding-dim 64
     metricopt datasets                           # built-in datasets, installed or not
     metricopt bench --help                       # the benchmark harness
     python -m metricopt --version
@@ -22,7 +41,9 @@ Usage examples::
 Splits: a built-in dataset or a single CSV is split 60/20/20 (stratified) into
 train/validation/test; with ``--test-csv`` that file is the test set and 20 %
 of the training CSV is held out for validation. Features are standardised with
-training statistics. Decisions are ``p > 0.5`` (binary) or argmax.
+training statistics. Decisions are ``p > 0.5`` (binary) or argmax. The
+retrieval benchmarks keep their class-disjoint train/test parts and hold out
+20 % of the training rows (stratified) for validation.
 
 Errors in the input (a missing file or column, a one-class target, an unknown
 or uninstalled dataset, out-of-range numbers) print one line
@@ -32,6 +53,7 @@ or uninstalled dataset, out-of-range numbers) print one line
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -39,7 +61,7 @@ import platform
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +71,7 @@ from torch import nn
 from metricopt import __version__
 from metricopt.data import (
     DATASETS,
+    RETRIEVAL_DATASETS,
     Split,
     TabularDataset,
     available_datasets,
@@ -58,8 +81,33 @@ from metricopt.data import (
     train_val_test_split,
 )
 from metricopt.evaluation import REPORT_METRICS, report
+from metricopt.losses.ranking import (
+    DEFAULT_INTERPOLATION,
+    DEFAULT_MARGIN,
+    DEFAULT_RECALL_MARGIN,
+)
 from metricopt.metrics import METRIC_NAMES
-from metricopt.training import LOSSES, FitResult, make_loss, predict_proba, train_classifier
+from metricopt.rank_training import (
+    DEFAULT_EMBEDDING_DIM,
+    RANK_METHOD,
+    RANK_METRICS,
+    RankMetric,
+    check_embedding_dim,
+    check_rank_task,
+    fit_rank_method,
+    is_rank_metric,
+    is_retrieval_dataset,
+    load_retrieval_data,
+    make_method_loss,
+    parse_rank_metric,
+)
+from metricopt.training import (
+    LOSSES,
+    FitResult,
+    make_loss,
+    predict_proba,
+    train_classifier,
+)
 
 __all__ = ["TrainConfig", "build_parser", "config_from_args", "format_table", "main", "run_train"]
 
@@ -67,6 +115,11 @@ PROG = "metricopt"
 DEFAULT_DATASET = "breast_cancer"
 #: The loss every run is compared with.
 BASELINE = "bce"
+#: Methods of --loss: the confusion-metric losses and the rank losses.
+METHODS = (*LOSSES, RANK_METHOD)
+#: Methods that can train for a rank metric.
+RANK_LOSSES = (RANK_METHOD, BASELINE)
+RANK_METRIC_FORMS = "ap, auroc, ndcg@K, recall@K"
 #: Exceptions that mean "bad input": one line on stderr, exit status 2.
 USER_ERRORS = (ValueError, TypeError, ImportError, OSError)
 USAGE_ERROR = 2
@@ -78,7 +131,11 @@ class TrainConfig:
 
     Exactly one of ``dataset`` and ``csv`` is set. ``test_size`` and
     ``val_size`` are fractions of all rows (``test_size`` is unused with
-    ``test_csv``, where ``val_size`` is a fraction of the training CSV).
+    ``test_csv``, where ``val_size`` is a fraction of the training CSV; and
+    with a retrieval benchmark, where it is a fraction of the training rows).
+    ``metric`` is canonical (rank metrics lower case, e.g. ``"recall@4"``).
+    ``interpolation``, ``margin`` (None: the loss's default), ``memory_size``
+    and ``embedding_dim`` are used by rank metrics only.
     """
 
     dataset: str | None
@@ -96,6 +153,10 @@ class TrainConfig:
     test_size: float = 0.2
     val_size: float = 0.2
     threshold: float = 0.5
+    interpolation: float | None = None
+    margin: float | None = None
+    memory_size: int = 0
+    embedding_dim: int = DEFAULT_EMBEDDING_DIM
 
 
 # --------------------------------------------------------------------------
@@ -122,12 +183,65 @@ def _parse_amplification(text: str) -> float | str:
         raise ValueError(f"--amplification must be a number > 0 or 'auto', got --amplification={text!r}") from None
 
 
+def _parse_metric(text: str) -> str:
+    """The canonical metric name: a confusion metric as given, a rank metric lower case."""
+    if text in METRIC_NAMES:
+        return text
+    if is_rank_metric(text):
+        return str(parse_rank_metric(text))
+    head = text.strip().lower().split("@")[0]
+    if head in RANK_METRICS and text.strip().lower() != "recall":
+        parse_rank_metric(text)  # raises the rank-metric error with the reason
+    raise ValueError(
+        f"--metric must be a confusion metric ({', '.join(METRIC_NAMES)}) or a rank metric ({RANK_METRIC_FORMS} "
+        f"with K an integer >= 1, e.g. recall@4); got --metric={text!r}"
+    )
+
+
+def _resolve_method(metric: str, loss: str | None) -> str:
+    """``--loss``, defaulting to ``rambo`` for a rank metric and ``anyloss`` otherwise."""
+    rank = is_rank_metric(metric)
+    if loss is None:
+        return RANK_METHOD if rank else "anyloss"
+    if rank and loss not in RANK_LOSSES:
+        raise ValueError(
+            f"--loss {loss} trains for confusion-matrix metrics, not for the rank metric --metric {metric}; "
+            f"use --loss {RANK_METHOD} (the default for rank metrics) or --loss {BASELINE}"
+        )
+    if not rank and loss == RANK_METHOD:
+        raise ValueError(
+            f"--loss {RANK_METHOD} needs a rank metric (--metric {RANK_METRIC_FORMS}); got --metric {metric}"
+        )
+    return loss
+
+
+def _rank_options(args: argparse.Namespace, metric: str) -> dict[str, Any]:
+    """``--interpolation``, ``--margin``, ``--memory-size``, ``--embedding-dim``; rank metrics only."""
+    given = {option: value for option, value in (
+        ("--interpolation", args.interpolation), ("--margin", args.margin),
+        ("--memory-size", args.memory_size), ("--embedding-dim", args.embedding_dim)) if value is not None}
+    if given and not is_rank_metric(metric):
+        option = next(iter(given))
+        raise ValueError(f"{option} applies to rank metrics ({RANK_METRIC_FORMS}) only; got --metric {metric}")
+    if "--embedding-dim" in given and not parse_rank_metric(metric).is_retrieval:
+        raise ValueError(f"--embedding-dim applies to --metric recall@K (an embedding) only; got --metric {metric}")
+    return {
+        "interpolation": args.interpolation,
+        "margin": args.margin,
+        "memory_size": 0 if args.memory_size is None else args.memory_size,
+        "embedding_dim": DEFAULT_EMBEDDING_DIM if args.embedding_dim is None else args.embedding_dim,
+    }
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Turn parsed ``train`` arguments into a :class:`TrainConfig`.
 
-    Only combinations of options are checked here; values are checked by the
-    library functions that use them.
+    Only the metric name and combinations of options are checked here; values
+    are checked by the library functions that use them.
     """
+    metric = _parse_metric(args.metric)
+    method = _resolve_method(metric, args.loss)
+    rank_options = _rank_options(args, metric)
     if args.csv is None:
         for option, value in (("--target", args.target), ("--test-csv", args.test_csv)):
             if value is not None:
@@ -139,14 +253,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         csv=args.csv,
         target=args.target,
         test_csv=args.test_csv,
-        metric=args.metric,
-        loss=args.loss,
+        metric=metric,
+        loss=method,
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.lr,
         hidden_sizes=_parse_hidden(args.hidden),
         amplification=_parse_amplification(args.amplification),
         seed=args.seed,
+        **rank_options,
     )
 
 
@@ -155,6 +270,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _load(config: TrainConfig) -> tuple[TabularDataset, Split]:
+    if config.csv is None and is_retrieval_dataset(config.dataset):
+        raise ValueError(
+            f"--dataset {config.dataset} is a retrieval benchmark (its test classes are unseen in training) "
+            f"for --metric recall@K only; got --metric {config.metric}"
+        )
     if config.csv is None:
         data = load_dataset(config.dataset)
         split = train_val_test_split(
@@ -171,12 +291,24 @@ def _load(config: TrainConfig) -> tuple[TabularDataset, Split]:
     return data, split
 
 
-def _progress_bar(name: str, config: TrainConfig, show: bool) -> Any:
+@contextlib.contextmanager
+def _progress(name: str, config: TrainConfig, show: bool) -> Iterator[Callable[[dict[str, float]], None]]:
+    """A tqdm bar for one method's epochs; yields the per-epoch callback of ``fit``."""
     from tqdm import tqdm
 
     # disable=None: tqdm shows the bar only when stderr is a terminal.
-    return tqdm(total=config.epochs, desc=name, unit="epoch", file=sys.stderr,
-                disable=None if show else True, dynamic_ncols=True)
+    bar = tqdm(total=config.epochs, desc=name, unit="epoch", file=sys.stderr,
+               disable=None if show else True, dynamic_ncols=True)
+
+    def update(row: dict[str, float]) -> None:
+        bar.set_postfix({"loss": f"{row['train_loss']:.4f}",
+                         f"val_{config.metric}": f"{row['val_score']:.4f}"}, refresh=False)
+        bar.update(1)
+
+    try:
+        yield update
+    finally:
+        bar.close()
 
 
 def _train_one(
@@ -189,30 +321,73 @@ def _train_one(
     show_progress: bool,
 ) -> tuple[nn.Module, FitResult]:
     """Train one method; select the epoch with the best validation metric."""
-    bar = _progress_bar(name, config, show_progress)
-
-    def progress(row: dict[str, float]) -> None:
-        bar.set_postfix({"loss": f"{row['train_loss']:.4f}",
-                         f"val_{config.metric}": f"{row['val_score']:.4f}"}, refresh=False)
-        bar.update(1)
-
-    try:
+    with _progress(name, config, show_progress) as progress:
         return train_classifier(
             loss_fn, split.X_train, split.y_train, num_classes=n_classes, hidden_sizes=config.hidden_sizes,
             X_val=split.X_val, y_val=split.y_val, metric=config.metric, seed=config.seed, epochs=config.epochs,
             batch_size=config.batch_size, learning_rate=config.learning_rate, progress=progress,
         )
-    finally:
-        bar.close()
 
 
 def _report_metrics(metric: str) -> tuple[str, ...]:
     return REPORT_METRICS if metric in REPORT_METRICS else (*REPORT_METRICS, metric)
 
 
+def _methods(config: TrainConfig) -> list[str]:
+    return [config.loss] if config.loss == BASELINE else [config.loss, BASELINE]
+
+
+def _dataset_info(data: TabularDataset) -> dict[str, Any]:
+    return {"dataset": data.name, "source": data.source, "task": data.task, "class_names": list(data.class_names),
+            "n_features": data.n_features}
+
+
+def _log_start(log: Callable[[str], None] | None, info: dict[str, Any], n_classes: int, split: Split,
+               config: TrainConfig, detail: str = "") -> None:
+    if log is not None:
+        log(f"{info['dataset']}: {info['task']}, {n_classes} classes, {info['n_features']} features{detail}; "
+            f"train {len(split.y_train)} / val {len(split.y_val)} / test {len(split.y_test)}; "
+            f"training {' and '.join(_methods(config))} for {config.metric}, {config.epochs} epochs")
+
+
+def _results(config: TrainConfig, info: dict[str, Any], split: Split,
+             fitted: dict[str, tuple[dict[str, float], FitResult]]) -> dict[str, Any]:
+    """The JSON-ready results of a run (both metric families share the keys)."""
+    (test_metrics, result), (baseline_metrics, baseline_result) = fitted[config.loss], fitted[BASELINE]
+    return {
+        "metric": config.metric,
+        "method": config.loss,
+        "test_score": test_metrics[config.metric],
+        "baseline": baseline_metrics[config.metric],
+        "baseline_method": BASELINE,
+        "delta": test_metrics[config.metric] - baseline_metrics[config.metric],
+        **info,
+        "n_train": len(split.y_train),
+        "n_val": len(split.y_val),
+        "n_test": len(split.y_test),
+        "test_metrics": test_metrics,
+        "baseline_metrics": baseline_metrics,
+        "best_epoch": result.best_epoch,
+        "baseline_best_epoch": baseline_result.best_epoch,
+        "val_score": result.best_score,
+        "baseline_val_score": baseline_result.best_score,
+        "history": {name: fitted[name][1].history for name in fitted},
+        "config": dataclasses.asdict(config),
+        "seed": config.seed,
+        "metricopt_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
 def run_train(config: TrainConfig, *, show_progress: bool = True,
               log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train the chosen method and the ``bce`` baseline; return the results.
+
+    Rank metrics (``ap``, ``auroc``, ``ndcg@K``, ``recall@K``) go through
+    :mod:`metricopt.rank_training`; confusion-matrix metrics through
+    :mod:`metricopt.training` and :mod:`metricopt.evaluation`.
 
     Args:
         config: what to train.
@@ -224,20 +399,19 @@ def run_train(config: TrainConfig, *, show_progress: bool = True,
         ``elapsed_seconds`` and ``plot``.
     """
     torch.manual_seed(config.seed)  # every call below is seeded; this guards any global-RNG use
+    if is_rank_metric(config.metric):
+        return _run_rank(config, show_progress=show_progress, log=log)
     data, split = _load(config)
     n_classes = data.n_classes
-    methods = [config.loss] if config.loss == BASELINE else [config.loss, BASELINE]
+    methods = _methods(config)
     # Build every loss before training, so a bad option fails before any epoch runs.
     losses = {
         name: make_loss(name, metric=config.metric, y_train=split.y_train, num_classes=n_classes,
                         amplification=config.amplification)
         for name in methods
     }
-    if log is not None:
-        rate = f", positive rate {data.positive_rate:.3f}" if data.positive_rate is not None else ""
-        log(f"{data.name}: {data.task}, {n_classes} classes, {data.n_features} features{rate}; "
-            f"train {len(split.y_train)} / val {len(split.y_val)} / test {len(split.y_test)}; "
-            f"training {' and '.join(methods)} for {config.metric}, {config.epochs} epochs")
+    rate = f", positive rate {data.positive_rate:.3f}" if data.positive_rate is not None else ""
+    _log_start(log, _dataset_info(data), n_classes, split, config, rate)
 
     fitted: dict[str, tuple[dict[str, float], FitResult]] = {}
     for name in methods:
@@ -246,44 +420,64 @@ def run_train(config: TrainConfig, *, show_progress: bool = True,
         metrics = report(split.y_test, probs, num_classes=n_classes, metrics=_report_metrics(config.metric),
                          threshold=config.threshold)
         fitted[name] = (metrics, result)
+    return _results(config, _dataset_info(data), split, fitted)
 
-    (test_metrics, result), (baseline_metrics, baseline_result) = fitted[config.loss], fitted[BASELINE]
-    return {
-        "metric": config.metric,
-        "method": config.loss,
-        "test_score": test_metrics[config.metric],
-        "baseline": baseline_metrics[config.metric],
-        "baseline_method": BASELINE,
-        "delta": test_metrics[config.metric] - baseline_metrics[config.metric],
-        "dataset": data.name,
-        "source": data.source,
-        "task": data.task,
-        "class_names": list(data.class_names),
-        "n_features": data.n_features,
-        "n_train": len(split.y_train),
-        "n_val": len(split.y_val),
-        "n_test": len(split.y_test),
-        "test_metrics": test_metrics,
-        "baseline_metrics": baseline_metrics,
-        "best_epoch": result.best_epoch,
-        "baseline_best_epoch": baseline_result.best_epoch,
-        "val_score": result.best_score,
-        "baseline_val_score": baseline_result.best_score,
-        "history": {name: fitted[name][1].history for name in methods},
-        "config": dataclasses.asdict(config),
-        "seed": config.seed,
-        "metricopt_version": __version__,
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-        "torch_threads": torch.get_num_threads(),
-    }
+
+def _load_rank(config: TrainConfig, metric: RankMetric) -> tuple[dict[str, Any], Split, int]:
+    """Data for a rank metric: ``(info, split, number of training classes)``."""
+    if config.csv is None and is_retrieval_dataset(config.dataset) and metric.is_retrieval:
+        data = load_retrieval_data(config.dataset, seed=config.seed, val_size=config.val_size)
+        info = {"dataset": data.name, "source": data.source, "task": "retrieval",
+                "class_names": list(data.class_names), "n_features": int(data.split.X_train.shape[1]),
+                "train_classes": list(data.train_classes), "test_classes": list(data.test_classes)}
+        return info, data.split, len(data.train_classes)
+    data, split = _load(config)
+    return _dataset_info(data), split, data.n_classes
+
+
+def _rank_scoring(metric: RankMetric, task: str, hidden_sizes: tuple[int, ...]) -> str:
+    """How the test metrics were computed, for the table title and the JSON."""
+    if metric.is_retrieval:
+        unseen = "test classes unseen in training" if task == "retrieval" else "test classes seen in training"
+        layer = "last hidden layer before the ReLU" if hidden_sizes else "logits (no hidden layer)"
+        return f"leave-one-out cosine retrieval in the test set, {unseen}; {BASELINE} embedding = its {layer}"
+    ovr = "; multi-class: macro one-vs-rest" if task != "binary" else ""
+    return f"scores: {RANK_METHOD} raw outputs, {BASELINE} probabilities{ovr}"
+
+
+def _run_rank(config: TrainConfig, *, show_progress: bool,
+              log: Callable[[str], None] | None) -> dict[str, Any]:
+    """:func:`run_train` for a rank metric: RaMBO (``rambo``) and the ``bce`` baseline."""
+    metric = parse_rank_metric(config.metric)
+    info, split, n_classes = _load_rank(config, metric)
+    methods = _methods(config)
+    # Build every loss (and check the embedding width) before training, so a bad option fails before any epoch.
+    losses = {name: make_method_loss(name, metric, interpolation=config.interpolation, margin=config.margin,
+                                     memory_size=config.memory_size) for name in methods}
+    check_rank_task(metric, n_classes)
+    if metric.is_retrieval:
+        check_embedding_dim(config.embedding_dim)
+    _log_start(log, info, n_classes, split, config)
+
+    fitted: dict[str, tuple[dict[str, float], FitResult]] = {}
+    for name in methods:
+        with _progress(name, config, show_progress) as progress:
+            trained = fit_rank_method(
+                name, metric, split, num_classes=n_classes, loss_fn=losses[name], hidden_sizes=config.hidden_sizes,
+                embedding_dim=config.embedding_dim, epochs=config.epochs, batch_size=config.batch_size,
+                learning_rate=config.learning_rate, seed=config.seed, progress=progress,
+            )
+        fitted[name] = (trained.test_metrics, trained.result)
+    results = _results(config, info, split, fitted)
+    results["scoring"] = _rank_scoring(metric, info["task"], config.hidden_sizes)
+    return results
 
 
 def format_table(results: dict[str, Any]) -> str:
     """The test metrics of the method and the baseline side by side, with the delta."""
     method, baseline, metric = results["method"], results["baseline_method"], results["metric"]
     ours, theirs = results["test_metrics"], results["baseline_metrics"]
-    label = f"{method}({metric})" if method == "anyloss" else method
+    label = f"{method}({metric})" if method in ("anyloss", RANK_METHOD) else method
     rows = [(f"{name} *" if name == metric else name, f"{ours[name]:.4f}", f"{theirs[name]:.4f}",
              f"{ours[name] - theirs[name]:+.4f}") for name in ours]
     rows.append(("best epoch", str(results["best_epoch"]), str(results["baseline_best_epoch"]), ""))
@@ -293,8 +487,9 @@ def format_table(results: dict[str, Any]) -> str:
     def line(cells: Sequence[str]) -> str:
         return "  ".join([cells[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))]).rstrip()
 
+    scoring = results.get("scoring") or f"threshold {results['config']['threshold']:g}"
     title = (f"{results['dataset']}: exact metrics on the test split (n_test={results['n_test']}, "
-             f"threshold {results['config']['threshold']:g}; * = trained-for metric; delta = {method} - {baseline})")
+             f"{scoring}; * = trained-for metric; delta = {method} - {baseline})")
     rule = "-" * len(line(header))
     return "\n".join([title, line(header), rule, *(line(r) for r in rows)])
 
@@ -318,9 +513,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(format_table(results))
     plot = None
     if not args.no_plot:
-        from metricopt.plots import plot_learning_curves
+        from metricopt.plots import default_plot_path, plot_learning_curves
 
-        path = args.plot or f"metricopt-{results['dataset']}-{config.metric}.png"
+        path = args.plot or default_plot_path(results["dataset"], config.metric)
         plot = str(plot_learning_curves(results["history"], config.metric, path))
         print(f"learning curves: {plot}")
     results["plot"] = plot
@@ -373,8 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``metricopt`` argument parser (``bench`` arguments bypass it, see :func:`main`)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description=_paragraphs("Train PyTorch classifiers for the metric you report (F1, G-mean, MCC, ...) "
-                                "with the AnyLoss confusion loss, and compare with cross-entropy."),
+        description=_paragraphs("Train PyTorch models for the metric you report (F1, G-mean, MCC, ... with the "
+                                "AnyLoss confusion loss; AP, AUROC, NDCG@K, recall@K with the RaMBO rank losses), "
+                                "and compare with cross-entropy."),
         epilog="Without a command, runs 'train' (on breast_cancer unless told otherwise).\n"
                "Run 'metricopt COMMAND --help' for the options of a command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -385,7 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train", formatter_class=_Formatter,
-        help="train AnyLoss (or --loss) and a cross-entropy baseline; print test metrics side by side",
+        help="train AnyLoss or RaMBO (or --loss) and a cross-entropy baseline; print test metrics side by side",
         description=_paragraphs(
             "Train an MLP with --loss for --metric and, identically, a cross-entropy (bce) baseline (same "
             "initialisation, seed, split, epochs; each keeps the epoch with the best validation --metric). "
@@ -394,17 +590,28 @@ def build_parser() -> argparse.ArgumentParser:
             "Without --test-csv the data are split 60/20/20 (stratified) into train/validation/test; with it, "
             "20% of --csv is held out for validation. Features are standardised with training statistics; "
             "decisions are p > 0.5 (binary) or argmax (multi-class).",
+            "Rank metrics (--metric ap, auroc, ndcg@K, recall@K) train the RaMBO rank loss (--loss rambo, their "
+            "default) and report exact rank metrics: ap/auroc/ndcg@K of the test scores (rambo: raw outputs; bce: "
+            "probabilities; multi-class ap and auroc are macro one-vs-rest; ndcg@K needs binary data and ranks "
+            "the whole test split with the labels as gains). recall@K trains an embedding (--embedding-dim) and "
+            "reports R@1,2,4,8, MAP@R and MRR of cosine retrieval within the test split; its bce baseline is a "
+            "classifier whose last hidden layer (before its ReLU) is the embedding. --dataset letter and fashion_mnist are "
+            "retrieval benchmarks with test classes unseen in training (fashion_mnist: 10000 train / 2000 test "
+            "images of 784 pixels); 20% of their training rows are held out for validation.",
         ),
         epilog="examples:\n"
                "  metricopt train --dataset yeast4 --metric gmean --epochs 100\n"
                "  metricopt train --csv data.csv --target label --metric mcc --output run.json\n"
-               "  metricopt train --csv train.csv --test-csv test.csv --target label --no-plot",
+               "  metricopt train --csv train.csv --test-csv test.csv --target label --no-plot\n"
+               "  metricopt train --dataset yeast4 --metric ap\n"
+               "  metricopt train --dataset letter --metric recall@1",
     )
     data = train.add_argument_group("data")
     source = data.add_mutually_exclusive_group()
     source.add_argument("--dataset", metavar="NAME", default=None,
                         help=f"built-in dataset; default {DEFAULT_DATASET} when --csv is not given. "
-                             f"One of: {', '.join(DATASETS)}")
+                             f"One of: {', '.join(DATASETS)}; with --metric recall@K also the retrieval "
+                             f"benchmarks {', '.join(RETRIEVAL_DATASETS)}")
     source.add_argument("--csv", metavar="PATH", default=None,
                         help="your training data: a CSV file with a header row; non-numeric columns are one-hot "
                              "encoded, missing numbers filled with the median")
@@ -414,14 +621,33 @@ def build_parser() -> argparse.ArgumentParser:
                       help="test data for --csv, encoded with the training file's categories and medians")
 
     method = train.add_argument_group("method")
-    method.add_argument("--metric", choices=METRIC_NAMES, default="f1", metavar="NAME",
-                        help="the metric to train for, select epochs by and report (multi-class: its default "
-                             f"averaging). One of: {', '.join(METRIC_NAMES)}")
-    method.add_argument("--loss", choices=LOSSES, default="anyloss", metavar="NAME",
-                        help="the method: anyloss (the confusion-matrix loss for --metric), bce, weighted_bce "
-                             "(inverse class frequency) or focal. The bce baseline is always trained as well")
+    method.add_argument("--metric", default="f1", metavar="NAME",
+                        help="the metric to train for, select epochs by and report. Confusion-matrix metrics "
+                             f"(multi-class: their default averaging): {', '.join(METRIC_NAMES)}. Rank metrics: "
+                             f"{RANK_METRIC_FORMS} (K an integer >= 1, e.g. recall@4, ndcg@10)")
+    method.add_argument("--loss", choices=METHODS, default=None, metavar="NAME",
+                        help="the method: anyloss (the confusion-matrix loss for --metric; the default for "
+                             "confusion-matrix metrics), bce, weighted_bce (inverse class frequency), focal, or "
+                             "rambo (the RaMBO rank loss; the default and, with bce, the only choice for rank "
+                             "metrics). The bce baseline is always trained as well")
     method.add_argument("--amplification", metavar="L", default="73",
                         help="AnyLoss steepness L of sigmoid(L (p - 0.5)), a number > 0 or 'auto'")
+
+    rank = train.add_argument_group(
+        "rank losses (--metric ap, auroc, ndcg@K, recall@K only; an error with other metrics)")
+    rank.add_argument("--interpolation", metavar="LAMBDA", type=float, default=None,
+                      help="blackbox interpolation lambda > 0 in normalised-rank units (see "
+                           f"metricopt.losses.ranking); default {DEFAULT_INTERPOLATION:g}")
+    rank.add_argument("--margin", metavar="ALPHA", type=float, default=None,
+                      help="margin >= 0 a relevant score must beat an irrelevant one by: logit units for ap and "
+                           f"auroc (default {DEFAULT_MARGIN:g}), cosine similarity for recall@K (default "
+                           f"{DEFAULT_RECALL_MARGIN:g}); ndcg@K has none")
+    rank.add_argument("--memory-size", metavar="TAU", type=int, default=None,
+                      help="training batches remembered and ranked with the current one (ap, auroc, recall@K); "
+                           "default 0")
+    rank.add_argument("--embedding-dim", metavar="D", type=int, default=None,
+                      help=f"embedding width of the rambo model for recall@K (>= 2); default "
+                           f"{DEFAULT_EMBEDDING_DIM}")
 
     budget = train.add_argument_group("model and budget")
     budget.add_argument("--epochs", type=int, default=60, help="passes over the training data")

@@ -4,6 +4,12 @@ Shared by the CLI and the benchmarks so that every method is scored the same way
 binary decisions at ``p > threshold`` (0.5 unless tuned), multi-class at argmax,
 each metric with its ``"auto"`` averaging (binary; macro or scikit-learn's
 multi-class definition).
+
+Rank metrics (:data:`RANK_METRICS`: ``"ap"``, average precision, and
+``"auroc"``, area under the ROC curve) are threshold-free: :func:`report`
+computes them exactly from the probabilities themselves
+(:mod:`metricopt.metrics.ranking`, equal to scikit-learn's), never from
+decisions, and :func:`tune_threshold` refuses them.
 """
 
 from __future__ import annotations
@@ -12,13 +18,47 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from metricopt.metrics import metric_score
+from metricopt.metrics import average_precision_score, metric_score, roc_auc_score
 from metricopt.training import predict_labels
 
 #: The metrics printed by the CLI and recorded by the benchmarks.
 REPORT_METRICS: tuple[str, ...] = ("f1", "gmean", "balanced_accuracy", "mcc", "accuracy", "precision", "recall")
 
-__all__ = ["REPORT_METRICS", "report", "tune_threshold"]
+#: Threshold-free metrics :func:`report` computes from the probabilities, not from decisions.
+RANK_METRICS: tuple[str, ...] = ("ap", "auroc")
+
+__all__ = ["RANK_METRICS", "REPORT_METRICS", "rank_score", "report", "tune_threshold"]
+
+
+def rank_score(y_true: np.ndarray, probs: np.ndarray, metric: str, *, num_classes: int = 2) -> float:
+    """A rank metric (``"ap"`` or ``"auroc"``) of the scores ``probs``; no threshold involved.
+
+    Binary ``(N,)`` positive-class probabilities give the binary AP / AUROC;
+    ``(N, C)`` rows give the macro one-vs-rest mean over the C classes (AP of a
+    class without a positive is 0, as in scikit-learn; AUROC leaves out a class
+    that is absent or alone).
+
+    Example:
+        >>> rank_score(np.array([0, 1, 1, 0]), np.array([0.1, 0.8, 0.4, 0.4]), "ap")
+        0.8333333333333333
+    """
+    if metric not in RANK_METRICS:
+        raise ValueError(f"`metric` must be one of {RANK_METRICS}; got {metric!r}")
+    y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=np.float64)
+    if probs.ndim == 1:
+        positive = (y_true == 1).astype(np.int64)
+        if metric == "ap":
+            return float(average_precision_score(positive, probs))
+        return float(roc_auc_score(positive, probs))
+    if probs.ndim != 2 or probs.shape[1] != num_classes:
+        raise ValueError(f"`probs` must be (N,) or (N, {num_classes}); got shape {probs.shape}")
+    onehot = (y_true[:, None] == np.arange(num_classes)[None, :]).astype(np.int64)
+    if metric == "ap":
+        return float(average_precision_score(onehot, probs, average="macro"))
+    present = [c for c in range(num_classes) if 0 < onehot[:, c].sum() < len(onehot)]
+    if not present:
+        raise ValueError("`y_true` must hold at least two classes for AUROC")
+    return float(np.mean([roc_auc_score(onehot[:, c], probs[:, c]) for c in present]))
 
 
 def report(
@@ -29,21 +69,29 @@ def report(
     metrics: Sequence[str] = REPORT_METRICS,
     threshold: float = 0.5,
 ) -> dict[str, float]:
-    """Exact metrics of the decisions taken from ``probs``.
+    """Exact metrics of the decisions taken from ``probs`` (rank metrics: of ``probs`` itself).
 
     Args:
         y_true: ``(N,)`` labels in ``[0, num_classes)``.
         probs: ``(N,)`` positive-class probabilities or ``(N, C)`` rows.
         num_classes: number of classes (fixes the label set).
-        metrics: names from ``metricopt.METRIC_NAMES``.
-        threshold: binary decision threshold.
+        metrics: names from ``metricopt.METRIC_NAMES`` or :data:`RANK_METRICS`.
+        threshold: binary decision threshold (rank metrics ignore it).
 
     Example:
         >>> report(np.array([0, 1, 1]), np.array([0.2, 0.9, 0.4]), num_classes=2, metrics=("f1", "recall"))
         {'f1': 0.6666666666666666, 'recall': 0.5}
     """
-    y_pred = predict_labels(probs, threshold=threshold)
-    return {name: float(metric_score(y_true, y_pred, name, num_classes=num_classes)) for name in metrics}
+    out: dict[str, float] = {}
+    y_pred = None
+    for name in metrics:
+        if name in RANK_METRICS:
+            out[name] = rank_score(y_true, probs, name, num_classes=num_classes)
+            continue
+        if y_pred is None:
+            y_pred = predict_labels(probs, threshold=threshold)
+        out[name] = float(metric_score(y_true, y_pred, name, num_classes=num_classes))
+    return out
 
 
 def tune_threshold(y_true: np.ndarray, probs: np.ndarray, metric: str, *, max_candidates: int = 200) -> float:
@@ -59,6 +107,8 @@ def tune_threshold(y_true: np.ndarray, probs: np.ndarray, metric: str, *, max_ca
         >>> tune_threshold(np.array([1, 1, 0, 0]), np.array([0.1, 0.2, 0.3, 0.4]), "recall") < 0.1
         True
     """
+    if metric in RANK_METRICS:
+        raise ValueError(f"`metric` {metric!r} is a rank metric: it has no threshold to tune")
     y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=np.float64)
     if probs.ndim != 1:
         raise ValueError(f"`probs` must be 1-D binary probabilities to tune a threshold; got shape {probs.shape}")

@@ -3,7 +3,9 @@
 :func:`plot_learning_curves` draws what :func:`metricopt.training.fit` records
 (one history row per epoch) for several methods side by side: the training
 loss in one panel, the validation score of the target metric in the other,
-with each method's selected (best) epoch marked.
+with each method's selected (best) epoch marked. :func:`default_plot_path`
+names the file after the dataset and the metric, with characters such as the
+``@`` of ``recall@4`` made safe for file names.
 
 Figures are built with :class:`matplotlib.figure.Figure` and saved through the
 Agg canvas, never through ``pyplot``: no window opens, no global backend is
@@ -14,10 +16,32 @@ plot is drawn.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["plot_learning_curves"]
+__all__ = ["default_plot_path", "plot_learning_curves", "safe_file_part"]
+
+
+def safe_file_part(text: str) -> str:
+    """``text`` made safe for a file name: ``@`` becomes ``_at_``, other odd characters ``_``.
+
+    Letters, digits, ``_``, ``-`` and ``.`` are kept; so are names that need no
+    change (``"f1"``, ``"balanced_accuracy"``).
+
+    >>> safe_file_part("recall@4"), safe_file_part("ndcg@10"), safe_file_part("my data/set")
+    ('recall_at_4', 'ndcg_at_10', 'my_data_set')
+    """
+    return re.sub(r"[^\w.-]", "_", str(text).replace("@", "_at_"))
+
+
+def default_plot_path(dataset: str, metric: str) -> str:
+    """``metricopt-<dataset>-<metric>.png`` with both parts made safe by :func:`safe_file_part`.
+
+    >>> default_plot_path("letter", "recall@1")
+    'metricopt-letter-recall_at_1.png'
+    """
+    return f"metricopt-{safe_file_part(dataset)}-{safe_file_part(metric)}.png"
 
 
 def plot_learning_curves(
@@ -31,7 +55,8 @@ def plot_learning_curves(
         histories: ``method name -> history``, a history being one dict per
             epoch with ``epoch``, ``train_loss`` and optionally ``val_score``
             (the rows of :attr:`metricopt.training.FitResult.history`).
-        metric: name of the validation metric, used for the axis label.
+        metric: name of the validation metric, used for the axis label (any
+            text, e.g. ``"recall@4"``: it is drawn literally, never as mathtext).
         path: output file; the format follows the suffix (``.png``, ``.pdf``,
             ``.svg``, ...). Missing parent folders are created.
 
@@ -76,7 +101,10 @@ def plot_learning_curves(
                           label=f"{name} best: {best:.4f} @ epoch {best_epoch:g}")
 
     loss_ax.set(title="training loss", xlabel="epoch", ylabel="loss (epoch mean over batches)")
-    score_ax.set(title=f"validation {metric}", xlabel="epoch", ylabel=f"{metric} (higher is better)")
+    # usetex/mathtext off for the metric name: "$" or "_" in a name must print as typed.
+    score_ax.set_title(f"validation {metric}", usetex=False, parse_math=False)
+    score_ax.set_xlabel("epoch")
+    score_ax.set_ylabel(f"{metric} (higher is better)", usetex=False, parse_math=False)
     for ax in (loss_ax, score_ax):
         ax.grid(alpha=0.3)
         if ax.has_data():
