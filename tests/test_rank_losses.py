@@ -427,20 +427,17 @@ def ranker_lambda(interpolation, rows, length):
     return interpolation * length * rows
 
 
-def ref_rank_loss_grad(y, relevant, lam, d_all, d_rel):
-    """Gradient of a loss of (rk, rk+) given its partial derivatives d_all = dL/drk and
-    d_rel = dL/drk+ (zero at irrelevant items): the two rankings' blackbox gradients, summed;
-    the relevant-only ranking holds the irrelevant items at -inf (they receive nothing)."""
-    masked = [a if r else -math.inf for a, r in zip(y, relevant)]
-    g_all = blackbox_grad(y, d_all, lam)
-    g_rel = blackbox_grad(masked, d_rel, lam)
-    return [a + (b if r else 0.0) for a, b, r in zip(g_all, g_rel, relevant)]
+def ref_rank_loss_grad(y, lam, d_all):
+    """Gradient of a loss of (rk, rk+) given d_all = dL/drk: the blackbox gradient of the full
+    ranking only, since the losses treat rk+ (the rank among relevant items) as a constant
+    (losses/ranking.py, "Gradient")."""
+    return blackbox_grad(y, d_all, lam)
 
 
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("interpolation", [0.05, 0.5, 2.0])
 def test_ap_and_auroc_gradients_equal_blackbox_definition(seed, interpolation):
-    """The chain dL/drk, dL/drk+ -> blackbox ranker -> dL/dy, recomputed from the loss formulas."""
+    """The chain dL/drk -> blackbox ranker -> dL/dy (rk+ held constant), recomputed from the loss formulas."""
     g = torch.Generator().manual_seed(seed)
     n = 25
     y = torch.randn(n, generator=g, dtype=torch.float64)
@@ -452,12 +449,10 @@ def test_ap_and_auroc_gradients_equal_blackbox_definition(seed, interpolation):
     p, q = sum(rel), n - sum(rel)
     # AP loss = 1 - (1/P) sum_pos rk+_i / rk_i
     d_all = [rk_pos[i] / (p * rk[i] ** 2) if rel[i] else 0.0 for i in range(n)]
-    d_rel = [-1 / (p * rk[i]) if rel[i] else 0.0 for i in range(n)]
-    expected_ap = ref_rank_loss_grad(ys, rel, lam, d_all, d_rel)
+    expected_ap = ref_rank_loss_grad(ys, lam, d_all)
     # AUROC loss = sum_pos (rk_i - rk+_i) / (P Q)
     d_all = [1 / (p * q) if r else 0.0 for r in rel]
-    d_rel = [-1 / (p * q) if r else 0.0 for r in rel]
-    expected_auroc = ref_rank_loss_grad(ys, rel, lam, d_all, d_rel)
+    expected_auroc = ref_rank_loss_grad(ys, lam, d_all)
     for fn, expected in ((average_precision_loss, expected_ap), (auroc_loss, expected_auroc)):
         leaf = y.clone().requires_grad_()
         fn(leaf, target, margin=0.0, interpolation=interpolation).backward()
@@ -498,8 +493,7 @@ def test_recall_gradient_equals_blackbox_definition(variant, seed):
         rk, rk_pos = max_rank(y), max_rank([a if r else -math.inf for a, r in zip(y, rel)])
         weight = 1 / (defined * sum(rel))
         d_all = [weight * f_prime(rk[i] - rk_pos[i]) if rel[i] else 0.0 for i in range(n)]
-        d_rel = [-d for d in d_all]
-        expected.append(ref_rank_loss_grad(y, rel, lam, d_all, d_rel))
+        expected.append(ref_rank_loss_grad(y, lam, d_all))
     torch.testing.assert_close(leaf.grad, torch.tensor(expected, dtype=torch.float64))
     assert leaf.grad.abs().sum() > 0
     assert torch.equal(leaf.grad[0], torch.zeros(n, dtype=torch.float64))

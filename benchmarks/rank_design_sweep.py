@@ -1,0 +1,173 @@
+"""Design sweep of the RaMBO rank losses: the measurements behind their defaults.
+
+Two parts, each a small grid with the quality suite's protocol (MLP, Adam 1e-3,
+epoch chosen on validation), written to ``benchmarks/results/rank_design.{json,md}``:
+
+* ``ap``: ``APLoss`` on 6 imbalanced binary datasets (40 epochs, batch 256):
+  interpolation x margin, batch memory, and the gradient through the rank among
+  relevant items (``paper``: both rankings differentiated, as the paper and the
+  official code; ``ours``: rk+ held constant, metricopt's choice), against BCE.
+  Score: test average precision.
+* ``recall``: ``RecallLoss`` (loglog) on UCI Letter, class-disjoint (A..M train,
+  N..Z test; 15 epochs, batch 256, 64-d MLP embedder, last epoch): margin, and
+  the same gradient choice. Score: R@1 and MAP@R on 3000 test queries.
+
+    python benchmarks/rank_design_sweep.py            # both parts, about 15 minutes on 2 cores
+    python benchmarks/rank_design_sweep.py --part ap --seeds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+AP_DATASETS = ("page_blocks0", "yeast4", "hmda", "caravan", "lending_club", "hiva")
+#: (label, options of APLoss or None for BCE, gradient form)
+AP_VARIANTS = (
+    ("BCE", None, "ours"),
+    *((f"lambda={lam:g} margin={m:g}", {"interpolation": lam, "margin": m}, "ours")
+      for lam in (0.05, 0.2, 0.5, 2.0) for m in (0.0, 0.1, 0.5)),
+    ("lambda=0.2 margin=0.1 memory=4", {"memory_size": 4}, "ours"),
+    ("lambda=0.2 margin=0.1 memory=16", {"memory_size": 16}, "ours"),
+    ("lambda=0.2 margin=0.1, paper gradient (rk and rk+)", {}, "paper"),
+)
+RECALL_VARIANTS = (
+    *((f"margin={m:g}", {"margin": m}, "ours") for m in (0.0, 0.05, 0.1)),
+    ("margin=0, paper gradient (rk and rk+)", {}, "paper"),
+)
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@contextlib.contextmanager
+def _gradient(form: str) -> Iterator[None]:
+    """``"paper"``: differentiate the rank among relevant items too, as the paper does, while inside."""
+    import torch
+
+    from metricopt.losses import ranking
+    from metricopt.losses.ranker import _BlackboxRank
+
+    def both(scores, relevant, exclude, interpolation, margin):
+        shifted = torch.where(relevant, scores - 0.5 * margin, scores + 0.5 * margin) if margin else scores
+        if exclude is not None:
+            shifted = shifted.masked_fill(exclude, -float("inf"))
+        lam = ranking._ranker_interpolation(interpolation, scores)
+        masked = shifted.masked_fill(~relevant, -float("inf"))
+        return _BlackboxRank.apply(shifted, lam), _BlackboxRank.apply(masked, lam)
+
+    original = ranking._ranks
+    if form == "paper":
+        ranking._ranks = both
+    try:
+        yield
+    finally:
+        ranking._ranks = original
+
+
+def run_ap(job: tuple[str, int, int]) -> dict:
+    import torch
+    from sklearn.metrics import average_precision_score
+
+    from metricopt.data import load_dataset, train_val_test_split
+    from metricopt.losses import APLoss, cross_entropy_loss
+    from metricopt.training import fit, make_mlp, predict_proba
+
+    torch.set_num_threads(1)
+    dataset, index, seed = job
+    label, options, gradient = AP_VARIANTS[index]
+    data = load_dataset(dataset)
+    split = train_val_test_split(data.X, data.y, random_state=seed)
+    model = make_mlp(split.X_train.shape[1], 1, (64, 64), seed=seed)
+    loss = cross_entropy_loss if options is None else APLoss(**options)
+    with _gradient(gradient):
+        fit(model, loss, split.X_train, split.y_train, epochs=40, batch_size=256, learning_rate=1e-3, seed=seed,
+            evaluate=lambda m, e: average_precision_score(split.y_val, predict_proba(m, split.X_val)))
+    test = float(average_precision_score(split.y_test, predict_proba(model, split.X_test)))
+    return {"part": "ap", "variant": label, "dataset": dataset, "seed": seed, "ap": test}
+
+
+def run_recall(job: tuple[int, int]) -> dict:
+    import torch
+
+    from metricopt.data import letter_retrieval
+    from metricopt.losses import RecallLoss
+    from metricopt.metrics import retrieval_report
+    from metricopt.training import fit, make_mlp
+
+    torch.set_num_threads(1)
+    index, seed = job
+    label, options, gradient = RECALL_VARIANTS[index]
+    split = letter_retrieval()
+    queries = np.random.RandomState(seed).choice(len(split.y_test), 3000, replace=False)
+    model = make_mlp(16, 64, (128, 128), seed=seed)
+    with _gradient(gradient):
+        fit(model, RecallLoss(**options), split.X_train, split.y_train, epochs=15, batch_size=256,
+            learning_rate=1e-3, seed=seed)
+    with torch.no_grad():
+        embeddings = model(torch.as_tensor(split.X_test[queries]))
+    report = retrieval_report(embeddings, torch.as_tensor(split.y_test[queries]))
+    return {"part": "recall", "variant": label, "dataset": "letter", "seed": seed,
+            "R@1": report["R@1"], "MAP@R": report["MAP@R"]}
+
+
+def markdown(records: list[dict], metadata: dict) -> str:
+    lines = ["# RaMBO rank-loss design sweep", "", f"- command: `{metadata['command']}`",
+             f"- git commit: `{metadata.get('git_commit')}`; date {metadata.get('date')}", ""]
+    ap = [r for r in records if r["part"] == "ap"]
+    if ap:
+        lines += ["## APLoss: test AP, mean over seeds (last column: mean over datasets)", "",
+                  "| variant | " + " | ".join(AP_DATASETS) + " | mean |", "| --- |" + " --- |" * (len(AP_DATASETS) + 1)]
+        for label, _, _ in AP_VARIANTS:
+            cells = [np.mean([r["ap"] for r in ap if r["variant"] == label and r["dataset"] == d]) for d in AP_DATASETS]
+            lines.append(f"| {label} | " + " | ".join(f"{c:.3f}" for c in cells) + f" | **{np.mean(cells):.3f}** |")
+        lines.append("")
+    recall = [r for r in records if r["part"] == "recall"]
+    if recall:
+        lines += ["## RecallLoss (loglog) on UCI Letter, class-disjoint: mean ± std over seeds", "",
+                  "| variant | R@1 | MAP@R |", "| --- | --- | --- |"]
+        by = defaultdict(list)
+        for r in recall:
+            by[r["variant"]].append(r)
+        for label, _, _ in RECALL_VARIANTS:
+            rows = by[label]
+            cells = [f"{np.mean([r[k] for r in rows]):.4f} ± {np.std([r[k] for r in rows]):.4f}" for k in ("R@1", "MAP@R")]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from metricopt.bench.results import collect_metadata
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("ap", "recall", "both"), default="both")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per cell (default: ap 2, recall 3)")
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args(argv)
+    metadata = collect_metadata(sys.argv)
+    metadata["command"] = "python benchmarks/rank_design_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    records: list[dict] = []
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        if args.part in ("ap", "both"):
+            seeds = range(args.seeds or 2)
+            jobs = [(d, i, s) for d in AP_DATASETS for i in range(len(AP_VARIANTS)) for s in seeds]
+            records += list(pool.map(run_ap, jobs))
+        if args.part in ("recall", "both"):
+            seeds = range(args.seeds or 3)
+            records += list(pool.map(run_recall, [(i, s) for i in range(len(RECALL_VARIANTS)) for s in seeds]))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "rank_design.json").write_text(json.dumps({"metadata": metadata, "records": records}, indent=1) + "\n")
+    text = markdown(records, metadata)
+    (RESULTS / "rank_design.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
