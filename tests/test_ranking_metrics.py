@@ -8,6 +8,12 @@
   within a tie), and a brute force showing that this is the minimum over every
   order of the items that sorts the scores.
 * retrieval_report: chunked equals unchunked equals the matrix functions.
+* The top-k path (``_retrieval_rows``, used by ``map_at_r`` and
+  ``retrieval_report``) and the sort-free first rank (``recall_at_k``,
+  ``mrr_score``) give the same floats, bit for bit, as one full sort per row,
+  on inputs with many ties, ties across the top-k cut, excluded items, +-inf
+  scores and duplicate embeddings; the inputs are checked to reach every
+  branch (top-k rows, rows sorted in full, first ranks counted past the cut).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from metricopt.metrics import (
     map_at_r,
     mrr_score,
     ndcg_at_k,
+    ranking,
     recall_at_k,
     retrieval_report,
     roc_auc_score,
@@ -457,6 +464,275 @@ def test_retrieval_report_perfect_and_collapsed_embeddings():
     report = retrieval_report(collapsed, labels)
     assert report["R@4"] == 0.0 and report["R@8"] == 1.0
     assert report["MRR"] == pytest.approx(1 / 5)
+
+
+# --- top-k path against one full sort per row -------------------------------------------
+
+# the full-sort path, kept before any test replaces the module's functions
+_SORT_RANKS = ranking._worst_case_ranks
+_FIRST_RANK = ranking._first_rank
+_MAP_ROWS = ranking._map_at_r_rows
+
+
+def _full_sort_rows(scores, relevant, exclude):
+    """(first rank, valid, MAP@R) per row from one full sort of each row."""
+    hit, rank, hits = _SORT_RANKS(scores, relevant, exclude)
+    first, valid = _FIRST_RANK(hit, rank)
+    return first, valid, _MAP_ROWS(hit, rank, hits)
+
+
+def _top_k_rows(scores, relevant, exclude, max_k=1):
+    keep = relevant if exclude is None else relevant & ~exclude
+    n_excluded = 0 if exclude is None else int(exclude.sum(1).max())
+    buffer = scores.clone()  # overwritten, as retrieval_report lets it
+    return ranking._retrieval_rows(
+        buffer,
+        ranking._dense_masks(relevant, exclude),
+        keep.sum(1),
+        n_excluded,
+        max_k,
+        overwrite=True,
+    )
+
+
+class _PathCounter:
+    """Counts the rows that the top-k path sorts in full or ranks without sorting."""
+
+    def __init__(self, monkeypatch):
+        self.sorted_rows = 0
+        self.unsorted_rows = 0
+
+        def sort_ranks(scores, relevant, exclude):
+            self.sorted_rows += scores.shape[0]
+            return _SORT_RANKS(scores, relevant, exclude)
+
+        first_rank_unsorted = ranking._first_rank_unsorted
+
+        def unsorted(scores, relevant, exclude):
+            self.unsorted_rows += scores.shape[0]
+            return first_rank_unsorted(scores, relevant, exclude)
+
+        monkeypatch.setattr(ranking, "_worst_case_ranks", sort_ranks)
+        monkeypatch.setattr(ranking, "_first_rank_unsorted", unsorted)
+
+
+def _assert_same_rows(scores, relevant, exclude=None, max_k=1):
+    scores = torch.as_tensor(scores, dtype=torch.float64)
+    relevant = torch.as_tensor(relevant, dtype=torch.bool)
+    exclude = None if exclude is None else torch.as_tensor(exclude, dtype=torch.bool)
+    expected = _full_sort_rows(scores, relevant, exclude)
+    got = _top_k_rows(scores, relevant, exclude, max_k)
+    for name, a, b in zip(("first", "valid", "MAP@R"), got, expected, strict=True):
+        assert torch.equal(a, b), (name, a, b)
+    # recall@K and MRR take the first rank without sorting
+    unsorted_first, _ = ranking._first_rank_unsorted(scores, relevant, exclude)
+    assert torch.equal(unsorted_first, expected[0])
+
+
+def _sparse_problem(rng, rows, length, values, max_relevant, max_excluded):
+    scores = rng.choice(values, size=(rows, length))
+    relevant = np.zeros((rows, length), dtype=bool)
+    exclude = np.zeros((rows, length), dtype=bool)
+    for row in range(rows):
+        n_rel = rng.integers(0, max_relevant + 1)
+        relevant[row, rng.choice(length, n_rel, replace=False)] = True
+        n_exc = rng.integers(0, max_excluded + 1)
+        exclude[row, rng.choice(length, n_exc, replace=False)] = True
+    return scores, relevant, exclude
+
+
+SCORE_KINDS = {
+    # a handful of values: huge tie blocks, most rows need the full sort
+    "few": np.array([0.0, 0.25, 0.5, 1.0]),
+    # some ties, often across the cut
+    "some": np.linspace(0, 1, 25),
+    # a few ties among many values, +-inf included
+    "inf": np.concatenate([np.linspace(-1, 1, 200), [-np.inf, np.inf]]),
+    # no tie at all (almost surely)
+    "distinct": None,
+}
+
+
+@pytest.mark.parametrize("kind", list(SCORE_KINDS))
+@pytest.mark.parametrize("with_exclude", [False, True])
+def test_top_k_path_equals_the_full_sort_bit_for_bit(kind, with_exclude, monkeypatch):
+    counter = _PathCounter(monkeypatch)
+    rng = np.random.default_rng(10)
+    rows = 0
+    for trial in range(40):
+        length = int(rng.integers(40, 160))
+        values = SCORE_KINDS[kind]
+        if values is None:
+            values = rng.random(100_000)
+        scores, relevant, exclude = _sparse_problem(
+            rng, 12, length, values, length // 6, 3 if with_exclude else 0
+        )
+        if trial % 5 == 0:  # relevant items low in the ranking: first rank past the cut
+            scores = np.where(relevant, scores - 2.0, scores)
+        max_k = int(rng.choice([1, 4, 20]))
+        _assert_same_rows(scores, relevant, exclude if with_exclude else None, max_k)
+        rows += scores.shape[0]
+    # the inputs reach every branch: rows sorted in full, first ranks past the cut,
+    # and (but with a handful of values) mostly rows served by the top k alone
+    assert counter.sorted_rows > 0
+    assert counter.unsorted_rows > rows  # > rows: the check itself ranks every row
+    if kind != "few":
+        assert counter.sorted_rows < rows / 2
+
+
+def test_top_k_path_ties_across_the_cut(monkeypatch):
+    counter = _PathCounter(monkeypatch)
+    length = 40
+    base = np.linspace(1.0, 0.0, length)  # distinct, decreasing
+    relevant = np.zeros((1, length), dtype=bool)
+    relevant[0, [0, 2, 4, 6, 7]] = True  # R = 5: the top 7 = R + 2 are taken
+    # a tie block over positions 5..9 crosses the cut after position 6; the 5
+    # items before it hold every rank <= R: the top k serves the row
+    crossing = base.copy()
+    crossing[5:10] = crossing[5]
+    _assert_same_rows(crossing[None], relevant)
+    assert counter.sorted_rows == 0
+    # the block starts at position 4: a counted rank may lie past the cut
+    early = base.copy()
+    early[4:10] = early[4]
+    _assert_same_rows(early[None], relevant)
+    assert counter.sorted_rows == 1
+    # every relevant item in or after the crossing block: the first rank is counted
+    late = np.zeros((1, length), dtype=bool)
+    late[0, [6, 7, 8, 12, 30]] = True
+    before = counter.unsorted_rows
+    _assert_same_rows(crossing[None], late)
+    assert counter.sorted_rows == 1
+    assert counter.unsorted_rows == before + 2  # the top-k path's, then the check's
+
+
+def test_top_k_path_mixed_tie_blocks(monkeypatch):
+    counter = _PathCounter(monkeypatch)
+    length = 40
+    scores = np.linspace(1.0, 0.0, length)[None].repeat(3, 0)
+    relevant = np.zeros((3, length), dtype=bool)
+    relevant[0, [0, 1, 3, 20, 21]] = True
+    relevant[1, [0, 1, 3, 7, 20]] = True
+    relevant[2, :12] = True  # R = 12: the top 13 are taken for every row
+    # row 0: a relevant and an irrelevant item tied at ranks 2-3, both <= R = 5:
+    # where the sort puts the relevant one decides where its term is summed
+    scores[0, 2] = scores[0, 1]
+    # row 1: the same kind of tie at ranks 8-9, after R = 5: no term there
+    scores[1, 8] = scores[1, 7]
+    _assert_same_rows(scores, relevant)
+    assert counter.sorted_rows == 1
+    # an excluded item tied with a relevant one at the top (a query and its duplicate)
+    exclude = np.zeros((3, length), dtype=bool)
+    exclude[:, 5] = True
+    scores[:, 5] = scores[:, 0]
+    _assert_same_rows(scores, relevant, exclude)
+    assert counter.sorted_rows == 4
+
+
+def test_top_k_path_infinite_scores(monkeypatch):
+    counter = _PathCounter(monkeypatch)
+    length = 60
+    scores = np.full((4, length), -np.inf)
+    scores[:, :8] = np.inf
+    scores[:, 8:30] = np.linspace(1, 0, 22)
+    relevant = np.zeros((4, length), dtype=bool)
+    relevant[0, [0, 9, 40]] = True  # +inf tie block at the top, mixed
+    relevant[1, [8, 9, 10]] = True  # after the +inf block
+    relevant[2, [45, 50, 59]] = True  # only -inf relevant items, tied with 27 others
+    relevant[3, [3, 55]] = True
+    exclude = np.zeros((4, length), dtype=bool)
+    exclude[3, [0, 1, 2]] = True
+    _assert_same_rows(scores, relevant, exclude, max_k=2)
+    _assert_same_rows(scores, relevant)
+    assert counter.sorted_rows > 0 and counter.unsorted_rows > 0
+
+
+def test_top_k_path_sums_the_terms_like_the_full_sort(monkeypatch):
+    # Many MAP@R terms, some next to the cut: the top 103 = R + 1 scores are
+    # taken, and torch's vectorised sum over 103 columns groups the last terms
+    # otherwise than its sum over the whole row (on x86 at least), so summing
+    # the top k alone would change the last bit of some rows.
+    counter = _PathCounter(monkeypatch)
+    rng = np.random.default_rng(13)
+    rows, length, n_relevant = 300, 1000, 102
+    relevant = np.zeros((rows, length), dtype=bool)
+    for row in range(rows):
+        relevant[row, rng.choice(length, n_relevant, replace=False)] = True
+    # relevant items mostly near the top: terms up to rank R = 102
+    scores = rng.random((rows, length)) + 0.8 * relevant
+    _assert_same_rows(scores, relevant)
+    assert counter.sorted_rows == 0
+
+
+def test_map_at_r_leaves_the_scores_alone():
+    rng = np.random.default_rng(11)
+    scores = torch.from_numpy(rng.random((5, 100)))
+    before = scores.clone()
+    relevant = torch.from_numpy(rng.random((5, 100)) < 0.05)
+    relevant[:, 0] = True
+    map_at_r(scores, relevant)
+    assert torch.equal(scores, before)
+
+
+def _full_sort_report(query, q_labels, gallery, g_labels, ks, chunk_size):
+    """retrieval_report as it was before the top-k path: one full sort per chunk."""
+    query = ranking._embeddings("query_emb", query)
+    gallery = query if gallery is None else ranking._embeddings("gallery_emb", gallery)
+    loo = g_labels is None
+    both = np.asarray(q_labels) if loo else np.concatenate([q_labels, g_labels])
+    codes = torch.from_numpy(np.unique(both, return_inverse=True)[1].reshape(-1))
+    q_codes = codes[: len(q_labels)]
+    g_codes = q_codes if loo else codes[len(q_labels) :]
+    firsts, valids, maps = [], [], []
+    for start in range(0, query.shape[0], chunk_size):
+        stop = min(start + chunk_size, query.shape[0])
+        scores = query[start:stop] @ gallery.T
+        relevant = q_codes[start:stop, None] == g_codes[None, :]
+        exclude = None
+        if loo:
+            rows = torch.arange(start, stop)
+            exclude = rows[:, None] == torch.arange(gallery.shape[0])[None, :]
+        first, valid, map_r = _full_sort_rows(scores, relevant, exclude)
+        firsts.append(first)
+        valids.append(valid)
+        maps.append(map_r)
+    first, valid = torch.cat(firsts), torch.cat(valids)
+    report = {
+        f"R@{k}": ranking._reduce(((first <= k) & valid).to(torch.float64), valid)
+        for k in ks
+    }
+    report["MAP@R"] = ranking._reduce(torch.cat(maps), valid)
+    report["MRR"] = ranking._reduce(
+        torch.where(valid, 1 / first.to(torch.float64), 0.0), valid
+    )
+    return report
+
+
+@pytest.mark.parametrize("kind", ["random", "clustered", "duplicates", "rounded"])
+def test_retrieval_report_equals_the_full_sort_bit_for_bit(kind, monkeypatch):
+    counter = _PathCounter(monkeypatch)
+    rng = np.random.default_rng(12)
+    n, classes = 700, 13
+    labels = rng.integers(0, classes, size=n)
+    emb = rng.normal(size=(n, 16))
+    if kind == "clustered":
+        emb = rng.normal(size=(classes, 16))[labels] + 1.5 * emb
+    elif kind == "duplicates":  # exact copies, of the same or another class
+        copies = rng.integers(0, n, size=n // 3)
+        emb[rng.integers(0, n, size=n // 3)] = emb[copies]
+    elif kind == "rounded":  # few distinct directions: many tied similarities
+        emb = np.round(emb[:, :3])
+        emb[~emb.any(1)] = 1.0
+    ks = (1, 2, 4, 8)
+    got = retrieval_report(emb, labels, ks=ks, chunk_size=300)
+    assert got == _full_sort_report(emb, labels, None, None, ks, 300)
+    query, gallery = emb[:200], emb[200:]
+    got = retrieval_report(query, labels[:200], gallery, labels[200:], ks=ks)
+    assert got == _full_sort_report(
+        query, labels[:200], gallery, labels[200:], ks, 1024
+    )
+    if kind in ("duplicates", "rounded"):
+        assert counter.sorted_rows > 0  # the tied rows that need it were sorted in full
 
 
 # --- errors ---------------------------------------------------------------------------------------
