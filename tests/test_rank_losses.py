@@ -45,13 +45,7 @@ GRID = [-2.0, -1.0, -0.5, 0.0, 0.25, 0.5, 1.0, 3.0]  # dyadic: margins 0.25, 0.5
 MARGINS = [0.0, 0.25, 0.5, 1.0]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- references -------------------------------------------------------------------------------------

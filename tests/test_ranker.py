@@ -35,13 +35,7 @@ LAMBDAS = [0.25, 1.0, 2.0, 8.0]  # powers of two: lam * g and y + lam * g stay e
 BLACKBOX_DIR = Path(os.environ.get("METRICOPT_BLACKBOX_BACKPROP", "/work/peers/blackbox-backprop"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- pure-python references ---------------------------------------------------------------------

@@ -466,16 +466,23 @@ def _soft_average_precision(
     return precision.sum(dim=1) / relevant.sum(dim=1).clamp_min(1)
 
 
-class TorchsortAPLoss(nn.Module):
-    """1 - soft AP of one ranking (torchsort soft ranks)."""
+class _PeerModule(nn.Module):
+    """A peer loss module that keeps the options it was built with (shown in its repr)."""
 
-    def __init__(self, torchsort: types.ModuleType, options: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any]) -> None:
         super().__init__()
-        self._torchsort = torchsort
         self.options = options
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+
+
+class TorchsortAPLoss(_PeerModule):
+    """1 - soft AP of one ranking (torchsort soft ranks)."""
+
+    def __init__(self, torchsort: types.ModuleType, options: dict[str, Any]) -> None:
+        super().__init__(options)
+        self._torchsort = torchsort
 
     def forward(self, scores: Tensor, target: Tensor) -> Tensor:
         relevant = _check_ranking(scores, target)
@@ -487,16 +494,12 @@ class TorchsortAPLoss(nn.Module):
         return 1.0 - ap[0]
 
 
-class TorchsortRetrievalAPLoss(nn.Module):
+class TorchsortRetrievalAPLoss(_PeerModule):
     """Mean over queries (with a relevant item) of 1 - soft AP over cosine similarities, self excluded."""
 
     def __init__(self, torchsort: types.ModuleType, options: dict[str, Any]) -> None:
-        super().__init__()
+        super().__init__(options)
         self._torchsort = torchsort
-        self.options = options
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         _check_batch(embeddings, labels)
@@ -514,15 +517,14 @@ class TorchsortRetrievalAPLoss(nn.Module):
 # LibAUC
 
 
-class LibAUCAPLoss(nn.Module):
+class LibAUCAPLoss(_PeerModule):
     """LibAUC's ``APLoss`` (SOAP) on ``sigmoid(scores)`` with ``index = arange(N)``."""
 
     def __init__(
         self, libauc_losses: types.ModuleType, n: int, options: dict[str, Any]
     ) -> None:
-        super().__init__()
+        super().__init__(options)
         self.n = n
-        self.options = options
         self.loss = libauc_losses.APLoss(
             data_len=n, device=torch.device("cpu"), **options
         )
@@ -558,12 +560,11 @@ class LibAUCAPLoss(nn.Module):
 # blackbox-backprop
 
 
-class BlackboxMapLoss(nn.Module):
+class BlackboxMapLoss(_PeerModule):
     """blackbox-backprop's ``MapLoss`` AP term on one ``(N, 1)`` class column, no batch memory."""
 
     def __init__(self, package: types.ModuleType, options: dict[str, Any]) -> None:
-        super().__init__()
-        self.options = options
+        super().__init__(options)
         # interclass_coef does not matter for one column (both terms are the same AP).
         self.loss = package.mAP.MapLoss(
             lambda_val=options["lambda_val"],
@@ -571,9 +572,6 @@ class BlackboxMapLoss(nn.Module):
             interclass_coef=0.0,
             batch_memory=1,
         )
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
 
     def forward(self, scores: Tensor, target: Tensor) -> Tensor:
         relevant = _check_ranking(scores, target)
@@ -590,13 +588,12 @@ _WEIGHTS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
-class BlackboxRecallLoss(nn.Module):
+class BlackboxRecallLoss(_PeerModule):
     """blackbox-backprop's ``RecallLoss`` on the ``(N, N - 1)`` cosine-similarity matrix, self excluded."""
 
     def __init__(self, package: types.ModuleType, options: dict[str, Any]) -> None:
-        super().__init__()
+        super().__init__(options)
         _check_name(options["weight"], tuple(_WEIGHTS), "weight")
-        self.options = options
         with warnings.catch_warnings():
             # RecallLoss instantiates the autograd Function TrueRanker (deprecated).
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -605,9 +602,6 @@ class BlackboxRecallLoss(nn.Module):
                 margin=options["margin"],
                 weight_fn=_WEIGHTS[options["weight"]],
             )
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         _check_batch(embeddings, labels)
@@ -622,19 +616,15 @@ class BlackboxRecallLoss(nn.Module):
 # pytorch-metric-learning
 
 
-class PMLLoss(nn.Module):
+class PMLLoss(_PeerModule):
     """A pytorch-metric-learning loss, with its miner if it has one, as ``f(embeddings, labels)``."""
 
     def __init__(
         self, loss: nn.Module, miner: nn.Module | None, options: dict[str, Any]
     ) -> None:
-        super().__init__()
+        super().__init__(options)
         self.loss = loss
         self.miner = miner
-        self.options = options
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         _check_batch(embeddings, labels)
