@@ -37,6 +37,7 @@ def test_retrieval_suites_are_named_frozen_and_json_ready() -> None:
     assert full.batch_for("letter") == (13, 16) and full.batch_for("fashion_mnist") == (5, 40)
     assert full.fashion_sizes[1] <= 5000 and full.reference == "rambo_loglog"
     assert smoke.datasets == ("letter",) and smoke.seeds == (0,) and smoke.epochs_for("letter") <= 2
+    assert set(full.references) == {"untrained", "raw_input"} == set(R.REFERENCES)
     assert 2 <= len(smoke.methods) <= 3
     json.dumps(spec_to_dict(full))
     assert {"retrieval", "retrieval_smoke"} <= set(SUITES)
@@ -147,7 +148,7 @@ def test_a_missing_peer_is_recorded_as_unavailable(tmp_path: Path, monkeypatch: 
     _need_letter()
     monkeypatch.setenv(BLACKBOX_BACKPROP_ENV, str(tmp_path / "no-such-tree"))
     spec = dataclasses.replace(get_suite("retrieval", smoke=True), name="missing", epochs=(("letter", 1),),
-                               methods=("rambo_loglog", "bbb_recall"))
+                               methods=("rambo_loglog", "bbb_recall"), references=())
     assert R.method_status("bbb_recall", spec).startswith("not installed")
     payload = R.run_suite(spec, progress=False)
     assert "bbb_recall" in payload["unavailable"] and "not installed" in payload["unavailable"]["bbb_recall"]
@@ -180,8 +181,15 @@ def test_retrieval_smoke_writes_json_markdown_and_png(tmp_path: Path) -> None:
     r1 = {m: payload["summary"]["per_dataset"]["letter"]["R@1"][m]["mean"] for m in ran}
     assert min(r1.values()) > 0.5  # one epoch on Letter already retrieves well
     assert payload["runs"][0]["batch"] == [13, 16]
+    # the untrained reference is scored beside the methods, never ranked among them
+    refs = {r["metric"]: r["test"] for r in payload["reference_records"]}
+    assert set(refs) == {"R@1", "R@2", "R@4", "R@8", "MAP@R", "MRR"} and 0.5 < refs["R@1"] <= 1.0
+    assert {r["method"] for r in payload["reference_records"]} == {"untrained"}
+    assert "untrained" not in payload["summary"]["methods"]
+    assert payload["summary"]["references"]["letter"]["R@1"]["untrained"]["mean"] == refs["R@1"]
     text = (tmp_path / "retrieval_smoke.md").read_text()
     assert "## letter" in text and "MAP@R" in text and "wins / ties / losses" in text
+    assert "reference, not trained" in text
     assert (tmp_path / "retrieval_smoke.png").stat().st_size > 1000
     # render re-creates the same Markdown from the JSON
     assert main(["render", str(tmp_path / "retrieval_smoke.json"), "--output-dir", str(tmp_path / "again")]) == 0

@@ -9,6 +9,8 @@ Run ``python -m metricopt.bench quality|ablation|speed|all [--smoke]``; results
 * :mod:`metricopt.bench.peers`: optional peer losses (MONAI, LibAUC), lazily.
 * :mod:`metricopt.bench.quality`: quality and ablation runner.
 * :mod:`metricopt.bench.speed`: loss timing.
+* :mod:`metricopt.bench.retrieval`: retrieval (metric-learning) runner: RaMBO's
+  recall losses against metric-learning peers on class-disjoint splits.
 * :mod:`metricopt.bench.results`: metadata, aggregation, wins/ties/losses, Markdown.
 * :mod:`metricopt.bench.plots`: PNG plots.
 * :mod:`metricopt.bench.cli`: the command line (:func:`main`).

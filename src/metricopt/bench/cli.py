@@ -5,6 +5,9 @@ Examples::
     python -m metricopt.bench quality --jobs 2
     python -m metricopt.bench ablation --jobs 2
     python -m metricopt.bench speed
+    python -m metricopt.bench ap_quality --jobs 2          # AP: RaMBO APLoss against BCE and LibAUC
+    python -m metricopt.bench retrieval --jobs 2           # retrieval: RaMBO RecallLoss against PML & co.
+    python -m metricopt.bench rank_speed                   # rank losses: time and memory against peers
     python -m metricopt.bench all --smoke --output-dir /tmp/bench
     python -m metricopt.bench render benchmarks/results/quality.json   # redraw .md/.png
 """
@@ -21,6 +24,8 @@ from typing import Any
 __all__ = ["main", "render", "run_named", "write_reports"]
 
 _KINDS = ("quality", "ablation", "speed")
+#: Further suites run by name only (not by ``all``).
+_NAMED_ONLY_KINDS = ("ap_quality", "retrieval", "rank_speed")
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -48,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m metricopt.bench",
         description="Run a benchmark suite (or `render JSON...` to redraw reports from saved results).",
     )
-    p.add_argument("suite", choices=(*_KINDS, "all"), help="which suite to run ('all': quality, ablation, speed)")
+    p.add_argument("suite", choices=(*_KINDS, *_NAMED_ONLY_KINDS, "all"),
+                   help="which suite to run ('all': quality, ablation, speed)")
     p.add_argument("--smoke", action="store_true", help="the tiny CI version of each suite (seconds)")
     p.add_argument("--seeds", type=_seeds, help="seed count N (seeds 0..N-1) or comma list")
     p.add_argument("--datasets", type=_names, help="comma list of dataset names (quality/ablation)")
@@ -62,11 +68,40 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _override_retrieval(spec: Any, args: argparse.Namespace) -> Any:
+    """Command-line overrides of a retrieval spec (``--epochs`` sets every dataset's epochs)."""
+    changes: dict[str, Any] = {}
+    if args.seeds is not None:
+        changes["seeds"] = args.seeds
+    if args.datasets is not None:
+        known = ("letter", "fashion_mnist")
+        unknown = [d for d in args.datasets if d not in known]
+        if unknown:
+            raise SystemExit(f"--datasets: unknown retrieval dataset(s) {unknown}; known: {list(known)}")
+        changes["datasets"] = args.datasets
+    datasets = changes.get("datasets", spec.datasets)
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise SystemExit(f"--epochs must be >= 1; got {args.epochs}")
+        changes["epochs"] = tuple((d, args.epochs) for d in datasets)
+    elif "datasets" in changes:
+        missing = [d for d in datasets if d not in dict(spec.epochs)]
+        if missing:
+            raise SystemExit(f"--datasets: suite {spec.name!r} has no epochs for {missing}; give --epochs")
+    if args.threads is not None:
+        changes["threads"] = args.threads
+    if args.name:
+        changes["name"] = args.name
+    return dataclasses.replace(spec, **changes) if changes else spec
+
+
 def _override(spec: Any, args: argparse.Namespace) -> Any:
     from metricopt.data import DATASETS
 
+    if spec.kind == "retrieval":
+        return _override_retrieval(spec, args)
     changes: dict[str, Any] = {}
-    if spec.kind != "speed":
+    if spec.kind not in ("speed", "rank_speed"):
         if args.seeds is not None:
             changes["seeds"] = args.seeds
         if args.epochs is not None:
@@ -95,6 +130,14 @@ def write_reports(payload: dict[str, Any], output_dir: Path, *, plots: bool = Tr
     from metricopt.bench import plots as _plots
     from metricopt.bench.results import quality_markdown, speed_markdown
 
+    if payload["kind"] == "retrieval":
+        from metricopt.bench.retrieval import write_reports as _retrieval_reports
+
+        return _retrieval_reports(payload, output_dir, plots=plots)
+    if payload["kind"] == "rank_speed":
+        from metricopt.bench.rank_speed import write_reports as _rank_speed_reports
+
+        return _rank_speed_reports(payload, output_dir, plots=plots)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     name = payload["suite"]
@@ -128,7 +171,16 @@ def render(json_path: Path, output_dir: Path | None = None, *, plots: bool = Tru
     json_path = Path(json_path)
     payload = json.loads(json_path.read_text())
     if payload["kind"] != "speed":
-        refresh_summary(payload)
+        if payload["kind"] == "retrieval":
+            from metricopt.bench.retrieval import refresh_summary as _refresh_retrieval
+
+            _refresh_retrieval(payload)
+        elif payload["kind"] == "rank_speed":
+            from metricopt.bench import rank_speed
+
+            rank_speed.refresh_summary(payload)
+        else:
+            refresh_summary(payload)
         if output_dir is None or Path(output_dir).resolve() == json_path.parent.resolve():
             write_json(payload, json_path)
     return write_reports(payload, json_path.parent if output_dir is None else output_dir, plots=plots)
@@ -143,6 +195,14 @@ def run_named(spec: Any, *, output_dir: Path, jobs: int = 1, progress: bool = Tr
         from metricopt.bench.speed import run_speed
 
         payload = run_speed(spec, progress=progress, command=command)
+    elif spec.kind == "retrieval":
+        from metricopt.bench.retrieval import run_suite as run_retrieval
+
+        payload = run_retrieval(spec, jobs=jobs, progress=progress, command=command)
+    elif spec.kind == "rank_speed":
+        from metricopt.bench.rank_speed import run_rank_speed
+
+        payload = run_rank_speed(spec, progress=progress, command=command)
     else:
         from metricopt.bench.quality import run_suite
 

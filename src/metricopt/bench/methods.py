@@ -22,7 +22,24 @@ Recipes:
 ``aucm``         LibAUC ``AUCMLoss`` on sigmoid scores, threshold tuned on
                  validation (an AUC loss has no natural threshold); binary
                  only; peer, optional.
+``rambo_ap``     metricopt's ``APLoss`` (RaMBO: 1 - AP of the batch through
+                 blackbox-differentiated exact ranks) with its defaults, on the
+                 logits; threshold tuned (a rank loss fixes no threshold);
+                 binary only.
+``rambo_auroc``  metricopt's ``AUROCLoss`` (RaMBO, 1 - AUROC) with its
+                 defaults; as ``rambo_ap``.
+``libauc_ap``    LibAUC 2.0.1 ``APLoss`` (SOAP) with its documented defaults
+                 (margin 1.0, gamma 0.9, squared hinge) on sigmoid scores,
+                 fed each sample's training row index
+                 (:attr:`Method.indexed_targets`; see
+                 :class:`metricopt.bench.peers.SOAPCriterion`); trained with
+                 the same Adam as every method, not LibAUC's SOAP optimizer;
+                 threshold tuned; binary only; peer, optional.
 =============== ============================================================
+
+Rank metrics (``"ap"``, ``"auroc"``; :data:`metricopt.evaluation.RANK_METRICS`)
+are scored from the probabilities, so ``tune`` never applies to them (their
+records carry threshold None).
 """
 
 from __future__ import annotations
@@ -35,6 +52,7 @@ import numpy as np
 from torch import nn
 
 from metricopt.bench import peers
+from metricopt.losses import APLoss, AUROCLoss
 from metricopt.training import make_loss
 
 __all__ = ["METHODS", "BuildContext", "Method", "anyloss_method", "method_label", "resolve_methods"]
@@ -73,6 +91,9 @@ class Method:
         train_group: methods with the same group share one training run.
         peer: name in :data:`metricopt.bench.peers.PEERS` if the loss is a peer's.
         amplification: AnyLoss steepness override (ablation variants).
+        indexed_targets: ``fit`` gets ``(N, 2)`` integer targets ``[label,
+            training row index]`` instead of ``(N,)`` labels (losses that keep
+            per-sample state, such as LibAUC's SOAP ``APLoss``).
     """
 
     name: str
@@ -84,6 +105,7 @@ class Method:
     train_group: str = ""
     peer: str | None = None
     amplification: float | str | None = None
+    indexed_targets: bool = False
 
     @property
     def group(self) -> str:
@@ -119,6 +141,19 @@ def _aucm(model: nn.Module, ctx: BuildContext) -> tuple[nn.Module, Any] | None:
     return wrapped, wrapped.criterion
 
 
+def _rambo_ap(model: nn.Module, ctx: BuildContext) -> tuple[nn.Module, Any]:
+    return model, APLoss()
+
+
+def _rambo_auroc(model: nn.Module, ctx: BuildContext) -> tuple[nn.Module, Any]:
+    return model, AUROCLoss()
+
+
+def _libauc_ap(model: nn.Module, ctx: BuildContext) -> tuple[nn.Module, Any] | None:
+    criterion = peers.make_soap(len(ctx.y_train))
+    return None if criterion is None else (model, criterion)
+
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
@@ -129,6 +164,10 @@ METHODS: dict[str, Method] = {
         Method("focal", "focal", _focal),
         Method("dice", "Dice (MONAI)", _dice, peer="monai"),
         Method("aucm", "AUCM (LibAUC, tuned)", _aucm, tune=True, tasks=("binary",), peer="libauc"),
+        Method("rambo_ap", "APLoss (RaMBO)", _rambo_ap, tune=True, tasks=("binary",)),
+        Method("rambo_auroc", "AUROCLoss (RaMBO)", _rambo_auroc, tune=True, tasks=("binary",)),
+        Method("libauc_ap", "APLoss (LibAUC SOAP)", _libauc_ap, tune=True, tasks=("binary",), peer="libauc",
+               indexed_targets=True),
     )
 }
 

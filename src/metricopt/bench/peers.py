@@ -7,8 +7,10 @@
   ``(N, C)`` logits, the mean over classes of the per-class soft Dice loss
   (a soft macro F1). Install: ``pip install --no-deps monai`` (it needs only
   numpy and torch; ``--no-deps`` keeps pip from touching the installed torch).
-* ``libauc``: ``libauc.losses.AUCMLoss`` (AUC-margin, Yuan et al. ICCV 2021) on
-  sigmoid scores, binary only. Install: ``pip install --no-deps libauc==2.0.1``.
+* ``libauc``: ``libauc.losses.AUCMLoss`` (AUC-margin, Yuan et al. ICCV 2021) and
+  ``libauc.losses.APLoss`` (SOAP, Qi et al. NeurIPS 2021; see
+  :class:`SOAPCriterion`) on sigmoid scores, binary only. Install:
+  ``pip install --no-deps libauc==2.0.1``.
   Some LibAUC builds import ``torchvision`` at import time; if it is missing,
   :func:`load_peer` puts a stub module on ``sys.path`` from a temporary folder,
   inside this process only.
@@ -30,7 +32,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PEERS", "AUCMCriterion", "dice_loss_fn", "load_peer", "peer_status", "peer_versions"]
+__all__ = [
+    "PEERS", "AUCMCriterion", "SOAPCriterion", "dice_loss_fn", "load_peer", "make_aucm", "make_soap",
+    "peer_status", "peer_versions",
+]
 
 #: Peer name -> (module to import, install hint).
 PEERS: dict[str, tuple[str, str]] = {
@@ -159,6 +164,56 @@ def make_aucm(positive_rate: float, *, margin: float = 1.0) -> AUCMCriterion | N
         return None
     loss = module.AUCMLoss(margin=margin, imratio=float(positive_rate), version="v1", device=torch.device("cpu"))
     return AUCMCriterion(loss)
+
+
+class SOAPCriterion(nn.Module):
+    """LibAUC's ``APLoss`` (SOAP) as ``f(logits, target)`` with ``target`` = ``(B, 2)`` [label, row index].
+
+    SOAP (Qi, Luo, Xu, Ji and Yang, NeurIPS 2021) keeps, for every positive
+    training sample, moving averages ``u_all``, ``u_pos`` of its surrogate rank
+    among all and among positive samples, so its forward needs each sample's
+    index in the training set and the training set size (``data_len``). The
+    harness's ``fit`` passes ``y[batch]`` to the loss, so this method's training
+    labels are given as an ``(N, 2)`` integer array ``[label, row index]``
+    (:attr:`metricopt.bench.methods.Method.indexed_targets`) and split here.
+
+    Settings: LibAUC 2.0.1's documented defaults, ``margin=1.0``,
+    ``gamma=0.9`` (moving-average weight of the new estimate),
+    ``surr_loss="squared_hinge"``; scores are ``sigmoid(logits)`` as in
+    LibAUC's examples. Differences from LibAUC's recipe, so that every method
+    of the benchmark gets the same optimizer, batches and budget:
+
+    * plain Adam instead of LibAUC's ``SOAP`` optimizer (its default
+      ``mode="adam"`` is Adam with gradient clipping at 1.0 and weight decay
+      1e-5);
+    * the harness's uniformly shuffled batches instead of LibAUC's
+      ``DualSampler`` (which oversamples positives). LibAUC asserts that every
+      batch holds a positive; here a batch without one (or with a single
+      sample) gives a zero loss with zero gradient, as metricopt's ``APLoss``
+      does.
+    """
+
+    def __init__(self, loss_module: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss_module
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        if target.ndim != 2 or target.shape[1] != 2:
+            raise ValueError(f"`target` must be (B, 2) [label, row index]; got shape {tuple(target.shape)}")
+        labels, index = target[:, 0], target[:, 1].long()
+        if len(labels) < 2 or not bool((labels == 1).any()):
+            return logits.sum() * 0.0
+        return self.loss(torch.sigmoid(logits).reshape(-1, 1), labels.reshape(-1, 1), index)
+
+
+def make_soap(data_len: int, *, margin: float = 1.0, gamma: float = 0.9) -> SOAPCriterion | None:
+    """A :class:`SOAPCriterion` for a training set of ``data_len`` rows, or None if LibAUC is missing."""
+    module = load_peer("libauc")
+    if module is None:
+        return None
+    loss = module.APLoss(data_len=int(data_len), margin=margin, gamma=gamma, surr_loss="squared_hinge",
+                         device=torch.device("cpu"))
+    return SOAPCriterion(loss)
 
 
 class ModelWithCriterion(nn.Module):

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,12 @@ def _save(plt: Any, fig: Any, path: Path, *, dpi: int) -> Path:
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+def _suptitle(fig: Any, text: str, fontsize: float) -> None:
+    """A figure title wrapped to the figure's width (long method lists would be cut off)."""
+    chars = max(40, int(fig.get_figwidth() * 130 / fontsize))
+    fig.suptitle(textwrap.fill(text, width=chars), fontsize=fontsize)
+
 
 def _pyplot() -> Any:
     import matplotlib
@@ -85,7 +92,7 @@ def plot_quality(payload: dict[str, Any], path: Path) -> Path:
                      f"{len(payload['spec']['seeds'])} seeds (error bar: std over seeds)", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7, ncol=min(4, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.08))
-    fig.suptitle(payload["title"].replace("`", ""), fontsize=10)
+    _suptitle(fig, payload["title"].replace("`", ""), 10)
     return _save(plt, fig, path, dpi=110)
 
 
@@ -120,8 +127,8 @@ def plot_quality_per_dataset(payload: dict[str, Any], path: Path) -> Path:
             ax.set_xlabel(f"{method_label(reference, task)} minus method", fontsize=8)
             ax.grid(axis="x", alpha=0.3)
         row[0].legend(fontsize=6)
-    fig.suptitle(f"{payload['title'].replace('`', '')}: per-dataset differences (right of 0: "
-                 f"{method_label(reference)} ahead)", fontsize=9)
+    _suptitle(fig, f"{payload['title'].replace('`', '')}: per-dataset differences (right of 0: "
+              f"{method_label(reference)} ahead)", 9)
     return _save(plt, fig, path, dpi=100)
 
 

@@ -16,7 +16,9 @@ Protocol (the same for every method):
    the metric is its loss.
 4. Decisions: ``p > 0.5`` (argmax multi-class), or for tuned methods the
    threshold ``tune_threshold`` picks on validation for the target metric at
-   that epoch, applied to test.
+   that epoch, applied to test. Rank metrics (``"ap"``, ``"auroc"``) take no
+   decisions: they are scored from the probabilities for every method, tuned
+   or not, and recorded with threshold None.
 
 Each (dataset, seed) is one task; tasks run in worker processes
 (``jobs``), each with ``torch.set_num_threads(spec.threads)``. The results do
@@ -40,7 +42,7 @@ from metricopt.bench.methods import BuildContext, Method
 from metricopt.bench.results import collect_metadata, load_average, summarize
 from metricopt.bench.specs import AblationSpec, QualitySpec, spec_to_dict
 from metricopt.data import Split, load_dataset, train_val_test_split
-from metricopt.evaluation import report, tune_threshold
+from metricopt.evaluation import RANK_METRICS, report, tune_threshold
 from metricopt.training import fit, make_mlp, predict_proba
 
 __all__ = ["methods_for", "run_suite", "run_task"]
@@ -75,17 +77,23 @@ def _evaluator(
     fixed = [m for m in members if not m.tune]
     tuned = [m for m in members if m.tune]
     threshold_fixed = 0.5 if num_classes == 2 else None
+    # Rank metrics are scored from the probabilities (no threshold), once for all members.
+    shared = targets if fixed else tuple(k for k in targets if k in RANK_METRICS)
 
     def evaluate(net: torch.nn.Module, epoch: int) -> None:
         p_val, p_test = _probs(net, split.X_val), _probs(net, split.X_test)
-        if fixed:
-            val = report(split.y_val, p_val, num_classes=num_classes, metrics=targets)
-            test = report(split.y_test, p_test, num_classes=num_classes, metrics=targets)
-            for m in fixed:
-                for k in targets:
-                    history[(m.name, k)].append((epoch, val[k], test[k], threshold_fixed))
+        if shared:
+            val = report(split.y_val, p_val, num_classes=num_classes, metrics=shared)
+            test = report(split.y_test, p_test, num_classes=num_classes, metrics=shared)
+        for m in fixed:
+            for k in targets:
+                threshold = None if k in RANK_METRICS else threshold_fixed
+                history[(m.name, k)].append((epoch, val[k], test[k], threshold))
         for m in tuned:
             for k in targets:
+                if k in RANK_METRICS:
+                    history[(m.name, k)].append((epoch, val[k], test[k], None))
+                    continue
                 threshold = tune_threshold(split.y_val, p_val, k)
                 v = report(split.y_val, p_val, num_classes=2, metrics=(k,), threshold=threshold)[k]
                 t = report(split.y_test, p_test, num_classes=2, metrics=(k,), threshold=threshold)[k]
@@ -143,9 +151,12 @@ def run_task(spec: QualitySpec | AblationSpec, dataset: str, seed: int, methods:
 
             evaluate = _evaluator(split, members, targets, history, num_classes)
 
+            y_fit = split.y_train
+            if first.indexed_targets:  # (N, 2) [label, training row index], for losses with per-sample state
+                y_fit = np.stack([split.y_train, np.arange(len(split.y_train))], axis=1).astype(np.int64)
             t0 = time.perf_counter()
             fit(
-                model, loss_fn, split.X_train, split.y_train, epochs=spec.epochs, batch_size=spec.batch_size,
+                model, loss_fn, split.X_train, y_fit, epochs=spec.epochs, batch_size=spec.batch_size,
                 learning_rate=spec.learning_rate, weight_decay=spec.weight_decay, seed=seed, evaluate=evaluate,
             )
             seconds = time.perf_counter() - t0
@@ -262,7 +273,40 @@ def refresh_summary(payload: dict[str, Any]) -> dict[str, Any]:
 def _title(spec: QualitySpec | AblationSpec) -> str:
     if isinstance(spec, AblationSpec):
         return f"AnyLoss amplification ablation (`{spec.name}`)"
+    if spec.reference != "anyloss":
+        others = ", ".join(_methods.method_label(m) for m in spec.methods if m != spec.reference)
+        return f"Quality benchmark (`{spec.name}`): {_methods.method_label(spec.reference)} against {others}"
     return f"Quality benchmark (`{spec.name}`): AnyLoss against the usual recipes and peer losses"
+
+
+def _rank_protocol(spec: QualitySpec) -> str:
+    """Protocol text of a suite with rank metrics: how they are scored and what each method is."""
+    from metricopt.losses import ranking as _ranking
+
+    rank_defaults = (f"interpolation (blackbox lambda) {_ranking.DEFAULT_INTERPOLATION} in normalised-rank units, "
+                     f"margin {_ranking.DEFAULT_MARGIN}, no batch memory")
+    notes = {
+        "rambo_ap": f"`APLoss (RaMBO)` is `metricopt.losses.APLoss` with its defaults ({rank_defaults}) on the "
+                    "logits: 1 - AP of each batch through blackbox-differentiated exact ranks.",
+        "rambo_auroc": f"`AUROCLoss (RaMBO)` is `metricopt.losses.AUROCLoss` with its defaults ({rank_defaults}).",
+        "bce": "`BCE` is binary cross-entropy.",
+        "bce_tuned": "`BCE tuned` is the BCE network (same scores, so the same AP and AUROC).",
+        "libauc_ap": "`APLoss (LibAUC SOAP)` is LibAUC 2.0.1's `APLoss` (SOAP, Qi et al. NeurIPS 2021) with its "
+                     "documented defaults (margin 1.0, gamma 0.9, squared-hinge surrogate) on sigmoid scores, fed "
+                     "each sample's training row index; trained with the same Adam, not LibAUC's SOAP optimizer "
+                     "(whose default adam mode adds gradient clipping at 1 and weight decay 1e-5), on the same "
+                     "uniformly shuffled batches, not LibAUC's DualSampler (which oversamples positives); a batch "
+                     "without a positive gives a zero loss (LibAUC asserts), as it does for the RaMBO losses.",
+        "aucm": "`AUCM` is LibAUC's AUCMLoss (v1, margin 1, imratio = training positive rate) on sigmoid scores, "
+                "trained with the same Adam (its dual variable alpha ascends through a negated gradient and is "
+                "clipped to [0, 999] as in LibAUC's PESG optimizer).",
+    }
+    described = " ".join(notes[m] for m in spec.methods if m in notes)
+    return (
+        "AP (average precision, scikit-learn's definition: a block of tied scores is one threshold) and AUROC "
+        "are computed exactly (`metricopt.metrics.ranking`) from the positive-class probabilities; no threshold "
+        "is involved (records carry threshold null), so the `tuned` labels do not apply to them. " + described
+    )
 
 
 def _protocol(spec: QualitySpec | AblationSpec) -> str:
@@ -279,6 +323,8 @@ def _protocol(spec: QualitySpec | AblationSpec) -> str:
             "amplification (steepness L of A(p) = sigmoid(L (p - 0.5))) differs. `auto` is "
             "`metricopt.losses.soft_confusion.auto_amplification` (L = clip(5 / median |p - 0.5|, 10, 73) per batch)."
         )
+    if any(k in RANK_METRICS for k in spec.metrics):
+        return common + _rank_protocol(spec)
     from metricopt.losses import confusion as _confusion
 
     sharpness = getattr(_confusion, "DEFAULT_SHARPNESS", None)

@@ -47,7 +47,10 @@ __all__ = [
     "write_json",
 ]
 
-METRIC_LABELS = {"f1": "F1", "gmean": "G-mean", "balanced_accuracy": "balanced accuracy", "mcc": "MCC"}
+METRIC_LABELS = {
+    "f1": "F1", "gmean": "G-mean", "balanced_accuracy": "balanced accuracy", "mcc": "MCC",
+    "ap": "AP", "auroc": "AUROC",
+}
 _PACKAGES = ("metricopt", "torch", "numpy", "scikit-learn", "pandas", "matplotlib", "tqdm", "monai", "libauc")
 
 

@@ -3,7 +3,8 @@
 For each batch size N, every loss gets the same ``(N,)`` logits (binary) or
 ``(N, C)`` logits (multi-class) and labels with a fixed positive rate. After
 ``warmup`` untimed calls, each of ``repeats`` rounds times every loss once, in
-turn, so a load spike on the machine hits all losses alike; the report gives
+turn (:func:`metricopt.bench.timing.interleaved_times`), so a load spike on the
+machine hits all losses alike; the report gives
 the median (and quartiles) per loss and the ratio of medians to the baseline
 (``BCEWithLogitsLoss`` for binary losses, ``cross_entropy`` for multi-class
 ones), all measured in one run.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,7 @@ from torch import Tensor
 from metricopt.bench import peers
 from metricopt.bench.results import collect_metadata, load_average
 from metricopt.bench.specs import SpeedSpec, spec_to_dict
+from metricopt.bench.timing import interleaved_times, time_once
 from metricopt.losses import ConfusionLoss
 
 __all__ = ["LOSS_FACTORIES", "run_speed"]
@@ -73,15 +76,6 @@ def _inputs(task: str, n: int, spec: SpeedSpec, generator: torch.Generator) -> t
     return logits.requires_grad_(True), target
 
 
-def _time_once(fn: LossFn, logits: Tensor, target: Tensor, backward: bool) -> float:
-    logits.grad = None
-    start = time.perf_counter()
-    loss = fn(logits, target)
-    if backward:
-        loss.backward()
-    return time.perf_counter() - start
-
-
 def run_speed(spec: SpeedSpec, *, progress: bool = True, command: Sequence[str] | None = None) -> dict[str, Any]:
     """Run a :class:`SpeedSpec`; returns the JSON-ready payload."""
     from tqdm.auto import tqdm
@@ -107,14 +101,13 @@ def run_speed(spec: SpeedSpec, *, progress: bool = True, command: Sequence[str] 
     start = time.perf_counter()
     for n in tqdm(spec.sizes, desc=spec.name, unit="size", disable=not progress):
         inputs = {task: _inputs(task, n, spec, generator) for task in ("binary", "multiclass")}
-        for name, (_, task, fn) in losses.items():
-            for _ in range(spec.warmup):
-                _time_once(fn, *inputs[task], backward=True)
-            times[name]["fwd"][n], times[name]["fwd_bwd"][n] = [], []
-        for _ in range(spec.repeats):
-            for name, (_, task, fn) in losses.items():
-                times[name]["fwd"][n].append(_time_once(fn, *inputs[task], backward=False))
-                times[name]["fwd_bwd"][n].append(_time_once(fn, *inputs[task], backward=True))
+        timers = {
+            (name, key): partial(time_once, fn, *inputs[task], backward=key == "fwd_bwd")
+            for name, (_, task, fn) in losses.items()
+            for key in ("fwd", "fwd_bwd")
+        }
+        for (name, key), values in interleaved_times(timers, repeats=spec.repeats, warmup=spec.warmup).items():
+            times[name][key][n] = values
     wall = time.perf_counter() - start
     rows: dict[str, Any] = {}
     for name, (label, task, _) in losses.items():
