@@ -77,7 +77,7 @@ from torch import Tensor, nn
 
 from metricopt._checks import check_choice, check_finite, check_positive, check_tensor, describe
 from metricopt.losses.memory import BatchMemory
-from metricopt.losses.ranker import _BlackboxRank, exact_rank
+from metricopt.losses.ranker import _BlackboxRank
 
 __all__ = [
     "APLoss",
@@ -208,8 +208,13 @@ def _ranks(
     if exclude is not None:
         shifted = shifted.masked_fill(exclude, -math.inf)
     rank_all = _BlackboxRank.apply(shifted, _ranker_interpolation(interpolation, scores))
-    # rk+ carries no gradient (module docstring, "Gradient"): plain exact ranks.
-    rank_relevant = exact_rank(shifted.masked_fill(~relevant, -math.inf))
+    # rk+ carries no gradient (module docstring, "Gradient") and needs no sort: with
+    # largest-rank ties, s_j >= s_i exactly when rk_j <= rk_i, so rk+_i counts the
+    # relevant items whose rank is at most rk_i (a cumulative histogram of their ranks).
+    ranks = rank_all.detach().long()
+    histogram = torch.zeros(*ranks.shape[:-1], ranks.shape[-1] + 1, dtype=rank_all.dtype, device=ranks.device)
+    histogram.scatter_add_(-1, ranks, relevant.to(rank_all.dtype))
+    rank_relevant = histogram.cumsum(-1).gather(-1, ranks)
     return rank_all, rank_relevant
 
 
