@@ -54,7 +54,8 @@ torch thread (libgomp's thread pool does not survive ``fork``: a parallel op
 in the child would hang), makes one unmeasured warm-up call (the child's first
 call faults in the library code it runs, file pages that ``fork`` does not
 copy, and sets up autograd's per-process state: a floor of 2-8 MiB that is not
-the call's memory), calls ``gc.collect()`` and glibc ``malloc_trim(0)`` (so
+the call's memory; skipped for calls estimated to take ``settle_below_s`` or
+more, which allocate hundreds of MiB), calls ``gc.collect()`` and glibc ``malloc_trim(0)`` (so
 free heap pages, the warm-up's and those inherited from the harness, are not
 silently reused), reads its resident set size (``VmRSS``), resets the
 kernel's high-water mark (``echo 5 > /proc/self/clear_refs``), runs the call
@@ -449,6 +450,7 @@ def _run_part(spec: RankSpeedSpec, part: str, progress: bool) -> dict[str, Any]:
             if name in stopped:
                 row["status"][str(n)] = stopped[name]
                 continue
+            est_s = 0.0
             if history[name]:
                 est_s, est_bytes, n_last = _estimate(history[name], n, entry)
                 _, t_last, m_last = history[name][-1]
@@ -466,8 +468,10 @@ def _run_part(spec: RankSpeedSpec, part: str, progress: bool) -> dict[str, Any]:
             except ModuleNotFoundError as exc:
                 unavailable[name] = f"not installed: {exc}"
                 continue
+            # The child's warm-up call removes a floor of a few MiB; calls estimated to take a second or more
+            # allocate hundreds of MiB, where it does not matter, and are measured on their first call.
             probe = measure_peak_memory(partial(_one_call, fn, x, y), limit_bytes=limit,
-                                        timeout_s=spec.probe_timeout_s)
+                                        timeout_s=spec.probe_timeout_s, warmup=est_s < spec.settle_below_s)
             if not probe["ok"]:
                 if probe.get("timeout"):
                     stopped[name] = f"skipped: too slow at N={n} ({probe['error']})"
@@ -541,7 +545,8 @@ def run_rank_speed(spec: RankSpeedSpec, *, progress: bool = True,
         "protocol": _protocol(spec),
         "memory_probe": {
             "method": ("extra peak resident memory of one forward + backward in a forked child (one torch thread), "
-                       "measured on its second call (the first faults in library code): VmHWM after resetting it via "
+                       f"measured on its second call (the first faults in library code; calls estimated at "
+                       f"{spec.settle_below_s:g} s or more: on the first): VmHWM after resetting it via "
                        "/proc/self/clear_refs, minus VmRSS before the call, after gc.collect() and malloc_trim(0); "
                        "memory allocated but never written is not counted"),
             "validation": validation,

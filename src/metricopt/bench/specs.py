@@ -347,7 +347,7 @@ class RankSpeedSpec:
     repeats: int = 30
     warmup: int = 3
     min_repeats: int = 3
-    max_cell_seconds: float = 20.0
+    max_cell_seconds: float = 10.0
     settle_below_s: float = 1.0
     ranking_call_budget_s: float = 3.0
     retrieval_call_budget_s: float = 20.0
