@@ -12,7 +12,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["check_choice", "check_positive", "check_finite", "check_tensor", "describe"]
+__all__ = [
+    "check_choice",
+    "check_finite",
+    "check_nonnegative",
+    "check_positive",
+    "check_same_shape",
+    "check_tensor",
+    "describe",
+]
 
 
 def describe(value: Any) -> str:
@@ -39,6 +47,19 @@ def check_positive(name: str, value: Any) -> float:
     if not (value > 0 and value != float("inf")):
         raise ValueError(f"`{name}` must be a finite number > 0; got {value!r}")
     return value
+
+
+def check_nonnegative(name: str, value: Any) -> float:
+    """Return ``value`` as a float, raising unless it is a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < float("inf")):
+        raise ValueError(f"`{name}` must be a finite number >= 0; got {describe(value)}")
+    return float(value)
+
+
+def check_same_shape(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
+    """Raise ``ValueError`` naming both arguments unless the tensors have the same shape."""
+    if a.shape != b.shape:
+        raise ValueError(f"`{name_a}` and `{name_b}` must have the same shape; got {tuple(a.shape)} and {tuple(b.shape)}")
 
 
 def check_tensor(name: str, value: Any) -> Tensor:

@@ -28,8 +28,9 @@ Scale: ranks here are integers 1..n, so ``dL/drk`` shrinks as 1/n for a loss
 written in normalised ranks and ``lambda`` must grow as n to move the same
 number of ranks (DESIGN.md: on 400 items, lambda = 0.5 never changed a rank,
 lambda = 100 trained well). The losses in :mod:`metricopt.losses.ranking` take
-``interpolation`` in normalised-rank units and pass ``interpolation * n`` here,
-the official code's convention.
+``interpolation`` in normalised-rank units, per ranking, and pass
+``interpolation * n * rows`` here (n: the official code's convention; rows:
+undoes the mean over the rows of a batch).
 """
 
 from __future__ import annotations

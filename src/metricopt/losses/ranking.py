@@ -75,7 +75,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metricopt._checks import check_choice, check_finite, check_positive, check_tensor, describe
+from metricopt._checks import (
+    check_choice,
+    check_finite,
+    check_nonnegative,
+    check_positive,
+    check_same_shape,
+    check_tensor,
+    describe,
+)
 from metricopt.losses.memory import BatchMemory
 from metricopt.losses.ranker import _BlackboxRank
 
@@ -132,27 +140,10 @@ def _check_binary(name: str, target: Tensor) -> Tensor:
     return target != 0
 
 
-def _check_margin(margin: float) -> float:
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (0 <= margin < math.inf):
-        raise ValueError(f"`margin` must be a finite number >= 0; got {describe(margin)}")
-    return float(margin)
-
-
-def _check_cross_class_weight(weight: float) -> float:
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (0 <= weight < math.inf):
-        raise ValueError(f"`cross_class_weight` must be a finite number >= 0; got {describe(weight)}")
-    return float(weight)
-
-
 def _check_k(k: int | None) -> int | None:
     if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1):
         raise ValueError(f"`k` must be an integer >= 1 or None; got {describe(k)}")
     return None if k is None else int(k)
-
-
-def _check_same_shape(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
-    if a.shape != b.shape:
-        raise ValueError(f"`{name_a}` and `{name_b}` must have the same shape; got {tuple(a.shape)} and {tuple(b.shape)}")
 
 
 def _classification_rows(scores: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -270,8 +261,8 @@ def average_precision_loss(
     0.1667
     """
     check_positive("interpolation", interpolation)
-    margin = _check_margin(margin)
-    cross_class_weight = _check_cross_class_weight(cross_class_weight)
+    margin = check_nonnegative("margin", margin)
+    cross_class_weight = check_nonnegative("cross_class_weight", cross_class_weight)
     rows, relevant = _classification_rows(scores, target)
     if memory is not None:
         memory = _classification_rows(*memory)
@@ -304,7 +295,7 @@ def auroc_loss(
     0.25
     """
     check_positive("interpolation", interpolation)
-    margin = _check_margin(margin)
+    margin = check_nonnegative("margin", margin)
     rows, relevant = _classification_rows(scores, target)
     if memory is not None:
         memory = _classification_rows(*memory)
@@ -345,14 +336,14 @@ def recall_loss_scores(
     """
     check_choice("variant", variant, RECALL_VARIANTS)
     check_positive("interpolation", interpolation)
-    margin = _check_margin(margin)
+    margin = check_nonnegative("margin", margin)
     _check_float("scores", scores)
     if scores.ndim != 2:
         raise ValueError(f"`scores` must be a (queries, gallery) matrix; got {describe(scores)}")
-    _check_same_shape("scores", scores, "relevance", relevance)
+    check_same_shape("scores", scores, "relevance", relevance)
     relevant = _check_binary("relevance", relevance)
     if exclude is not None:
-        _check_same_shape("scores", scores, "exclude", exclude)
+        check_same_shape("scores", scores, "exclude", exclude)
         if exclude.dtype != torch.bool:
             raise TypeError(f"`exclude` must be a bool tensor; got {describe(exclude)}")
         relevant = relevant & ~exclude
@@ -443,7 +434,7 @@ def ndcg_loss(
     check_tensor("gains", gains)
     gains = gains if gains.is_floating_point() else gains.to(scores.dtype)
     check_finite("gains", gains)
-    _check_same_shape("scores", scores, "gains", gains)
+    check_same_shape("scores", scores, "gains", gains)
     if scores.ndim not in (1, 2) or scores.shape[-1] == 0:
         raise ValueError(f"`scores` must be (L,) or (B, L) with L >= 1; got {describe(scores)}")
     if bool((gains < 0).any()):
@@ -470,7 +461,7 @@ class _RankLoss(nn.Module):
     def __init__(self, interpolation: float, margin: float, memory_size: int) -> None:
         super().__init__()
         self.interpolation = check_positive("interpolation", interpolation)
-        self.margin = _check_margin(margin)
+        self.margin = check_nonnegative("margin", margin)
         self.memory = BatchMemory(memory_size)
 
     @property
@@ -513,7 +504,7 @@ class APLoss(_RankLoss):
         cross_class_weight: float = DEFAULT_CROSS_CLASS_WEIGHT,
     ) -> None:
         super().__init__(interpolation, margin, memory_size)
-        self.cross_class_weight = _check_cross_class_weight(cross_class_weight)
+        self.cross_class_weight = check_nonnegative("cross_class_weight", cross_class_weight)
 
     def forward(self, scores: Tensor, target: Tensor) -> Tensor:
         loss = average_precision_loss(

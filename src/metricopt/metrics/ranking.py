@@ -76,7 +76,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metricopt._checks import check_choice, check_finite, describe
+from metricopt._checks import check_choice, check_finite, check_same_shape, describe
 
 __all__ = [
     "average_precision_score",
@@ -136,7 +136,7 @@ def _scores(
 def _binary(name: str, value: Any, like: Tensor, like_name: str) -> Tensor:
     """A boolean tensor shaped like ``like`` (on its device) from 0/1 or bool values."""
     tensor = _to_tensor(name, value)
-    _check_same_shape(like_name, like, name, tensor)
+    check_same_shape(like_name, like, name, tensor)
     if tensor.dtype != torch.bool:
         ok = (tensor == 0) | (tensor == 1)
         if not bool(ok.all()):
@@ -146,14 +146,6 @@ def _binary(name: str, value: Any, like: Tensor, like_name: str) -> Tensor:
             )
         tensor = tensor == 1
     return tensor.to(like.device)
-
-
-def _check_same_shape(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
-    if a.shape != b.shape:
-        raise ValueError(
-            f"`{name_a}` and `{name_b}` must have the same shape; "
-            f"got {tuple(a.shape)} and {tuple(b.shape)}"
-        )
 
 
 def _check_k(name: str, k: Any) -> int:
@@ -330,7 +322,7 @@ def ndcg_at_k(
     """
     scores = _scores("scores", scores, (2,), "2-D (queries, items) array", finite=True)
     gains_t = _to_tensor("gains", gains)
-    _check_same_shape("scores", scores, "gains", gains_t)
+    check_same_shape("scores", scores, "gains", gains_t)
     gains_t = gains_t.to(device=scores.device, dtype=torch.float64)
     check_finite("gains", gains_t)
     if bool((gains_t < 0).any()):
