@@ -6,6 +6,7 @@ argument and the value it got; none uses ``assert`` (which ``python -O`` strips)
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,6 +16,7 @@ from torch import Tensor
 __all__ = [
     "check_choice",
     "check_finite",
+    "check_integer",
     "check_nonnegative",
     "check_positive",
     "check_same_shape",
@@ -47,6 +49,13 @@ def check_positive(name: str, value: Any) -> float:
     if not (value > 0 and value != float("inf")):
         raise ValueError(f"`{name}` must be a finite number > 0; got {value!r}")
     return value
+
+
+def check_integer(name: str, value: Any, minimum: int = 1) -> int:
+    """Return ``value`` as an int, raising unless it is an integer (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}; got {describe(value)}")
+    return int(value)
 
 
 def check_nonnegative(name: str, value: Any) -> float:

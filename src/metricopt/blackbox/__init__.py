@@ -1,0 +1,1 @@
+"""MetricOpt: black-box metric optimisation (adapters, value function, meta-training, fine-tuning)."""

@@ -1,0 +1,73 @@
+"""Fitting the value function to one trajectory: the inner loop of Reptile and of online adaptation.
+
+``adapt_value`` takes a few optimiser steps on the value loss ``L_v`` of one
+trajectory's interpolated metric curve (:func:`metricopt.blackbox.value.value_loss`),
+in place. Reptile (:mod:`metricopt.blackbox.meta`) calls it on a copy of the
+meta-weights to get the task-adapted weights ``w~``; fine-tuning on a new task
+(:mod:`metricopt.blackbox.finetune`) calls it each time a new metric
+observation arrives.
+
+DECIDED (the paper writes one plain gradient step ``w~ = w - alpha grad L_v``):
+several Adam steps, because ``L_v`` divides by ``sigma_t^2 + delta`` and its
+scale varies by orders of magnitude between trajectories; Adam's per-step
+normalisation keeps the step size meaningful (the Reptile paper also uses Adam
+in its inner loop). The Adam state starts fresh at every call.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from metricopt._checks import check_integer, check_positive
+from metricopt.blackbox.trajectory import Trajectory
+from metricopt.blackbox.value import ValueFunction, value_loss
+
+__all__ = ["adapt_value", "trajectory_targets"]
+
+
+def trajectory_targets(value: ValueFunction, trajectory: Trajectory) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(phis, mean, std)``: a trajectory's points and its curve in the value function's normalised units."""
+    curve = trajectory.curve()
+    scale = float(value.target_scale)
+    mean = value.normalise(torch.as_tensor(curve.mean, dtype=torch.float32))
+    std = torch.as_tensor(curve.std, dtype=torch.float32) / scale
+    return trajectory.phi_matrix(), mean, std
+
+
+def adapt_value(
+    value: ValueFunction,
+    trajectory: Trajectory,
+    *,
+    steps: int = 5,
+    learning_rate: float = 1e-3,
+    delta: float = 0.01,
+    ranking_weight: float = 0.1,
+) -> float:
+    """Fit ``value`` to ``trajectory`` with ``steps`` Adam steps on ``L_v``; return the last loss.
+
+    Args:
+        value: the value function, updated in place.
+        trajectory: a run with at least two metric observations.
+        steps: Adam steps (0: only evaluate the loss).
+        learning_rate: Adam learning rate (the inner ``alpha``).
+        delta, ranking_weight: options of :func:`~metricopt.blackbox.value.value_loss`.
+    """
+    check_integer("steps", steps, 0)
+    learning_rate = check_positive("learning_rate", learning_rate)
+    phis, mean, std = trajectory_targets(value, trajectory)
+    device = next(value.parameters()).device
+    phis, mean, std = phis.to(device), mean.to(device), std.to(device)
+
+    def loss() -> torch.Tensor:
+        return value_loss(value(phis), mean, std, delta=delta, ranking_weight=ranking_weight)
+
+    if steps == 0:
+        with torch.no_grad():
+            return float(loss())
+    optimizer = torch.optim.Adam(value.parameters(), lr=learning_rate)
+    for _ in range(steps):
+        current = loss()
+        optimizer.zero_grad(set_to_none=True)
+        current.backward()
+        optimizer.step()
+    return float(current.detach())

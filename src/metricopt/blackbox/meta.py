@@ -1,0 +1,333 @@
+"""Meta-training the value function with Reptile over a distribution of fine-tuning tasks.
+
+For each task ``i`` (MetricOpt, Huang et al. 2021, with Reptile, Nichol et al. 2018)::
+
+    sample a fine-tuning task (data subset, class balance, seed, learning rate, initial phi)
+    run it (:func:`~metricopt.blackbox.finetune.finetune`), observing the metric K times
+    interpolate the observations over the steps (Gaussian process)
+    w~ = adapt(w, trajectory)          # a few steps on L_v
+    w  <- w + eta (w~ - w)              # the Reptile update
+
+Stated by the paper: Reptile, the value loss on interpolated sparse metrics,
+fewer than 2k meta-iterations. DECIDED (paper silent):
+
+* The first ``warmup_tasks`` runs are loss-only; their observed costs fix the
+  value function's normalisation (offset = mean, scale = spread), which then
+  stays fixed. Later runs are guided by the current value function with a
+  ``value_weight`` drawn per task (on-policy data: the value function also
+  sees where its own gradient leads).
+* Each collected trajectory is followed by ``replay`` extra Reptile
+  iterations on stored trajectories drawn at random: meta-iterations are cheap,
+  trajectories are not.
+* :class:`TaskDistribution` defines the variation between tasks.
+
+Checkpoints (``checkpoint=PATH``) are written every ``checkpoint_every`` tasks
+and at the end, atomically (write, then rename). They hold only tensors,
+numbers, strings, lists and dicts, so they load with
+``torch.load(path, weights_only=True)``. Every random choice of task ``i``
+derives from ``(seed, i)`` and the replay generator's state is saved, so a
+killed run resumed from its last checkpoint ends with exactly the weights of a
+run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metricopt._checks import check_integer, check_nonnegative, check_positive, describe
+from metricopt.blackbox.adaptation import adapt_value
+from metricopt.blackbox.adapters import Adapter
+from metricopt.blackbox.finetune import FineTuneConfig, LossFn, TaskData, finetune
+from metricopt.blackbox.metric import BlackBoxMetric
+from metricopt.blackbox.trajectory import Trajectory
+from metricopt.blackbox.value import ValueFunction
+
+__all__ = ["CHECKPOINT_FORMAT", "MetaConfig", "MetaResult", "Task", "TaskDistribution", "load_value", "meta_train",
+           "reptile_step"]
+
+CHECKPOINT_FORMAT = "metricopt.blackbox.meta/1"
+
+
+def _check_range(name: str, value: Any, low: float = 0.0) -> tuple[float, float]:
+    try:
+        a, b = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise TypeError(f"`{name}` must be a pair (low, high); got {describe(value)}") from None
+    if not (low <= a <= b < math.inf):
+        raise ValueError(f"`{name}` must satisfy {low:g} <= low <= high < inf; got {describe(value)}")
+    return a, b
+
+
+@dataclass(frozen=True)
+class TaskDistribution:
+    """How fine-tuning tasks of one backbone vary during meta-training.
+
+    Attributes:
+        subset: range of the fraction of the training pool a task trains on.
+        class_balance: each class's sampling weight is drawn log-uniformly from
+            ``[1 / class_balance, class_balance]`` (1: the pool's balance).
+        learning_rate: range of factors on the fine-tuning learning rate (log-uniform).
+        initial_phi_std: a task starts from ``phi ~ N(0, s^2)``, ``s`` uniform in ``[0, initial_phi_std]``.
+        value_weight: range of factors on ``value_weight`` for guided tasks (uniform).
+    """
+
+    subset: tuple[float, float] = (0.3, 1.0)
+    class_balance: float = 8.0
+    learning_rate: tuple[float, float] = (0.3, 3.0)
+    initial_phi_std: float = 0.5
+    value_weight: tuple[float, float] = (0.0, 2.0)
+
+    def __post_init__(self) -> None:
+        low, high = _check_range("subset", self.subset)
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"`subset` fractions must lie in (0, 1]; got {self.subset!r}")
+        if check_positive("class_balance", self.class_balance) < 1:
+            raise ValueError(f"`class_balance` must be >= 1; got {self.class_balance!r}")
+        low, _ = _check_range("learning_rate", self.learning_rate)
+        if low <= 0:
+            raise ValueError(f"`learning_rate` factors must be > 0; got {self.learning_rate!r}")
+        check_nonnegative("initial_phi_std", self.initial_phi_std)
+        _check_range("value_weight", self.value_weight)
+
+    def sample(self, index: int, *, seed: int, labels: Tensor, phi_size: int, guided: bool) -> Task:
+        """Task ``index``: every draw comes from a generator seeded by ``(seed, index)``."""
+        generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(index))
+
+        def uniform(low: float, high: float) -> float:
+            return low + (high - low) * float(torch.rand((), generator=generator, dtype=torch.float64))
+
+        classes = torch.unique(labels)
+        log_balance = math.log(self.class_balance)
+        class_weight = torch.exp((torch.rand(len(classes), generator=generator, dtype=torch.float64) * 2 - 1)
+                                 * log_balance)
+        weights = class_weight[torch.searchsorted(classes, labels)]
+        size = max(2, int(round(uniform(*self.subset) * len(labels))))
+        indices = torch.multinomial(weights, size, replacement=True, generator=generator)
+        learning_rate = math.exp(uniform(math.log(self.learning_rate[0]), math.log(self.learning_rate[1])))
+        phi_std = uniform(0.0, self.initial_phi_std)
+        initial_phi = torch.randn(phi_size, generator=generator) * phi_std
+        value_weight = uniform(*self.value_weight) if guided else 0.0
+        seed_out = int(torch.randint(0, 2**31 - 1, (), generator=generator))
+        return Task(index, indices.sort().values, learning_rate, initial_phi, value_weight, seed_out)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One sampled fine-tuning task (factors multiply the fine-tuning config's values)."""
+
+    index: int
+    indices: Tensor
+    learning_rate_factor: float
+    initial_phi: Tensor
+    value_weight_factor: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class MetaConfig:
+    """Reptile meta-training options.
+
+    Attributes:
+        tasks: fine-tuning runs to collect.
+        warmup_tasks: loss-only runs first (they fix the normalisation).
+        replay: extra Reptile iterations on stored trajectories per new run.
+        inner_steps, inner_learning_rate: the adaptation ``w -> w~`` (Adam steps on ``L_v``).
+        meta_step: Reptile's ``eta`` in ``w <- w + eta (w~ - w)``.
+        hidden_sizes: the value network's hidden widths.
+        checkpoint_every: write a checkpoint every this many tasks.
+        seed: seeds the tasks, the replay order and the value network's initialisation.
+    """
+
+    tasks: int = 40
+    warmup_tasks: int = 4
+    replay: int = 20
+    inner_steps: int = 10
+    inner_learning_rate: float = 1e-3
+    meta_step: float = 0.5
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    checkpoint_every: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_integer("tasks", self.tasks, 1)
+        check_integer("warmup_tasks", self.warmup_tasks, 1)
+        check_integer("replay", self.replay, 0)
+        check_integer("inner_steps", self.inner_steps, 1)
+        check_positive("inner_learning_rate", self.inner_learning_rate)
+        if not 0 < self.meta_step <= 1:
+            raise ValueError(f"`meta_step` must lie in (0, 1]; got {describe(self.meta_step)}")
+        check_integer("checkpoint_every", self.checkpoint_every, 1)
+
+
+@dataclass
+class MetaResult:
+    """What :func:`meta_train` returns.
+
+    Attributes:
+        value: the meta-learned value function.
+        trajectories: every collected trajectory, in task order.
+        history: one row per task: ``task``, ``value_weight``, ``start_cost``,
+            ``best_cost``, ``final_cost``, ``value_loss`` (before adaptation), ``reptile_iterations``.
+        resumed_from: the task index a checkpoint resumed from (None: fresh start).
+    """
+
+    value: ValueFunction
+    trajectories: list[Trajectory] = field(default_factory=list)
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: int | None = None
+
+
+@torch.no_grad()
+def _interpolate_weights(value: ValueFunction, adapted: ValueFunction, step: float) -> None:
+    for weight, target in zip(value.parameters(), adapted.parameters()):
+        weight.add_(target - weight, alpha=step)
+
+
+def reptile_step(value: ValueFunction, trajectory: Trajectory, config: MetaConfig) -> float:
+    """One Reptile iteration on one trajectory, in place; returns the adapted value loss."""
+    adapted = copy.deepcopy(value)
+    loss = adapt_value(adapted, trajectory, steps=config.inner_steps, learning_rate=config.inner_learning_rate)
+    _interpolate_weights(value, adapted, config.meta_step)
+    return loss
+
+
+def _set_normalisation(value: ValueFunction, trajectories: list[Trajectory]) -> None:
+    costs = np.concatenate([np.asarray(t.observed_costs) for t in trajectories])
+    mean, spread = float(costs.mean()), float(costs.std())
+    # A floor of 10 % of the mean cost: warm-up runs on a flat stretch of the metric have no spread at all.
+    value.set_normalisation(mean, max(spread, 0.1 * abs(mean), 1e-6))
+
+
+def _config_record(config: MetaConfig, finetune_config: FineTuneConfig, distribution: TaskDistribution,
+                   phi_size: int) -> dict[str, Any]:
+    def plain(obj: Any) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(obj).items()}
+    return {"meta": plain(config), "finetune": plain(finetune_config), "distribution": plain(distribution),
+            "phi_size": phi_size}
+
+
+def _save(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+
+
+def load_value(path: str | os.PathLike[str]) -> ValueFunction:
+    """The value function stored in a :func:`meta_train` checkpoint (``weights_only`` load)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"`path` {str(path)!r} is not a metricopt meta-training checkpoint")
+    value = ValueFunction(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["value_config"].items()})
+    value.load_state_dict(state["value_state"])
+    return value
+
+
+def meta_train(
+    adapter: Adapter,
+    loss_fn: LossFn,
+    metric: BlackBoxMetric,
+    pool: TaskData,
+    *,
+    finetune_config: FineTuneConfig = FineTuneConfig(),
+    config: MetaConfig = MetaConfig(),
+    distribution: TaskDistribution = TaskDistribution(),
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    progress: Callable[[dict[str, float]], None] | None = None,
+) -> MetaResult:
+    """Meta-train a value function for ``metric`` on tasks drawn from ``pool``.
+
+    Args:
+        adapter: the frozen backbone with its adapter (``phi`` is reset per task).
+        loss_fn: the fine-tuning loss ``f(logits, target)``.
+        metric: the black-box metric.
+        pool: training rows tasks draw their subsets from, and the validation
+            rows every task's metric is observed on.
+        finetune_config: the per-task fine-tuning budget (its ``learning_rate``
+            and ``value_weight`` are scaled by each task's factors).
+        config: Reptile options.
+        distribution: how tasks vary.
+        checkpoint: file to checkpoint to; with ``resume`` an existing file
+            written with the same settings is continued.
+        resume: continue from ``checkpoint`` if it exists (False: start over).
+        progress: called after each task with its history row.
+
+    Returns:
+        A :class:`MetaResult`.
+    """
+    if not isinstance(adapter, Adapter):
+        raise TypeError(f"`adapter` must be a metricopt.blackbox Adapter; got {type(adapter).__name__}")
+    value = ValueFunction(adapter.phi_size, hidden_sizes=config.hidden_sizes, seed=config.seed)
+    value.to(adapter.phi.device)
+    record = _config_record(config, finetune_config, distribution, adapter.phi_size)
+    result = MetaResult(value)
+    replay_generator = torch.Generator().manual_seed(config.seed)
+    path = Path(checkpoint) if checkpoint is not None else None
+    start = 0
+    if path is not None and resume and path.exists():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"`checkpoint` {str(path)!r} is not a metricopt meta-training checkpoint")
+        if state["config"] != record:
+            raise ValueError(f"`checkpoint` {str(path)!r} was written with different settings; pass resume=False "
+                             f"(or another path) to start over")
+        value.load_state_dict(state["value_state"])
+        result.trajectories = [Trajectory.from_state(s) for s in state["trajectories"]]
+        result.history = [dict(row) for row in state["history"]]
+        replay_generator.set_state(state["replay_generator"])
+        start = result.resumed_from = int(state["next_task"])
+
+    def save(next_task: int) -> None:
+        if path is not None:
+            _save(path, {"format": CHECKPOINT_FORMAT, "next_task": next_task, "config": record,
+                         "value_config": {k: list(v) if isinstance(v, tuple) else v
+                                          for k, v in value.config().items()},
+                         "value_state": value.state_dict(),
+                         "trajectories": [t.state() for t in result.trajectories],
+                         "history": result.history, "replay_generator": replay_generator.get_state()})
+
+    labels = pool.y_train.long().cpu()
+    for index in range(start, config.tasks):
+        guided = index >= config.warmup_tasks
+        task = distribution.sample(index, seed=config.seed, labels=labels, phi_size=adapter.phi_size, guided=guided)
+        task_config = dataclasses.replace(
+            finetune_config, learning_rate=finetune_config.learning_rate * task.learning_rate_factor,
+            value_weight=finetune_config.value_weight * task.value_weight_factor)
+        data = TaskData(pool.X_train[task.indices], pool.y_train[task.indices], pool.X_val, pool.y_val)
+        run = finetune(adapter, loss_fn, metric, data, config=task_config, value=value if guided else None,
+                       initial_phi=task.initial_phi, seed=task.seed)
+        trajectory = run.trajectory
+        row = {"task": float(index), "value_weight": task_config.value_weight if guided else 0.0,
+               "start_cost": trajectory.observed_costs[0] if trajectory.observed_costs else math.nan,
+               "best_cost": min(trajectory.observed_costs, default=math.nan),
+               "final_cost": trajectory.observed_costs[-1] if trajectory.observed_costs else math.nan,
+               "value_loss": math.nan, "reptile_iterations": 0.0}
+        if len(trajectory.observed_steps) >= 2:
+            result.trajectories.append(trajectory)
+        if index + 1 == config.warmup_tasks:
+            _set_normalisation(value, result.trajectories)
+        if index + 1 >= config.warmup_tasks and result.trajectories:
+            row["value_loss"] = adapt_value(value, result.trajectories[-1], steps=0)
+            iterations = [len(result.trajectories) - 1] + torch.randint(
+                0, len(result.trajectories), (config.replay,), generator=replay_generator).tolist()
+            for position in iterations:
+                reptile_step(value, result.trajectories[position], config)
+            row["reptile_iterations"] = float(len(iterations))
+        result.history.append(row)
+        if (index + 1) % config.checkpoint_every == 0 or index + 1 == config.tasks:
+            save(index + 1)
+        if progress is not None:
+            progress(row)
+    return result
