@@ -8,7 +8,8 @@ difference, saves learning curves as an image and, with ``--output``, writes
 every number to a JSON file. ``metricopt`` with no arguments runs
 ``metricopt train`` on the built-in ``breast_cancer`` dataset.
 
-Two metric families, each with its own method (``--loss`` defaults to it):
+Three metric families, each with its own method (``--loss`` / ``--method``
+defaults to it):
 
 * Confusion-matrix metrics (``f1``, ``gmean``, ``mcc``, ...): ``anyloss``, the
   AnyLoss confusion loss (or ``--loss weighted_bce`` / ``focal``).
@@ -22,6 +23,23 @@ Two metric families, each with its own method (``--loss`` defaults to it):
   ReLU) is the embedding.
   ``--dataset letter`` and ``--dataset fashion_mnist`` are retrieval benchmarks
   whose test classes are never seen in training (``recall@K`` only).
+* Black-box metrics (any metric, never differentiated): ``metricopt``
+  (``--method metricopt``), run by :mod:`metricopt.blackbox_training`. It
+  pre-trains the MLP with cross-entropy, freezes it, meta-learns a value
+  function of a small adapter vector phi on fine-tuning tasks drawn from the
+  training split, then fine-tunes phi on the whole training split loss-only
+  (the baseline) and guided by the value function (MetricOpt), observing the
+  metric only ``--evaluations`` times per run on the validation split. It
+  reports the metric on the test split for the pre-trained model (phi = 0),
+  loss-only fine-tuning and MetricOpt. ``--metric`` is a built-in (``mcr``,
+  ``aucpr``, ``cost``, the confusion-matrix names, ``ap``, ``auroc``) or
+  ``MODULE:FUNCTION``, an importable ``f(y_true, y_score) -> float`` or
+  ``f(model) -> float`` whose direction ``--higher-is-better`` /
+  ``--lower-is-better`` must be given. ``MODULE:FUNCTION``, ``mcr``, ``aucpr``
+  and ``cost`` imply ``--method metricopt``; its options (``--adapter``,
+  ``--phi-size``, ``--meta-tasks``, ``--finetune-steps``, ``--evaluations``,
+  ``--value-weight``, ``--optimizer``, ``--finetune-lr``, ``--checkpoint``)
+  are errors with any other method.
 
 Usage examples::
 
@@ -34,6 +52,10 @@ Usage examples::
     metricopt train --dataset breast_cancer --metric ndcg@10 --margin 0.2
     metricopt train --dataset letter --metric recall@1        # retrieval, unseen classes
     metricopt train --dataset fashion_mnist --metric recall@4 --embedding-dim 64
+    metricopt train --metric mcr --meta-tasks 20     # MetricOpt for the misclassification rate
+    metricopt train --method metricopt --metric f1 --adapter film --optimizer adam
+    metricopt train --csv data.csv --target label --metric mymetrics:score --higher-is-better
+    metricopt train --metric mcr --checkpoint meta.pt --output run.json   # resumable meta-training
     metricopt datasets                           # built-in datasets, installed or not
     metricopt bench --help                       # the benchmark harness
     python -m metricopt --version
@@ -43,10 +65,13 @@ train/validation/test; with ``--test-csv`` that file is the test set and 20 %
 of the training CSV is held out for validation. Features are standardised with
 training statistics. Decisions are ``p > 0.5`` (binary) or argmax. The
 retrieval benchmarks keep their class-disjoint train/test parts and hold out
-20 % of the training rows (stratified) for validation.
+20 % of the training rows (stratified) for validation. MetricOpt observes the
+metric on the validation split only; the test split is scored once per model.
 
 Errors in the input (a missing file or column, a one-class target, an unknown
-or uninstalled dataset, out-of-range numbers) print one line
+or uninstalled dataset, out-of-range numbers, a ``MODULE:FUNCTION`` that
+cannot be imported or has the wrong signature, a missing or contradictory
+metric direction, options of another method) print one line
 ``metricopt: error: <message>`` on stderr and exit with status 2.
 """
 
@@ -69,6 +94,20 @@ import torch
 from torch import nn
 
 from metricopt import __version__
+from metricopt.blackbox.finetune import OPTIMIZERS
+from metricopt.blackbox.metric import BUILTIN_METRICS
+from metricopt.blackbox_training import (
+    ADAPTERS,
+    BLACKBOX_METHOD,
+    BLACKBOX_ONLY_METRICS,
+    BlackBoxOptions,
+    blackbox_results,
+    check_adapter,
+    format_blackbox_table,
+    make_blackbox_metric,
+    parse_evaluations,
+    run_blackbox,
+)
 from metricopt.data import (
     DATASETS,
     RETRIEVAL_DATASETS,
@@ -117,6 +156,8 @@ DEFAULT_DATASET = "breast_cancer"
 BASELINE = "bce"
 #: Methods of --loss: the confusion-metric losses and the rank losses.
 METHODS = (*LOSSES, RANK_METHOD)
+#: Choices of --loss / --method: those plus MetricOpt for black-box metrics.
+ALL_METHODS = (*METHODS, BLACKBOX_METHOD)
 #: Methods that can train for a rank metric.
 RANK_LOSSES = (RANK_METHOD, BASELINE)
 RANK_METRIC_FORMS = "ap, auroc, ndcg@K, recall@K"
@@ -135,7 +176,10 @@ class TrainConfig:
     with a retrieval benchmark, where it is a fraction of the training rows).
     ``metric`` is canonical (rank metrics lower case, e.g. ``"recall@4"``).
     ``interpolation``, ``margin`` (None: the loss's default), ``memory_size``
-    and ``embedding_dim`` are used by rank metrics only.
+    and ``embedding_dim`` are used by rank metrics only. With ``loss ==
+    "metricopt"``, ``metric`` is a black-box metric (a built-in name or
+    ``MODULE:FUNCTION``), ``higher_is_better`` its resolved direction and
+    ``blackbox`` holds MetricOpt's options; otherwise both are None.
     """
 
     dataset: str | None
@@ -157,6 +201,8 @@ class TrainConfig:
     margin: float | None = None
     memory_size: int = 0
     embedding_dim: int = DEFAULT_EMBEDDING_DIM
+    higher_is_better: bool | None = None
+    blackbox: BlackBoxOptions | None = None
 
 
 # --------------------------------------------------------------------------
@@ -194,7 +240,8 @@ def _parse_metric(text: str) -> str:
         parse_rank_metric(text)  # raises the rank-metric error with the reason
     raise ValueError(
         f"--metric must be a confusion metric ({', '.join(METRIC_NAMES)}) or a rank metric ({RANK_METRIC_FORMS} "
-        f"with K an integer >= 1, e.g. recall@4); got --metric={text!r}"
+        f"with K an integer >= 1, e.g. recall@4), or with --method {BLACKBOX_METHOD} a black-box metric "
+        f"({', '.join(BLACKBOX_ONLY_METRICS)} or MODULE:FUNCTION); got --metric={text!r}"
     )
 
 
@@ -233,21 +280,108 @@ def _rank_options(args: argparse.Namespace, metric: str) -> dict[str, Any]:
     }
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Turn parsed ``train`` arguments into a :class:`TrainConfig`.
+#: MetricOpt's options: (option, attribute of the parsed arguments).
+_BLACKBOX_OPTIONS = (
+    ("--adapter", "adapter"), ("--phi-size", "phi_size"), ("--meta-tasks", "meta_tasks"),
+    ("--finetune-steps", "finetune_steps"), ("--evaluations", "evaluations"), ("--value-weight", "value_weight"),
+    ("--optimizer", "optimizer"), ("--finetune-lr", "finetune_lr"), ("--checkpoint", "checkpoint"),
+    ("--higher-is-better", "higher_is_better"), ("--lower-is-better", "lower_is_better"),
+)
 
-    Only the metric name and combinations of options are checked here; values
-    are checked by the library functions that use them.
-    """
-    metric = _parse_metric(args.metric)
-    method = _resolve_method(metric, args.loss)
-    rank_options = _rank_options(args, metric)
+
+def _is_blackbox_only(metric: str) -> bool:
+    """``MODULE:FUNCTION`` and the built-ins no other method trains for (``mcr``, ``aucpr``, ``cost``)."""
+    return ":" in metric or metric.strip() in BLACKBOX_ONLY_METRICS
+
+
+def _resolve_family(args: argparse.Namespace) -> str | None:
+    """``--loss``/``--method``, with ``metricopt`` implied by a black-box-only ``--metric``; reject mixtures."""
+    if args.higher_is_better and args.lower_is_better:
+        raise ValueError("--higher-is-better and --lower-is-better contradict each other; give one of them")
+    if _is_blackbox_only(args.metric):
+        if args.loss not in (None, BLACKBOX_METHOD):
+            raise ValueError(
+                f"--metric {args.metric!r} is a black-box metric: only --method {BLACKBOX_METHOD} trains for it; "
+                f"got --method {args.loss}"
+            )
+        return BLACKBOX_METHOD
+    if args.loss != BLACKBOX_METHOD:
+        given = [option for option, name in _BLACKBOX_OPTIONS if getattr(args, name) not in (None, False)]
+        if given:
+            raise ValueError(
+                f"{given[0]} applies to --method {BLACKBOX_METHOD} (black-box metrics) only; got "
+                f"{'no --method' if args.loss is None else '--method ' + args.loss} with --metric {args.metric}"
+            )
+    return args.loss
+
+
+def _check_data_options(args: argparse.Namespace) -> None:
     if args.csv is None:
         for option, value in (("--target", args.target), ("--test-csv", args.test_csv)):
             if value is not None:
                 raise ValueError(f"{option} needs --csv (it describes a CSV file), got {option}={value!r}")
     elif args.target is None:
         raise ValueError(f"--csv needs --target COLUMN naming the label column of --csv={args.csv!r}")
+
+
+def _blackbox_config(args: argparse.Namespace) -> TrainConfig:
+    """:func:`config_from_args` for ``--method metricopt``; the metric is resolved (imported) here, before any
+    output, so a bad ``MODULE:FUNCTION`` fails first."""
+    for option, name in (("--interpolation", "interpolation"), ("--margin", "margin"),
+                         ("--memory-size", "memory_size"), ("--embedding-dim", "embedding_dim")):
+        if getattr(args, name) is not None:
+            raise ValueError(f"{option} applies to the rank losses (--loss {RANK_METHOD}), not to --method "
+                             f"{BLACKBOX_METHOD}")
+    spec = args.metric.strip()
+    direction = True if args.higher_is_better else False if args.lower_is_better else None
+    metric = make_blackbox_metric(spec, higher_is_better=direction)
+    defaults = BlackBoxOptions()
+    options = BlackBoxOptions(
+        adapter=args.adapter or defaults.adapter,
+        phi_size=defaults.phi_size if args.phi_size is None else args.phi_size,
+        meta_tasks=defaults.meta_tasks if args.meta_tasks is None else args.meta_tasks,
+        finetune_steps=defaults.finetune_steps if args.finetune_steps is None else args.finetune_steps,
+        evaluations=defaults.evaluations if args.evaluations is None else parse_evaluations(args.evaluations),
+        value_weight=defaults.value_weight if args.value_weight is None else args.value_weight,
+        optimizer=args.optimizer or defaults.optimizer,
+        finetune_learning_rate=defaults.finetune_learning_rate if args.finetune_lr is None else args.finetune_lr,
+        checkpoint=args.checkpoint,
+    )
+    hidden_sizes = _parse_hidden(args.hidden)
+    check_adapter(options.adapter, hidden_sizes)
+    _check_data_options(args)
+    return TrainConfig(
+        dataset=None if args.csv is not None else (args.dataset or DEFAULT_DATASET),
+        csv=args.csv,
+        target=args.target,
+        test_csv=args.test_csv,
+        metric=spec,
+        loss=BLACKBOX_METHOD,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        hidden_sizes=hidden_sizes,
+        amplification=_parse_amplification(args.amplification),
+        seed=args.seed,
+        higher_is_better=metric.higher_is_better,
+        blackbox=options,
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Turn parsed ``train`` arguments into a :class:`TrainConfig`.
+
+    Only the metric name and combinations of options are checked here (and,
+    for ``--method metricopt``, MetricOpt's options and that ``--metric``
+    resolves to a callable with a direction); other values are checked by the
+    library functions that use them.
+    """
+    if _resolve_family(args) == BLACKBOX_METHOD:
+        return _blackbox_config(args)
+    metric = _parse_metric(args.metric)
+    method = _resolve_method(metric, args.loss)
+    rank_options = _rank_options(args, metric)
+    _check_data_options(args)
     return TrainConfig(
         dataset=None if args.csv is not None else (args.dataset or DEFAULT_DATASET),
         csv=args.csv,
@@ -387,7 +521,9 @@ def run_train(config: TrainConfig, *, show_progress: bool = True,
 
     Rank metrics (``ap``, ``auroc``, ``ndcg@K``, ``recall@K``) go through
     :mod:`metricopt.rank_training`; confusion-matrix metrics through
-    :mod:`metricopt.training` and :mod:`metricopt.evaluation`.
+    :mod:`metricopt.training` and :mod:`metricopt.evaluation`; ``--method
+    metricopt`` (black-box metrics) through :mod:`metricopt.blackbox_training`
+    (then the baseline is loss-only fine-tuning, not ``bce``).
 
     Args:
         config: what to train.
@@ -399,6 +535,8 @@ def run_train(config: TrainConfig, *, show_progress: bool = True,
         ``elapsed_seconds`` and ``plot``.
     """
     torch.manual_seed(config.seed)  # every call below is seeded; this guards any global-RNG use
+    if config.loss == BLACKBOX_METHOD:
+        return _run_blackbox(config, show_progress=show_progress, log=log)
     if is_rank_metric(config.metric):
         return _run_rank(config, show_progress=show_progress, log=log)
     data, split = _load(config)
@@ -473,8 +611,54 @@ def _run_rank(config: TrainConfig, *, show_progress: bool,
     return results
 
 
+def _run_blackbox(config: TrainConfig, *, show_progress: bool,
+                  log: Callable[[str], None] | None) -> dict[str, Any]:
+    """:func:`run_train` for ``--method metricopt``: pre-trained, loss-only fine-tuning and MetricOpt."""
+    if config.blackbox is None:
+        raise ValueError(f"--method {BLACKBOX_METHOD} needs its options (TrainConfig.blackbox), got None")
+    data, split = _load(config)
+    n_classes = data.n_classes
+    # Bind the class count (the built-in 'cost' is binary only) before any output or training.
+    metric = make_blackbox_metric(config.metric, higher_is_better=config.higher_is_better, num_classes=n_classes)
+    info = _dataset_info(data)
+    options = config.blackbox
+    if log is not None:
+        rate = f", positive rate {data.positive_rate:.3f}" if data.positive_rate is not None else ""
+        better = "higher" if metric.higher_is_better else "lower"
+        log(f"{info['dataset']}: {info['task']}, {n_classes} classes, {info['n_features']} features{rate}; "
+            f"train {len(split.y_train)} / val {len(split.y_val)} / test {len(split.y_test)}; MetricOpt for "
+            f"{metric.name} ({better} is better): pre-train {config.epochs} epochs, meta-train {options.meta_tasks} "
+            f"tasks, fine-tune {options.finetune_steps} steps observing the metric {options.evaluation_count} times")
+    run = run_blackbox(split, metric, num_classes=n_classes, options=options, hidden_sizes=config.hidden_sizes,
+                       epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
+                       seed=config.seed, show_progress=show_progress, log=log)
+    method = blackbox_results(run)
+    head = {key: method.pop(key) for key in ("metric", "method", "test_score", "baseline", "baseline_method",
+                                             "pretrained_score", "higher_is_better", "delta")}
+    return {
+        **head,
+        **info,
+        "n_train": len(split.y_train),
+        "n_val": len(split.y_val),
+        "n_test": len(split.y_test),
+        **method,
+        "config": dataclasses.asdict(config),
+        "seed": config.seed,
+        "metricopt_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
 def format_table(results: dict[str, Any]) -> str:
-    """The test metrics of the method and the baseline side by side, with the delta."""
+    """The test metrics of the method and the baseline side by side, with the delta.
+
+    For ``--method metricopt``: the black-box metric of the pre-trained model,
+    loss-only fine-tuning and MetricOpt (:func:`metricopt.blackbox_training.format_blackbox_table`).
+    """
+    if results["method"] == BLACKBOX_METHOD:
+        return format_blackbox_table(results)
     method, baseline, metric = results["method"], results["baseline_method"], results["metric"]
     ours, theirs = results["test_metrics"], results["baseline_metrics"]
     label = f"{method}({metric})" if method in ("anyloss", RANK_METHOD) else method
@@ -513,11 +697,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(format_table(results))
     plot = None
     if not args.no_plot:
-        from metricopt.plots import default_plot_path, plot_learning_curves
+        from metricopt.plots import (
+            default_plot_path,
+            plot_finetune_curves,
+            plot_learning_curves,
+        )
 
         path = args.plot or default_plot_path(results["dataset"], config.metric)
-        plot = str(plot_learning_curves(results["history"], config.metric, path))
-        print(f"learning curves: {plot}")
+        if config.loss == BLACKBOX_METHOD:
+            plot = str(plot_finetune_curves(results["history"], config.metric, path,
+                                            higher_is_better=results["higher_is_better"]))
+            print(f"fine-tuning curves: {plot}")
+        else:
+            plot = str(plot_learning_curves(results["history"], config.metric, path))
+            print(f"learning curves: {plot}")
     results["plot"] = plot
     results["elapsed_seconds"] = round(time.perf_counter() - start, 3)
     if args.output is not None:
@@ -569,8 +762,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description=_paragraphs("Train PyTorch models for the metric you report (F1, G-mean, MCC, ... with the "
-                                "AnyLoss confusion loss; AP, AUROC, NDCG@K, recall@K with the RaMBO rank losses), "
-                                "and compare with cross-entropy."),
+                                "AnyLoss confusion loss; AP, AUROC, NDCG@K, recall@K with the RaMBO rank losses; "
+                                "any black-box metric, even your own function, with MetricOpt), and compare with "
+                                "cross-entropy."),
         epilog="Without a command, runs 'train' (on breast_cancer unless told otherwise).\n"
                "Run 'metricopt COMMAND --help' for the options of a command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -581,7 +775,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train", formatter_class=_Formatter,
-        help="train AnyLoss or RaMBO (or --loss) and a cross-entropy baseline; print test metrics side by side",
+        help="train AnyLoss, RaMBO or MetricOpt (or --loss) and a cross-entropy baseline; print test metrics side "
+             "by side",
         description=_paragraphs(
             "Train an MLP with --loss for --metric and, identically, a cross-entropy (bce) baseline (same "
             "initialisation, seed, split, epochs; each keeps the epoch with the best validation --metric). "
@@ -598,13 +793,28 @@ def build_parser() -> argparse.ArgumentParser:
             "classifier whose last hidden layer (before its ReLU) is the embedding. --dataset letter and fashion_mnist are "
             "retrieval benchmarks with test classes unseen in training (fashion_mnist: 10000 train / 2000 test "
             "images of 784 pixels); 20% of their training rows are held out for validation.",
+            f"Black-box metrics (--method {BLACKBOX_METHOD}, MetricOpt): --metric is a built-in "
+            f"({', '.join(BUILTIN_METRICS)}) or MODULE:FUNCTION, a function importable from the current directory "
+            "that takes (y_true, y_score) (y_score: positive-class probabilities, or class probabilities for "
+            "multi-class) or (model) and returns a number; give its direction with --higher-is-better or "
+            "--lower-is-better. MODULE:FUNCTION, mcr, aucpr and cost imply --method metricopt. The MLP is "
+            "pre-trained with cross-entropy for --epochs (the last epoch is kept) and frozen; a value function of "
+            "the adapter vector phi is meta-trained on --meta-tasks fine-tuning tasks drawn from the training split; "
+            "then phi is fine-tuned on the whole training split for --finetune-steps, loss-only (the baseline) and "
+            "guided by the value function (MetricOpt), each observing the metric --evaluations times on the "
+            "validation split and keeping its best phi. Reported: the metric on the test split for the pre-trained "
+            "model (phi = 0), loss-only fine-tuning and MetricOpt; the plot shows the fine-tuning curves.",
         ),
         epilog="examples:\n"
                "  metricopt train --dataset yeast4 --metric gmean --epochs 100\n"
                "  metricopt train --csv data.csv --target label --metric mcc --output run.json\n"
                "  metricopt train --csv train.csv --test-csv test.csv --target label --no-plot\n"
                "  metricopt train --dataset yeast4 --metric ap\n"
-               "  metricopt train --dataset letter --metric recall@1",
+               "  metricopt train --dataset letter --metric recall@1\n"
+               "  metricopt train --metric mcr --meta-tasks 20\n"
+               "  metricopt train --method metricopt --metric f1 --adapter film\n"
+               "  metricopt train --csv data.csv --target label --metric mymetrics:score --higher-is-better "
+               "--checkpoint meta.pt",
     )
     data = train.add_argument_group("data")
     source = data.add_mutually_exclusive_group()
@@ -624,12 +834,16 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument("--metric", default="f1", metavar="NAME",
                         help="the metric to train for, select epochs by and report. Confusion-matrix metrics "
                              f"(multi-class: their default averaging): {', '.join(METRIC_NAMES)}. Rank metrics: "
-                             f"{RANK_METRIC_FORMS} (K an integer >= 1, e.g. recall@4, ndcg@10)")
-    method.add_argument("--loss", choices=METHODS, default=None, metavar="NAME",
+                             f"{RANK_METRIC_FORMS} (K an integer >= 1, e.g. recall@4, ndcg@10). With --method "
+                             f"{BLACKBOX_METHOD}: a built-in black-box metric ({', '.join(BUILTIN_METRICS)}) or "
+                             "MODULE:FUNCTION (implies --method metricopt, as do mcr, aucpr and cost)")
+    method.add_argument("--loss", "--method", dest="loss", choices=ALL_METHODS, default=None, metavar="NAME",
                         help="the method: anyloss (the confusion-matrix loss for --metric; the default for "
-                             "confusion-matrix metrics), bce, weighted_bce (inverse class frequency), focal, or "
+                             "confusion-matrix metrics), bce, weighted_bce (inverse class frequency), focal, "
                              "rambo (the RaMBO rank loss; the default and, with bce, the only choice for rank "
-                             "metrics). The bce baseline is always trained as well")
+                             f"metrics), or {BLACKBOX_METHOD} (MetricOpt for a black-box metric, compared with "
+                             "loss-only fine-tuning instead of bce). The bce baseline is always trained as well, "
+                             f"except with {BLACKBOX_METHOD}")
     method.add_argument("--amplification", metavar="L", default="73",
                         help="AnyLoss steepness L of sigmoid(L (p - 0.5)), a number > 0 or 'auto'")
 
@@ -649,12 +863,45 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"embedding width of the rambo model for recall@K (>= 2); default "
                            f"{DEFAULT_EMBEDDING_DIM}")
 
+    blackbox = train.add_argument_group(
+        f"black-box metrics (--method {BLACKBOX_METHOD} only; an error with other methods)")
+    blackbox.add_argument("--higher-is-better", action="store_true",
+                          help="the MODULE:FUNCTION metric is better when higher (required: this or the next)")
+    blackbox.add_argument("--lower-is-better", action="store_true",
+                          help="the MODULE:FUNCTION metric is better when lower (built-ins know their direction)")
+    blackbox.add_argument("--adapter", choices=ADAPTERS, default=None,
+                          help="how phi steers the frozen MLP: input_bias (a dynamic bias of the first layer; "
+                               "default) or film (scale and shift of every hidden layer's outputs)")
+    blackbox.add_argument("--phi-size", metavar="N", type=int, default=None,
+                          help=f"length of the adapter vector phi; default {BlackBoxOptions.phi_size}")
+    blackbox.add_argument("--meta-tasks", metavar="N", type=int, default=None,
+                          help="fine-tuning tasks (random subsets, class balances, learning rates, starting phi) "
+                               f"the value function is meta-trained on; default {BlackBoxOptions.meta_tasks}")
+    blackbox.add_argument("--finetune-steps", metavar="T", type=int, default=None,
+                          help=f"steps of every fine-tuning run; default {BlackBoxOptions.finetune_steps}")
+    blackbox.add_argument("--evaluations", metavar="K", default=None,
+                          help="metric observations per fine-tuning run (on the validation split): a count >= 2 "
+                               "or a fraction of T such as 0.05 or 5%%; default 0.05")
+    blackbox.add_argument("--value-weight", metavar="LAMBDA", type=float, default=None,
+                          help="weight of the value function's gradient against the loss gradient; default "
+                               f"{BlackBoxOptions.value_weight:g}")
+    blackbox.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                          help="optimiser on phi: sgd (momentum 0.9; default) or adam")
+    blackbox.add_argument("--finetune-lr", metavar="RATE", type=float, default=None,
+                          help=f"learning rate on phi; default {BlackBoxOptions.finetune_learning_rate:g}")
+    blackbox.add_argument("--checkpoint", metavar="PATH", default=None,
+                          help="meta-training checkpoint: written as it goes and resumed when PATH exists (with "
+                               "PATH.run.json recording the run it belongs to; another run's checkpoint is an "
+                               "error)")
+
     budget = train.add_argument_group("model and budget")
-    budget.add_argument("--epochs", type=int, default=60, help="passes over the training data")
+    budget.add_argument("--epochs", type=int, default=60,
+                        help="passes over the training data (metricopt: of the cross-entropy pre-training)")
     budget.add_argument("--batch-size", type=int, default=256,
-                        help="mini-batch size; AnyLoss is a batch-level loss, so batches should hold some "
-                             "positives")
-    budget.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=1e-3, help="Adam learning rate")
+                        help="mini-batch size (metricopt: also of every fine-tuning step); AnyLoss is a "
+                             "batch-level loss, so batches should hold some positives")
+    budget.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=1e-3,
+                        help="Adam learning rate (metricopt: of the pre-training; see --finetune-lr)")
     budget.add_argument("--hidden", metavar="SIZES", default="64,64",
                         help="hidden layer widths, comma-separated ('' for a linear model)")
     budget.add_argument("--seed", type=int, default=0,
@@ -662,12 +909,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     output = train.add_argument_group("output")
     output.add_argument("--output", "-o", metavar="FILE", default=None,
-                        help="write the results (metrics, best epochs, per-epoch history, config, versions) as "
-                             "JSON")
+                        help="write the results (metrics, best epochs, per-epoch history, config, versions; "
+                             "metricopt: the three test scores, meta-training summary, fine-tuning history, "
+                             "seconds) as JSON")
     plot = output.add_mutually_exclusive_group()
     plot.add_argument("--plot", metavar="FILE", default=None,
-                      help="learning-curve image (default: metricopt-<dataset>-<metric>.png in the current "
-                           "directory)")
+                      help="learning-curve image, for metricopt the fine-tuning curves (default: "
+                           "metricopt-<dataset>-<metric>.png in the current directory)")
     plot.add_argument("--no-plot", action="store_true", help="do not write the learning-curve image")
     output.add_argument("--quiet", "-q", action="store_true",
                         help="no progress bars or status line; the results table is still printed")

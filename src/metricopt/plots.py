@@ -3,7 +3,9 @@
 :func:`plot_learning_curves` draws what :func:`metricopt.training.fit` records
 (one history row per epoch) for several methods side by side: the training
 loss in one panel, the validation score of the target metric in the other,
-with each method's selected (best) epoch marked. :func:`default_plot_path`
+with each method's selected (best) epoch marked. :func:`plot_finetune_curves`
+does the same for fine-tuning runs of the black-box family (one row per step,
+the metric observed at a few steps). :func:`default_plot_path`
 names the file after the dataset and the metric, with characters such as the
 ``@`` of ``recall@4`` made safe for file names.
 
@@ -20,7 +22,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["default_plot_path", "plot_learning_curves", "safe_file_part"]
+__all__ = ["default_plot_path", "plot_finetune_curves", "plot_learning_curves", "safe_file_part"]
 
 
 def safe_file_part(text: str) -> str:
@@ -105,6 +107,84 @@ def plot_learning_curves(
     score_ax.set_title(f"validation {metric}", usetex=False, parse_math=False)
     score_ax.set_xlabel("epoch")
     score_ax.set_ylabel(f"{metric} (higher is better)", usetex=False, parse_math=False)
+    for ax in (loss_ax, score_ax):
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize="small")
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    return out
+
+
+def plot_finetune_curves(
+    histories: Mapping[str, Sequence[Mapping[str, float]]],
+    metric: str,
+    path: str | os.PathLike[str],
+    *,
+    higher_is_better: bool,
+) -> Path:
+    """Save the training loss and the observed validation metric of fine-tuning runs.
+
+    Args:
+        histories: ``run name -> rows``, one row per step with ``step``, ``loss``
+            (steps that took an optimiser step) and ``val_score`` (steps where
+            the metric was observed), as ``metricopt train --method metricopt``
+            records them.
+        metric: the metric's name, drawn literally (never as mathtext).
+        path: output file; the format follows the suffix. Missing parent
+            folders are created.
+        higher_is_better: the metric's direction; the best observation of each
+            run (the one fine-tuning keeps: the first best) is marked.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: ``histories`` is empty or a run has no rows.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> rows = [{"step": 0.0, "loss": 0.7, "val_score": 0.2}, {"step": 1.0, "val_score": 0.1}]
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     out = plot_finetune_curves({"metricopt": rows}, "mcr", pathlib.Path(tmp, "c.png"),
+        ...                                higher_is_better=False)
+        ...     out.stat().st_size > 0
+        True
+    """
+    if not histories:
+        raise ValueError("histories must name at least one run, got an empty mapping")
+    for name, rows in histories.items():
+        if len(rows) == 0:
+            raise ValueError(f"history of run {name!r} has no steps")
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    loss_ax, score_ax = fig.subplots(1, 2)
+    sign = 1.0 if higher_is_better else -1.0
+    for index, (name, rows) in enumerate(histories.items()):
+        color = f"C{index}"
+        losses = [(row["step"], row["loss"]) for row in rows if row.get("loss") is not None]
+        if losses:
+            x, y = zip(*losses)
+            loss_ax.plot(x, y, color=color, label=name, linewidth=0.8)
+        scored = [(row["step"], row["val_score"]) for row in rows if row.get("val_score") is not None]
+        if scored:
+            x, y = zip(*scored)
+            score_ax.plot(x, y, color=color, marker=".", label=name)
+            best_step, best = max(scored, key=lambda item: (sign * item[1], -item[0]))
+            score_ax.plot([best_step], [best], marker="o", markersize=9, fillstyle="none", color=color,
+                          linestyle="none", label=f"{name} kept: {best:.4f} @ step {best_step:g}")
+
+    loss_ax.set(title="fine-tuning loss (one mini-batch per step)", xlabel="step", ylabel="loss")
+    score_ax.set_title(f"validation {metric} (observed steps)", usetex=False, parse_math=False)
+    score_ax.set_xlabel("step")
+    better = "higher" if higher_is_better else "lower"
+    score_ax.set_ylabel(f"{metric} ({better} is better)", usetex=False, parse_math=False)
     for ax in (loss_ax, score_ax):
         ax.grid(alpha=0.3)
         if ax.has_data():

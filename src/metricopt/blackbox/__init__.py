@@ -1,1 +1,110 @@
-"""MetricOpt: black-box metric optimisation (adapters, value function, meta-training, fine-tuning)."""
+"""MetricOpt: optimise a black-box metric by fine-tuning small adapter parameters.
+
+A user has a pre-trained model and a metric that exists only as a function
+(``metric(y_true, y_score) -> float`` or ``metric(model) -> float``). The
+black-box family fine-tunes a small vector ``phi`` attached to the frozen model
+so that the metric improves, guided by a learned, differentiable value function
+``f_w(phi)`` that predicts the metric (MetricOpt, Huang et al., CVPR 2021).
+
+The pieces, one idea per module:
+
+* :mod:`~metricopt.blackbox.adapters`: :class:`InputBias` (``phi`` concatenated
+  to the first layer's input, for MLPs) and :class:`FiLM` (per-channel scale and
+  shift driven by ``phi``, for conv and linear layers), hooked onto any
+  ``nn.Module`` whose weights stay frozen.
+* :mod:`~metricopt.blackbox.metric`: the black-box metric contract
+  (:func:`make_metric`: built-in names ``mcr``, ``aucpr``, ``cost``, the
+  confusion and rank metrics, or ``"module:function"`` with an explicit
+  direction); failures raise :class:`MetricError` or are skipped with a warning.
+* :mod:`~metricopt.blackbox.trajectory` and
+  :mod:`~metricopt.blackbox.interpolation`: fine-tuning runs with the metric
+  observed ``K`` times (default 5 % of the ``T`` steps), interpolated by a
+  Gaussian process into a mean and an uncertainty per step.
+* :mod:`~metricopt.blackbox.value`: the value function and its
+  uncertainty-weighted loss with a ranking term.
+* :mod:`~metricopt.blackbox.meta`: Reptile meta-training over a distribution
+  of fine-tuning tasks, with resumable ``weights_only`` checkpoints.
+* :mod:`~metricopt.blackbox.finetune`: SGD/Adam on ``phi`` with the loss
+  gradient plus ``value_weight`` times the value gradient, online adaptation
+  of the value function, the best observed ``phi`` kept.
+* :mod:`~metricopt.blackbox.learned`: MetricOpt (learned), an MLP update rule
+  meta-trained with the value function on a Gaussian-smoothed objective, used
+  in place of SGD/Adam (``finetune(..., rule=optimizer)``).
+
+Internally every metric is a *cost* (lower is better: ``1 - score`` for a
+score).
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from metricopt.blackbox import FineTuneConfig, InputBias, TaskData, finetune, make_metric
+    >>> from metricopt.losses import cross_entropy_loss
+    >>> _ = torch.manual_seed(0)
+    >>> X = torch.randn(64, 3); y = (X[:, 0] > 0).long()
+    >>> adapter = InputBias(nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1)), phi_size=4)
+    >>> data = TaskData(X, y.float(), X, y.numpy())
+    >>> result = finetune(adapter, cross_entropy_loss, make_metric("mcr"), data,
+    ...                   config=FineTuneConfig(steps=10, evaluations=3))
+    >>> result.trajectory.observed_steps
+    [0, 5, 10]
+"""
+
+from metricopt.blackbox.adapters import Adapter, FiLM, InputBias
+from metricopt.blackbox.finetune import OPTIMIZERS, FineTuneConfig, FineTuneResult, TaskData, UpdateRule, finetune
+from metricopt.blackbox.interpolation import MetricCurve, interpolate_metric
+from metricopt.blackbox.learned import (
+    LearnedConfig,
+    LearnedOptimizer,
+    LearnedResult,
+    load_learned,
+    meta_train_learned,
+)
+from metricopt.blackbox.meta import MetaConfig, MetaResult, TaskDistribution, load_value, meta_train
+from metricopt.blackbox.metric import (
+    BUILTIN_METRICS,
+    BlackBoxMetric,
+    MetricError,
+    aucpr,
+    cost_weighted_error,
+    load_function,
+    make_metric,
+    misclassification_rate,
+)
+from metricopt.blackbox.trajectory import Trajectory, evaluation_steps
+from metricopt.blackbox.value import ValueFunction, value_loss
+
+__all__ = [
+    "BUILTIN_METRICS",
+    "OPTIMIZERS",
+    "Adapter",
+    "BlackBoxMetric",
+    "FiLM",
+    "FineTuneConfig",
+    "FineTuneResult",
+    "InputBias",
+    "LearnedConfig",
+    "LearnedOptimizer",
+    "LearnedResult",
+    "MetaConfig",
+    "MetaResult",
+    "MetricCurve",
+    "MetricError",
+    "TaskData",
+    "TaskDistribution",
+    "Trajectory",
+    "UpdateRule",
+    "ValueFunction",
+    "aucpr",
+    "cost_weighted_error",
+    "evaluation_steps",
+    "finetune",
+    "interpolate_metric",
+    "load_learned",
+    "load_function",
+    "load_value",
+    "make_metric",
+    "meta_train",
+    "meta_train_learned",
+    "misclassification_rate",
+    "value_loss",
+]

@@ -28,9 +28,8 @@ __all__ = ["adapt_value", "trajectory_targets"]
 def trajectory_targets(value: ValueFunction, trajectory: Trajectory) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(phis, mean, std)``: a trajectory's points and its curve in the value function's normalised units."""
     curve = trajectory.curve()
-    scale = float(value.target_scale)
     mean = value.normalise(torch.as_tensor(curve.mean, dtype=torch.float32))
-    std = torch.as_tensor(curve.std, dtype=torch.float32) / scale
+    std = value.normalise_std(torch.as_tensor(curve.std, dtype=torch.float32))
     return trajectory.phi_matrix(), mean, std
 
 

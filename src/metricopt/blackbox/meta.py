@@ -53,8 +53,8 @@ from metricopt.blackbox.metric import BlackBoxMetric
 from metricopt.blackbox.trajectory import Trajectory
 from metricopt.blackbox.value import ValueFunction
 
-__all__ = ["CHECKPOINT_FORMAT", "MetaConfig", "MetaResult", "Task", "TaskDistribution", "load_value", "meta_train",
-           "reptile_step"]
+__all__ = ["CHECKPOINT_FORMAT", "MetaConfig", "MetaResult", "Task", "TaskDistribution", "atomic_save",
+           "interpolate_weights", "load_value", "meta_train", "reptile_step", "set_normalisation_from"]
 
 CHECKPOINT_FORMAT = "metricopt.blackbox.meta/1"
 
@@ -162,6 +162,9 @@ class MetaConfig:
     def __post_init__(self) -> None:
         check_integer("tasks", self.tasks, 1)
         check_integer("warmup_tasks", self.warmup_tasks, 1)
+        if self.warmup_tasks > self.tasks:
+            raise ValueError(f"`warmup_tasks` ({self.warmup_tasks}) must not exceed `tasks` ({self.tasks}): the value "
+                             f"function would never be trained")
         check_integer("replay", self.replay, 0)
         check_integer("inner_steps", self.inner_steps, 1)
         check_positive("inner_learning_rate", self.inner_learning_rate)
@@ -189,7 +192,8 @@ class MetaResult:
 
 
 @torch.no_grad()
-def _interpolate_weights(value: ValueFunction, adapted: ValueFunction, step: float) -> None:
+def interpolate_weights(value: ValueFunction, adapted: ValueFunction, step: float) -> None:
+    """The Reptile update ``w <- w + step (w~ - w)``, in place."""
     for weight, target in zip(value.parameters(), adapted.parameters()):
         weight.add_(target - weight, alpha=step)
 
@@ -198,11 +202,12 @@ def reptile_step(value: ValueFunction, trajectory: Trajectory, config: MetaConfi
     """One Reptile iteration on one trajectory, in place; returns the adapted value loss."""
     adapted = copy.deepcopy(value)
     loss = adapt_value(adapted, trajectory, steps=config.inner_steps, learning_rate=config.inner_learning_rate)
-    _interpolate_weights(value, adapted, config.meta_step)
+    interpolate_weights(value, adapted, config.meta_step)
     return loss
 
 
-def _set_normalisation(value: ValueFunction, trajectories: list[Trajectory]) -> None:
+def set_normalisation_from(value: ValueFunction, trajectories: list[Trajectory]) -> None:
+    """Fix ``value``'s normalisation from the costs observed in ``trajectories`` (mean; spread with a floor)."""
     costs = np.concatenate([np.asarray(t.observed_costs) for t in trajectories])
     mean, spread = float(costs.mean()), float(costs.std())
     # A floor of 10 % of the mean cost: warm-up runs on a flat stretch of the metric have no spread at all.
@@ -217,11 +222,12 @@ def _config_record(config: MetaConfig, finetune_config: FineTuneConfig, distribu
             "phi_size": phi_size}
 
 
-def _save(path: Path, state: dict[str, Any]) -> None:
+def atomic_save(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` to a temporary file, then rename: a kill mid-write leaves the old file intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     torch.save(state, partial)
-    os.replace(partial, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+    os.replace(partial, path)
 
 
 def load_value(path: str | os.PathLike[str]) -> ValueFunction:
@@ -291,7 +297,7 @@ def meta_train(
 
     def save(next_task: int) -> None:
         if path is not None:
-            _save(path, {"format": CHECKPOINT_FORMAT, "next_task": next_task, "config": record,
+            atomic_save(path, {"format": CHECKPOINT_FORMAT, "next_task": next_task, "config": record,
                          "value_config": {k: list(v) if isinstance(v, tuple) else v
                                           for k, v in value.config().items()},
                          "value_state": value.state_dict(),
@@ -316,8 +322,9 @@ def meta_train(
                "value_loss": math.nan, "reptile_iterations": 0.0}
         if len(trajectory.observed_steps) >= 2:
             result.trajectories.append(trajectory)
-        if index + 1 == config.warmup_tasks:
-            _set_normalisation(value, result.trajectories)
+        started = any(r["reptile_iterations"] > 0 for r in result.history)  # normalisation is fixed once
+        if index + 1 >= config.warmup_tasks and result.trajectories and not started:
+            set_normalisation_from(value, result.trajectories)
         if index + 1 >= config.warmup_tasks and result.trajectories:
             row["value_loss"] = adapt_value(value, result.trajectories[-1], steps=0)
             iterations = [len(result.trajectories) - 1] + torch.randint(

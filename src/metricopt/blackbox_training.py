@@ -1,0 +1,717 @@
+"""MetricOpt on tabular data: the library half of ``metricopt train --method metricopt``.
+
+The command line lives in :mod:`metricopt.cli`, the method in
+:mod:`metricopt.blackbox`. :func:`run_blackbox` optimises any black-box metric
+(a built-in of :data:`~metricopt.blackbox.metric.BUILTIN_METRICS` or an
+importable ``f(y_true, y_score) -> float`` / ``f(model) -> float``) in five
+stages:
+
+1. Pre-train a backbone: the MLP of :func:`metricopt.training.train_classifier`
+   with cross-entropy on the training rows (``epochs`` of Adam).
+2. Wrap it in an adapter: :class:`~metricopt.blackbox.adapters.InputBias`
+   (``"input_bias"``, the default: phi is a dynamic bias of the first Linear
+   layer, the paper's choice for fully connected nets) or
+   :class:`~metricopt.blackbox.adapters.FiLM` (``"film"``: phi scales and shifts
+   every hidden Linear layer's outputs). The backbone stays frozen.
+3. Meta-train the value function with Reptile
+   (:func:`~metricopt.blackbox.meta.meta_train`) on fine-tuning tasks drawn from
+   the training rows; every task observes the metric on the validation rows.
+4. Fine-tune on the target task (all training rows, phi starting at 0) twice,
+   with the same :class:`~metricopt.blackbox.finetune.FineTuneConfig` and seed:
+   loss-only (``value=None``, the baseline) and MetricOpt (the meta-learned
+   value function, ``value_weight`` = lambda_v). Each run observes the metric K
+   times on the validation rows and keeps the phi of its best observation.
+5. Score the black-box metric on the TEST rows for the pre-trained model
+   (phi = 0), loss-only fine-tuning and MetricOpt (plus the usual confusion
+   metrics of each, for context).
+
+DECIDED here (the paper is silent):
+
+* Pre-training keeps its LAST epoch. Selecting an epoch by the validation
+  metric would spend black-box evaluations outside the K per fine-tuning run
+  that MetricOpt is designed to ration, and would make the pre-trained
+  reference already tuned for the metric on the validation rows that fine-tuning
+  then uses again; so the backbone is a plain cross-entropy model and every use
+  of the metric goes through phi.
+* Fine-tuning uses the cross-entropy loss and the pre-training batch size.
+* Warm-up tasks of meta-training (loss-only runs that fix the value
+  function's normalisation): ``min(4, max(1, meta_tasks // 4))``, so that even
+  a handful of tasks leaves guided ones.
+* A metric failure (raise, NaN, inf) stops the run with
+  :class:`~metricopt.blackbox.metric.MetricError` (fail fast rather than
+  meta-train on a partial metric).
+* ``checkpoint``: meta-training is resumable (:func:`meta_train` checkpoints).
+  Next to the checkpoint a run record ``<checkpoint>.run.json`` stores what
+  the checkpoint's value function depends on and :func:`meta_train` does not
+  check itself (the metric, its direction, the adapter, the backbone recipe, a
+  fingerprint of the training and validation rows); resuming with anything
+  different is a ``ValueError`` instead of a silently mismatched value function.
+
+Example:
+    >>> parse_evaluations("10"), parse_evaluations("0.05"), parse_evaluations("5%")
+    (10, 0.05, 0.05)
+    >>> warmup_tasks(40), warmup_tasks(3)
+    (4, 1)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import numbers
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from metricopt._checks import describe
+from metricopt.blackbox.adapters import Adapter, FiLM, InputBias
+from metricopt.blackbox.finetune import (
+    OPTIMIZERS,
+    FineTuneConfig,
+    FineTuneResult,
+    TaskData,
+    finetune,
+)
+from metricopt.blackbox.meta import MetaConfig, MetaResult, meta_train
+from metricopt.blackbox.metric import BUILTIN_METRICS, BlackBoxMetric, make_metric
+from metricopt.blackbox.trajectory import evaluation_count
+from metricopt.data import Split
+from metricopt.evaluation import REPORT_METRICS, report
+from metricopt.losses import cross_entropy_loss
+from metricopt.training import FitResult, predict_proba, train_classifier
+
+__all__ = [
+    "ADAPTERS",
+    "BASELINE_METHOD",
+    "BLACKBOX_METHOD",
+    "BLACKBOX_ONLY_METRICS",
+    "PRETRAINED",
+    "BlackBoxOptions",
+    "BlackBoxRun",
+    "blackbox_results",
+    "check_adapter",
+    "format_blackbox_table",
+    "make_adapter",
+    "make_blackbox_metric",
+    "parse_evaluations",
+    "pretrain_backbone",
+    "run_blackbox",
+    "task_data",
+    "warmup_tasks",
+]
+
+#: The method name (``--method metricopt``) and its baseline: the same fine-tuning without the value function.
+BLACKBOX_METHOD = "metricopt"
+BASELINE_METHOD = "loss_only"
+#: The pre-trained model (phi = 0), reported beside both.
+PRETRAINED = "pretrained"
+RUNS = (PRETRAINED, BASELINE_METHOD, BLACKBOX_METHOD)
+ADAPTERS = ("input_bias", "film")
+#: Built-in black-box metrics that no other method trains for: naming one implies ``--method metricopt``.
+BLACKBOX_ONLY_METRICS = ("mcr", "aucpr", "cost")
+RUN_RECORD_FORMAT = "metricopt.blackbox_training/1"
+_LABELS = {PRETRAINED: "pretrained (phi = 0)", BASELINE_METHOD: "loss-only fine-tuning",
+           BLACKBOX_METHOD: "metricopt"}
+
+
+# --------------------------------------------------------------------------
+# options
+
+
+def parse_evaluations(text: str) -> int | float:
+    """``--evaluations``: an integer count (``"10"``) or a fraction of the steps (``"0.05"`` or ``"5%"``).
+
+    Raises:
+        ValueError: anything else (the range is checked by :class:`BlackBoxOptions`).
+    """
+    value = str(text).strip()
+    try:
+        if re.fullmatch(r"[0-9]+", value):
+            return int(value)
+        if value.endswith("%"):
+            return float(value[:-1]) / 100
+        return float(value)
+    except ValueError:
+        raise ValueError(
+            f"--evaluations must be a count (an integer >= 2) or a fraction of --finetune-steps in (0, 1] "
+            f"(e.g. 10, 0.05 or 5%); got --evaluations={text!r}"
+        ) from None
+
+
+def _integer(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"`{name}` (--{name.replace('_', '-')}) must be an integer >= {minimum}; "
+                         f"got {describe(value)}")
+    return int(value)
+
+
+def _number(name: str, option: str, value: Any, *, positive: bool) -> float:
+    bound = "> 0" if positive else ">= 0"
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+            or value < 0 or (positive and value == 0)):
+        raise ValueError(f"`{name}` ({option}) must be a finite number {bound}; "
+                         f"got {describe(value)}")
+    return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class BlackBoxOptions:
+    """The options of MetricOpt on top of the backbone recipe (CLI names in brackets).
+
+    Attributes:
+        adapter: ``"input_bias"`` or ``"film"`` (``--adapter``).
+        phi_size: length of phi (``--phi-size``; the paper used 128).
+        meta_tasks: fine-tuning tasks of meta-training (``--meta-tasks``).
+        finetune_steps: T, steps of every fine-tuning run (``--finetune-steps``).
+        evaluations: K, metric observations per run: a count >= 2 or a
+            fraction of T in (0, 1] (``--evaluations``; the paper's 5 %).
+        value_weight: lambda_v, weight of the value function's gradient (``--value-weight``).
+        optimizer: ``"sgd"`` (momentum 0.9) or ``"adam"`` on phi (``--optimizer``).
+        finetune_learning_rate: step size on phi (``--finetune-lr``).
+        checkpoint: meta-training checkpoint file, resumed when it exists (``--checkpoint``).
+
+    Raises:
+        ValueError: a value out of range (the message names the option).
+
+    >>> BlackBoxOptions(finetune_steps=100).evaluation_count
+    5
+    """
+
+    adapter: str = "input_bias"
+    phi_size: int = 128
+    meta_tasks: int = 40
+    finetune_steps: int = 200
+    evaluations: int | float = 0.05
+    value_weight: float = 1.0
+    optimizer: str = "sgd"
+    finetune_learning_rate: float = 0.05
+    checkpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.adapter not in ADAPTERS:
+            raise ValueError(f"`adapter` (--adapter) must be one of {', '.join(ADAPTERS)}; got {describe(self.adapter)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"`optimizer` (--optimizer) must be one of {', '.join(OPTIMIZERS)}; "
+                             f"got {describe(self.optimizer)}")
+        _integer("phi_size", self.phi_size, 1)
+        _integer("meta_tasks", self.meta_tasks, 1)
+        _integer("finetune_steps", self.finetune_steps, 1)
+        _number("value_weight", "--value-weight", self.value_weight, positive=False)
+        _number("finetune_learning_rate", "--finetune-lr", self.finetune_learning_rate, positive=True)
+        evaluations = self.evaluations
+        if isinstance(evaluations, bool) or not isinstance(evaluations, (numbers.Integral, float)):
+            raise TypeError(f"`evaluations` (--evaluations) must be a count or a fraction; got {describe(evaluations)}")
+        if isinstance(evaluations, numbers.Integral) and evaluations < 2:
+            raise ValueError(f"`evaluations` (--evaluations) must be at least 2 (a metric curve needs two "
+                             f"points); got {evaluations}")
+        if isinstance(evaluations, float) and not 0 < evaluations <= 1:
+            raise ValueError(f"`evaluations` (--evaluations) as a fraction of --finetune-steps must lie in (0, 1]; "
+                             f"got {evaluations!r}")
+        if self.checkpoint is not None and not str(self.checkpoint).strip():
+            raise ValueError("`checkpoint` (--checkpoint) must be a file path; got an empty string")
+
+    @property
+    def evaluation_count(self) -> int:
+        """K as a count: metric observations per fine-tuning run."""
+        return evaluation_count(self.finetune_steps, self.evaluations)
+
+    def finetune_config(self, batch_size: int) -> FineTuneConfig:
+        """The :class:`FineTuneConfig` of every fine-tuning run (meta-training tasks scale its rate and weight)."""
+        return FineTuneConfig(steps=self.finetune_steps, evaluations=self.evaluations, optimizer=self.optimizer,
+                              learning_rate=self.finetune_learning_rate, batch_size=batch_size,
+                              value_weight=self.value_weight)
+
+    def meta_config(self, seed: int) -> MetaConfig:
+        """The Reptile options: ``meta_tasks`` tasks, :func:`warmup_tasks` of them loss-only."""
+        return MetaConfig(tasks=self.meta_tasks, warmup_tasks=warmup_tasks(self.meta_tasks), seed=seed)
+
+
+def warmup_tasks(meta_tasks: int) -> int:
+    """Loss-only tasks that start meta-training: ``min(4, max(1, meta_tasks // 4))``."""
+    return min(4, max(1, int(meta_tasks) // 4))
+
+
+def make_blackbox_metric(
+    spec: str | BlackBoxMetric,
+    *,
+    higher_is_better: bool | None = None,
+    num_classes: int | None = None,
+) -> BlackBoxMetric:
+    """The black-box metric ``--metric`` names: a built-in name or ``MODULE:FUNCTION``.
+
+    Args:
+        spec: one of :data:`~metricopt.blackbox.metric.BUILTIN_METRICS` or
+            ``"package.module:function"`` (importable from the current
+            directory), taking ``(y_true, y_score)`` or ``(model)``.
+        higher_is_better: required for ``MODULE:FUNCTION``; for a built-in it
+            must agree with the built-in's direction if given.
+        num_classes: bound into the built-ins (``cost`` is binary only).
+
+    Raises:
+        ValueError: unknown name, missing or contradicting direction.
+        ImportError: the module cannot be imported.
+        TypeError: the function takes neither ``(y_true, y_score)`` nor ``(model)``.
+
+    >>> make_blackbox_metric("mcr").higher_is_better
+    False
+    """
+    if isinstance(spec, BlackBoxMetric):
+        return make_metric(spec, higher_is_better=higher_is_better)
+    if not isinstance(spec, str) or (":" not in spec and spec not in BUILTIN_METRICS):
+        raise ValueError(
+            f"--metric {spec!r} is not a black-box metric: --method {BLACKBOX_METHOD} takes a built-in "
+            f"({', '.join(BUILTIN_METRICS)}) or MODULE:FUNCTION, an importable function f(y_true, y_score) -> float "
+            "or f(model) -> float"
+        )
+    if spec in BUILTIN_METRICS and higher_is_better is not None:
+        direction = make_metric(spec).higher_is_better
+        if direction != higher_is_better:
+            given, known = ("--higher-is-better", "lower") if higher_is_better else ("--lower-is-better", "higher")
+            raise ValueError(f"{given} contradicts the built-in metric {spec!r}, which is {known}-is-better; "
+                             "leave the direction out for built-in metrics")
+    try:
+        return make_metric(spec, higher_is_better=higher_is_better, num_classes=num_classes)
+    except TypeError as error:
+        message = str(error)
+        if message.startswith("metric function"):  # the library's hint names its takes= argument, not an option
+            raise TypeError(f"--metric {spec!r}: {message.split(' (pass takes=')[0]}") from error
+        raise
+
+
+# --------------------------------------------------------------------------
+# stages
+
+
+def task_data(split: Split, num_classes: int) -> TaskData:
+    """The training rows (for the loss; float targets for binary) and validation rows (for the metric)."""
+    target_dtype = torch.float32 if num_classes == 2 else torch.long
+    return TaskData(torch.as_tensor(split.X_train, dtype=torch.float32),
+                    torch.as_tensor(split.y_train, dtype=target_dtype),
+                    torch.as_tensor(split.X_val, dtype=torch.float32), np.asarray(split.y_val))
+
+
+def pretrain_backbone(
+    split: Split,
+    *,
+    num_classes: int,
+    hidden_sizes: int | Sequence[int] = (64, 64),
+    epochs: int = 60,
+    batch_size: int = 256,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    progress: Callable[[dict[str, float]], None] | None = None,
+) -> tuple[nn.Module, FitResult]:
+    """Train the backbone MLP with cross-entropy on the training rows; keep the last epoch (see module notes)."""
+    return train_classifier(cross_entropy_loss, split.X_train, split.y_train, num_classes=num_classes,
+                            hidden_sizes=hidden_sizes, seed=seed, epochs=epochs, batch_size=batch_size,
+                            learning_rate=learning_rate, progress=progress)
+
+
+def make_adapter(backbone: nn.Module, kind: str = "input_bias", *, phi_size: int = 128, seed: int = 0) -> Adapter:
+    """``"input_bias"`` (:class:`InputBias`) or ``"film"`` (:class:`FiLM` on every hidden Linear layer).
+
+    Raises:
+        ValueError: unknown ``kind``; ``"film"`` on a model without a hidden layer.
+    """
+    if kind not in ADAPTERS:
+        raise ValueError(f"`adapter` (--adapter) must be one of {', '.join(ADAPTERS)}; got {describe(kind)}")
+    if kind == "input_bias":
+        return InputBias(backbone, phi_size=phi_size, seed=seed)
+    hidden_layers = sum(isinstance(module, nn.Linear) for module in backbone.modules()) - 1
+    check_adapter(kind, range(max(hidden_layers, 0)))
+    return FiLM(backbone, phi_size=phi_size, seed=seed)
+
+
+def check_adapter(kind: str, hidden_sizes: int | Sequence[Any]) -> None:
+    """Raise ``ValueError`` unless adapter ``kind`` fits an MLP with these hidden layers (FiLM needs one).
+
+    >>> check_adapter("film", ())
+    Traceback (most recent call last):
+    ...
+    ValueError: --adapter film modulates the hidden Linear layers and this model has none (--hidden ''); use --adapter input_bias or give --hidden
+    """
+    if kind not in ADAPTERS:
+        raise ValueError(f"`adapter` (--adapter) must be one of {', '.join(ADAPTERS)}; got {describe(kind)}")
+    hidden = (hidden_sizes,) if isinstance(hidden_sizes, numbers.Integral) else tuple(hidden_sizes)
+    if kind == "film" and not hidden:
+        raise ValueError("--adapter film modulates the hidden Linear layers and this model has none "
+                         "(--hidden ''); use --adapter input_bias or give --hidden")
+
+
+# --------------------------------------------------------------------------
+# checkpoint run record
+
+
+def _fingerprint(split: Split) -> str:
+    digest = hashlib.sha256()
+    for array, dtype in ((split.X_train, np.float32), (split.y_train, np.int64),
+                         (split.X_val, np.float32), (split.y_val, np.int64)):
+        array = np.ascontiguousarray(array, dtype=dtype)
+        digest.update(str(array.shape).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _record_path(checkpoint: Path) -> Path:
+    return checkpoint.with_name(checkpoint.name + ".run.json")
+
+
+def _check_run_record(checkpoint: Path, record: dict[str, Any]) -> None:
+    """Refuse to resume a checkpoint of another run; write the record for a new one."""
+    record_path = _record_path(checkpoint)
+    if checkpoint.exists():
+        if not record_path.exists():
+            raise ValueError(
+                f"--checkpoint {str(checkpoint)!r} exists but has no run record {record_path.name!r} beside it, so it "
+                "cannot be checked against this run; delete it or choose another path"
+            )
+        try:
+            stored = json.loads(record_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"cannot read the run record {str(record_path)!r} of --checkpoint: {error}") from None
+        if not isinstance(stored, dict):
+            stored = {}
+        differences = [f"{key} {stored.get(key)!r} -> {record[key]!r}" for key in record if stored.get(key) != record[key]]
+        if differences:
+            raise ValueError(
+                f"--checkpoint {str(checkpoint)!r} holds the meta-training of another run (changed: "
+                f"{'; '.join(differences[:4])}{'; ...' if len(differences) > 4 else ''}); delete it or choose another "
+                "path to start over"
+            )
+        return
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    record_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------
+# the run
+
+
+@dataclasses.dataclass
+class BlackBoxRun:
+    """Everything :func:`run_blackbox` produced.
+
+    Attributes:
+        metric: the black-box metric.
+        adapter: the frozen backbone with its adapter; phi holds MetricOpt's.
+        pretrain: the backbone's training history (last epoch kept).
+        meta: meta-training's value function, trajectories and per-task history.
+        finetuned: ``"loss_only"`` and ``"metricopt"`` fine-tuning results.
+        test_scores: the black-box metric on the test rows, per run in :data:`RUNS`.
+        val_scores: the metric on the validation rows: at phi = 0 and the kept
+            (best observed) phi of each fine-tuning run.
+        test_metrics: the confusion metrics of :data:`~metricopt.evaluation.REPORT_METRICS` per run.
+        metric_evaluations: black-box calls per stage (meta-training counts
+            only the tasks run now, not those restored from a checkpoint).
+        seconds: wall time per stage.
+        options: the options used.
+    """
+
+    metric: BlackBoxMetric
+    adapter: Adapter
+    pretrain: FitResult
+    meta: MetaResult
+    finetuned: dict[str, FineTuneResult]
+    test_scores: dict[str, float]
+    val_scores: dict[str, float | None]
+    test_metrics: dict[str, dict[str, float]]
+    metric_evaluations: dict[str, int]
+    seconds: dict[str, float]
+    options: BlackBoxOptions
+    warmup_tasks: int = 0
+
+
+def _counted(metric: BlackBoxMetric) -> tuple[BlackBoxMetric, list[int]]:
+    """The same metric, counting its calls."""
+    count = [0]
+    function = metric.function
+
+    def counted(*args: Any) -> Any:
+        count[0] += 1
+        return function(*args)
+
+    return BlackBoxMetric(counted, metric.name, metric.higher_is_better, metric.takes), count
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _bar(desc: str, total: int, unit: str, show: bool) -> Iterator[Any]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not show, dynamic_ncols=True, leave=True)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def _raw(metric: BlackBoxMetric, cost: float) -> float:
+    """Inverse of :meth:`BlackBoxMetric.cost`."""
+    return 1.0 - cost if metric.higher_is_better else cost
+
+
+def run_blackbox(
+    split: Split,
+    metric: str | BlackBoxMetric,
+    *,
+    num_classes: int,
+    options: BlackBoxOptions = BlackBoxOptions(),
+    higher_is_better: bool | None = None,
+    hidden_sizes: int | Sequence[int] = (64, 64),
+    epochs: int = 60,
+    batch_size: int = 256,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    show_progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> BlackBoxRun:
+    """Pre-train, meta-train and fine-tune for a black-box metric; score all three models on the test rows.
+
+    Args:
+        split: train/validation/test rows (labels ``0..C-1``).
+        metric: a built-in name, ``"MODULE:FUNCTION"`` or a :class:`BlackBoxMetric`.
+        num_classes: classes of the problem (2: one output logit).
+        options: MetricOpt's options.
+        higher_is_better: the direction of a ``MODULE:FUNCTION`` metric.
+        hidden_sizes, epochs, batch_size, learning_rate: the backbone recipe
+            (``batch_size`` also for every fine-tuning step).
+        seed: seeds the backbone, the adapter's projections, meta-training and
+            both final fine-tuning runs (the same seed for both).
+        show_progress: tqdm bars on stderr when it is a terminal; when it is
+            not, ``log`` gets a line every tenth of meta-training instead.
+        log: called with one-line status messages (None: silent).
+
+    Returns:
+        A :class:`BlackBoxRun`.
+    """
+    say = log if log is not None else (lambda message: None)
+    bars = show_progress and _is_terminal(sys.stderr)
+    metric = make_blackbox_metric(metric, higher_is_better=higher_is_better, num_classes=num_classes)
+    counted, calls = _counted(metric)
+    finetune_config = options.finetune_config(batch_size)
+    meta_config = options.meta_config(seed)
+    hidden = (hidden_sizes,) if isinstance(hidden_sizes, numbers.Integral) else tuple(int(h) for h in hidden_sizes)
+    check_adapter(options.adapter, hidden)  # before any training
+    checkpoint = Path(options.checkpoint) if options.checkpoint is not None else None
+    if checkpoint is not None:
+        _check_run_record(checkpoint, {
+            "format": RUN_RECORD_FORMAT, "metric": metric.name, "higher_is_better": metric.higher_is_better,
+            "takes": metric.takes, "num_classes": int(num_classes), "data": _fingerprint(split),
+            "hidden_sizes": list(hidden), "epochs": int(epochs), "batch_size": int(batch_size),
+            "learning_rate": float(learning_rate), "seed": int(seed),
+            **{key: value for key, value in dataclasses.asdict(options).items() if key != "checkpoint"},
+        })
+    seconds: dict[str, float] = {}
+    data = task_data(split, num_classes)
+
+    start = time.perf_counter()
+    with _bar("pre-train", epochs, "epoch", bars) as bar:
+        def pretrain_progress(row: dict[str, float]) -> None:
+            bar.set_postfix({"loss": f"{row['train_loss']:.4f}"}, refresh=False)
+            bar.update(1)
+
+        backbone, pretrained = pretrain_backbone(split, num_classes=num_classes, hidden_sizes=hidden, epochs=epochs,
+                                                 batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                                                 progress=pretrain_progress)
+    seconds["pretrain"] = time.perf_counter() - start
+    say(f"pre-trained the backbone with cross-entropy: {epochs} epochs (last kept), training loss "
+        f"{pretrained.history[-1]['train_loss']:.4f} ({seconds['pretrain']:.1f} s)")
+    adapter = make_adapter(backbone, options.adapter, phi_size=options.phi_size, seed=seed)
+
+    start, before = time.perf_counter(), calls[0]
+    every = max(1, options.meta_tasks // 10)
+    announced = [False]
+    with _bar("meta-train", options.meta_tasks, "task", bars) as bar:
+        def meta_progress(row: dict[str, float]) -> None:
+            task = int(row["task"])
+            if not announced[0]:
+                announced[0] = True
+                if task > 0:
+                    say(f"meta-training resumed from checkpoint {str(checkpoint)!r} at task {task} of "
+                        f"{options.meta_tasks}")
+            bar.set_postfix({"best_cost": f"{row['best_cost']:.4f}"}, refresh=False)
+            bar.update(task + 1 - bar.n)
+            if not bars and ((task + 1) % every == 0 or task + 1 == options.meta_tasks):
+                say(f"meta-training: task {task + 1}/{options.meta_tasks}, best validation {metric.name} of the task "
+                    f"{_raw(metric, row['best_cost']):.4f} ({time.perf_counter() - start:.1f} s)")
+
+        meta = meta_train(adapter, cross_entropy_loss, counted, data, finetune_config=finetune_config,
+                          config=meta_config, checkpoint=checkpoint, progress=meta_progress)
+    seconds["meta_training"] = time.perf_counter() - start
+    evaluations = {"meta_training": calls[0] - before}
+    if meta.resumed_from is not None and not announced[0]:
+        say(f"meta-training resumed from checkpoint {str(checkpoint)!r} at task {meta.resumed_from} of "
+            f"{options.meta_tasks}: nothing left to train")
+    say(f"meta-trained the value function: {options.meta_tasks} tasks, {len(meta.trajectories)} trajectories "
+        f"({seconds['meta_training']:.1f} s)")
+
+    finetuned: dict[str, FineTuneResult] = {}
+    for name, value in ((BASELINE_METHOD, None), (BLACKBOX_METHOD, meta.value)):
+        start, before = time.perf_counter(), calls[0]
+        with _bar(name, options.finetune_steps + 1, "step", bars) as bar:
+            finetuned[name] = finetune(adapter, cross_entropy_loss, counted, data, config=finetune_config,
+                                       value=value, seed=seed, progress=lambda row: bar.update(1))
+        seconds[f"finetune_{name}"] = time.perf_counter() - start
+        evaluations[name] = calls[0] - before
+        run = finetuned[name]
+        say(f"fine-tuned ({_LABELS[name]}): {options.finetune_steps} steps, {evaluations[name]} metric evaluations, "
+            f"best validation {metric.name} {run.best_value:.4f} at step {run.best_step}")
+
+    start = time.perf_counter()
+    X_test, y_test = split.X_test, np.asarray(split.y_test)
+    test_scores, test_metrics = {}, {}
+    for name, phi in ((PRETRAINED, None), (BASELINE_METHOD, finetuned[BASELINE_METHOD].phi),
+                      (BLACKBOX_METHOD, finetuned[BLACKBOX_METHOD].phi)):
+        adapter.reset_phi(phi)
+        test_scores[name] = metric.evaluate(adapter, X_test, y_test)
+        test_metrics[name] = report(y_test, predict_proba(adapter, X_test), num_classes=num_classes,
+                                    metrics=REPORT_METRICS)
+    seconds["test"] = time.perf_counter() - start
+    evaluations["test"] = len(RUNS)
+    trajectory = finetuned[BASELINE_METHOD].trajectory
+    pretrained_val = (_raw(metric, trajectory.observed_costs[0])
+                      if trajectory.observed_steps and trajectory.observed_steps[0] == 0 else None)
+    val_scores = {PRETRAINED: pretrained_val, **{name: run.best_value for name, run in finetuned.items()}}
+    return BlackBoxRun(metric, adapter, pretrained, meta, finetuned, test_scores, val_scores, test_metrics,
+                       evaluations, {k: round(v, 3) for k, v in seconds.items()}, options,
+                       warmup_tasks(options.meta_tasks))
+
+
+# --------------------------------------------------------------------------
+# results
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: NaN and infinities become None (strict JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _finetune_rows(metric: BlackBoxMetric, result: FineTuneResult) -> list[dict[str, float]]:
+    """Fine-tuning history with the observed costs turned back into raw metric values (``val_score``)."""
+    rows = []
+    for row in result.history:
+        out = {"step": row["step"]}
+        if "loss" in row:
+            out["loss"] = row["loss"]
+        if "cost" in row:
+            out["val_score"] = _raw(metric, row["cost"])
+        rows.append(out)
+    return rows
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    finite = [v for v in values if isinstance(v, float) and math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else None
+
+
+def blackbox_results(run: BlackBoxRun) -> dict[str, Any]:
+    """The method's JSON-ready results (the CLI adds the dataset, config and versions).
+
+    Keys: ``metric``, ``method`` (``"metricopt"``), ``test_score`` (MetricOpt's
+    test metric), ``baseline`` (loss-only fine-tuning's), ``baseline_method``,
+    ``pretrained_score`` (phi = 0), ``higher_is_better``, ``delta``
+    (``test_score - baseline``), ``pretrained_delta`` (``pretrained_score -
+    baseline``), ``test_scores`` / ``val_scores`` per run, ``test_metrics``,
+    ``baseline_metrics``, ``pretrained_metrics`` (confusion metrics),
+    ``best_step`` / ``baseline_best_step``, ``metric_evaluations``,
+    ``meta_training`` (summary, per-task history), ``history`` (per-step
+    fine-tuning rows: ``step``, ``loss``, ``val_score`` at observations),
+    ``pretrain_history`` and ``seconds``.
+    """
+    metric, scores, meta = run.metric, run.test_scores, run.meta
+    rows = meta.history
+    history = {name: _finetune_rows(metric, result) for name, result in run.finetuned.items()}
+    return _plain({
+        "metric": metric.name,
+        "method": BLACKBOX_METHOD,
+        "test_score": scores[BLACKBOX_METHOD],
+        "baseline": scores[BASELINE_METHOD],
+        "baseline_method": BASELINE_METHOD,
+        "pretrained_score": scores[PRETRAINED],
+        "higher_is_better": metric.higher_is_better,
+        "delta": scores[BLACKBOX_METHOD] - scores[BASELINE_METHOD],
+        "pretrained_delta": scores[PRETRAINED] - scores[BASELINE_METHOD],
+        "metric_takes": metric.takes,
+        "test_scores": dict(scores),
+        "val_scores": dict(run.val_scores),
+        "test_metrics": run.test_metrics[BLACKBOX_METHOD],
+        "baseline_metrics": run.test_metrics[BASELINE_METHOD],
+        "pretrained_metrics": run.test_metrics[PRETRAINED],
+        "best_step": run.finetuned[BLACKBOX_METHOD].best_step,
+        "baseline_best_step": run.finetuned[BASELINE_METHOD].best_step,
+        "finetune_steps": run.options.finetune_steps,
+        "evaluations_per_run": run.options.evaluation_count,
+        "metric_evaluations": dict(run.metric_evaluations),
+        "meta_training": {
+            "tasks": run.options.meta_tasks,
+            "warmup_tasks": run.warmup_tasks,
+            "resumed_from": meta.resumed_from,
+            "checkpoint": run.options.checkpoint,
+            "trajectories": len(meta.trajectories),
+            "reptile_iterations": int(sum(row.get("reptile_iterations", 0.0) for row in rows)),
+            "mean_start_cost": _mean([row["start_cost"] for row in rows]),
+            "mean_best_cost": _mean([row["best_cost"] for row in rows]),
+            "last_value_loss": _mean([rows[-1]["value_loss"]]) if rows else None,
+            "seconds": run.seconds["meta_training"],
+            "history": [dict(row) for row in rows],
+        },
+        "history": history,
+        "pretrain_history": run.pretrain.history,
+        "seconds": dict(run.seconds),
+    })
+
+
+def format_blackbox_table(results: Mapping[str, Any]) -> str:
+    """The test metric of the pre-trained model, loss-only fine-tuning and MetricOpt, with deltas.
+
+    ``delta`` is each row's test metric minus loss-only fine-tuning's; the
+    title states the direction.
+    """
+    metric, scores, vals = results["metric"], results["test_scores"], results["val_scores"]
+    better = "higher" if results["higher_is_better"] else "lower"
+    steps = {PRETRAINED: "", BASELINE_METHOD: str(results["baseline_best_step"]),
+             BLACKBOX_METHOD: str(results["best_step"])}
+    rows = []
+    for name in RUNS:
+        delta = "" if name == BASELINE_METHOD else f"{scores[name] - scores[BASELINE_METHOD]:+.4f}"
+        val = "" if vals.get(name) is None else f"{vals[name]:.4f}"
+        rows.append((_LABELS[name], f"{scores[name]:.4f}", delta, val, steps[name]))
+    header = ("model", f"test {metric}", "delta", f"val {metric}", "kept step")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(5)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join([cells[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))]).rstrip()
+
+    title = (f"{results['dataset']}: black-box metric {metric} on the test split (n_test={results['n_test']}; "
+             f"{better} is better; delta = row - loss-only fine-tuning)")
+    meta = results["meta_training"]
+    resumed = meta["resumed_from"]
+    resumed_text = "" if resumed is None else f", resumed from its checkpoint at task {resumed}"
+    evaluations = results["metric_evaluations"]
+    footer = (f"meta-training: {meta['tasks']} tasks ({meta['warmup_tasks']} loss-only warm-up){resumed_text}; "
+              f"fine-tuning: {results['finetune_steps']} steps per run, the metric observed "
+              f"{evaluations[BLACKBOX_METHOD]} times per run on the validation split")
+    rule = "-" * len(line(header))
+    return "\n".join([title, line(header), rule, *(line(r) for r in rows), rule, footer])
