@@ -132,13 +132,15 @@ class FineTuneConfig:
         evaluation_count(self.steps, self.evaluations)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_positive("learning_rate", self.learning_rate)
-        if not 0 <= self.momentum < 1:
+        if not 0 <= check_nonnegative("momentum", self.momentum) < 1:
             raise ValueError(f"`momentum` must lie in [0, 1); got {describe(self.momentum)}")
         check_integer("batch_size", self.batch_size, 1)
         check_nonnegative("value_weight", self.value_weight)
         check_integer("adapt_steps", self.adapt_steps, 0)
         check_positive("adapt_learning_rate", self.adapt_learning_rate)
         check_choice("on_error", self.on_error, ("raise", "warn"))
+        if not isinstance(self.keep_best, bool):
+            raise TypeError(f"`keep_best` must be True or False; got {describe(self.keep_best)}")
 
 
 @dataclass
@@ -174,10 +176,11 @@ def _make_optimizer(config: FineTuneConfig, phi: Tensor) -> torch.optim.Optimize
 
 
 def _value_gradient(value: ValueFunction, phi: Tensor) -> Tensor:
-    point = phi.detach().requires_grad_(True)
+    weight = next(value.parameters())
+    point = phi.detach().to(weight.dtype).requires_grad_(True)  # a float64 backbone meets a float32 value net
     with torch.enable_grad():
         (gradient,) = torch.autograd.grad(value(point).sum(), point)
-    return gradient
+    return gradient.to(phi.dtype)
 
 
 def finetune(

@@ -197,10 +197,13 @@ from metricopt.blackbox.finetune import (
 from metricopt.blackbox.meta import (
     MetaConfig,
     TaskDistribution,
-    interpolate_weights,
     atomic_save,
-    set_normalisation_from,
+    interpolate_weights,
+    plain_record,
+    read_checkpoint,
     reptile_step,
+    resumable_state,
+    set_normalisation_from,
 )
 from metricopt.blackbox.metric import BlackBoxMetric
 from metricopt.blackbox.trajectory import Trajectory
@@ -858,29 +861,13 @@ def _task_seed(seed: int, index: int, stream: int) -> int:
     return ((seed * 1_000_033 + index) * 7_919 + stream + 1) % (2**63 - 1)
 
 
-def _plain(obj: Any) -> Any:
-    """A dataclass as nested dicts with lists for tuples (comparable after a ``weights_only`` load)."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (tuple, list)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
 def _value_config(value: ValueFunction) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in value.config().items()}
 
 
-def _load_state(path: Path, name: str) -> dict[str, Any]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != LEARNED_CHECKPOINT_FORMAT:
-        raise ValueError(f"`{name}` {str(path)!r} is not a metricopt learned-optimizer checkpoint")
-    return state
-
-
 def load_learned(path: str | os.PathLike[str]) -> LearnedOptimizer:
     """The learned optimizer stored in a :func:`meta_train_learned` checkpoint (``weights_only`` load)."""
-    state = _load_state(Path(path), "path")
+    state = read_checkpoint(Path(path), LEARNED_CHECKPOINT_FORMAT, kind="learned-optimizer")
     rule = LearnedOptimizer(**state["optimizer_config"])
     rule.load_state_dict(state["optimizer_state"])
     return rule
@@ -940,18 +927,15 @@ def meta_train_learned(
     rule = LearnedOptimizer(hidden=config.hidden, base_step=config.base_step, seed=config.seed).to(device)
     value = ValueFunction(adapter.phi_size, hidden_sizes=meta.hidden_sizes, seed=meta.seed).to(device)
     adam = torch.optim.Adam(rule.parameters(), lr=config.learning_rate)
-    record = {"learned": _plain(config), "finetune": _plain(finetune_config),
-              "distribution": _plain(distribution), "phi_size": adapter.phi_size}
+    record = {"learned": plain_record(config), "finetune": plain_record(finetune_config),
+              "distribution": plain_record(distribution), "phi_size": adapter.phi_size}
     result = LearnedResult(rule, value)
     trajectories: list[Trajectory] = []
     seconds_before = 0.0
     path = Path(checkpoint) if checkpoint is not None else None
     start = 0
-    if path is not None and resume and path.exists():
-        state = _load_state(path, "checkpoint")
-        if state["config"] != record:
-            raise ValueError(f"`checkpoint` {str(path)!r} was written with different settings; pass resume=False "
-                             "(or another path) to start over")
+    state = resumable_state(path, resume, LEARNED_CHECKPOINT_FORMAT, record, kind="learned-optimizer")
+    if state is not None:
         rule.load_state_dict(state["optimizer_state"])
         value.load_state_dict(state["value_state"])
         adam.load_state_dict(state["adam_state"])
@@ -994,7 +978,8 @@ def meta_train_learned(
         usable = len(trajectory.observed_steps) >= 2
         if usable:
             trajectories.append(trajectory)
-        if index + 1 == config.warmup_tasks and trajectories:
+        started = any(not math.isnan(r["value_loss"]) for r in result.history)  # normalisation is fixed once
+        if index + 1 >= config.warmup_tasks and trajectories and not started:
             set_normalisation_from(value, trajectories)
         if index + 1 >= config.warmup_tasks and usable:
             clock = time.perf_counter()

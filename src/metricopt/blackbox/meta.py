@@ -54,7 +54,8 @@ from metricopt.blackbox.trajectory import Trajectory
 from metricopt.blackbox.value import ValueFunction
 
 __all__ = ["CHECKPOINT_FORMAT", "MetaConfig", "MetaResult", "Task", "TaskDistribution", "atomic_save",
-           "interpolate_weights", "load_value", "meta_train", "reptile_step", "set_normalisation_from"]
+           "interpolate_weights", "load_value", "meta_train", "plain_record", "read_checkpoint", "reptile_step",
+           "resumable_state", "set_normalisation_from"]
 
 CHECKPOINT_FORMAT = "metricopt.blackbox.meta/1"
 
@@ -214,12 +215,34 @@ def set_normalisation_from(value: ValueFunction, trajectories: list[Trajectory])
     value.set_normalisation(mean, max(spread, 0.1 * abs(mean), 1e-6))
 
 
-def _config_record(config: MetaConfig, finetune_config: FineTuneConfig, distribution: TaskDistribution,
-                   phi_size: int) -> dict[str, Any]:
-    def plain(obj: Any) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(obj).items()}
-    return {"meta": plain(config), "finetune": plain(finetune_config), "distribution": plain(distribution),
-            "phi_size": phi_size}
+def plain_record(obj: Any) -> Any:
+    """A dataclass as nested dicts with lists for tuples (comparable after a ``weights_only`` load)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: plain_record(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (tuple, list)):
+        return [plain_record(v) for v in obj]
+    return obj
+
+
+def read_checkpoint(path: Path, checkpoint_format: str, *, argument: str = "path",
+                    kind: str = "meta-training") -> dict[str, Any]:
+    """A ``weights_only`` load of a checkpoint; ValueError unless it has ``checkpoint_format``."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != checkpoint_format:
+        raise ValueError(f"`{argument}` {str(path)!r} is not a metricopt {kind} checkpoint")
+    return state
+
+
+def resumable_state(path: Path | None, resume: bool, checkpoint_format: str, record: dict[str, Any], *,
+                    kind: str = "meta-training") -> dict[str, Any] | None:
+    """The checkpoint to continue from (None: start fresh); refuses one written with other settings."""
+    if path is None or not resume or not path.exists():
+        return None
+    state = read_checkpoint(path, checkpoint_format, argument="checkpoint", kind=kind)
+    if state["config"] != record:
+        raise ValueError(f"`checkpoint` {str(path)!r} was written with different settings; pass resume=False "
+                         f"(or another path) to start over")
+    return state
 
 
 def atomic_save(path: Path, state: dict[str, Any]) -> None:
@@ -232,9 +255,7 @@ def atomic_save(path: Path, state: dict[str, Any]) -> None:
 
 def load_value(path: str | os.PathLike[str]) -> ValueFunction:
     """The value function stored in a :func:`meta_train` checkpoint (``weights_only`` load)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"`path` {str(path)!r} is not a metricopt meta-training checkpoint")
+    state = read_checkpoint(Path(path), CHECKPOINT_FORMAT)
     value = ValueFunction(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["value_config"].items()})
     value.load_state_dict(state["value_state"])
     return value
@@ -277,18 +298,14 @@ def meta_train(
         raise TypeError(f"`adapter` must be a metricopt.blackbox Adapter; got {type(adapter).__name__}")
     value = ValueFunction(adapter.phi_size, hidden_sizes=config.hidden_sizes, seed=config.seed)
     value.to(adapter.phi.device)
-    record = _config_record(config, finetune_config, distribution, adapter.phi_size)
+    record = {"meta": plain_record(config), "finetune": plain_record(finetune_config),
+              "distribution": plain_record(distribution), "phi_size": adapter.phi_size}
     result = MetaResult(value)
     replay_generator = torch.Generator().manual_seed(config.seed)
     path = Path(checkpoint) if checkpoint is not None else None
     start = 0
-    if path is not None and resume and path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"`checkpoint` {str(path)!r} is not a metricopt meta-training checkpoint")
-        if state["config"] != record:
-            raise ValueError(f"`checkpoint` {str(path)!r} was written with different settings; pass resume=False "
-                             f"(or another path) to start over")
+    state = resumable_state(path, resume, CHECKPOINT_FORMAT, record)
+    if state is not None:
         value.load_state_dict(state["value_state"])
         result.trajectories = [Trajectory.from_state(s) for s in state["trajectories"]]
         result.history = [dict(row) for row in state["history"]]
@@ -337,4 +354,7 @@ def meta_train(
             save(index + 1)
         if progress is not None:
             progress(row)
+    if not any(r["reptile_iterations"] > 0 for r in result.history):
+        raise ValueError(f"meta-training got no run with 2 successful observations of metric {metric.name!r} "
+                         f"in {config.tasks} tasks: the value function was never trained")
     return result

@@ -64,7 +64,7 @@ def evaluation_steps(steps: int, evaluations: int | float) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, steps, count)).astype(np.int64))
 
 
-@dataclass
+@dataclass(eq=False)  # tensors have no single truth value: identity equality
 class Trajectory:
     """One fine-tuning run: ``phi`` per step, losses, sparse metric costs.
 
