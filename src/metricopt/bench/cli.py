@@ -8,6 +8,8 @@ Examples::
     python -m metricopt.bench ap_quality --jobs 2          # AP: RaMBO APLoss against BCE and LibAUC
     python -m metricopt.bench retrieval --jobs 2           # retrieval: RaMBO RecallLoss against PML & co.
     python -m metricopt.bench rank_speed                   # rank losses: time and memory against peers
+    python -m metricopt.bench blackbox --jobs 2            # black-box metrics: MetricOpt against loss-only
+    python -m metricopt.bench blackbox_ablation --jobs 2   # MetricOpt: K and |phi| ablation
     python -m metricopt.bench all --smoke --output-dir /tmp/bench
     python -m metricopt.bench render benchmarks/results/quality.json   # redraw .md/.png
 """
@@ -25,7 +27,8 @@ __all__ = ["main", "render", "run_named", "write_reports"]
 
 _KINDS = ("quality", "ablation", "speed")
 #: Further suites run by name only (not by ``all``).
-_NAMED_ONLY_KINDS = ("ap_quality", "retrieval", "rank_speed")
+_NAMED_ONLY_KINDS = ("ap_quality", "retrieval", "rank_speed", "blackbox", "blackbox_ablation")
+_BLACKBOX_KINDS = ("blackbox", "blackbox_ablation")
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -57,9 +60,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="which suite to run ('all': quality, ablation, speed)")
     p.add_argument("--smoke", action="store_true", help="the tiny CI version of each suite (seconds)")
     p.add_argument("--seeds", type=_seeds, help="seed count N (seeds 0..N-1) or comma list")
-    p.add_argument("--datasets", type=_names, help="comma list of dataset names (quality/ablation)")
-    p.add_argument("--epochs", type=int, help="training epochs (quality/ablation)")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes for quality/ablation (default 1)")
+    p.add_argument("--datasets", type=_names, help="comma list of dataset names (quality/ablation/retrieval/blackbox)")
+    p.add_argument("--epochs", type=int, help="training epochs (quality/ablation/retrieval; blackbox: pre-training)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--threads", type=int, help="torch threads per process (default: the spec's)")
     p.add_argument("--output-dir", type=Path, default=Path("benchmarks/results"), help="where result files go")
     p.add_argument("--name", help="result file stem (default: the suite's name)")
@@ -95,11 +98,36 @@ def _override_retrieval(spec: Any, args: argparse.Namespace) -> Any:
     return dataclasses.replace(spec, **changes) if changes else spec
 
 
+def _override_blackbox(spec: Any, args: argparse.Namespace) -> Any:
+    """Command-line overrides of a black-box spec (``--datasets`` keeps the settings of those datasets,
+    ``--epochs`` sets every model's pre-training epochs)."""
+    changes: dict[str, Any] = {}
+    if args.seeds is not None:
+        changes["seeds"] = args.seeds
+    if args.datasets is not None:
+        unknown = [d for d in args.datasets if d not in spec.datasets]
+        if unknown:
+            raise SystemExit(f"--datasets: suite {spec.name!r} has no setting for {unknown}; "
+                             f"its datasets: {list(spec.datasets)}")
+        changes["settings"] = tuple(s for s in spec.settings if s[0] in args.datasets)
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise SystemExit(f"--epochs must be >= 1; got {args.epochs}")
+        changes["pretrain_epochs"] = tuple((m, args.epochs) for m, _ in spec.pretrain_epochs)
+    if args.threads is not None:
+        changes["threads"] = args.threads
+    if args.name:
+        changes["name"] = args.name
+    return dataclasses.replace(spec, **changes) if changes else spec
+
+
 def _override(spec: Any, args: argparse.Namespace) -> Any:
     from metricopt.data import DATASETS
 
     if spec.kind == "retrieval":
         return _override_retrieval(spec, args)
+    if spec.kind in _BLACKBOX_KINDS:
+        return _override_blackbox(spec, args)
     changes: dict[str, Any] = {}
     if spec.kind not in ("speed", "rank_speed"):
         if args.seeds is not None:
@@ -138,6 +166,10 @@ def write_reports(payload: dict[str, Any], output_dir: Path, *, plots: bool = Tr
         from metricopt.bench.rank_speed import write_reports as _rank_speed_reports
 
         return _rank_speed_reports(payload, output_dir, plots=plots)
+    if payload["kind"] in _BLACKBOX_KINDS:
+        from metricopt.bench.blackbox import write_reports as _blackbox_reports
+
+        return _blackbox_reports(payload, output_dir, plots=plots)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     name = payload["suite"]
@@ -179,6 +211,10 @@ def render(json_path: Path, output_dir: Path | None = None, *, plots: bool = Tru
             from metricopt.bench import rank_speed
 
             rank_speed.refresh_summary(payload)
+        elif payload["kind"] in _BLACKBOX_KINDS:
+            from metricopt.bench.blackbox import refresh_summary as _refresh_blackbox
+
+            _refresh_blackbox(payload)
         else:
             refresh_summary(payload)
         if output_dir is None or Path(output_dir).resolve() == json_path.parent.resolve():
@@ -203,6 +239,10 @@ def run_named(spec: Any, *, output_dir: Path, jobs: int = 1, progress: bool = Tr
         from metricopt.bench.rank_speed import run_rank_speed
 
         payload = run_rank_speed(spec, progress=progress, command=command)
+    elif spec.kind in _BLACKBOX_KINDS:
+        from metricopt.bench.blackbox import run_suite as run_blackbox
+
+        payload = run_blackbox(spec, jobs=jobs, progress=progress, command=command)
     else:
         from metricopt.bench.quality import run_suite
 

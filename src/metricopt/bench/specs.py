@@ -14,6 +14,10 @@ Five kinds of suite, each a frozen dataclass:
 * :class:`RankSpeedSpec`: forward + backward time and peak memory of the rank
   losses against their peers, one ranking and retrieval batches (run by
   :mod:`metricopt.bench.rank_speed`).
+* :class:`BlackBoxSpec` / :class:`BlackBoxAblationSpec`: MetricOpt's
+  value-guided fine-tuning of adapter parameters against loss-only
+  fine-tuning, black-box metrics reported as costs (run by
+  :mod:`metricopt.bench.blackbox`).
 
 :data:`SUITES` holds the named suites (``quality``, ``ablation``, ``speed``) and
 tiny ``*_smoke`` versions of each that run in seconds for CI. Change a suite by
@@ -34,10 +38,13 @@ from typing import Any
 
 __all__ = [
     "BINARY_DATASETS",
+    "BLACKBOX_METHODS",
     "MULTICLASS_DATASETS",
     "SUITES",
     "TARGET_METRICS",
     "AblationSpec",
+    "BlackBoxAblationSpec",
+    "BlackBoxSpec",
     "QualitySpec",
     "RankSpeedSpec",
     "RetrievalSpec",
@@ -366,7 +373,210 @@ class RankSpeedSpec:
     kind = "rank_speed"
 
 
-Spec = QualitySpec | AblationSpec | SpeedSpec | RetrievalSpec | RankSpeedSpec
+#: Method names understood by :mod:`metricopt.bench.blackbox`, in table order.
+BLACKBOX_METHODS: tuple[str, ...] = (
+    "pretrained", "sgd", "adam", "metricopt_sgd", "metricopt_adam", "metricopt_learned", "direct_loss",
+)
+#: Black-box metrics of the suites (``metricopt.blackbox.metric`` built-ins), reported as costs.
+BLACKBOX_METRICS: tuple[str, ...] = ("mcr", "aucpr", "cost")
+#: Tabular datasets the black-box suites accept (binary: ``cost`` is binary-only), plus Fashion-MNIST.
+BLACKBOX_DATASETS: tuple[str, ...] = ("fashion_mnist", *BINARY_DATASETS)
+_BLACKBOX_MODELS = {"fashion_mnist": "cnn"}  # every other (tabular) dataset: "mlp"
+_BLACKBOX_ADAPTERS = ("input_bias", "film")
+_BLACKBOX_TABULAR = ("page_blocks0", "yeast4", "caravan", "abalone19")
+
+Setting = tuple[str, str, str, tuple[str, ...]]
+
+
+def _blackbox_error(field: str, value: Any, expected: str) -> ValueError:
+    return ValueError(f"BlackBoxSpec `{field}` must be {expected}; got {value!r}")
+
+
+def _is_int(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _is_positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
+
+
+def _is_evaluations(value: Any) -> bool:
+    """``K``: a count >= 2 or a fraction of the steps in (0, 1] (``metricopt.blackbox.trajectory``)."""
+    if isinstance(value, float):
+        return 0 < value <= 1
+    return _is_int(value, 2)
+
+
+@dataclass(frozen=True)
+class BlackBoxSpec:
+    """MetricOpt against loss-only fine-tuning of adapter parameters (:mod:`metricopt.bench.blackbox`).
+
+    Per (setting, metric, seed): one split and pre-trained backbone, the value
+    function meta-trained on tasks drawn from the training split (metric on
+    validation), the learned optimizer too (if in ``methods``), then
+    ``held_out_tasks`` new tasks fine-tuned by every method with the same
+    budget and seed; the kept ``phi`` is the best observed on validation and
+    its test cost is reported (lower is better for every metric: ``mcr``,
+    ``1 - aucpr``, ``cost``).
+
+    Attributes:
+        name: suite name; result files are ``<name>.json|.md|.png``.
+        settings: ``(dataset, model, adapter, metrics)`` rows: ``dataset`` from
+            :data:`BLACKBOX_DATASETS`, ``model`` ``"cnn"`` (Fashion-MNIST) or
+            ``"mlp"`` (tabular), ``adapter`` ``"input_bias"`` or ``"film"``,
+            ``metrics`` from :data:`BLACKBOX_METRICS` (``cost`` binary only).
+        seeds: split, backbone, adapter projection, meta-training and task seeds.
+        pretrain_epochs: ``(model, epochs)`` of cross-entropy pre-training.
+        fashion_sizes: Fashion-MNIST ``(training images, test images)`` drawn
+            stratified with the seed (the training ones split 80/20 into train/val).
+        steps: ``T``, fine-tuning steps per run.
+        evaluations: ``K``, metric observations per run (count, or fraction of ``T``).
+        sgd_learning_rate, adam_learning_rate: the two hand-designed optimisers.
+        batch_size: training examples per fine-tuning step.
+        value_weight: ``lambda_v``, weight of the value function's gradient.
+        meta_tasks, warmup_tasks: Reptile meta-training tasks (the first
+            ``warmup_tasks`` loss-only); the learned optimizer gets as many.
+        held_out_tasks: new tasks per (setting, metric, seed) every method runs.
+        phi_size: adapter size ``|phi|``.
+        methods: names from :data:`BLACKBOX_METHODS`.
+        tie_tolerance: paired runs whose test costs differ by at most this tie.
+        threads: ``torch.set_num_threads`` in each worker.
+    """
+
+    name: str = "blackbox"
+    settings: tuple[Setting, ...] = (
+        ("fashion_mnist", "cnn", "film", ("mcr", "aucpr")),
+        *((d, "mlp", a, ("mcr", "aucpr", "cost")) for d in _BLACKBOX_TABULAR for a in _BLACKBOX_ADAPTERS),
+    )
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    pretrain_epochs: tuple[tuple[str, int], ...] = (("cnn", 3), ("mlp", 30))
+    fashion_sizes: tuple[int, int] = (10000, 5000)
+    steps: int = 200
+    evaluations: int | float = 0.05
+    sgd_learning_rate: float = 0.05
+    adam_learning_rate: float = 0.01
+    batch_size: int = 128
+    value_weight: float = 1.0
+    meta_tasks: int = 40
+    warmup_tasks: int = 4
+    held_out_tasks: int = 2
+    phi_size: int = 128
+    methods: tuple[str, ...] = BLACKBOX_METHODS
+    tie_tolerance: float = 0.0
+    threads: int = 1
+
+    kind = "blackbox"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.settings, tuple) or not self.settings:
+            raise _blackbox_error("settings", self.settings, "a non-empty tuple of (dataset, model, adapter, metrics)")
+        for setting in self.settings:
+            if not isinstance(setting, tuple) or len(setting) != 4:
+                raise _blackbox_error("settings", setting, "a (dataset, model, adapter, metrics) tuple")
+            dataset, model, adapter, metrics = setting
+            if dataset not in BLACKBOX_DATASETS:
+                raise _blackbox_error("settings", setting, f"a row whose dataset is one of {BLACKBOX_DATASETS}")
+            if model != _BLACKBOX_MODELS.get(dataset, "mlp"):
+                raise _blackbox_error("settings", setting, f"a row whose model for {dataset!r} is "
+                                      f"{_BLACKBOX_MODELS.get(dataset, 'mlp')!r}")
+            if adapter not in _BLACKBOX_ADAPTERS:
+                raise _blackbox_error("settings", setting, f"a row whose adapter is one of {_BLACKBOX_ADAPTERS}")
+            if (not isinstance(metrics, tuple) or not metrics or len(set(metrics)) != len(metrics)
+                    or not set(metrics) <= set(BLACKBOX_METRICS)):
+                raise _blackbox_error("settings", setting, f"a row whose metrics are distinct names of "
+                                      f"{BLACKBOX_METRICS}")
+            if dataset == "fashion_mnist" and "cost" in metrics:
+                raise _blackbox_error("settings", setting, "a row without 'cost' on the 10-class fashion_mnist "
+                                      "(the cost metric is binary only)")
+        if len({s[:3] for s in self.settings}) != len(self.settings):
+            raise _blackbox_error("settings", self.settings, "rows with distinct (dataset, model, adapter)")
+        if not self.seeds or not all(_is_int(s, 0) for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):
+            raise _blackbox_error("seeds", self.seeds, "a non-empty tuple of distinct integers >= 0")
+        epochs = dict(self.pretrain_epochs)
+        models = {s[1] for s in self.settings}
+        if not models <= set(epochs) or not all(_is_int(e, 1) for e in epochs.values()):
+            raise _blackbox_error("pretrain_epochs", self.pretrain_epochs,
+                                  f"(model, epochs >= 1) pairs covering {sorted(models)}")
+        if len(self.fashion_sizes) != 2 or not all(_is_int(n, 10) for n in self.fashion_sizes):
+            raise _blackbox_error("fashion_sizes", self.fashion_sizes, "(training images, test images), each >= 10")
+        for field in ("steps", "batch_size", "meta_tasks", "warmup_tasks", "held_out_tasks", "phi_size", "threads"):
+            if not _is_int(getattr(self, field), 1):
+                raise _blackbox_error(field, getattr(self, field), "an integer >= 1")
+        if self.warmup_tasks > self.meta_tasks:
+            raise _blackbox_error("warmup_tasks", self.warmup_tasks,
+                                  f"at most meta_tasks={self.meta_tasks} (the warm-up fixes the value normalisation)")
+        if not _is_evaluations(self.evaluations):
+            raise _blackbox_error("evaluations", self.evaluations, "a count >= 2 or a fraction of the steps in (0, 1]")
+        for field in ("sgd_learning_rate", "adam_learning_rate"):
+            if not _is_positive(getattr(self, field)):
+                raise _blackbox_error(field, getattr(self, field), "a finite number > 0")
+        for field in ("value_weight", "tie_tolerance"):
+            value = getattr(self, field)
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")):
+                raise _blackbox_error(field, value, "a finite number >= 0")
+        if (not self.methods or len(set(self.methods)) != len(self.methods)
+                or not set(self.methods) <= set(BLACKBOX_METHODS)):
+            raise _blackbox_error("methods", self.methods, f"distinct names of {BLACKBOX_METHODS}")
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        """The settings' datasets, in order, each once."""
+        return tuple(dict.fromkeys(s[0] for s in self.settings))
+
+    def epochs_for(self, model: str) -> int:
+        """Pre-training epochs of ``model``."""
+        return dict(self.pretrain_epochs)[model]
+
+    def variants(self) -> tuple[tuple[str, int | float, int], ...]:
+        """``(label, evaluations, phi_size)`` of each configuration run: here only the spec's own."""
+        return (("default", self.evaluations, self.phi_size),)
+
+
+def _k_label(evaluations: float) -> str:
+    return f"K={evaluations:.1%}".replace(".0%", "%") if isinstance(evaluations, float) else f"K={evaluations}"
+
+
+@dataclass(frozen=True)
+class BlackBoxAblationSpec(BlackBoxSpec):
+    """The black-box ablation: metric observations ``K`` and adapter size ``|phi|``.
+
+    The same protocol as :class:`BlackBoxSpec`, one setting; ``K`` swept over
+    ``evaluations_grid`` at the spec's ``phi_size`` and ``|phi|`` over
+    ``phi_size_grid`` at the spec's ``evaluations`` (the shared point runs
+    once). ``K`` applies to meta-training and to the held-out runs of every
+    method alike.
+
+    Attributes:
+        evaluations_grid: ``K`` values (counts, or fractions of ``T``).
+        phi_size_grid: ``|phi|`` values.
+    """
+
+    name: str = "blackbox_ablation"
+    settings: tuple[Setting, ...] = (("page_blocks0", "mlp", "input_bias", ("cost", "mcr")),)
+    methods: tuple[str, ...] = ("sgd", "metricopt_sgd")
+    evaluations_grid: tuple[int | float, ...] = (0.025, 0.05, 1.0)
+    phi_size_grid: tuple[int, ...] = (32, 128, 512)
+
+    kind = "blackbox_ablation"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (not self.evaluations_grid or not all(_is_evaluations(k) for k in self.evaluations_grid)
+                or len(set(self.evaluations_grid)) != len(self.evaluations_grid)):
+            raise _blackbox_error("evaluations_grid", self.evaluations_grid,
+                                  "distinct counts >= 2 or fractions of the steps in (0, 1]")
+        if (not self.phi_size_grid or not all(_is_int(p, 1) for p in self.phi_size_grid)
+                or len(set(self.phi_size_grid)) != len(self.phi_size_grid)):
+            raise _blackbox_error("phi_size_grid", self.phi_size_grid, "distinct integers >= 1")
+
+    def variants(self) -> tuple[tuple[str, int | float, int], ...]:
+        """``(label, evaluations, phi_size)``: the ``K`` sweep, then the ``|phi|`` sweep (no point twice)."""
+        points = [(k, self.phi_size) for k in self.evaluations_grid]
+        points += [(self.evaluations, p) for p in self.phi_size_grid if (self.evaluations, p) not in points]
+        return tuple((f"{_k_label(k)}, phi={p}", k, p) for k, p in points)
+
+
+Spec = QualitySpec | AblationSpec | SpeedSpec | RetrievalSpec | RankSpeedSpec | BlackBoxSpec
 
 SUITES: dict[str, Spec] = {
     "quality": QualitySpec(),
@@ -404,6 +614,21 @@ SUITES: dict[str, Spec] = {
         name="rank_speed_smoke", ranking_sizes=(256, 1024), retrieval_sizes=(16, 64), repeats=3, warmup=1,
         min_repeats=1, max_cell_seconds=2.0, memory_check_mib=64, probe_timeout_s=60.0, goal_size=1024,
         slope_range=(256, 1024), retrieval_slope_range=(16, 64),
+    ),
+    # Black-box metrics (MetricOpt): value-guided fine-tuning of adapters against loss-only fine-tuning.
+    "blackbox": BlackBoxSpec(),
+    "blackbox_smoke": BlackBoxSpec(
+        name="blackbox_smoke",
+        settings=(("breast_cancer", "mlp", "input_bias", ("mcr", "aucpr", "cost")),
+                  ("fashion_mnist", "cnn", "film", ("aucpr",))),
+        seeds=(0,), pretrain_epochs=(("cnn", 1), ("mlp", 5)), fashion_sizes=(300, 100), steps=20, evaluations=4, batch_size=32,
+        meta_tasks=3, warmup_tasks=2, phi_size=8,
+    ),
+    "blackbox_ablation": BlackBoxAblationSpec(),
+    "blackbox_ablation_smoke": BlackBoxAblationSpec(
+        name="blackbox_ablation_smoke", settings=(("breast_cancer", "mlp", "input_bias", ("cost", "mcr")),),
+        seeds=(0,), pretrain_epochs=(("mlp", 5),), steps=20, evaluations=4, meta_tasks=3, warmup_tasks=2,
+        phi_size=8, evaluations_grid=(2, 4, 1.0), phi_size_grid=(4, 8),
     ),
 }
 

@@ -1,0 +1,418 @@
+"""Black-box benchmark runner: MetricOpt against loss-only fine-tuning of adapter parameters.
+
+Protocol, per (setting, metric, seed) of a :class:`~metricopt.bench.specs.BlackBoxSpec`
+(data, backbones, adapters and direct losses in :mod:`metricopt.bench.blackbox_tasks`):
+
+1. The (dataset, seed) split and the backbone pre-trained with cross-entropy
+   (seeded), frozen; the adapter (projections seeded by the seed) wraps a copy.
+2. The value function is meta-trained by :func:`metricopt.blackbox.meta_train`
+   (Reptile, ``meta_tasks`` tasks of :class:`~metricopt.blackbox.TaskDistribution`
+   drawn from the training split; the metric observed on validation; SGD runs),
+   timed (wall seconds, torch threads). With ``metricopt_learned`` in the
+   methods, the learned optimizer is meta-trained too
+   (``metricopt.blackbox.learned.meta_train_learned``) and timed.
+3. ``held_out_tasks`` new tasks: ``TaskDistribution.sample`` at index
+   ``1_000_000 + j`` (a data subset and class balance never used in
+   meta-training), each started at ``phi = 0`` with learning-rate factor 1.
+   Every method fine-tunes ``phi`` with the same ``T``, ``K`` and batch seed:
+   ``sgd`` / ``adam`` (cross-entropy only), ``metricopt_sgd`` /
+   ``metricopt_adam`` (cross-entropy + ``value_weight`` x the value gradient),
+   ``metricopt_learned`` (the learned rule), ``direct_loss`` (the metric's own
+   loss in this library, with Adam: DECIDED, Adam's step does not depend on
+   the loss's scale, which differs from cross-entropy's); all keep the
+   ``phi`` with the best observed validation metric (the same ``K``
+   observations, ``phi = 0`` included). ``pretrained`` is ``phi = 0``.
+4. Recorded per run: test cost at the kept ``phi``, validation cost there,
+   the kept step, fine-tuning seconds.
+
+Every metric is reported as a COST, lower is better: ``mcr``, ``1 - aucpr``,
+``cost`` (mean cost per sample, a missed positive 20, a false alarm 1).
+
+Aggregation per (setting, metric[, ablation variant]): mean test cost over
+seeds x held-out tasks; std over seeds of the per-seed means; paired
+wins/ties/losses of each MetricOpt variant against each loss-only optimiser
+over the (seed, task) runs (a win: lower test cost by more than
+``tie_tolerance``); median meta-training seconds over seeds.
+
+Jobs are (dataset, seed) pairs (one pre-training each), run in ``jobs``
+worker processes (spawned) with ``torch.set_num_threads(spec.threads)``;
+results do not depend on ``jobs``. A data set that is not installed is
+recorded as unavailable and the rest runs. Markdown and PNG reports:
+:mod:`metricopt.bench.blackbox_report`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metricopt.bench.results import collect_metadata, load_average
+from metricopt.bench.specs import BlackBoxSpec, spec_to_dict
+
+__all__ = ["METHOD_LABELS", "PAIRS", "refresh_summary", "run_job", "run_suite", "setting_key", "write_reports"]
+
+#: Table labels of the methods.
+METHOD_LABELS: dict[str, str] = {
+    "pretrained": "pre-trained (phi = 0)", "sgd": "loss-only SGD", "adam": "loss-only Adam",
+    "metricopt_sgd": "MetricOpt (SGD)", "metricopt_adam": "MetricOpt (Adam)",
+    "metricopt_learned": "MetricOpt (learned)", "direct_loss": "direct loss (Adam)",
+}
+#: (MetricOpt variant, loss-only optimiser) pairs of the paired wins/ties/losses.
+PAIRS: tuple[tuple[str, str], ...] = tuple((m, b) for m in ("metricopt_sgd", "metricopt_adam", "metricopt_learned")
+                                           for b in ("sgd", "adam"))
+COST_NOTE = "test COST, lower is better: mcr; 1 - AUCPR; cost = (20 FN + FP) / N"
+
+
+def setting_key(setting: Sequence[Any]) -> str:
+    """``"dataset/adapter"``, e.g. ``"page_blocks0/input_bias"``."""
+    return f"{setting[0]}/{setting[2]}"
+
+
+def _learned_api() -> tuple[Any, str | None]:
+    """``metricopt.blackbox.learned`` or None with the reason."""
+    try:
+        from metricopt.blackbox import learned
+    except ImportError as exc:
+        return None, f"not available: {type(exc).__name__}: {exc}"
+    return learned, None
+
+
+# ---------------------------------------------------------------------------
+# one (dataset, seed) job
+
+
+def _cell(spec: BlackBoxSpec, data: Any, backbone: Any, setting: Sequence[Any], metric_name: str,
+          variant: tuple[str, int | float, int], seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Meta-train and run every method on the held-out tasks of one (setting, metric, variant, seed)."""
+    import torch
+
+    from metricopt.bench.blackbox_tasks import direct_loss, make_adapter
+    from metricopt.blackbox import (
+        FineTuneConfig,
+        MetaConfig,
+        TaskData,
+        TaskDistribution,
+        finetune,
+        make_metric,
+        meta_train,
+    )
+    from metricopt.losses import cross_entropy_loss
+
+    label, evaluations, phi_size = variant
+    adapter = make_adapter(setting[2], copy.deepcopy(backbone), phi_size=phi_size, seed=seed)
+    metric = make_metric(metric_name, num_classes=data.num_classes)
+    binary = data.num_classes == 2
+    pool = TaskData(torch.as_tensor(data.X_train),
+                    torch.as_tensor(data.y_train, dtype=torch.float32 if binary else torch.long),
+                    torch.as_tensor(data.X_val), data.y_val)
+    sgd = FineTuneConfig(steps=spec.steps, evaluations=evaluations, optimizer="sgd",
+                         learning_rate=spec.sgd_learning_rate, batch_size=spec.batch_size,
+                         value_weight=spec.value_weight)
+    adam = dataclasses.replace(sgd, optimizer="adam", learning_rate=spec.adam_learning_rate)
+    distribution = TaskDistribution()
+    meta_config = MetaConfig(tasks=spec.meta_tasks, warmup_tasks=spec.warmup_tasks, seed=seed)
+    start = time.perf_counter()
+    meta = meta_train(adapter, cross_entropy_loss, metric, pool, finetune_config=sgd, config=meta_config,
+                      distribution=distribution)
+    value_loss = [r["value_loss"] for r in meta.history if math.isfinite(r["value_loss"])]
+    meta_row: dict[str, Any] = {
+        "setting": setting_key(setting), "metric": metric_name, "variant": label, "seed": seed,
+        "value_seconds": round(time.perf_counter() - start, 2), "learned_seconds": None,
+        "threads": torch.get_num_threads(),
+        "meta_tasks": spec.meta_tasks,
+        "value_loss_last5": float(np.mean(value_loss[-5:])) if value_loss else None,
+    }
+    rule = None
+    if "metricopt_learned" in spec.methods:
+        learned, _ = _learned_api()
+        if learned is not None:
+            start = time.perf_counter()
+            result = learned.meta_train_learned(
+                adapter, cross_entropy_loss, metric, pool, finetune_config=sgd, distribution=distribution,
+                config=learned.LearnedConfig(tasks=spec.meta_tasks, warmup_tasks=spec.warmup_tasks, seed=seed,
+                                             value=meta_config))
+            rule = result.optimizer
+            meta_row["learned_seconds"] = round(time.perf_counter() - start, 2)
+    direct = direct_loss(metric_name, data.num_classes)
+    plans = {"sgd": (cross_entropy_loss, sgd, None, None), "adam": (cross_entropy_loss, adam, None, None),
+             "metricopt_sgd": (cross_entropy_loss, sgd, meta.value, None),
+             "metricopt_adam": (cross_entropy_loss, adam, meta.value, None),
+             "metricopt_learned": (cross_entropy_loss, sgd, None, rule), "direct_loss": (direct, adam, None, None)}
+
+    def costs() -> float:
+        return metric.cost(metric.evaluate(adapter, data.X_test, data.y_test))
+
+    adapter.reset_phi()
+    pretrained = {"test_cost": costs(), "val_cost": metric.cost(metric.evaluate(adapter, data.X_val, data.y_val)),
+                  "best_step": 0, "seconds": 0.0, "skipped": 0}
+    runs = []
+    for j in range(spec.held_out_tasks):
+        task = distribution.sample(1_000_000 + j, seed=seed, labels=pool.y_train.long(), phi_size=phi_size,
+                                   guided=False)
+        task_data = TaskData(pool.X_train[task.indices], pool.y_train[task.indices], pool.X_val, pool.y_val)
+        for method in spec.methods:
+            row = {**{k: meta_row[k] for k in ("setting", "metric", "variant", "seed")}, "task": j, "method": method}
+            if method == "pretrained":
+                runs.append({**row, **pretrained})
+                continue
+            loss_fn, config, value, update_rule = plans[method]
+            if loss_fn is None or (method == "metricopt_learned" and update_rule is None):
+                continue  # no direct loss for this metric / learned optimizer unavailable: N/A
+            start = time.perf_counter()
+            run = finetune(adapter, loss_fn, metric, task_data, config=config, value=value, rule=update_rule,
+                           seed=task.seed)
+            seconds = time.perf_counter() - start
+            runs.append({**row, "test_cost": costs(),
+                         "val_cost": None if run.best_value is None else metric.cost(run.best_value),
+                         "best_step": run.best_step, "seconds": round(seconds, 3), "skipped": run.skipped})
+    adapter.remove()
+    return runs, meta_row
+
+
+def run_job(spec: BlackBoxSpec, dataset: str, seed: int) -> dict[str, Any]:
+    """Every (setting, metric, variant) of ``dataset`` for one seed: ``{"dataset", "seed", "runs", "meta",
+    "dataset_info", "unavailable_dataset"?, "seconds"}``; torch and BLAS limited to ``spec.threads`` threads."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(spec.threads)
+    with threadpool_limits(limits=spec.threads):  # numpy/scipy BLAS too (the Gaussian processes)
+        return _run_job(spec, dataset, seed)
+
+
+def _run_job(spec: BlackBoxSpec, dataset: str, seed: int) -> dict[str, Any]:
+    from metricopt.bench.blackbox_tasks import load_data, pretrain
+
+    start = time.perf_counter()
+    out: dict[str, Any] = {"dataset": dataset, "seed": seed, "runs": [], "meta": [], "dataset_info": {}}
+    try:
+        data = load_data(dataset, seed, fashion_sizes=spec.fashion_sizes)
+    except (ImportError, FileNotFoundError) as exc:  # not installed here: record it, run the rest
+        out["unavailable_dataset"] = f"{type(exc).__name__}: {exc}"
+        out["seconds"] = time.perf_counter() - start
+        return out
+    out["dataset_info"] = data.info()
+    backbones: dict[str, Any] = {}
+    for setting in (s for s in spec.settings if s[0] == dataset):
+        model = setting[1]
+        if model not in backbones:
+            backbones[model] = pretrain(data, model, epochs=spec.epochs_for(model), seed=seed)
+        for metric_name in setting[3]:
+            for variant in spec.variants():
+                runs, meta_row = _cell(spec, data, backbones[model], setting, metric_name, variant, seed)
+                out["runs"] += runs
+                out["meta"].append(meta_row)
+    out["seconds"] = round(time.perf_counter() - start, 1)
+    return out
+
+
+def _job_cost(spec: BlackBoxSpec, dataset: str) -> float:
+    """Rough relative cost, for scheduling big jobs first."""
+    cells = sum(len(s[3]) for s in spec.settings if s[0] == dataset)
+    return cells * (40.0 if dataset == "fashion_mnist" else 1.0)
+
+
+def run_suite(spec: BlackBoxSpec, *, jobs: int = 1, progress: bool = True,
+              command: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run a black-box spec (or ablation); returns the JSON-ready payload.
+
+    Progress: one line per finished job with its and the total elapsed time
+    (stderr), and a tqdm bar when stderr is a terminal.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"`jobs` must be a positive integer; got {jobs!r}")
+    if not isinstance(spec, BlackBoxSpec):
+        raise TypeError(f"`spec` must be a BlackBoxSpec; got {type(spec).__name__}")
+    torch.set_num_threads(spec.threads)
+    metadata = collect_metadata(command)
+    unavailable: dict[str, str] = {}
+    if "metricopt_learned" in spec.methods and (reason := _learned_api()[1]) is not None:
+        unavailable["metricopt_learned"] = f"metricopt.blackbox.learned {reason}"
+    pending = sorted(((d, s) for d in spec.datasets for s in spec.seeds),
+                     key=lambda t: (-_job_cost(spec, t[0]), t[0], t[1]))
+    start = time.perf_counter()
+    outputs: list[dict[str, Any]] = []
+    bar = tqdm(total=len(pending), desc=spec.name, unit="job", dynamic_ncols=True,
+               disable=not (progress and sys.stderr.isatty()))
+
+    def finished(out: dict[str, Any]) -> None:
+        outputs.append(out)
+        bar.update()
+        if progress:
+            status = " (data not installed)" if "unavailable_dataset" in out else ""
+            bar.write(f"[{len(outputs)}/{len(pending)}] {spec.name}: {out['dataset']} seed {out['seed']} done in "
+                      f"{out['seconds']:.1f} s{status}; elapsed {time.perf_counter() - start:.1f} s", file=sys.stderr)
+
+    if jobs == 1:
+        for d, s in pending:
+            finished(run_job(spec, d, s))
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(run_job, spec, d, s) for d, s in pending]
+            for future in as_completed(futures):
+                finished(future.result())
+    bar.close()
+    datasets: dict[str, Any] = {}
+    for out in sorted(outputs, key=lambda o: o["seed"]):
+        if "unavailable_dataset" in out:
+            unavailable.setdefault(f"dataset {out['dataset']}", out["unavailable_dataset"])
+        else:
+            datasets.setdefault(out["dataset"], out["dataset_info"])
+    metadata["load_average_at_end"] = load_average()
+    order = {(setting_key(s), k): (i, j) for i, s in enumerate(spec.settings) for j, k in enumerate(s[3])}
+    variants = [v[0] for v in spec.variants()]
+    key = lambda r: (*order[r["setting"], r["metric"]], variants.index(r["variant"]), r["seed"])
+    methods = list(spec.methods)
+    payload: dict[str, Any] = {
+        "suite": spec.name, "kind": spec.kind,
+        "title": (f"Black-box metrics (`{spec.name}`): MetricOpt against loss-only fine-tuning of adapters, "
+                  f"{COST_NOTE}"),
+        "protocol": protocol_text(spec), "spec": spec_to_dict(spec), "metadata": metadata, "jobs": jobs,
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "job_seconds": {f"{o['dataset']} seed {o['seed']}": o["seconds"] for o in outputs},
+        "methods": {m: METHOD_LABELS[m] for m in methods},
+        "variants": [{"label": v[0], "evaluations": v[1], "phi_size": v[2]} for v in spec.variants()],
+        "direct_losses": _direct_losses(spec), "unavailable": unavailable, "datasets": datasets,
+        "meta_training": sorted((m for o in outputs for m in o["meta"]), key=key),
+        "runs": sorted((r for o in outputs for r in o["runs"]),
+                       key=lambda r: (*key(r), r["task"], methods.index(r["method"]))),
+    }
+    return refresh_summary(payload)
+
+
+def _direct_losses(spec: BlackBoxSpec) -> dict[str, str]:
+    from metricopt.bench.blackbox_tasks import DIRECT_LOSSES
+
+    return {k: DIRECT_LOSSES[k] for k in dict.fromkeys(m for s in spec.settings for m in s[3])}
+
+
+def protocol_text(spec: BlackBoxSpec) -> str:
+    models = {s[1] for s in spec.settings}
+    epochs = ", ".join(f"{m} {e} epochs" for m, e in spec.pretrain_epochs if m in models)
+    k = spec.evaluations
+    k_text = f"{k:.1%} of T = {min(spec.steps + 1, max(2, round(k * spec.steps)))}" if isinstance(k, float) else k
+    data = []
+    if "fashion_mnist" in spec.datasets:
+        data.append(f"Fashion-MNIST: {spec.fashion_sizes[0]} training images stratified -> 80/20 train/val and "
+                    f"{spec.fashion_sizes[1]} test images, small CNN")
+    if any(d != "fashion_mnist" for d in spec.datasets):
+        data.append("tabular: 60/20/20 split with random_state = seed, MLP (64, 64)")
+    text = (
+        "Protocol: per (setting, metric, seed), the split and the backbone pre-trained with cross-entropy "
+        f"({epochs}; seeded; {'; '.join(data)}), frozen; the adapter (InputBias or FiLM, |phi| = "
+        f"{spec.phi_size}) is the only thing that moves. The value function is meta-trained with Reptile on "
+        f"{spec.meta_tasks} tasks ({spec.warmup_tasks} loss-only warm-up) drawn from the training split, the "
+        "metric observed on validation" + ("; the learned optimizer likewise (metricopt.blackbox.learned, "
+                                           "the same tasks)" if "metricopt_learned" in spec.methods else "") +
+        f". Then {spec.held_out_tasks} held-out tasks per seed (TaskDistribution.sample at index 1_000_000 + j: a "
+        "data subset and class balance never used in meta-training; phi = 0, learning-rate factor 1), every "
+        f"method with the same budget and batch seed: T = {spec.steps} steps, K = {k_text} metric "
+        f"observations on validation, batch {spec.batch_size}, SGD (momentum 0.9) lr {spec.sgd_learning_rate}, "
+        f"Adam lr {spec.adam_learning_rate}, value weight {spec.value_weight}. Every method keeps the phi with "
+        "the best observed validation metric (phi = 0 included) and is scored on the test split there."
+        + (" Direct losses fine-tune phi with Adam." if "direct_loss" in spec.methods else "")
+        + f" Mean over seeds x held-out tasks; ± std over seeds of the per-seed means; seeds {tuple(spec.seeds)}."
+    )
+    if spec.kind == "blackbox_ablation":
+        text += (f" Ablation: K over {list(spec.evaluations_grid)} at |phi| = {spec.phi_size}, |phi| over "
+                 f"{list(spec.phi_size_grid)} at K = {spec.evaluations}; K applies to meta-training and to every "
+                 "held-out run alike.")
+    return text
+
+
+# ---------------------------------------------------------------------------
+# summary
+
+
+def _paired(a: dict[tuple[int, int], float], b: dict[tuple[int, int], float], tolerance: float) -> dict[str, Any]:
+    diffs = np.array([a[k] - b[k] for k in a if k in b], dtype=float)
+    out: dict[str, Any] = {"wins": int((diffs < -tolerance).sum()), "losses": int((diffs > tolerance).sum()),
+                           "n": len(diffs)}
+    out["ties"] = out["n"] - out["wins"] - out["losses"]
+    out["mean_diff"] = float(diffs.mean()) if len(diffs) else None
+    out["se"] = float(diffs.std(ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else None
+    return out
+
+
+def refresh_summary(payload: dict[str, Any]) -> dict[str, Any]:
+    """(Re)compute ``payload["summary"]`` from its runs and meta-training rows, in place.
+
+    ``summary["groups"]``: one entry per (setting, metric, variant) with, per
+    method, ``mean`` (over seeds x tasks), ``std`` (over seeds of the per-seed
+    means), ``by_seed``, ``n_runs``, ``val_mean``, ``best_step_mean``,
+    ``kept_start`` (share of runs that kept phi = 0), ``seconds_mean``; ``best``
+    (lowest mean, ties at 4 decimals); ``wtl`` per pair of :data:`PAIRS`
+    (``"a vs b"``: paired over (seed, task), a win = a's test cost lower);
+    ``meta`` medians of meta-training seconds and their learned/value ratio.
+    """
+    tolerance = payload["spec"]["tie_tolerance"]
+    groups: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in payload["runs"]:
+        g = groups.setdefault((r["setting"], r["metric"], r["variant"]), {})
+        g.setdefault(r["method"], []).append(r)
+    summary = []
+    for (setting, metric, variant), by_method in groups.items():
+        cells: dict[str, Any] = {}
+        for m in (m for m in payload["methods"] if m in by_method):
+            rows = by_method[m]
+            seeds = sorted({r["seed"] for r in rows})
+            by_seed = {s: float(np.mean([r["test_cost"] for r in rows if r["seed"] == s])) for s in seeds}
+            vals = [r["val_cost"] for r in rows if r["val_cost"] is not None]
+            cells[m] = {"mean": float(np.mean([r["test_cost"] for r in rows])),
+                        "std": float(np.std(list(by_seed.values()), ddof=1)) if len(seeds) > 1 else 0.0,
+                        "by_seed": by_seed, "n_runs": len(rows), "val_mean": float(np.mean(vals)) if vals else None,
+                        "best_step_mean": float(np.mean([r["best_step"] for r in rows])),
+                        "kept_start": float(np.mean([r["best_step"] == 0 for r in rows])),
+                        "seconds_mean": float(np.mean([r["seconds"] for r in rows]))}
+        top = min(c["mean"] for c in cells.values())
+        per_run = {m: {(r["seed"], r["task"]): r["test_cost"] for r in rows} for m, rows in by_method.items()}
+        meta = [r for r in payload["meta_training"]
+                if (r["setting"], r["metric"], r["variant"]) == (setting, metric, variant)]
+        ratios = [r["learned_seconds"] / r["value_seconds"] for r in meta
+                  if r["learned_seconds"] is not None and r["value_seconds"] > 0]
+        learned = [r["learned_seconds"] for r in meta if r["learned_seconds"] is not None]
+        summary.append({
+            "setting": setting, "metric": metric, "variant": variant, "methods": cells,
+            "best": [m for m, c in cells.items() if round(c["mean"], 4) == round(top, 4)],
+            "wtl": {f"{a} vs {b}": _paired(per_run[a], per_run[b], tolerance) for a, b in PAIRS
+                    if a in per_run and b in per_run},
+            "meta": {"value_seconds_median": float(np.median([r["value_seconds"] for r in meta])) if meta else None,
+                     "learned_seconds_median": float(np.median(learned)) if learned else None,
+                     "learned_ratio_median": float(np.median(ratios)) if ratios else None, "n": len(meta)},
+        })
+    totals: dict[str, dict[str, int]] = {}
+    for g in summary:
+        for pair, r in g["wtl"].items():
+            t = totals.setdefault(pair, {"wins": 0, "ties": 0, "losses": 0, "n": 0})
+            for k in t:
+                t[k] += r[k]
+    payload["summary"] = {"groups": summary, "wtl_totals": totals}
+    payload["runs"] = payload.pop("runs")  # keep the long lists last in the file
+    return payload
+
+
+def write_reports(payload: dict[str, Any], output_dir: Path, *, plots: bool = True) -> dict[str, Path]:
+    """Write ``<suite>.md`` and ``<suite>.png`` of a black-box payload (not its JSON); returns the paths."""
+    from metricopt.bench.blackbox_report import blackbox_markdown, plot_blackbox
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    if plots:
+        paths["png"] = plot_blackbox(payload, output_dir / f"{payload['suite']}.png")
+    paths["md"] = output_dir / f"{payload['suite']}.md"
+    paths["md"].write_text(blackbox_markdown(payload))
+    return paths

@@ -1,0 +1,191 @@
+"""Markdown and PNG reports of the black-box suites (payloads of :mod:`metricopt.bench.blackbox`).
+
+Every number is a COST (lower is better): ``mcr``, ``1 - aucpr``, ``cost``;
+the tables and plots say so in their titles. Bold marks the lowest mean.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metricopt.bench.results import _metadata_lines, _row
+
+__all__ = ["blackbox_markdown", "plot_blackbox"]
+
+
+#: How each metric's cost reads in tables and plot titles.
+COST_LABELS = {"mcr": "mcr", "aucpr": "1 - AUCPR", "cost": "cost (20 FN + FP) / N"}
+
+
+def _label(payload: dict[str, Any], method: str) -> str:
+    return payload["methods"].get(method, method)
+
+
+def _pair_label(payload: dict[str, Any], pair: str) -> str:
+    a, b = pair.split(" vs ")
+    return f"{_label(payload, a)} vs {_label(payload, b)}"
+
+
+def _keys(payload: dict[str, Any], group: dict[str, Any]) -> list[str]:
+    keys = [f"`{group['setting']}`", COST_LABELS.get(group["metric"], group["metric"])]
+    return keys + [group["variant"]] if len(payload.get("variants", [])) > 1 else keys
+
+
+def _key_heads(payload: dict[str, Any]) -> list[str]:
+    return ["setting", "metric (as a cost)"] + (["variant"] if len(payload.get("variants", [])) > 1 else [])
+
+
+def _mean_std(cell: dict[str, Any], *, bold: bool) -> str:
+    text = f"{cell['mean']:.4f} ± {cell['std']:.4f}"
+    return f"**{text}**" if bold else text
+
+
+def _wtl_cell(r: dict[str, Any]) -> str:
+    if r["n"] == 0:
+        return "N/A"
+    return f"{r['wins']}/{r['ties']}/{r['losses']}" + (
+        f" ({r['mean_diff']:+.4f})" if r.get("mean_diff") is not None else "")
+
+
+def blackbox_markdown(payload: dict[str, Any]) -> str:
+    """The Markdown report of a ``blackbox`` or ``blackbox_ablation`` payload."""
+    spec, summary = payload["spec"], payload["summary"]
+    groups = summary["groups"]
+    methods = [m for m in payload["methods"] if any(m in g["methods"] for g in groups)]
+    heads = _key_heads(payload)
+    lines = [f"# {payload['title']}", "", *_metadata_lines(payload), "", payload.get("protocol", ""), ""]
+    if payload.get("unavailable"):
+        lines += ["Not run: " + "; ".join(f"{k} ({v})" for k, v in payload["unavailable"].items()), ""]
+    if "direct_loss" in methods:
+        lines += ["Direct losses (the metric's own loss in metricopt, fine-tuning phi with Adam): "
+                  + "; ".join(f"{k}: {v}" for k, v in payload["direct_losses"].items()) + ".", ""]
+    lines += [(f"## Test cost, lower is better: mean over {len(spec['seeds'])} seeds x {spec['held_out_tasks']} "
+               "held-out tasks ± std over seeds (of the per-seed means)"), "",
+              "Costs: mcr = misclassification rate; 1 - AUCPR; cost = (20 FN + FP) / N per sample. Bold: lowest.",
+              "", _row([*heads, *(_label(payload, m) for m in methods)]), _row(["---"] * (len(heads) + len(methods)))]
+    for g in groups:
+        cells = g["methods"]
+        lines.append(_row(_keys(payload, g) + [
+            _mean_std(cells[m], bold=m in g["best"]) if m in cells else "N/A" for m in methods]))
+    pairs = list(dict.fromkeys(p for g in groups for p in g["wtl"]))
+    if pairs:
+        tol = spec["tie_tolerance"]
+        lines += ["", "## MetricOpt against loss-only fine-tuning: paired wins / ties / losses (lower test cost wins)",
+                  "", (f"Over the (seed, held-out task) runs, which share data, start and batch order; tie = "
+                       f"|difference| <= {tol:g}. In brackets: mean test-cost difference, MetricOpt minus the "
+                       "other (negative: MetricOpt better)."), "",
+                  _row([*heads, *(_pair_label(payload, p) for p in pairs)]), _row(["---"] * (len(heads) + len(pairs)))]
+        for g in groups:
+            lines.append(_row(_keys(payload, g) + [_wtl_cell(g["wtl"][p]) if p in g["wtl"] else "N/A"
+                                                   for p in pairs]))
+        totals = summary["wtl_totals"]
+        lines.append(_row(["**total**"] + [""] * (len(heads) - 1) + [
+            f"**{totals[p]['wins']}/{totals[p]['ties']}/{totals[p]['losses']}**" for p in pairs]))
+    lines += ["", "## Validation cost at the kept phi (mean over seeds x tasks; lower is better)", "",
+              _row([*heads, *(_label(payload, m) for m in methods)]), _row(["---"] * (len(heads) + len(methods)))]
+    for g in groups:
+        cells = g["methods"]
+        lines.append(_row(_keys(payload, g) + [
+            "N/A" if m not in cells or cells[m]["val_mean"] is None else f"{cells[m]['val_mean']:.4f}"
+            for m in methods]))
+    lines += ["", f"## Kept phi and fine-tuning time (over every run; T = {spec['steps']})", "",
+              _row(["method", "mean kept step", "runs that kept phi = 0", "mean fine-tuning seconds"]),
+              _row(["---"] * 4)]
+    for m in methods:
+        cells = [g["methods"][m] for g in groups if m in g["methods"]]
+        weights = np.array([c["n_runs"] for c in cells], dtype=float)
+        step, start, seconds = (float(np.average([c[k] for c in cells], weights=weights))
+                                for k in ("best_step_mean", "kept_start", "seconds_mean"))
+        lines.append(_row([_label(payload, m), f"{step:.1f}", f"{start:.0%}", f"{seconds:.2f}"]))
+    threads = sorted({r["threads"] for r in payload["meta_training"]})
+    lines += ["", f"## Meta-training time: median over seeds, wall seconds (torch threads {threads})", "",
+              _row([*heads, "value function (Reptile)", "learned optimizer", "learned / value"]),
+              _row(["---"] * (len(heads) + 3))]
+    fmt = lambda v, f: "N/A" if v is None else format(v, f)
+    for g in groups:
+        meta = g["meta"]
+        lines.append(_row(_keys(payload, g) + [fmt(meta["value_seconds_median"], ".1f"),
+                                               fmt(meta["learned_seconds_median"], ".1f"),
+                                               fmt(meta["learned_ratio_median"], ".2f")]))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _bars(ax: Any, payload: dict[str, Any], group: dict[str, Any], colors: dict[str, Any]) -> None:
+    cells = group["methods"]
+    methods = [m for m in payload["methods"] if m in cells]
+    x = np.arange(len(methods))
+    means = np.array([cells[m]["mean"] for m in methods])
+    ax.bar(x, means, yerr=[cells[m]["std"] for m in methods], capsize=2, color=[colors[m] for m in methods],
+           edgecolor=["black" if m in group["best"] else "none" for m in methods])
+    ax.set_xticks(x, [_label(payload, m) for m in methods], rotation=60, ha="right", fontsize=6.5)
+    low, high = float(means.min()), float(means.max())
+    pad = 0.15 * (high - low) + 0.02 * abs(high) + 1e-4
+    ax.set_ylim(max(0.0, low - 3 * pad), high + 2 * pad)
+    ax.set_title(f"{group['setting']}: {COST_LABELS.get(group['metric'], group['metric'])}", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _sweeps(payload: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    spec, variants = payload["spec"], payload["variants"]
+    k_sweep = [v for v in variants if v["phi_size"] == spec["phi_size"] and v["evaluations"] in spec["evaluations_grid"]]
+    phi_sweep = [v for v in variants if v["evaluations"] == spec["evaluations"]
+                 and v["phi_size"] in spec["phi_size_grid"]]
+    return [("K (metric observations per run)", k_sweep), ("|phi|", sorted(phi_sweep, key=lambda v: v["phi_size"]))]
+
+
+def _ablation(plt: Any, payload: dict[str, Any], colors: dict[str, Any]) -> Any:
+    groups = payload["summary"]["groups"]
+    panels = list(dict.fromkeys((g["setting"], g["metric"]) for g in groups))
+    sweeps = _sweeps(payload)
+    fig, axes = plt.subplots(len(panels), 3, figsize=(13, 3.4 * len(panels) + 0.8), squeeze=False)
+    for row, (setting, metric) in zip(axes, panels):
+        by_variant = {g["variant"]: g for g in groups if (g["setting"], g["metric"]) == (setting, metric)}
+        for ax, (what, sweep) in zip(row[:2], sweeps):
+            labels = [v["label"] for v in sweep if v["label"] in by_variant]
+            x = np.arange(len(labels))
+            for m in payload["methods"]:
+                cells = [by_variant[v]["methods"].get(m) for v in labels]
+                if any(c is None for c in cells) or not cells:
+                    continue
+                ax.errorbar(x, [c["mean"] for c in cells], yerr=[c["std"] for c in cells], marker="o", capsize=3,
+                            color=colors[m], label=_label(payload, m))
+            ax.set_xticks(x, labels, fontsize=7)
+            ax.set_title(f"{setting}: test {COST_LABELS.get(metric, metric)} vs {what}", fontsize=8)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        k_labels = [v["label"] for v in sweeps[0][1] if v["label"] in by_variant]
+        seconds = [by_variant[v]["meta"]["value_seconds_median"] or 0.0 for v in k_labels]
+        row[2].bar(np.arange(len(k_labels)), seconds, color="grey")
+        row[2].set_xticks(np.arange(len(k_labels)), k_labels, fontsize=7)
+        row[2].set_title(f"{setting}: {metric} value meta-training seconds (median) vs K", fontsize=8)
+        row[2].grid(axis="y", alpha=0.3)
+    return fig
+
+
+def plot_blackbox(payload: dict[str, Any], path: Path) -> Path:
+    """Main suites: test-cost bars (error bar: std over seeds) per (setting, metric); ablations: cost vs K and
+    vs |phi| per method, and meta-training seconds vs K."""
+    import matplotlib
+
+    from metricopt.bench.plots import _pyplot, _save, _suptitle
+
+    plt = _pyplot()
+    cmap = matplotlib.colormaps["tab10"]
+    colors = {m: cmap(i % 10) for i, m in enumerate(payload["methods"])}
+    if payload["kind"] == "blackbox_ablation":
+        fig = _ablation(plt, payload, colors)
+    else:
+        groups = payload["summary"]["groups"]
+        cols = min(6, max(1, len(groups)))
+        rows = -(-len(groups) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols + 0.6, 3.3 * rows + 0.8), squeeze=False)
+        for ax, group in zip(axes.flat, groups):
+            _bars(ax, payload, group, colors)
+        for ax in list(axes.flat)[len(groups):]:
+            ax.axis("off")
+    _suptitle(fig, payload["title"].replace("`", "") + f" (error bars: std over {len(payload['spec']['seeds'])} "
+              "seeds)", 9)
+    return _save(plt, fig, path, dpi=100)

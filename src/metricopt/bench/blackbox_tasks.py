@@ -1,0 +1,190 @@
+"""Data, backbones, adapters and direct losses of the black-box benchmark (:mod:`metricopt.bench.blackbox`).
+
+* :func:`load_data`: one (dataset, seed)'s train / validation / test rows.
+  Fashion-MNIST (10 classes): ``n_train`` images of the official training file
+  drawn stratified with the seed, split 80/20 (stratified) into training and
+  validation, ``n_test`` images of the official test file (stratified); pixels
+  / 255, then standardised with the training images' single mean and standard
+  deviation; shape ``(N, 1, 28, 28)``. Tabular (imbalanced binary sets of
+  ``metricopt.data.DATASETS``): ``train_val_test_split`` 60/20/20 with
+  ``random_state = seed`` (stratified, train-only standardisation).
+* :func:`pretrain`: the frozen backbone. Fashion-MNIST: :class:`SmallCNN`
+  (conv 1->16 3x3, ReLU, max-pool 2, conv 16->32 3x3, ReLU, max-pool 2,
+  flatten, Linear -> 64, ReLU, Linear -> 10; "same" padding, DECIDED: the
+  brief does not say) trained with cross-entropy by :func:`metricopt.training.fit`;
+  tabular: the MLP (64, 64) of :func:`metricopt.training.train_classifier`
+  (cross-entropy, the last epoch kept). Initialisation and batch order come
+  from the seed alone.
+* :func:`make_adapter`: ``"input_bias"`` (:class:`~metricopt.blackbox.InputBias`,
+  the paper's choice for MLPs) or ``"film"`` (:class:`~metricopt.blackbox.FiLM`
+  with its default layers: every conv and every Linear but the output layer).
+* :func:`direct_loss`: the loss in this library that targets each benchmark
+  metric directly: ``mcr`` -> ``ConfusionLoss("accuracy")`` (AnyLoss),
+  ``aucpr`` -> ``APLoss`` (RaMBO; multi-class: one-vs-rest mean AP without the
+  cross-class term, ``cross_class_weight=0``, DECIDED: that is exactly the
+  macro one-vs-rest AP the metric reports), ``cost`` -> ``ConfusionLoss`` with
+  :func:`cost_score` (``1 - cost / fn_cost``, so the loss is the soft cost per
+  sample divided by ``fn_cost``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "ADAPTERS",
+    "DIRECT_LOSSES",
+    "FN_COST",
+    "FP_COST",
+    "BenchData",
+    "SmallCNN",
+    "cost_score",
+    "direct_loss",
+    "load_data",
+    "make_adapter",
+    "pretrain",
+]
+
+#: Adapter names of the settings.
+ADAPTERS: tuple[str, ...] = ("input_bias", "film")
+#: The ``cost`` metric's weights (``metricopt.blackbox.metric.cost_weighted_error`` defaults: 20:1).
+FN_COST, FP_COST = 20.0, 1.0
+#: Per metric, the direct loss's description (table footnotes).
+DIRECT_LOSSES: dict[str, str] = {
+    "mcr": 'AnyLoss: metricopt.losses.ConfusionLoss("accuracy")',
+    "aucpr": "RaMBO: metricopt.losses.APLoss() (binary); APLoss(cross_class_weight=0), one-vs-rest mean AP "
+             "(multi-class)",
+    "cost": f"AnyLoss: metricopt.losses.ConfusionLoss(cost_score), soft ({FN_COST:g} FN + {FP_COST:g} FP) / "
+            f"({FN_COST:g} N)",
+}
+
+
+@dataclass(frozen=True)
+class BenchData:
+    """One (dataset, seed)'s rows: ``X_*`` float32 (``(N, d)`` or ``(N, 1, 28, 28)``), ``y_*`` int64."""
+
+    name: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+    def info(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test),
+                               "input_shape": list(self.X_train.shape[1:]), "classes": self.num_classes}
+        if self.num_classes == 2:
+            out["positive_rate"] = {part: round(float(y.mean()), 4)
+                                    for part, y in (("train", self.y_train), ("test", self.y_test))}
+        return out
+
+
+def _fashion(seed: int, n_train: int, n_test: int) -> BenchData:
+    from sklearn.model_selection import train_test_split
+
+    from metricopt.data import load_fashion_mnist
+
+    X, y = load_fashion_mnist("train")
+    X_te, y_te = load_fashion_mnist("test")
+    if n_train < len(y):
+        X, _, y, _ = train_test_split(X, y, train_size=n_train, stratify=y, random_state=seed)
+    X_fit, X_val, y_fit, y_val = train_test_split(X, y, test_size=0.2, stratify=y, random_state=seed)
+    if n_test < len(y_te):
+        X_te, _, y_te, _ = train_test_split(X_te, y_te, train_size=n_test, stratify=y_te, random_state=seed)
+    scaled = [a.astype(np.float32)[:, None] / np.float32(255.0) for a in (X_fit, X_val, X_te)]
+    mean, std = float(scaled[0].mean(dtype=np.float64)), float(scaled[0].std(dtype=np.float64)) or 1.0
+    X_fit, X_val, X_te = (np.ascontiguousarray((a - mean) / std, dtype=np.float32) for a in scaled)
+    as64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)
+    return BenchData("fashion_mnist", X_fit, as64(y_fit), X_val, as64(y_val), X_te, as64(y_te), 10)
+
+
+def load_data(dataset: str, seed: int, *, fashion_sizes: tuple[int, int] = (10000, 5000)) -> BenchData:
+    """The split of ``dataset`` for ``seed`` (see the module docstring).
+
+    Raises:
+        FileNotFoundError, ImportError: the data set is not installed here.
+    """
+    if dataset == "fashion_mnist":
+        return _fashion(seed, *fashion_sizes)
+    from metricopt.data import load_dataset, train_val_test_split
+
+    data = load_dataset(dataset)
+    split = train_val_test_split(data.X, data.y, test_size=0.2, val_size=0.2, random_state=seed)
+    return BenchData(dataset, split.X_train, split.y_train, split.X_val, split.y_val, split.X_test,
+                     split.y_test, data.n_classes)
+
+
+class SmallCNN(nn.Sequential):
+    """conv 1->16 3x3, ReLU, max-pool 2, conv 16->32 3x3, ReLU, max-pool 2, Linear -> 64, ReLU, Linear -> classes."""
+
+    def __init__(self, num_classes: int = 10, *, seed: int = 0) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            super().__init__(
+                nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Flatten(), nn.Linear(32 * 7 * 7, 64), nn.ReLU(), nn.Linear(64, num_classes),
+            )
+
+
+def pretrain(data: BenchData, model: str, *, epochs: int, seed: int) -> nn.Module:
+    """The backbone of ``model`` (``"cnn"`` or ``"mlp"``) trained with cross-entropy on ``data``'s training rows."""
+    from metricopt.losses import cross_entropy_loss
+    from metricopt.training import fit, train_classifier
+
+    if model == "cnn":
+        network = SmallCNN(data.num_classes, seed=seed)
+        fit(network, cross_entropy_loss, data.X_train, torch.as_tensor(data.y_train), epochs=epochs, seed=seed)
+    elif model == "mlp":
+        network, _ = train_classifier(cross_entropy_loss, data.X_train, data.y_train, num_classes=data.num_classes,
+                                      hidden_sizes=(64, 64), seed=seed, epochs=epochs)
+    else:
+        raise ValueError(f"`model` must be 'cnn' or 'mlp'; got {model!r}")
+    return network.eval()
+
+
+def make_adapter(kind: str, backbone: nn.Module, *, phi_size: int, seed: int) -> Any:
+    """``InputBias`` or ``FiLM`` (default layers) on ``backbone``, projections seeded by ``seed``."""
+    from metricopt.blackbox import FiLM, InputBias
+
+    if kind == "input_bias":
+        return InputBias(backbone, phi_size=phi_size, seed=seed)
+    if kind == "film":
+        return FiLM(backbone, phi_size=phi_size, seed=seed)
+    raise ValueError(f"`adapter` must be one of {ADAPTERS}; got {kind!r}")
+
+
+def cost_score(tp: Tensor, fp: Tensor, fn: Tensor, tn: Tensor) -> Tensor:
+    """``1 - (FN_COST * fn + FP_COST * fp) / (FN_COST * n)``: the ``cost`` metric as a score in [0, 1].
+
+    A count formula for ``ConfusionLoss`` (``metricopt.metrics.confusion.resolve_metric``'s
+    callable contract: torch operations, a tensor shaped like the counts).
+
+    Example:
+        >>> t = lambda v: torch.tensor(float(v))
+        >>> round(float(cost_score(t(1), t(1), t(1), t(1))), 6)  # cost (20 + 1) / 4 = 5.25 -> 1 - 5.25 / 20
+        0.7375
+    """
+    total = tp + fp + fn + tn
+    return 1 - (FN_COST * fn + FP_COST * fp) / (FN_COST * total.clamp_min(1e-12))
+
+
+def direct_loss(metric: str, num_classes: int) -> Callable[[Tensor, Tensor], Tensor] | None:
+    """The loss that targets ``metric`` directly (see :data:`DIRECT_LOSSES`), or None if it has none here."""
+    from metricopt.losses import APLoss, ConfusionLoss
+
+    if metric == "mcr":
+        return ConfusionLoss("accuracy")
+    if metric == "aucpr":
+        return APLoss() if num_classes == 2 else APLoss(cross_class_weight=0.0)
+    if metric == "cost" and num_classes == 2:
+        return ConfusionLoss(cost_score)
+    return None
