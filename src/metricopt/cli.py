@@ -350,22 +350,23 @@ def _blackbox_config(args: argparse.Namespace) -> TrainConfig:
     hidden_sizes = _parse_hidden(args.hidden)
     check_adapter(options.adapter, hidden_sizes)
     _check_data_options(args)
-    return TrainConfig(
-        dataset=None if args.csv is not None else (args.dataset or DEFAULT_DATASET),
-        csv=args.csv,
-        target=args.target,
-        test_csv=args.test_csv,
-        metric=spec,
-        loss=BLACKBOX_METHOD,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        hidden_sizes=hidden_sizes,
-        amplification=_parse_amplification(args.amplification),
-        seed=args.seed,
-        higher_is_better=metric.higher_is_better,
-        blackbox=options,
-    )
+    return TrainConfig(**_shared_fields(args), metric=spec, loss=BLACKBOX_METHOD, hidden_sizes=hidden_sizes,
+                       higher_is_better=metric.higher_is_better, blackbox=options)
+
+
+def _shared_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`TrainConfig` fields every method family takes from the arguments as they are."""
+    return {
+        "dataset": None if args.csv is not None else (args.dataset or DEFAULT_DATASET),
+        "csv": args.csv,
+        "target": args.target,
+        "test_csv": args.test_csv,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.lr,
+        "amplification": _parse_amplification(args.amplification),
+        "seed": args.seed,
+    }
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -382,21 +383,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     method = _resolve_method(metric, args.loss)
     rank_options = _rank_options(args, metric)
     _check_data_options(args)
-    return TrainConfig(
-        dataset=None if args.csv is not None else (args.dataset or DEFAULT_DATASET),
-        csv=args.csv,
-        target=args.target,
-        test_csv=args.test_csv,
-        metric=metric,
-        loss=method,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        hidden_sizes=_parse_hidden(args.hidden),
-        amplification=_parse_amplification(args.amplification),
-        seed=args.seed,
-        **rank_options,
-    )
+    return TrainConfig(**_shared_fields(args), metric=metric, loss=method, hidden_sizes=_parse_hidden(args.hidden),
+                       **rank_options)
 
 
 # --------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["default_plot_path", "plot_finetune_curves", "plot_learning_curves", "safe_file_part"]
 
@@ -44,6 +45,22 @@ def default_plot_path(dataset: str, metric: str) -> str:
     'metricopt-letter-recall_at_1.png'
     """
     return f"metricopt-{safe_file_part(dataset)}-{safe_file_part(metric)}.png"
+
+
+def _two_panels(histories: Mapping[str, Sequence[Any]], item: str, unit: str) -> tuple[Any, Any]:
+    """Check that every history has rows; a figure with a loss panel and a score panel."""
+    if not histories:
+        raise ValueError(f"histories must name at least one {item}, got an empty mapping")
+    for name, rows in histories.items():
+        if len(rows) == 0:
+            raise ValueError(f"history of {item} {name!r} has no {unit}")
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(1, 2)
 
 
 def plot_learning_curves(
@@ -77,18 +94,7 @@ def plot_learning_curves(
         ...     out.stat().st_size > 0
         True
     """
-    if not histories:
-        raise ValueError("histories must name at least one method, got an empty mapping")
-    for name, rows in histories.items():
-        if len(rows) == 0:
-            raise ValueError(f"history of method {name!r} has no epochs")
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    FigureCanvasAgg(fig)
-    loss_ax, score_ax = fig.subplots(1, 2)
+    fig, (loss_ax, score_ax) = _two_panels(histories, "method", "epochs")
     for index, (name, rows) in enumerate(histories.items()):
         color = f"C{index}"
         epochs = [row["epoch"] for row in rows]
@@ -153,18 +159,7 @@ def plot_finetune_curves(
         ...     out.stat().st_size > 0
         True
     """
-    if not histories:
-        raise ValueError("histories must name at least one run, got an empty mapping")
-    for name, rows in histories.items():
-        if len(rows) == 0:
-            raise ValueError(f"history of run {name!r} has no steps")
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    FigureCanvasAgg(fig)
-    loss_ax, score_ax = fig.subplots(1, 2)
+    fig, (loss_ax, score_ax) = _two_panels(histories, "run", "steps")
     sign = 1.0 if higher_is_better else -1.0
     for index, (name, rows) in enumerate(histories.items()):
         color = f"C{index}"
