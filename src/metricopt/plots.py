@@ -63,6 +63,18 @@ def _two_panels(histories: Mapping[str, Sequence[Any]], item: str, unit: str) ->
     return fig, fig.subplots(1, 2)
 
 
+def _finish(fig: Any, axes: Sequence[Any], path: str | os.PathLike[str]) -> Path:
+    """Grid and legends on ``axes``; save ``fig`` to ``path`` (parents created)."""
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize="small")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    return out
+
+
 def plot_learning_curves(
     histories: Mapping[str, Sequence[Mapping[str, float]]],
     metric: str,
@@ -113,15 +125,7 @@ def plot_learning_curves(
     score_ax.set_title(f"validation {metric}", usetex=False, parse_math=False)
     score_ax.set_xlabel("epoch")
     score_ax.set_ylabel(f"{metric} (higher is better)", usetex=False, parse_math=False)
-    for ax in (loss_ax, score_ax):
-        ax.grid(alpha=0.3)
-        if ax.has_data():
-            ax.legend(fontsize="small")
-
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    return out
+    return _finish(fig, (loss_ax, score_ax), path)
 
 
 def plot_finetune_curves(
@@ -180,12 +184,4 @@ def plot_finetune_curves(
     score_ax.set_xlabel("step")
     better = "higher" if higher_is_better else "lower"
     score_ax.set_ylabel(f"{metric} ({better} is better)", usetex=False, parse_math=False)
-    for ax in (loss_ax, score_ax):
-        ax.grid(alpha=0.3)
-        if ax.has_data():
-            ax.legend(fontsize="small")
-
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    return out
+    return _finish(fig, (loss_ax, score_ax), path)

@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from metricopt.bench.results import collect_metadata, load_average
+from metricopt.bench.results import collect_metadata, load_average, write_suite_reports
 from metricopt.bench.specs import BlackBoxSpec, spec_to_dict
 
 __all__ = ["METHOD_LABELS", "PAIRS", "refresh_summary", "run_job", "run_suite", "setting_key", "write_reports"]
@@ -407,12 +407,4 @@ def refresh_summary(payload: dict[str, Any]) -> dict[str, Any]:
 def write_reports(payload: dict[str, Any], output_dir: Path, *, plots: bool = True) -> dict[str, Path]:
     """Write ``<suite>.md`` and ``<suite>.png`` of a black-box payload (not its JSON); returns the paths."""
     from metricopt.bench.blackbox_report import blackbox_markdown, plot_blackbox
-
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    if plots:
-        paths["png"] = plot_blackbox(payload, output_dir / f"{payload['suite']}.png")
-    paths["md"] = output_dir / f"{payload['suite']}.md"
-    paths["md"].write_text(blackbox_markdown(payload))
-    return paths
+    return write_suite_reports(payload, output_dir, markdown=blackbox_markdown, plot=plot_blackbox, plots=plots)

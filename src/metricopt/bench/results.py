@@ -440,3 +440,16 @@ def speed_markdown(payload: dict[str, Any]) -> str:
     for note in payload.get("notes", []):
         lines.append(f"- {note}")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def write_suite_reports(payload: dict[str, Any], output_dir: Path, *, markdown: Any, plot: Any,
+                        plots: bool = True) -> dict[str, Path]:
+    """Write ``<suite>.md`` (``markdown(payload)``) and ``<suite>.png`` (``plot(payload, path)``); returns the paths."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    if plots:
+        paths["png"] = plot(payload, output_dir / f"{payload['suite']}.png")
+    paths["md"] = output_dir / f"{payload['suite']}.md"
+    paths["md"].write_text(markdown(payload))
+    return paths

@@ -88,6 +88,7 @@ from metricopt.bench.results import (
     format_mean_std,
     load_average,
     wins_ties_losses,
+    write_suite_reports,
 )
 from metricopt.bench.specs import RetrievalSpec, spec_to_dict
 
@@ -788,11 +789,4 @@ def plot_retrieval(payload: dict[str, Any], path: Path) -> Path:
 
 def write_reports(payload: dict[str, Any], output_dir: Path, *, plots: bool = True) -> dict[str, Path]:
     """Write ``<suite>.md`` and ``<suite>.png`` of a retrieval payload (not its JSON); returns the paths."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    if plots:
-        paths["png"] = plot_retrieval(payload, output_dir / f"{payload['suite']}.png")
-    paths["md"] = output_dir / f"{payload['suite']}.md"
-    paths["md"].write_text(retrieval_markdown(payload))
-    return paths
+    return write_suite_reports(payload, output_dir, markdown=retrieval_markdown, plot=plot_retrieval, plots=plots)
