@@ -53,11 +53,14 @@ def test_blackbox_suites_are_named_frozen_and_follow_the_brief() -> None:
     assert full.settings[0] == ("fashion_mnist", "cnn", "film", ("mcr", "aucpr"))
     tabular = full.settings[1:]
     assert {s[0] for s in tabular} == {"page_blocks0", "yeast4", "caravan", "abalone19"}
-    assert {(s[0], s[2]) for s in tabular} == {(d, a) for d in full.datasets[1:] for a in ("input_bias", "film")}
+    # input bias on every tabular dataset (the adapter); FiLM where input bias cannot move the model
+    assert {(s[0], s[2]) for s in tabular} == ({(d, "input_bias") for d in full.datasets[1:]}
+                                               | {("page_blocks0", "film"), ("yeast4", "film")})
     assert all(s[1] == "mlp" and s[3] == ("mcr", "aucpr", "cost") for s in tabular)
     assert full.seeds == (0, 1, 2, 3, 4) and full.steps == 200 and full.evaluations == 0.05
     assert (full.sgd_learning_rate, full.adam_learning_rate, full.batch_size, full.value_weight) == (0.05, 0.01, 128, 1.0)
-    assert (full.meta_tasks, full.held_out_tasks, full.phi_size) == (40, 2, 128)
+    assert (full.meta_tasks, full.held_out_tasks, full.phi_size) == (24, 2, 128)
+    assert full.fashion_sizes == (3000, 1000)
     assert full.methods == BLACKBOX_METHODS and full.epochs_for("mlp") == 30 and full.epochs_for("cnn") == 3
     assert full.variants() == (("default", 0.05, 128),)
     # smoke: one tabular dataset, 1 seed, T = 20, K = 4, 3 meta tasks, phi 8 (Fashion-MNIST skipped if missing)
@@ -141,7 +144,7 @@ def test_cli_datasets_option_keeps_those_settings_and_rejects_others(tmp_path: P
 
     args = _parser().parse_args(["blackbox", "--datasets", "yeast4,caravan", "--seeds", "2", "--epochs", "7"])
     spec = _override(get_suite("blackbox"), args)
-    assert [s[0] for s in spec.settings] == ["yeast4", "yeast4", "caravan", "caravan"]
+    assert [s[0] for s in spec.settings] == ["yeast4", "caravan", "yeast4"]
     assert spec.seeds == (0, 1) and dict(spec.pretrain_epochs) == {"cnn": 7, "mlp": 7}
     with pytest.raises(SystemExit, match="no setting"):
         _override(get_suite("blackbox"), _parser().parse_args(["blackbox", "--datasets", "letter"]))

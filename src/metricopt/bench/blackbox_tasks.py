@@ -106,7 +106,7 @@ def _fashion(seed: int, n_train: int, n_test: int) -> BenchData:
     return BenchData("fashion_mnist", X_fit, as64(y_fit), X_val, as64(y_val), X_te, as64(y_te), 10)
 
 
-def load_data(dataset: str, seed: int, *, fashion_sizes: tuple[int, int] = (10000, 5000)) -> BenchData:
+def load_data(dataset: str, seed: int, *, fashion_sizes: tuple[int, int] = (3000, 1000)) -> BenchData:
     """The split of ``dataset`` for ``seed`` (see the module docstring).
 
     Raises:

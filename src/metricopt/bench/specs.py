@@ -446,18 +446,19 @@ class BlackBoxSpec:
     name: str = "blackbox"
     settings: tuple[Setting, ...] = (
         ("fashion_mnist", "cnn", "film", ("mcr", "aucpr")),
-        *((d, "mlp", a, ("mcr", "aucpr", "cost")) for d in _BLACKBOX_TABULAR for a in _BLACKBOX_ADAPTERS),
+        *((d, "mlp", "input_bias", ("mcr", "aucpr", "cost")) for d in _BLACKBOX_TABULAR),
+        *((d, "mlp", "film", ("mcr", "aucpr", "cost")) for d in ("page_blocks0", "yeast4")),
     )
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     pretrain_epochs: tuple[tuple[str, int], ...] = (("cnn", 3), ("mlp", 30))
-    fashion_sizes: tuple[int, int] = (10000, 5000)
+    fashion_sizes: tuple[int, int] = (3000, 1000)
     steps: int = 200
     evaluations: int | float = 0.05
     sgd_learning_rate: float = 0.05
     adam_learning_rate: float = 0.01
     batch_size: int = 128
     value_weight: float = 1.0
-    meta_tasks: int = 40
+    meta_tasks: int = 24
     warmup_tasks: int = 4
     held_out_tasks: int = 2
     phi_size: int = 128

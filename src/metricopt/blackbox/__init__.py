@@ -29,7 +29,11 @@ The pieces, one idea per module:
   of the value function, the best observed ``phi`` kept.
 * :mod:`~metricopt.blackbox.learned`: MetricOpt (learned), an MLP update rule
   meta-trained with the value function on a Gaussian-smoothed objective, used
-  in place of SGD/Adam (``finetune(..., rule=optimizer)``).
+  in place of SGD/Adam (``finetune(..., rule=optimizer)``), built from
+  :mod:`~metricopt.blackbox.learned_rule` (the update rule),
+  :mod:`~metricopt.blackbox.learned_objective` (``L_opt`` and the
+  differentiable unroll) and :mod:`~metricopt.blackbox.smoothing` (the gradient
+  of the Gaussian-smoothed objective); ``learned`` re-exports their public names.
 
 Internally every metric is a *cost* (lower is better: ``1 - score`` for a
 score).
