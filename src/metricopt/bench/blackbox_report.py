@@ -153,14 +153,14 @@ def _ablation(plt: Any, payload: dict[str, Any], colors: dict[str, Any]) -> Any:
                 ax.errorbar(x, [c["mean"] for c in cells], yerr=[c["std"] for c in cells], marker="o", capsize=3,
                             color=colors[m], label=_label(payload, m))
             ax.set_xticks(x, labels, fontsize=7)
-            ax.set_title(f"{setting}: test {COST_LABELS.get(metric, metric)} vs {what}", fontsize=8)
+            ax.set_title(f"{setting}\ntest {COST_LABELS.get(metric, metric)} vs {what}", fontsize=8)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         k_labels = [v["label"] for v in sweeps[0][1] if v["label"] in by_variant]
         seconds = [by_variant[v]["meta"]["value_seconds_median"] or 0.0 for v in k_labels]
         row[2].bar(np.arange(len(k_labels)), seconds, color="grey")
         row[2].set_xticks(np.arange(len(k_labels)), k_labels, fontsize=7)
-        row[2].set_title(f"{setting}: {metric} value meta-training seconds (median) vs K", fontsize=8)
+        row[2].set_title(f"{setting}, {metric}\nvalue meta-training, median seconds, vs K", fontsize=8)
         row[2].grid(axis="y", alpha=0.3)
     return fig
 
