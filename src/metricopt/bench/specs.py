@@ -419,6 +419,11 @@ class BlackBoxSpec:
     its test cost is reported (lower is better for every metric: ``mcr``,
     ``1 - aucpr``, ``cost``).
 
+    The defaults are sized for about an hour on 2 cores (``--jobs 2``): input
+    bias on every tabular set, FiLM on two (page_blocks0, and yeast4 where an
+    input bias cannot move the model), 24 meta-training tasks (the command
+    line's default is 40), Fashion-MNIST at 3000 / 1000 images.
+
     Attributes:
         name: suite name; result files are ``<name>.json|.md|.png``.
         settings: ``(dataset, model, adapter, metrics)`` rows: ``dataset`` from
