@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -67,3 +68,69 @@ def gradient_worker(rank: int, sizes: list[int], init_file: str, out_dir: str, u
     # process group is destroyed (measured with 20 repeated 2-process runs; pytorch/pytorch PR 179291
     # describes gloo threads outliving the interpreter).
     os._exit(0)
+
+
+def _loss_factories() -> dict[str, tuple[Any, int, str]]:
+    from metricopt.losses import APLoss, AUROCLoss, ConfusionLoss, NDCGLoss, RecallLoss
+
+    return {  # name: (criterion factory, model outputs, target kind)
+        "confusion_f1": (lambda: ConfusionLoss("f1"), 1, "binary"),
+        "confusion_mcc_multiclass": (lambda: ConfusionLoss("mcc"), 3, "classes"),
+        "ap_with_memory": (lambda: APLoss(memory_size=2), 1, "binary"),
+        "auroc": (lambda: AUROCLoss(), 1, "binary"),
+        "recall_with_memory": (lambda: RecallLoss(memory_size=2), 4, "classes"),
+        "ndcg": (lambda: NDCGLoss(k=5), 1, "gains"),
+    }
+
+
+LOSSES = ("confusion_f1", "confusion_mcc_multiclass", "ap_with_memory", "auroc", "recall_with_memory", "ndcg")
+
+
+def loss_batch(name: str, n: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step ``step``'s global batch of ``n`` rows for loss ``name``: features and targets."""
+    kind = _loss_factories()[name][2]
+    generator = torch.Generator().manual_seed(100 + step)
+    X = torch.randn(n, FEATURES, generator=generator, dtype=torch.float64)
+    if kind == "binary":
+        y = (torch.rand(n, generator=generator) < 0.4).long()
+    elif kind == "classes":
+        y = torch.randint(0, 3, (n,), generator=generator)
+    else:
+        y = torch.randint(0, 3, (n,), generator=generator).double()
+    return X, y
+
+
+def loss_setup(name: str) -> tuple[nn.Module, nn.Module]:
+    """Loss ``name``'s criterion and a linear model (the same weights in every process)."""
+    factory, outputs, _ = _loss_factories()[name]
+    torch.manual_seed(2)
+    return factory(), nn.Linear(FEATURES, outputs).double()
+
+
+def loss_outputs(name: str, model: nn.Module, X: torch.Tensor) -> torch.Tensor:
+    out = model(X)
+    return out.squeeze(1) if name == "ndcg" else out
+
+
+def loss_worker(rank: int, sizes: list[int], init_file: str, out_dir: str, name: str, steps: int) -> None:
+    """``steps`` DDP steps of loss ``name`` (the module, defaults) on this rank's shards; saves each step's
+    gradients and the memory afterwards."""
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=len(sizes))
+    try:
+        criterion, model = loss_setup(name)
+        ddp = nn.parallel.DistributedDataParallel(model)
+        rows = shards(sizes)[rank]
+        grads = []
+        for step in range(steps):
+            X, y = loss_batch(name, sum(sizes), step)
+            ddp.zero_grad()
+            criterion(loss_outputs(name, ddp, X[rows]), y[rows]).backward()
+            grads.append([p.grad.clone() for p in ddp.parameters()])
+        memory = criterion.memory.contents() if hasattr(criterion, "memory") else None
+        torch.save({"grads": grads, "memory": list(memory) if memory is not None else None},
+                   Path(out_dir) / f"rank{rank}.pt")
+        del ddp
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    os._exit(0)  # see gradient_worker

@@ -17,19 +17,23 @@ sys.path.insert(0, str(HERE))
 import ddp_workers  # spawned processes import it by this name, from HERE
 
 
-def _run(tmp_path: Path, sizes: list[int], *, use_gather: bool = True) -> list[dict]:
-    """Run ``ddp_workers.gradient_worker`` on ``len(sizes)`` gloo processes; their saved results."""
+def _spawn(tmp_path: Path, worker: object, sizes: list[int], extra: tuple) -> list[dict]:
+    """Run ``worker(rank, sizes, init_file, out_dir, *extra)`` on ``len(sizes)`` gloo processes; their saved
+    results, in rank order."""
     path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), *([path] if path else [])])
     try:
-        mp.spawn(ddp_workers.gradient_worker, args=(sizes, str(tmp_path / "init"), str(tmp_path), use_gather),
-                 nprocs=len(sizes), join=True)
+        mp.spawn(worker, args=(sizes, str(tmp_path / "init"), str(tmp_path), *extra), nprocs=len(sizes), join=True)
     finally:
         if path is None:
             del os.environ["PYTHONPATH"]
         else:
             os.environ["PYTHONPATH"] = path
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(len(sizes))]
+
+
+def _run(tmp_path: Path, sizes: list[int], *, use_gather: bool = True) -> list[dict]:
+    return _spawn(tmp_path, ddp_workers.gradient_worker, sizes, (use_gather,))
 
 
 def _reference(n: int) -> list[torch.Tensor]:
@@ -41,7 +45,12 @@ def _reference(n: int) -> list[torch.Tensor]:
 
 
 def _max_relative_error(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:
-    return max(float((g - w).abs().max() / w.abs().max()) for g, w in zip(got, want))
+    """Largest absolute difference over all parameters, relative to the largest gradient entry (a rank loss's
+    bias gradient is 0 up to rounding, so per-tensor ratios would divide rounding noise by 0); an all-zero
+    reference gradient needs an all-zero one (1e-12 absolute)."""
+    scale = max(float(w.abs().max()) for w in want)
+    diff = max(float((g - w).abs().max()) for g, w in zip(got, want))
+    return diff / scale if scale > 0 else (0.0 if diff < 1e-12 else float("inf"))
 
 
 @pytest.mark.parametrize("sizes", [[7, 7], [9, 4], [5, 4, 3, 6]], ids=["2 even", "2 uneven", "4 uneven"])
@@ -69,3 +78,39 @@ def test_without_a_process_group_gather_returns_its_input() -> None:
 def test_gather_rejects_bad_input_naming_the_argument(bad: object, error: type) -> None:
     with pytest.raises(error, match="`tensor`"):
         gather(bad)  # type: ignore[arg-type]
+
+
+def _run_loss(tmp_path: Path, sizes: list[int], name: str, steps: int) -> list[dict]:
+    return _spawn(tmp_path, ddp_workers.loss_worker, sizes, (name, steps))
+
+
+def _loss_reference(name: str, n: int, steps: int) -> tuple[list[list[torch.Tensor]], object]:
+    """One process, the whole batch, the same steps: gradients per step and the memory afterwards."""
+    criterion, model = ddp_workers.loss_setup(name)
+    grads = []
+    for step in range(steps):
+        X, y = ddp_workers.loss_batch(name, n, step)
+        model.zero_grad()
+        criterion(ddp_workers.loss_outputs(name, model, X), y).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    return grads, (criterion.memory.contents() if hasattr(criterion, "memory") else None)
+
+
+@pytest.mark.parametrize("name", ddp_workers.LOSSES)
+@pytest.mark.parametrize("sizes", [[11, 6], [6, 5, 4, 7]], ids=["2 uneven", "4 uneven"])
+def test_every_loss_family_gives_one_process_gradients_and_equal_memories_under_ddp(
+    tmp_path: Path, name: str, sizes: list[int]
+) -> None:
+    steps = 3
+    results = _run_loss(tmp_path, sizes, name, steps)
+    want, memory = _loss_reference(name, sum(sizes), steps)
+    assert any(float(g.abs().max()) > 0 for step in want for g in step)  # the comparison is not of zeros
+    for r in results:
+        for got, expected in zip(r["grads"], want):
+            assert _max_relative_error(got, expected) < 1e-6
+        if memory is not None:
+            # bitwise equal on every rank; equal to one process's up to float rounding (a shard's matmul may
+            # round differently from the whole batch's in the last bit)
+            assert all(torch.equal(a, b) for a, b in zip(r["memory"], results[0]["memory"]))
+            assert all(torch.allclose(a.double(), b.double(), rtol=1e-12, atol=0) for a, b in zip(r["memory"], memory))
+            assert all(len(a) == len(b) for a, b in zip(r["memory"], memory))

@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["gather", "is_distributed", "world_size"]
+__all__ = ["gather", "gather_batch", "is_distributed", "world_size"]
 
 
 def is_distributed(group: Any = None) -> bool:
@@ -117,3 +117,17 @@ def gather(tensor: Tensor, *, group: Any = None) -> Tensor:
         return _Gather.apply(tensor, group)
     with torch.no_grad():
         return _all_gather_rows(tensor, group)[0]
+
+
+def gather_batch(*tensors: Tensor, enabled: bool = True, group: Any = None) -> tuple[Tensor, ...]:
+    """:func:`gather` of each tensor (a batch's scores and targets), or the tensors as they are.
+
+    The losses call this with their ``distributed`` option as ``enabled``; it
+    gathers only when ``enabled`` and a process group of two or more processes
+    is initialised.
+    """
+    if not isinstance(enabled, bool):
+        raise TypeError(f"`distributed` must be True or False; got {enabled!r}")
+    if not enabled or not is_distributed(group):
+        return tensors
+    return tuple(gather(t, group=group) for t in tensors)

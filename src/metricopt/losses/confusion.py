@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from metricopt._checks import check_finite, check_positive, check_tensor, describe
+from metricopt.distributed import gather_batch
 from metricopt.metrics._average import (
     average_metric,
     both_classes,
@@ -135,6 +136,7 @@ def confusion_loss(
     average: str | None = "auto",
     beta: float = 1.0,
     validate: bool = True,
+    distributed: bool = True,
 ) -> Tensor:
     """AnyLoss: ``1 - metric`` on a soft confusion matrix of amplified probabilities.
 
@@ -162,6 +164,12 @@ def confusion_loss(
         beta: weight of recall for ``metric="fbeta"``.
         validate: check the inputs (finite logits, targets in range). Costs a
             device sync; turn off in a tuned loop once the data are known good.
+        distributed: under ``torch.distributed`` (an initialised process group of
+            two or more processes), compute the loss of the global batch,
+            gathered from every process in rank order with gradients
+            (:func:`metricopt.distributed.gather`), so DDP's averaged gradients
+            equal one process's on the whole batch; False: this process's
+            batch only.
 
     Returns:
         A scalar loss in [0, 1] (a ``(C,)`` vector for ``average="none"``).
@@ -195,6 +203,7 @@ def confusion_loss(
     if validate:
         check_finite("logits", logits)
         _check_target(task, target, logits.shape[-1])
+    logits, target = gather_batch(logits, target, enabled=distributed)
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     score, lower_bound = _scores(logits, target, task, metric, amplification, sharpness, average, beta)
@@ -228,6 +237,7 @@ class ConfusionLoss(nn.Module):
         average: str | None = "auto",
         beta: float = 1.0,
         validate: bool = True,
+        distributed: bool = True,
     ) -> None:
         super().__init__()
         resolve_metric(metric, beta)  # fail at construction, not at the first batch
@@ -239,13 +249,14 @@ class ConfusionLoss(nn.Module):
         self.average = average
         self.beta = beta
         self.validate = validate
+        self.distributed = distributed
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Loss of a batch; see :func:`confusion_loss`."""
         return confusion_loss(
             logits, target, self.metric, amplification=self.amplification, sharpness=self.sharpness,
             average=self.average,
-            beta=self.beta, validate=self.validate,
+            beta=self.beta, validate=self.validate, distributed=self.distributed,
         )
 
     def extra_repr(self) -> str:

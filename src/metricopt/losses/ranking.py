@@ -84,6 +84,7 @@ from metricopt._checks import (
     check_tensor,
     describe,
 )
+from metricopt.distributed import gather_batch
 from metricopt.losses.memory import BatchMemory
 from metricopt.losses.ranker import _BlackboxRank
 
@@ -237,6 +238,7 @@ def average_precision_loss(
     margin: float = DEFAULT_MARGIN,
     cross_class_weight: float = DEFAULT_CROSS_CLASS_WEIGHT,
     memory: tuple[Tensor, Tensor] | None = None,
+    distributed: bool = True,
 ) -> Tensor:
     """``1 - average precision`` of ``scores`` (RaMBO), differentiable.
 
@@ -251,6 +253,12 @@ def average_precision_loss(
             scores: ``(mAP loss + w * cross-class loss) / (1 + w)``.
         memory: optional ``(scores, target)`` of earlier samples, detached, in
             the same layout; they join the ranking without gradient.
+        distributed: under ``torch.distributed`` (an initialised process group of
+            two or more processes), rank the global batch, gathered from every
+            process in rank order with gradients
+            (:func:`metricopt.distributed.gather`), so DDP's averaged gradients
+            equal one process's on the whole batch; False: this process's
+            batch only.
 
     Returns:
         Scalar loss in [0, 1]; classes without a positive are left out.
@@ -263,6 +271,7 @@ def average_precision_loss(
     check_positive("interpolation", interpolation)
     margin = check_nonnegative("margin", margin)
     cross_class_weight = check_nonnegative("cross_class_weight", cross_class_weight)
+    scores, target = gather_batch(scores, target, enabled=distributed)
     rows, relevant = _classification_rows(scores, target)
     if memory is not None:
         memory = _classification_rows(*memory)
@@ -284,6 +293,7 @@ def auroc_loss(
     interpolation: float = DEFAULT_INTERPOLATION,
     margin: float = DEFAULT_MARGIN,
     memory: tuple[Tensor, Tensor] | None = None,
+    distributed: bool = True,
 ) -> Tensor:
     """``1 - AUROC`` of ``scores`` via blackbox ranks (macro over ``(N, C)`` columns).
 
@@ -296,6 +306,7 @@ def auroc_loss(
     """
     check_positive("interpolation", interpolation)
     margin = check_nonnegative("margin", margin)
+    scores, target = gather_batch(scores, target, enabled=distributed)
     rows, relevant = _classification_rows(scores, target)
     if memory is not None:
         memory = _classification_rows(*memory)
@@ -392,17 +403,21 @@ def recall_loss(
     interpolation: float = DEFAULT_INTERPOLATION,
     margin: float = DEFAULT_RECALL_MARGIN,
     memory: tuple[Tensor, Tensor] | None = None,
+    distributed: bool = True,
 ) -> Tensor:
     """RaMBO's recall loss for metric learning on ``(N, D)`` embeddings.
 
     Every embedding (L2-normalised) is a query against all the others and the
     optional ``memory`` ``(embeddings (M, D), labels (M,))`` of earlier batches;
-    relevant = same label. See :func:`recall_loss_scores`.
+    relevant = same label. See :func:`recall_loss_scores`. ``distributed``: as in
+    :func:`average_precision_loss` (every process's embeddings are queries
+    against the global batch).
 
     >>> x = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     >>> recall_loss(x, torch.tensor([0, 0, 1, 1])).item()    # both pairs are each other's nearest
     0.0
     """
+    embeddings, labels = gather_batch(embeddings, labels, enabled=distributed)
     scores, relevance, exclude = retrieval_scores(embeddings, labels, memory)
     return recall_loss_scores(
         scores, relevance, exclude=exclude, variant=variant, interpolation=interpolation, margin=margin
@@ -413,7 +428,12 @@ def recall_loss(
 
 
 def ndcg_loss(
-    scores: Tensor, gains: Tensor, *, k: int | None = None, interpolation: float = DEFAULT_INTERPOLATION
+    scores: Tensor,
+    gains: Tensor,
+    *,
+    k: int | None = None,
+    interpolation: float = DEFAULT_INTERPOLATION,
+    distributed: bool = True,
 ) -> Tensor:
     """``1 - NDCG@k`` with graded relevance, via blackbox ranks.
 
@@ -421,6 +441,13 @@ def ndcg_loss(
         scores: ``(L,)`` one ranking or ``(B, L)`` one row per query.
         gains: same shape, graded relevance >= 0 (linear gains, as scikit-learn).
         k: cut-off (None = all L items).
+        distributed: under ``torch.distributed`` (an initialised process group of
+            two or more processes), the global batch (``(L,)``: one ranking of every process's items;
+            ``(B, L)``: every process's queries), gathered from every
+            process in rank order with gradients
+            (:func:`metricopt.distributed.gather`), so DDP's averaged gradients
+            equal one process's on the whole batch; False: this process's
+            batch only.
 
     Returns:
         Scalar in [0, 1]; rows whose gains are all 0 are left out.
@@ -435,6 +462,7 @@ def ndcg_loss(
     gains = gains if gains.is_floating_point() else gains.to(scores.dtype)
     check_finite("gains", gains)
     check_same_shape("scores", scores, "gains", gains)
+    scores, gains = gather_batch(scores, gains, enabled=distributed)
     if scores.ndim not in (1, 2) or scores.shape[-1] == 0:
         raise ValueError(f"`scores` must be (L,) or (B, L) with L >= 1; got {describe(scores)}")
     if bool((gains < 0).any()):
@@ -458,11 +486,12 @@ def ndcg_loss(
 class _RankLoss(nn.Module):
     """Shared settings and the optional batch memory of the rank-loss modules."""
 
-    def __init__(self, interpolation: float, margin: float, memory_size: int) -> None:
+    def __init__(self, interpolation: float, margin: float, memory_size: int, distributed: bool) -> None:
         super().__init__()
         self.interpolation = check_positive("interpolation", interpolation)
         self.margin = check_nonnegative("margin", margin)
         self.memory = BatchMemory(memory_size)
+        self.distributed = distributed
 
     @property
     def memory_size(self) -> int:
@@ -471,6 +500,12 @@ class _RankLoss(nn.Module):
     def reset(self) -> None:
         """Empty the memory (call it between epochs or datasets if wanted)."""
         self.memory.reset()
+
+    def _gather(self, values: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        # Gathered once here, in rank order, so the loss sees the global batch and every process's memory
+        # receives the same batch: memories stay identical across processes.
+        values, labels = gather_batch(values, labels, enabled=self.distributed)
+        return values, labels
 
     def _remember(self, values: Tensor, labels: Tensor) -> None:
         # Only training batches enter the memory, so evaluating a loss never changes it.
@@ -502,11 +537,13 @@ class APLoss(_RankLoss):
         margin: float = DEFAULT_MARGIN,
         memory_size: int = 0,
         cross_class_weight: float = DEFAULT_CROSS_CLASS_WEIGHT,
+        distributed: bool = True,
     ) -> None:
-        super().__init__(interpolation, margin, memory_size)
+        super().__init__(interpolation, margin, memory_size, distributed)
         self.cross_class_weight = check_nonnegative("cross_class_weight", cross_class_weight)
 
     def forward(self, scores: Tensor, target: Tensor) -> Tensor:
+        scores, target = self._gather(scores, target)
         loss = average_precision_loss(
             scores,
             target,
@@ -514,6 +551,7 @@ class APLoss(_RankLoss):
             margin=self.margin,
             cross_class_weight=self.cross_class_weight,
             memory=self.memory.contents(),
+            distributed=False,
         )
         self._remember(scores, target)
         return loss
@@ -523,13 +561,20 @@ class AUROCLoss(_RankLoss):
     """``1 - AUROC`` as a module, with the same memory as :class:`APLoss`."""
 
     def __init__(
-        self, *, interpolation: float = DEFAULT_INTERPOLATION, margin: float = DEFAULT_MARGIN, memory_size: int = 0
+        self,
+        *,
+        interpolation: float = DEFAULT_INTERPOLATION,
+        margin: float = DEFAULT_MARGIN,
+        memory_size: int = 0,
+        distributed: bool = True,
     ) -> None:
-        super().__init__(interpolation, margin, memory_size)
+        super().__init__(interpolation, margin, memory_size, distributed)
 
     def forward(self, scores: Tensor, target: Tensor) -> Tensor:
+        scores, target = self._gather(scores, target)
         loss = auroc_loss(
-            scores, target, interpolation=self.interpolation, margin=self.margin, memory=self.memory.contents()
+            scores, target, interpolation=self.interpolation, margin=self.margin, memory=self.memory.contents(),
+            distributed=False,
         )
         self._remember(scores, target)
         return loss
@@ -551,12 +596,14 @@ class RecallLoss(_RankLoss):
         interpolation: float = DEFAULT_INTERPOLATION,
         margin: float = DEFAULT_RECALL_MARGIN,
         memory_size: int = 0,
+        distributed: bool = True,
     ) -> None:
-        super().__init__(interpolation, margin, memory_size)
+        super().__init__(interpolation, margin, memory_size, distributed)
         check_choice("variant", variant, RECALL_VARIANTS)
         self.variant = variant
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        embeddings, labels = self._gather(embeddings, labels)
         loss = recall_loss(
             embeddings,
             labels,
@@ -564,6 +611,7 @@ class RecallLoss(_RankLoss):
             interpolation=self.interpolation,
             margin=self.margin,
             memory=self.memory.contents(),
+            distributed=False,
         )
         self._remember(embeddings, labels)
         return loss
@@ -575,13 +623,16 @@ class RecallLoss(_RankLoss):
 class NDCGLoss(nn.Module):
     """``1 - NDCG@k`` as a module; see :func:`ndcg_loss`."""
 
-    def __init__(self, *, k: int | None = None, interpolation: float = DEFAULT_INTERPOLATION) -> None:
+    def __init__(
+        self, *, k: int | None = None, interpolation: float = DEFAULT_INTERPOLATION, distributed: bool = True
+    ) -> None:
         super().__init__()
         self.k = _check_k(k)
         self.interpolation = check_positive("interpolation", interpolation)
+        self.distributed = distributed
 
     def forward(self, scores: Tensor, gains: Tensor) -> Tensor:
-        return ndcg_loss(scores, gains, k=self.k, interpolation=self.interpolation)
+        return ndcg_loss(scores, gains, k=self.k, interpolation=self.interpolation, distributed=self.distributed)
 
     def extra_repr(self) -> str:
         return f"k={self.k}, interpolation={self.interpolation}"
