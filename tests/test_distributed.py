@@ -20,15 +20,17 @@ import ddp_workers  # spawned processes import it by this name, from HERE
 def _spawn(tmp_path: Path, worker: object, sizes: list[int], extra: tuple) -> list[dict]:
     """Run ``worker(rank, sizes, init_file, out_dir, *extra)`` on ``len(sizes)`` gloo processes; their saved
     results, in rank order."""
-    path = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), *([path] if path else [])])
+    saved = {key: os.environ.get(key) for key in ("PYTHONPATH", "GLOO_SOCKET_IFNAME")}
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), *([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else [])])
+    os.environ["GLOO_SOCKET_IFNAME"] = saved["GLOO_SOCKET_IFNAME"] or "lo"  # loopback: CI machines have no network
     try:
         mp.spawn(worker, args=(sizes, str(tmp_path / "init"), str(tmp_path), *extra), nprocs=len(sizes), join=True)
     finally:
-        if path is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = path
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(len(sizes))]
 
 
