@@ -1,0 +1,165 @@
+"""Scaling of the losses under DDP: time per step and gradient error against world size and batch size.
+
+For world sizes 1, 2 and 4 (CPU processes, gloo, one torch thread each) and
+global batches of 256, 1024 and 4096 rows, each loss family trains an MLP
+(32 -> 64 -> outputs) under ``DistributedDataParallel`` with the global batch
+split evenly over the processes:
+
+* time per step: median wall time of forward + loss (with the gather) +
+  backward (with DDP's all-reduce), measured on rank 0 after warm-up steps;
+* gradient error: the largest absolute difference between rank 0's averaged
+  DDP gradient and one process's full-batch gradient, relative to the largest
+  full-batch gradient entry, with the gather (``distributed=True``, the
+  default) and without it (``distributed=False``: each process's local batch
+  only, what a loss without a gather computes).
+
+This machine has 2 cores: 4 processes share them, so the 4-process times
+include the oversubscription. Writes ``benchmarks/results/ddp_scaling.{json,md}``.
+
+    python benchmarks/ddp_scaling.py            # about 5 minutes on 2 cores
+    python benchmarks/ddp_scaling.py --quick    # seconds: one batch size, 2 processes
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+RESULTS = Path(__file__).resolve().parent / "results"
+FEATURES = 32
+LOSSES = ("confusion_f1", "ap", "recall")
+WORLD_SIZES = (1, 2, 4)
+BATCHES = (256, 1024, 4096)
+WARMUP, STEPS = 2, 8
+
+
+def make(name: str, distributed: bool) -> tuple[nn.Module, nn.Module]:
+    """The criterion and the MLP (the same weights for every world size) of loss family ``name``."""
+    from metricopt.losses import APLoss, ConfusionLoss, RecallLoss
+
+    criterion = {"confusion_f1": lambda: ConfusionLoss("f1", distributed=distributed),
+                 "ap": lambda: APLoss(distributed=distributed),
+                 "recall": lambda: RecallLoss(distributed=distributed)}[name]()
+    torch.manual_seed(0)
+    outputs = 16 if name == "recall" else 1
+    return criterion, nn.Sequential(nn.Linear(FEATURES, 64), nn.ReLU(), nn.Linear(64, outputs))
+
+
+def batch(name: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(n)
+    X = torch.randn(n, FEATURES, generator=generator)
+    y = torch.randint(0, 32, (n,), generator=generator) if name == "recall" else (
+        torch.rand(n, generator=generator) < 0.1).long()
+    return X, y
+
+
+def reference_gradient(name: str, n: int) -> list[torch.Tensor]:
+    criterion, model = make(name, distributed=False)
+    X, y = batch(name, n)
+    criterion(model(X), y).backward()
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def worker(rank: int, world: int, init_file: str, out_file: str, name: str, n: int) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        X, y = batch(name, n)
+        rows = slice(rank * n // world, (rank + 1) * n // world)
+        out: dict = {}
+        for distributed in (True, False):
+            criterion, model = make(name, distributed)
+            ddp = nn.parallel.DistributedDataParallel(model)
+            times = []
+            for step in range(WARMUP + STEPS):
+                ddp.zero_grad()
+                dist.barrier()
+                start = time.perf_counter()
+                criterion(ddp(X[rows]), y[rows]).backward()
+                times.append(time.perf_counter() - start)
+                if step == 0:
+                    grads = [p.grad.clone() for p in ddp.parameters()]
+            out[str(distributed)] = {"grads": grads, "ms": statistics.median(times[WARMUP:]) * 1e3}
+            del ddp
+        if rank == 0:
+            torch.save(out, out_file)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    os._exit(0)  # torch 2.13 + gloo can abort at interpreter exit (see tests/ddp_workers.py)
+
+
+def relative_error(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:
+    scale = max(float(w.abs().max()) for w in want)
+    return max(float((g - w).abs().max()) for g, w in zip(got, want)) / scale
+
+
+def measure(name: str, world: int, n: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out_file = os.path.join(tmp, "out.pt")
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+        mp.spawn(worker, args=(world, os.path.join(tmp, "init"), out_file, name, n), nprocs=world, join=True)
+        out = torch.load(out_file, weights_only=True)
+    want = reference_gradient(name, n)
+    return {"loss": name, "world_size": world, "global_batch": n,
+            "ms_per_step": round(out["True"]["ms"], 3), "ms_per_step_local_only": round(out["False"]["ms"], 3),
+            "gradient_error": relative_error(out["True"]["grads"], want),
+            "gradient_error_local_only": relative_error(out["False"]["grads"], want)}
+
+
+def markdown(records: list[dict], metadata: dict) -> str:
+    lines = [
+        "# Losses under DDP: time per step and gradient error against world size and batch size",
+        "",
+        f"- command: `{metadata['command']}`",
+        (f"- git commit: `{metadata.get('git_commit')}`; date {metadata.get('date')}; "
+        f"machine: {metadata.get('cpu', '?')}, {os.cpu_count()} CPUs; torch {torch.__version__}, gloo, "
+        "1 thread per process (4 processes oversubscribe 2 cores)"),
+        (f"- MLP 32 -> 64 -> 1 (16-d embeddings for recall), global batch split evenly; median of {STEPS} steps "
+        f"after {WARMUP} warm-up; gradient error: max |DDP - one process full batch| / max |full batch|"),
+        "",
+        ("| loss | processes | global batch | ms per step (gather) | ms per step (local only) "
+        "| gradient error (gather) | gradient error (local only) |"),
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in records:
+        lines.append(f"| {r['loss']} | {r['world_size']} | {r['global_batch']} | {r['ms_per_step']:.2f} | "
+                     f"{r['ms_per_step_local_only']:.2f} | {r['gradient_error']:.1e} | "
+                     f"{r['gradient_error_local_only']:.1e} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    from metricopt.bench.results import collect_metadata
+
+    quick = "--quick" in argv
+    metadata = collect_metadata(["python", "benchmarks/ddp_scaling.py", *argv])
+    worlds, batches = ((1, 2), (256,)) if quick else (WORLD_SIZES, BATCHES)
+    records = []
+    for name in LOSSES:
+        for n in batches:
+            for world in worlds:
+                records.append(measure(name, world, n))
+                r = records[-1]
+                print(f"{name} W={world} B={n}: {r['ms_per_step']:.2f} ms/step, gradient error "
+                      f"{r['gradient_error']:.1e} (local only {r['gradient_error_local_only']:.1e})", file=sys.stderr)
+    stem = "ddp_scaling_quick" if quick else "ddp_scaling"
+    target = Path(tempfile.gettempdir()) if quick else RESULTS
+    (target / f"{stem}.json").write_text(json.dumps({"metadata": metadata, "records": records}, indent=1) + "\n")
+    (target / f"{stem}.md").write_text(markdown(records, metadata) + "\n")
+    print(f"wrote {target / (stem + '.md')}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
