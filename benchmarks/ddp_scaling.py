@@ -123,7 +123,7 @@ def markdown(records: list[dict], metadata: dict) -> str:
         "",
         f"- command: `{metadata['command']}`",
         (f"- git commit: `{metadata.get('git_commit')}`; date {metadata.get('date')}; "
-        f"machine: {metadata.get('cpu', '?')}, {os.cpu_count()} CPUs; torch {torch.__version__}, gloo, "
+        f"machine: {metadata.get('cpu_model', '?')}, {metadata.get('cpu_count', '?')} CPUs; torch {torch.__version__}, gloo, "
         "1 thread per process (4 processes oversubscribe 2 cores)"),
         (f"- MLP 32 -> 64 -> 1 (16-d embeddings for recall), global batch split evenly; median of {STEPS} steps "
         f"after {WARMUP} warm-up; gradient error: max |DDP - one process full batch| / max |full batch|"),
