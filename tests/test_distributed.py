@@ -116,3 +116,23 @@ def test_every_loss_family_gives_one_process_gradients_and_equal_memories_under_
             assert all(torch.equal(a, b) for a, b in zip(r["memory"], results[0]["memory"]))
             assert all(torch.allclose(a.double(), b.double(), rtol=1e-12, atol=0) for a, b in zip(r["memory"], memory))
             assert all(len(a) == len(b) for a, b in zip(r["memory"], memory))
+
+
+def test_ddp_scaling_benchmark_smoke() -> None:
+    """benchmarks/ddp_scaling.py --quick (2 processes, batch 256): runs, and its gathered gradients are exact."""
+    import json
+    import subprocess
+    import tempfile
+
+    script = HERE.parent / "benchmarks" / "ddp_scaling.py"
+    result = Path(tempfile.gettempdir()) / "ddp_scaling_quick.json"
+    result.unlink(missing_ok=True)
+    done = subprocess.run([sys.executable, str(script), "--quick"], check=False, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = json.loads(result.read_text())["records"]
+    assert {(r["loss"], r["world_size"]) for r in records} >= {("ap", 2), ("confusion_f1", 2), ("recall", 2)}
+    for r in records:
+        assert r["gradient_error"] < 1e-5  # float32
+        if r["world_size"] > 1:
+            assert r["gradient_error_local_only"] > 1e-3
