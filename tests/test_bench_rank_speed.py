@@ -63,8 +63,8 @@ def test_memory_probe_caps_the_child_and_times_it_out() -> None:
 # timing helper and summaries
 
 
-def test_interleaved_times_drops_a_slow_timer_after_its_budget() -> None:
-    calls = {"fast": 0, "slow": 0}
+def _counting_timers(calls: dict[str, int]):
+    """``timer(name, seconds)``: a fake timed call that counts its calls in ``calls[name]`` and reports ``seconds``."""
 
     def timer(name: str, seconds: float):
         def run() -> float:
@@ -73,6 +73,12 @@ def test_interleaved_times_drops_a_slow_timer_after_its_budget() -> None:
 
         return run
 
+    return timer
+
+
+def test_interleaved_times_drops_a_slow_timer_after_its_budget() -> None:
+    calls = {"fast": 0, "slow": 0}
+    timer = _counting_timers(calls)
     times = interleaved_times({"fast": timer("fast", 0.001), "slow": timer("slow", 1.0)},
                               repeats=10, warmup=3, max_seconds=2.0, min_repeats=2)
     assert len(times["fast"]) == 10
@@ -84,14 +90,7 @@ def test_interleaved_times_drops_a_slow_timer_after_its_budget() -> None:
 
 def test_interleaved_times_settles_fast_timers_with_an_untimed_call() -> None:
     calls = {"fast": 0, "slow": 0}
-
-    def timer(name: str, seconds: float):
-        def run() -> float:
-            calls[name] += 1
-            return seconds
-
-        return run
-
+    timer = _counting_timers(calls)
     times = interleaved_times({"fast": timer("fast", 0.01), "slow": timer("slow", 2.0)},
                               repeats=5, warmup=1, settle_below_s=1.0)
     assert len(times["fast"]) == len(times["slow"]) == 5

@@ -484,9 +484,7 @@ def _results(config: TrainConfig, info: dict[str, Any], split: Split,
         "baseline_method": BASELINE,
         "delta": test_metrics[config.metric] - baseline_metrics[config.metric],
         **info,
-        "n_train": len(split.y_train),
-        "n_val": len(split.y_val),
-        "n_test": len(split.y_test),
+        **_split_sizes(split),
         "test_metrics": test_metrics,
         "baseline_metrics": baseline_metrics,
         "best_epoch": result.best_epoch,
@@ -494,6 +492,17 @@ def _results(config: TrainConfig, info: dict[str, Any], split: Split,
         "val_score": result.best_score,
         "baseline_val_score": baseline_result.best_score,
         "history": {name: fitted[name][1].history for name in fitted},
+        **_provenance(config),
+    }
+
+
+def _split_sizes(split: Split) -> dict[str, int]:
+    return {"n_train": len(split.y_train), "n_val": len(split.y_val), "n_test": len(split.y_test)}
+
+
+def _provenance(config: TrainConfig) -> dict[str, Any]:
+    """The run's configuration and the versions it ran with (every results file ends with these keys)."""
+    return {
         "config": dataclasses.asdict(config),
         "seed": config.seed,
         "metricopt_version": __version__,
@@ -626,16 +635,9 @@ def _run_blackbox(config: TrainConfig, *, show_progress: bool,
     return {
         **head,
         **info,
-        "n_train": len(split.y_train),
-        "n_val": len(split.y_val),
-        "n_test": len(split.y_test),
+        **_split_sizes(split),
         **method,
-        "config": dataclasses.asdict(config),
-        "seed": config.seed,
-        "metricopt_version": __version__,
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-        "torch_threads": torch.get_num_threads(),
+        **_provenance(config),
     }
 
 

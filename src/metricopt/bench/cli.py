@@ -71,8 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _override_retrieval(spec: Any, args: argparse.Namespace) -> Any:
-    """Command-line overrides of a retrieval spec (``--epochs`` sets every dataset's epochs)."""
+def _epochs(args: argparse.Namespace) -> int:
+    """``--epochs``, checked."""
+    if args.epochs < 1:
+        raise SystemExit(f"--epochs must be >= 1; got {args.epochs}")
+    return args.epochs
+
+
+def _retrieval_changes(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Command-line changes to a retrieval spec (``--epochs`` sets every dataset's epochs)."""
     changes: dict[str, Any] = {}
     if args.seeds is not None:
         changes["seeds"] = args.seeds
@@ -84,22 +91,16 @@ def _override_retrieval(spec: Any, args: argparse.Namespace) -> Any:
         changes["datasets"] = args.datasets
     datasets = changes.get("datasets", spec.datasets)
     if args.epochs is not None:
-        if args.epochs < 1:
-            raise SystemExit(f"--epochs must be >= 1; got {args.epochs}")
-        changes["epochs"] = tuple((d, args.epochs) for d in datasets)
+        changes["epochs"] = tuple((d, _epochs(args)) for d in datasets)
     elif "datasets" in changes:
         missing = [d for d in datasets if d not in dict(spec.epochs)]
         if missing:
             raise SystemExit(f"--datasets: suite {spec.name!r} has no epochs for {missing}; give --epochs")
-    if args.threads is not None:
-        changes["threads"] = args.threads
-    if args.name:
-        changes["name"] = args.name
-    return dataclasses.replace(spec, **changes) if changes else spec
+    return changes
 
 
-def _override_blackbox(spec: Any, args: argparse.Namespace) -> Any:
-    """Command-line overrides of a black-box spec (``--datasets`` keeps the settings of those datasets,
+def _blackbox_changes(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Command-line changes to a black-box spec (``--datasets`` keeps the settings of those datasets,
     ``--epochs`` sets every model's pre-training epochs)."""
     changes: dict[str, Any] = {}
     if args.seeds is not None:
@@ -111,31 +112,35 @@ def _override_blackbox(spec: Any, args: argparse.Namespace) -> Any:
                              f"its datasets: {list(spec.datasets)}")
         changes["settings"] = tuple(s for s in spec.settings if s[0] in args.datasets)
     if args.epochs is not None:
-        if args.epochs < 1:
-            raise SystemExit(f"--epochs must be >= 1; got {args.epochs}")
-        changes["pretrain_epochs"] = tuple((m, args.epochs) for m, _ in spec.pretrain_epochs)
-    if args.threads is not None:
-        changes["threads"] = args.threads
-    if args.name:
-        changes["name"] = args.name
-    return dataclasses.replace(spec, **changes) if changes else spec
+        changes["pretrain_epochs"] = tuple((m, _epochs(args)) for m, _ in spec.pretrain_epochs)
+    return changes
 
 
 def _override(spec: Any, args: argparse.Namespace) -> Any:
+    """``spec`` with the command line's overrides (``--threads`` and ``--name`` for every kind)."""
+    if spec.kind == "retrieval":
+        changes = _retrieval_changes(spec, args)
+    elif spec.kind in _BLACKBOX_KINDS:
+        changes = _blackbox_changes(spec, args)
+    else:
+        changes = _suite_changes(spec, args)
+    if args.threads is not None:
+        changes["threads"] = args.threads
+    if args.name:
+        changes["name"] = args.name if args.suite != "all" else f"{args.name}_{spec.kind}"
+    return dataclasses.replace(spec, **changes) if changes else spec
+
+
+def _suite_changes(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Command-line changes to a quality, ablation or speed spec (speed suites take no data options)."""
     from metricopt.data import DATASETS
 
-    if spec.kind == "retrieval":
-        return _override_retrieval(spec, args)
-    if spec.kind in _BLACKBOX_KINDS:
-        return _override_blackbox(spec, args)
     changes: dict[str, Any] = {}
     if spec.kind not in ("speed", "rank_speed"):
         if args.seeds is not None:
             changes["seeds"] = args.seeds
         if args.epochs is not None:
-            if args.epochs < 1:
-                raise SystemExit(f"--epochs must be >= 1; got {args.epochs}")
-            changes["epochs"] = args.epochs
+            changes["epochs"] = _epochs(args)
         if args.datasets is not None:
             unknown = [d for d in args.datasets if d not in DATASETS]
             if unknown:
@@ -146,11 +151,7 @@ def _override(spec: Any, args: argparse.Namespace) -> Any:
                 changes["multiclass_datasets"] = tuple(d for d in args.datasets if DATASETS[d].task != "binary")
             elif not binary:
                 raise SystemExit("--datasets: the ablation needs at least one binary dataset")
-    if args.threads is not None:
-        changes["threads"] = args.threads
-    if args.name:
-        changes["name"] = args.name if args.suite != "all" else f"{args.name}_{spec.kind}"
-    return dataclasses.replace(spec, **changes) if changes else spec
+    return changes
 
 
 def write_reports(payload: dict[str, Any], output_dir: Path, *, plots: bool = True) -> dict[str, Path]:
