@@ -56,6 +56,7 @@ Usage examples::
     metricopt train --method metricopt --metric f1 --adapter film --optimizer adam
     metricopt train --csv data.csv --target label --metric mymetrics:score --higher-is-better
     metricopt train --metric mcr --checkpoint meta.pt --output run.json   # resumable meta-training
+    metricopt train --dataset yeast4 --metric f1 --nproc 2    # 2 processes (DDP), same results as 1
     metricopt datasets                           # built-in datasets, installed or not
     metricopt bench --help                       # the benchmark harness
     python -m metricopt --version
@@ -67,6 +68,12 @@ training statistics. Decisions are ``p > 0.5`` (binary) or argmax. The
 retrieval benchmarks keep their class-disjoint train/test parts and hold out
 20 % of the training rows (stratified) for validation. MetricOpt observes the
 metric on the validation split only; the test split is scored once per model.
+
+``--nproc N`` (confusion-matrix and rank metrics) trains every method in ``N``
+processes joined by ``torch.distributed`` (:func:`metricopt.launch.launch`:
+gloo on CPU, NCCL with a GPU per process): each process trains on its share
+of every batch with DDP and the losses gather the global batch, so the
+reported metrics are those of one process up to float rounding.
 
 Errors in the input (a missing file or column, a one-class target, an unknown
 or uninstalled dataset, out-of-range numbers, a ``MODULE:FUNCTION`` that
@@ -91,6 +98,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from metricopt import __version__
@@ -119,7 +127,9 @@ from metricopt.data import (
     split_with_test,
     train_val_test_split,
 )
+from metricopt.distributed import is_distributed, world_size
 from metricopt.evaluation import REPORT_METRICS, report
+from metricopt.launch import launch
 from metricopt.losses.ranking import (
     DEFAULT_INTERPOLATION,
     DEFAULT_MARGIN,
@@ -180,6 +190,7 @@ class TrainConfig:
     "metricopt"``, ``metric`` is a black-box metric (a built-in name or
     ``MODULE:FUNCTION``), ``higher_is_better`` its resolved direction and
     ``blackbox`` holds MetricOpt's options; otherwise both are None.
+    ``nproc`` is the number of training processes (not with ``metricopt``).
     """
 
     dataset: str | None
@@ -203,6 +214,7 @@ class TrainConfig:
     embedding_dim: int = DEFAULT_EMBEDDING_DIM
     higher_is_better: bool | None = None
     blackbox: BlackBoxOptions | None = None
+    nproc: int = 1
 
 
 # --------------------------------------------------------------------------
@@ -332,6 +344,9 @@ def _blackbox_config(args: argparse.Namespace) -> TrainConfig:
         if getattr(args, name) is not None:
             raise ValueError(f"{option} applies to the rank losses (--loss {RANK_METHOD}), not to --method "
                              f"{BLACKBOX_METHOD}")
+    if args.nproc != 1:
+        raise ValueError(f"--nproc applies to the confusion-matrix and rank losses; --method {BLACKBOX_METHOD} "
+                         f"runs in one process, got --nproc {args.nproc}")
     spec = args.metric.strip()
     direction = True if args.higher_is_better else False if args.lower_is_better else None
     metric = make_blackbox_metric(spec, higher_is_better=direction)
@@ -366,6 +381,7 @@ def _shared_fields(args: argparse.Namespace) -> dict[str, Any]:
         "learning_rate": args.lr,
         "amplification": _parse_amplification(args.amplification),
         "seed": args.seed,
+        "nproc": args.nproc,
     }
 
 
@@ -377,6 +393,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     resolves to a callable with a direction); other values are checked by the
     library functions that use them.
     """
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be >= 1 (processes to train with); got {args.nproc}")
     if _resolve_family(args) == BLACKBOX_METHOD:
         return _blackbox_config(args)
     metric = _parse_metric(args.metric)
@@ -467,9 +485,10 @@ def _dataset_info(data: TabularDataset) -> dict[str, Any]:
 def _log_start(log: Callable[[str], None] | None, info: dict[str, Any], n_classes: int, split: Split,
                config: TrainConfig, detail: str = "") -> None:
     if log is not None:
+        processes = f" in {world_size()} processes ({dist.get_backend()}, DDP)" if is_distributed() else ""
         log(f"{info['dataset']}: {info['task']}, {n_classes} classes, {info['n_features']} features{detail}; "
             f"train {len(split.y_train)} / val {len(split.y_val)} / test {len(split.y_test)}; "
-            f"training {' and '.join(_methods(config))} for {config.metric}, {config.epochs} epochs")
+            f"training {' and '.join(_methods(config))} for {config.metric}, {config.epochs} epochs{processes}")
 
 
 def _results(config: TrainConfig, info: dict[str, Any], split: Split,
@@ -509,6 +528,8 @@ def _provenance(config: TrainConfig) -> dict[str, Any]:
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "torch_threads": torch.get_num_threads(),
+        "world_size": world_size(),
+        "backend": dist.get_backend() if is_distributed() else None,
     }
 
 
@@ -527,10 +548,16 @@ def run_train(config: TrainConfig, *, show_progress: bool = True,
         show_progress: draw a tqdm bar per method (only on a terminal).
         log: called with one-line status messages (``None``: silent).
 
+    With ``config.nproc > 1`` (and no process group yet) the run happens in
+    that many processes (:func:`metricopt.launch.launch`); process 0 shows the
+    progress, logs with ``print`` when ``log`` is given, and returns the results.
+
     Returns:
         The JSON-ready results (see :func:`main`'s ``--output``), without
         ``elapsed_seconds`` and ``plot``.
     """
+    if config.nproc > 1 and not is_distributed():
+        return launch(_train_process, config.nproc, config, show_progress, log is not None)
     torch.manual_seed(config.seed)  # every call below is seeded; this guards any global-RNG use
     if config.loss == BLACKBOX_METHOD:
         return _run_blackbox(config, show_progress=show_progress, log=log)
@@ -556,6 +583,12 @@ def run_train(config: TrainConfig, *, show_progress: bool = True,
                          threshold=config.threshold)
         fitted[name] = (metrics, result)
     return _results(config, _dataset_info(data), split, fitted)
+
+
+def _train_process(config: TrainConfig, show_progress: bool, verbose: bool) -> dict[str, Any]:
+    """One process of ``--nproc``: :func:`run_train`, with progress and messages from process 0 only."""
+    lead = dist.get_rank() == 0
+    return run_train(config, show_progress=show_progress and lead, log=print if verbose and lead else None)
 
 
 def _load_rank(config: TrainConfig, metric: RankMetric) -> tuple[dict[str, Any], Split, int]:
@@ -896,6 +929,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="hidden layer widths, comma-separated ('' for a linear model)")
     budget.add_argument("--seed", type=int, default=0,
                         help="seeds the split, the initialisation and the batch order; same seed, same result")
+    budget.add_argument("--nproc", metavar="N", type=int, default=1,
+                        help="train in N processes with torch.distributed (DDP; gloo on CPU, NCCL with a GPU per "
+                             "process). --batch-size stays the global batch and every loss sees all of it, so the "
+                             "metrics equal one process's up to float rounding. Not for --method metricopt")
 
     output = train.add_argument_group("output")
     output.add_argument("--output", "-o", metavar="FILE", default=None,

@@ -2,7 +2,9 @@
 
 * :func:`make_mlp`: the multi-layer perceptron every method trains.
 * :func:`make_loss`: a loss by name (``"anyloss"`` and the cross-entropy baselines).
-* :func:`fit`: mini-batch Adam with per-epoch evaluation and model selection.
+* :func:`fit`: mini-batch Adam with per-epoch evaluation and model selection;
+  under ``torch.distributed`` it trains with DDP, each process on its shard of
+  every batch (:func:`metricopt.launch.launch` starts the processes).
 * :func:`predict_proba` / :func:`predict_labels`: probabilities and the decisions
   the exact metrics score (``p > threshold`` binary, argmax multi-class).
 
@@ -21,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from metricopt._checks import check_choice, check_positive
+from metricopt.distributed import is_distributed
 from metricopt.metrics import metric_score
 from metricopt.losses import ConfusionLoss, cross_entropy_loss, focal_loss, inverse_frequency_weights
 
@@ -120,6 +123,40 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor
     return list(order.split(int(batch_size)))
 
 
+class _DataParallel:
+    """What :func:`fit` does differently under ``torch.distributed`` (a process group of 2+ processes).
+
+    DECIDED: ``batch_size`` stays the GLOBAL batch. Every process draws the same
+    batch order (same seed) and trains on its contiguous share of each batch
+    (``tensor_split``: sizes differ by at most one, a share may be empty); the
+    model is wrapped in DDP, whose averaged gradients are exact for losses
+    that gather their batch (every loss in :mod:`metricopt.losses` does by
+    default), so a run's losses and weights follow one process's up to float
+    rounding. Process 0 evaluates and broadcasts the score, so every process
+    keeps the same epoch. With NCCL the model moves to the current CUDA device.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        import torch.distributed as dist
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.dist = dist
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        if dist.get_backend() == "nccl":
+            model.to(torch.device("cuda", torch.cuda.current_device()))
+            self.model = DistributedDataParallel(model, device_ids=[torch.cuda.current_device()])
+        else:
+            self.model = DistributedDataParallel(model)
+
+    def shard(self, index: Tensor) -> Tensor:
+        return index.tensor_split(self.world)[self.rank]
+
+    def score(self, evaluate: Callable[[], float | None]) -> float | None:
+        box = [evaluate() if self.rank == 0 else None]
+        self.dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
 def fit(
     model: nn.Module,
     loss_fn: LossFn,
@@ -140,7 +177,8 @@ def fit(
         model: maps ``(B, d)`` float inputs to ``(B, 1)`` or ``(B, C)`` logits.
         loss_fn: ``f(logits, target)``; binary logits are passed as ``(B,)``.
         X, y: training inputs ``(N, d)`` and labels ``(N,)``.
-        epochs, batch_size, learning_rate, weight_decay: the budget.
+        epochs, batch_size, learning_rate, weight_decay: the budget
+            (``batch_size`` is the global batch under ``torch.distributed``).
         seed: seeds the batch order.
         evaluate: called as ``evaluate(model, epoch)`` after each epoch (model in
             eval mode); a returned float is a validation score (higher is
@@ -149,6 +187,11 @@ def fit(
 
     Returns:
         A :class:`FitResult`; the model holds the selected weights.
+
+    Under ``torch.distributed`` (an initialised process group of two or more
+    processes) every process calls ``fit`` with the same arguments and the
+    whole data; each trains on its share of every batch with DDP and gets the
+    same result (see ``_DataParallel``).
     """
     for arg, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
@@ -156,6 +199,8 @@ def fit(
     check_positive("learning_rate", learning_rate)
     if not 0 <= weight_decay < float("inf"):
         raise ValueError(f"`weight_decay` must be a finite number >= 0; got {weight_decay!r}")
+    parallel = _DataParallel(model) if is_distributed() else None
+    train_model = model if parallel is None else parallel.model
     device = next(model.parameters()).device
     X = torch.as_tensor(X, dtype=torch.float32, device=device)
     y = torch.as_tensor(y, device=device)
@@ -167,8 +212,9 @@ def fit(
         model.train()
         total, count = 0.0, 0
         for index in _batches(len(X), batch_size, generator):
-            logits = model(X[index])
-            loss = loss_fn(logits.squeeze(-1) if logits.shape[-1] == 1 else logits, y[index])
+            local = index if parallel is None else parallel.shard(index)
+            logits = train_model(X[local])
+            loss = loss_fn(logits.squeeze(-1) if logits.shape[-1] == 1 else logits, y[local])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -177,7 +223,7 @@ def fit(
         row = {"epoch": float(epoch), "train_loss": total / count}
         if evaluate is not None:
             model.eval()
-            score = evaluate(model, epoch)
+            score = evaluate(model, epoch) if parallel is None else parallel.score(lambda: evaluate(model, epoch))
             if score is not None:
                 row["val_score"] = float(score)
                 if result.best_score is None or score > result.best_score:

@@ -7,6 +7,11 @@ so one call covers both tasks (as :func:`~metricopt.losses.confusion_loss` does)
 * :func:`focal_loss`: Lin et al. (ICCV 2017), ``-(1 - p_t)^gamma log p_t``.
 * :func:`inverse_frequency_weights`: "balanced" class weights, n / (C n_c),
   scikit-learn's ``class_weight="balanced"``.
+
+Under ``torch.distributed`` both gather the batch across processes first
+(``distributed=True``, as every loss here), so the (weighted) mean is the
+global batch's: DDP's average of per-process means equals it only for equal
+shards without class weights.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metricopt._checks import check_positive
+from metricopt.distributed import gather_batch
 
 __all__ = ["cross_entropy_loss", "focal_loss", "FocalLoss", "inverse_frequency_weights"]
 
@@ -48,7 +54,8 @@ def _sample_weights(target: Tensor, class_weight: Tensor | None) -> Tensor | Non
     return None if class_weight is None else class_weight.to(target.device)[target.long().reshape(-1)]
 
 
-def cross_entropy_loss(logits: Tensor, target: Tensor, *, class_weight: Tensor | None = None) -> Tensor:
+def cross_entropy_loss(logits: Tensor, target: Tensor, *, class_weight: Tensor | None = None,
+                       distributed: bool = True) -> Tensor:
     """Mean (class-weighted) binary or multi-class cross-entropy.
 
     Args:
@@ -56,13 +63,18 @@ def cross_entropy_loss(logits: Tensor, target: Tensor, *, class_weight: Tensor |
         target: ``(N,)`` labels.
         class_weight: optional ``(C,)`` weights (``C = 2`` for binary); the mean
             is normalised by the summed weights, as ``nn.CrossEntropyLoss``.
+        distributed: under ``torch.distributed``, the mean over the batch
+            gathered from every process (:func:`metricopt.distributed.gather`);
+            False: this process's batch.
     """
+    logits, target = gather_batch(logits, target, enabled=distributed)
     nll = -_log_prob_of_target(logits, target)
     weights = _sample_weights(target, class_weight)
     return nll.mean() if weights is None else (weights * nll).sum() / weights.sum().clamp_min(1e-12)
 
 
-def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, class_weight: Tensor | None = None) -> Tensor:
+def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, class_weight: Tensor | None = None,
+               distributed: bool = True) -> Tensor:
     """Focal loss ``-(1 - p_t)^gamma log p_t``, averaged (weighted) over the batch.
 
     Args:
@@ -70,9 +82,11 @@ def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, class_weig
         target: ``(N,)`` labels.
         gamma: focusing parameter >= 0 (0 gives cross-entropy).
         class_weight: optional ``(C,)`` weights (the alpha of the paper).
+        distributed: as in :func:`cross_entropy_loss`.
     """
     if gamma != 0:
         gamma = check_positive("gamma", gamma)
+    logits, target = gather_batch(logits, target, enabled=distributed)
     log_pt = _log_prob_of_target(logits, target)
     loss = -((1 - log_pt.exp()) ** gamma) * log_pt
     weights = _sample_weights(target, class_weight)
@@ -82,10 +96,12 @@ def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, class_weig
 class FocalLoss(nn.Module):
     """Module form of :func:`focal_loss`."""
 
-    def __init__(self, *, gamma: float = 2.0, class_weight: Tensor | None = None) -> None:
+    def __init__(self, *, gamma: float = 2.0, class_weight: Tensor | None = None, distributed: bool = True) -> None:
         super().__init__()
         self.gamma = gamma
+        self.distributed = distributed
         self.register_buffer("class_weight", class_weight)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return focal_loss(logits, target, gamma=self.gamma, class_weight=self.class_weight)
+        return focal_loss(logits, target, gamma=self.gamma, class_weight=self.class_weight,
+                          distributed=self.distributed)

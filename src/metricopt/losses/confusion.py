@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from metricopt._checks import check_finite, check_positive, check_tensor, describe
-from metricopt.distributed import gather_batch
+from metricopt.distributed import gather_batch, is_distributed
 from metricopt.metrics._average import (
     average_metric,
     both_classes,
@@ -58,13 +58,16 @@ DEFAULT_AMPLIFICATION = 73.0
 DEFAULT_SHARPNESS = 2.0
 
 
-def infer_task(logits: Tensor, target: Tensor) -> str:
+def infer_task(logits: Tensor, target: Tensor, *, allow_empty: bool = False) -> str:
     """``"binary"``, ``"multiclass"`` or ``"multilabel"`` from the input shapes.
+
+    ``allow_empty`` accepts a batch of zero samples (with at least one class):
+    a process's share of a batch under ``torch.distributed`` may be empty.
 
     Raises:
         ValueError: if the shapes fit none of the three tasks.
     """
-    if logits.numel() == 0:
+    if logits.numel() == 0 and not (allow_empty and logits.ndim > 0 and logits.shape[1:].numel() > 0):
         raise ValueError(f"`logits` must hold at least one sample and one class; got shape {tuple(logits.shape)}")
     squeezed = logits.squeeze(-1) if logits.ndim == 2 and logits.shape[1] == 1 else logits
     target_squeezed = target.squeeze(-1) if target.ndim == 2 and target.shape[1] == 1 else target
@@ -199,11 +202,15 @@ def confusion_loss(
     if amplification != "auto":
         amplification = check_positive("amplification", amplification)
     sharpness = check_positive("sharpness", sharpness)
-    task = infer_task(logits, target)
-    if validate:
+    gathering = distributed is True and is_distributed()
+    task = infer_task(logits, target, allow_empty=gathering)  # a process's share may be empty, the batch not
+    if validate and logits.shape[0] > 0:
         check_finite("logits", logits)
         _check_target(task, target, logits.shape[-1])
     logits, target = gather_batch(logits, target, enabled=distributed)
+    if logits.shape[0] == 0:
+        raise ValueError(f"`logits` must hold at least one sample in the batch gathered from every process; "
+                         f"got shape {tuple(logits.shape)}")
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     score, lower_bound = _scores(logits, target, task, metric, amplification, sharpness, average, beta)

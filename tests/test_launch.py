@@ -1,0 +1,101 @@
+"""metricopt.launch and ``metricopt train --nproc``: real gloo processes on CPU.
+
+The multi-process runs must report what one process reports: every loss
+gathers the global batch and DDP averages exact gradients, so the histories
+agree to float rounding and the test metrics are the same.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from metricopt.cli import main
+from metricopt.distributed import is_distributed
+from metricopt.launch import launch
+
+
+def test_launch_joins_the_processes_in_one_group_and_returns_process_0s_result() -> None:
+    assert launch(dist.get_world_size, 2) == 2
+    assert launch(dist.get_rank, 2) == 0
+    assert launch(operator.add, 2, 2, 3) == 5
+    assert launch(dist.get_backend, 2) == "gloo"
+    assert not is_distributed()  # the caller's process joins no group
+
+
+def test_one_process_runs_here_without_a_group() -> None:
+    assert launch(os.getpid, 1) == os.getpid()
+    assert not dist.is_initialized()
+
+
+def test_a_failing_process_raises_its_exception_here_with_its_rank() -> None:
+    with pytest.raises(ValueError, match="invalid literal") as info:
+        launch(int, 2, "not a number")
+    assert any("in process 0 of 2" in note for note in getattr(info.value, "__notes__", []))
+
+
+def test_launch_leaves_the_environment_as_it_was() -> None:
+    before = os.environ.get("GLOO_SOCKET_IFNAME")
+    launch(dist.get_rank, 2)
+    assert os.environ.get("GLOO_SOCKET_IFNAME") == before
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"nproc": 0}, "`nproc` must be an integer >= 1; got 0"),
+    ({"nproc": True}, "`nproc` must be an integer >= 1; got True"),
+    ({"nproc": "2"}, "`nproc` must be an integer >= 1; got '2'"),
+    ({"nproc": 2, "backend": "mpi"}, "`backend` must be one of"),
+    ({"nproc": 2, "threads": 0}, "`threads` must be an integer >= 1; got 0"),
+])
+def test_launch_rejects_bad_arguments_naming_them(kwargs: dict, match: str) -> None:
+    nproc = kwargs.pop("nproc")
+    with pytest.raises(ValueError, match=match):
+        launch(dist.get_rank, nproc, **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a GPU")
+def test_nccl_without_a_gpu_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="'nccl' needs a CUDA GPU for each of nproc=2 processes; found 0"):
+        launch(dist.get_rank, 2, backend="nccl")
+
+
+def _train(tmp_path: Path, nproc: int, *options: str) -> dict:
+    out = tmp_path / f"nproc{nproc}.json"
+    assert main(["train", *options, "--nproc", str(nproc), "--no-plot", "-q", "-o", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("options", [
+    # 341 training rows in batches of 170: the last batch has one row, so process 1's share is empty
+    ("--dataset", "breast_cancer", "--epochs", "3", "--batch-size", "170"),
+    # multi-class MCC, weighted cross-entropy (a weighted mean, which DDP's average of shard means is not)
+    ("--dataset", "wine", "--metric", "mcc", "--loss", "weighted_bce", "--epochs", "3", "--batch-size", "50"),
+    ("--dataset", "yeast4", "--metric", "ap", "--epochs", "2"),  # RaMBO's AP loss against BCE
+], ids=["f1 empty share", "weighted ce multi-class", "rambo ap"])
+def test_train_in_two_processes_reports_what_one_process_reports(tmp_path: Path, options: tuple) -> None:
+    one, two = _train(tmp_path, 1, *options), _train(tmp_path, 2, *options)
+    assert (one["world_size"], two["world_size"], two["backend"]) == (1, 2, "gloo")
+    assert two["config"]["nproc"] == 2
+    for method, history in one["history"].items():
+        for a, b in zip(history, two["history"][method], strict=True):
+            assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5), (method, a["epoch"])
+            assert b["val_score"] == a["val_score"], (method, a["epoch"])
+    assert two["test_metrics"] == one["test_metrics"]
+    assert two["baseline_metrics"] == one["baseline_metrics"]
+    assert (two["best_epoch"], two["baseline_best_epoch"]) == (one["best_epoch"], one["baseline_best_epoch"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--nproc", "0"], "--nproc must be >= 1 (processes to train with); got 0"),
+    (["--nproc", "2", "--metric", "mcr"], "--method metricopt runs in one process, got --nproc 2"),
+])
+def test_bad_nproc_is_one_line_and_status_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", *argv, "--no-plot", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
