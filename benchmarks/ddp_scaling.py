@@ -13,15 +13,19 @@ split evenly over the processes:
   default) and without it (``distributed=False``: each process's local batch
   only, what a loss without a gather computes).
 
-This machine has 2 cores: 4 processes share them, so the 4-process times
-include the oversubscription. Writes ``benchmarks/results/ddp_scaling.{json,md}``.
+On a 2-core machine 4 processes share the cores, so the 4-process times
+include the oversubscription; the report states the machine's CPU count.
+Writes ``benchmarks/results/ddp_scaling.{json,md}`` (``--output-dir`` and
+``--name`` change where).
 
     python benchmarks/ddp_scaling.py            # about 5 minutes on 2 cores
     python benchmarks/ddp_scaling.py --quick    # seconds: one batch size, 2 processes
+    python benchmarks/ddp_scaling.py --world-sizes 1,2,4,8 --name ddp_scaling_16cpu   # on a bigger machine
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -117,6 +121,11 @@ def measure(name: str, world: int, n: int) -> dict:
             "gradient_error_local_only": relative_error(out["False"]["grads"], want)}
 
 
+def _oversubscribed(records: list[dict], metadata: dict) -> str:
+    cpus, most = metadata.get("cpu_count"), max(r["world_size"] for r in records)
+    return f" ({most} processes oversubscribe {cpus} cores)" if isinstance(cpus, int) and most > cpus else ""
+
+
 def markdown(records: list[dict], metadata: dict) -> str:
     lines = [
         "# Losses under DDP: time per step and gradient error against world size and batch size",
@@ -124,7 +133,7 @@ def markdown(records: list[dict], metadata: dict) -> str:
         f"- command: `{metadata['command']}`",
         (f"- git commit: `{metadata.get('git_commit')}`; date {metadata.get('date')}; "
         f"machine: {metadata.get('cpu_model', '?')}, {metadata.get('cpu_count', '?')} CPUs; torch {torch.__version__}, gloo, "
-        "1 thread per process (4 processes oversubscribe 2 cores)"),
+        f"1 thread per process{_oversubscribed(records, metadata)}"),
         (f"- MLP 32 -> 64 -> 1 (16-d embeddings for recall), global batch split evenly; median of {STEPS} steps "
         f"after {WARMUP} warm-up; gradient error: max |DDP - one process full batch| / max |full batch|"),
         "",
@@ -139,12 +148,32 @@ def markdown(records: list[dict], metadata: dict) -> str:
     return "\n".join(lines)
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
+    return sizes
+
+
 def main(argv: list[str]) -> int:
     from metricopt.bench.results import collect_metadata
 
-    quick = "--quick" in argv
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 processes, batch 256, results to the temp folder")
+    parser.add_argument("--world-sizes", type=_sizes, default=WORLD_SIZES, help="comma-separated process counts")
+    parser.add_argument("--batches", type=_sizes, default=BATCHES, help="comma-separated global batch sizes")
+    parser.add_argument("--output-dir", type=Path, default=None, help="default: benchmarks/results")
+    parser.add_argument("--name", default=None, help="result file stem (default: ddp_scaling)")
+    args = parser.parse_args(argv)
+    quick = args.quick
     metadata = collect_metadata(["python", "benchmarks/ddp_scaling.py", *argv])
-    worlds, batches = ((1, 2), (256,)) if quick else (WORLD_SIZES, BATCHES)
+    worlds, batches = ((1, 2), (256,)) if quick else (args.world_sizes, args.batches)
+    stem = args.name or ("ddp_scaling_quick" if quick else "ddp_scaling")
+    target = args.output_dir or (Path(tempfile.gettempdir()) if quick else RESULTS)
+    target.mkdir(parents=True, exist_ok=True)
     records = []
     for name in LOSSES:
         for n in batches:
@@ -153,10 +182,10 @@ def main(argv: list[str]) -> int:
                 r = records[-1]
                 print(f"{name} W={world} B={n}: {r['ms_per_step']:.2f} ms/step, gradient error "
                       f"{r['gradient_error']:.1e} (local only {r['gradient_error_local_only']:.1e})", file=sys.stderr)
-    stem = "ddp_scaling_quick" if quick else "ddp_scaling"
-    target = Path(tempfile.gettempdir()) if quick else RESULTS
-    (target / f"{stem}.json").write_text(json.dumps({"metadata": metadata, "records": records}, indent=1) + "\n")
-    (target / f"{stem}.md").write_text(markdown(records, metadata) + "\n")
+                # rewritten after every record, so a run cut short keeps what it measured
+                (target / f"{stem}.json").write_text(json.dumps({"metadata": metadata, "records": records},
+                                                                indent=1) + "\n")
+                (target / f"{stem}.md").write_text(markdown(records, metadata) + "\n")
     print(f"wrote {target / (stem + '.md')}", file=sys.stderr)
     return 0
 
