@@ -20,9 +20,11 @@ from metricopt.bench.specs import (
     SUITES,
     BlackBoxAblationSpec,
     BlackBoxSpec,
+    BlackBoxVariant,
     get_suite,
     spec_to_dict,
 )
+from metricopt.blackbox import TaskDistribution
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,7 +64,8 @@ def test_blackbox_suites_are_named_frozen_and_follow_the_brief() -> None:
     assert (full.meta_tasks, full.held_out_tasks, full.phi_size) == (24, 2, 128)
     assert full.fashion_sizes == (3000, 1000)
     assert full.methods == BLACKBOX_METHODS and full.epochs_for("mlp") == 30 and full.epochs_for("cnn") == 3
-    assert full.variants() == (("default", 0.05, 128),)
+    assert full.variants() == (BlackBoxVariant("default"),) and full.reference_variant().label == "default"
+    assert full.task_distribution == () and full.meta_distribution() == TaskDistribution()
     # smoke: one tabular dataset, 1 seed, T = 20, K = 4, 3 meta tasks, phi 8 (Fashion-MNIST skipped if missing)
     assert smoke.seeds == (0,) and (smoke.steps, smoke.evaluations, smoke.meta_tasks, smoke.phi_size) == (20, 4, 3, 8)
     assert [d for d in smoke.datasets if d != "fashion_mnist"] in (["breast_cancer"], ["yeast4"])
@@ -76,12 +79,14 @@ def test_ablation_sweeps_k_and_phi_size_without_running_a_point_twice() -> None:
     assert isinstance(spec, BlackBoxAblationSpec) and spec.kind == "blackbox_ablation"
     assert spec.settings == (("page_blocks0", "mlp", "input_bias", ("cost", "mcr")),) and len(spec.seeds) == 5
     assert set(spec.methods) == {"sgd", "metricopt_sgd"}
-    assert spec.variants() == (
+    points = [(v.label, v.apply(spec).evaluations, v.apply(spec).phi_size) for v in spec.variants()]
+    assert points == [
         ("K=2.5%, phi=128", 0.025, 128), ("K=5%, phi=128", 0.05, 128), ("K=100%, phi=128", 1.0, 128),
         ("K=5%, phi=32", 0.05, 32), ("K=5%, phi=512", 0.05, 512),
-    )
+    ]
+    assert spec.reference_variant().label == "K=5%, phi=128"
     smoke = get_suite("blackbox_ablation", smoke=True)
-    labels = [v[0] for v in smoke.variants()]
+    labels = [v.label for v in smoke.variants()]
     assert len(labels) == len(set(labels)) and smoke.seeds == (0,)
 
 
@@ -113,6 +118,9 @@ _BAD_SPECS: list[tuple[dict[str, Any], str]] = [
     ({"methods": ("sgd", "lbfgs")}, "methods"),
     ({"tie_tolerance": -0.1}, "tie_tolerance"),
     ({"fashion_sizes": (5, 5)}, "fashion_sizes"),
+    ({"task_distribution": (("class_balance", 0.5),)}, "task_distribution"),
+    ({"task_distribution": (("balance", 2.0),)}, "task_distribution"),
+    ({"task_distribution": (("class_balance", 2.0), ("class_balance", 4.0))}, "task_distribution"),
 ]
 
 
@@ -295,7 +303,7 @@ def _check_payload(payload: dict[str, Any], spec: BlackBoxSpec) -> None:
     assert payload["kind"] == spec.kind and "lower is better" in payload["title"]
     expected = [m for m in spec.methods if m not in payload["unavailable"]]
     ran = [s for s in spec.settings if f"dataset {s[0]}" not in payload["unavailable"]]
-    variants = [v[0] for v in spec.variants()]
+    variants = [v.label for v in spec.variants()]
     for setting in ran:
         for metric in setting[3]:
             for variant in variants:
@@ -346,7 +354,9 @@ def test_blackbox_ablation_smoke_writes_every_variant(tmp_path: Path) -> None:
     spec = get_suite("blackbox_ablation", smoke=True)
     payload = json.loads((tmp_path / "blackbox_ablation_smoke.json").read_text())
     _check_payload(payload, spec)
-    assert [v["label"] for v in payload["variants"]] == [v[0] for v in spec.variants()]
+    assert [v["label"] for v in payload["variants"]] == [v.label for v in spec.variants()]
+    assert [(v["evaluations"], v["phi_size"]) for v in payload["variants"]] == [
+        (v.apply(spec).evaluations, v.apply(spec).phi_size) for v in spec.variants()]
     text = (tmp_path / "blackbox_ablation_smoke.md").read_text()
-    assert all(v[0] in text for v in spec.variants()) and "MetricOpt (SGD) vs loss-only SGD" in text
+    assert all(v.label in text for v in spec.variants()) and "MetricOpt (SGD) vs loss-only SGD" in text
     assert (tmp_path / "blackbox_ablation_smoke.png").stat().st_size > 1000

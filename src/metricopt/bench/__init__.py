@@ -11,6 +11,10 @@ Run ``python -m metricopt.bench quality|ablation|speed|all [--smoke]``; results
 * :mod:`metricopt.bench.speed`: loss timing.
 * :mod:`metricopt.bench.retrieval`: retrieval (metric-learning) runner: RaMBO's
   recall losses against metric-learning peers on class-disjoint splits.
+* :mod:`metricopt.bench.blackbox`, :mod:`metricopt.bench.blackbox_report`: the
+  MetricOpt suites (``blackbox``, ``blackbox_ablation``, ``blackbox_defaults``);
+  :mod:`metricopt.bench.blackbox_selection` chooses MetricOpt's defaults from
+  the ``blackbox_defaults`` sweep.
 * :mod:`metricopt.bench.results`: metadata, aggregation, wins/ties/losses, Markdown.
 * :mod:`metricopt.bench.plots`: PNG plots.
 * :mod:`metricopt.bench.cli`: the command line (:func:`main`).

@@ -1,19 +1,25 @@
 """Black-box benchmark runner: MetricOpt against loss-only fine-tuning of adapter parameters.
 
 Protocol, per (setting, metric, seed) of a :class:`~metricopt.bench.specs.BlackBoxSpec`
-(data, backbones, adapters and direct losses in :mod:`metricopt.bench.blackbox_tasks`):
+and per variant of it (:class:`~metricopt.bench.specs.BlackBoxVariant`: the ablation's
+``K`` and ``|phi|``, the defaults sweep's ``value_weight`` and task distribution;
+data, backbones, adapters and direct losses in :mod:`metricopt.bench.blackbox_tasks`):
 
 1. The (dataset, seed) split and the backbone pre-trained with cross-entropy
    (seeded), frozen; the adapter (projections seeded by the seed) wraps a copy.
 2. The value function is meta-trained by :func:`metricopt.blackbox.meta_train`
-   (Reptile, ``meta_tasks`` tasks of :class:`~metricopt.blackbox.TaskDistribution`
-   drawn from the training split; the metric observed on validation; SGD runs),
+   (Reptile, ``meta_tasks`` tasks of the spec's
+   :class:`~metricopt.blackbox.TaskDistribution` (``task_distribution``
+   overrides; default: the library's) drawn from the training split; the
+   metric observed on validation; SGD runs),
    timed (wall seconds, torch threads). With ``metricopt_learned`` in the
    methods, the learned optimizer is meta-trained too
    (``metricopt.blackbox.learned.meta_train_learned``) and timed.
-3. ``held_out_tasks`` new tasks: ``TaskDistribution.sample`` at index
+3. ``held_out_tasks`` new tasks: ``TaskDistribution().sample`` at index
    ``1_000_000 + j`` (a data subset and class balance never used in
    meta-training), each started at ``phi = 0`` with learning-rate factor 1.
+   DECIDED: always the library's default distribution, whatever meta-training
+   used, so that every variant of a suite runs the same held-out tasks.
    Every method fine-tunes ``phi`` with the same ``T``, ``K`` and batch seed:
    ``sgd`` / ``adam`` (cross-entropy only), ``metricopt_sgd`` /
    ``metricopt_adam`` (cross-entropy + ``value_weight`` x the value gradient),
@@ -28,11 +34,12 @@ Protocol, per (setting, metric, seed) of a :class:`~metricopt.bench.specs.BlackB
 Every metric is reported as a COST, lower is better: ``mcr``, ``1 - aucpr``,
 ``cost`` (mean cost per sample, a missed positive 20, a false alarm 1).
 
-Aggregation per (setting, metric[, ablation variant]): mean test cost over
+Aggregation per (setting, metric[, variant]): mean test cost over
 seeds x held-out tasks; std over seeds of the per-seed means; paired
 wins/ties/losses of each MetricOpt variant against each loss-only optimiser
 over the (seed, task) runs (a win: lower test cost by more than
-``tie_tolerance``); median meta-training seconds over seeds.
+``tie_tolerance``); median meta-training seconds over seeds. The defaults
+sweep adds the choice of defaults (:mod:`metricopt.bench.blackbox_selection`).
 
 Jobs are (dataset, seed) pairs (one pre-training each), run in ``jobs``
 worker processes (spawned) with ``torch.set_num_threads(spec.threads)``;
@@ -57,7 +64,7 @@ from typing import Any
 import numpy as np
 
 from metricopt.bench.results import collect_metadata, load_average, write_suite_reports
-from metricopt.bench.specs import BlackBoxSpec, spec_to_dict
+from metricopt.bench.specs import BlackBoxSpec, BlackBoxVariant, spec_to_dict
 
 __all__ = ["METHOD_LABELS", "PAIRS", "refresh_summary", "run_job", "run_suite", "setting_key", "write_reports"]
 
@@ -92,7 +99,7 @@ def _learned_api() -> tuple[Any, str | None]:
 
 
 def _cell(spec: BlackBoxSpec, data: Any, backbone: Any, setting: Sequence[Any], metric_name: str,
-          variant: tuple[str, int | float, int], seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+          variant: BlackBoxVariant, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Meta-train and run every method on the held-out tasks of one (setting, metric, variant, seed)."""
     import torch
 
@@ -108,18 +115,19 @@ def _cell(spec: BlackBoxSpec, data: Any, backbone: Any, setting: Sequence[Any], 
     )
     from metricopt.losses import cross_entropy_loss
 
-    label, evaluations, phi_size = variant
+    label, spec = variant.label, variant.apply(spec)  # the spec's values with the variant's overrides
+    phi_size = spec.phi_size
     adapter = make_adapter(setting[2], copy.deepcopy(backbone), phi_size=phi_size, seed=seed)
     metric = make_metric(metric_name, num_classes=data.num_classes)
     binary = data.num_classes == 2
     pool = TaskData(torch.as_tensor(data.X_train),
                     torch.as_tensor(data.y_train, dtype=torch.float32 if binary else torch.long),
                     torch.as_tensor(data.X_val), data.y_val)
-    sgd = FineTuneConfig(steps=spec.steps, evaluations=evaluations, optimizer="sgd",
+    sgd = FineTuneConfig(steps=spec.steps, evaluations=spec.evaluations, optimizer="sgd",
                          learning_rate=spec.sgd_learning_rate, batch_size=spec.batch_size,
                          value_weight=spec.value_weight)
     adam = dataclasses.replace(sgd, optimizer="adam", learning_rate=spec.adam_learning_rate)
-    distribution = TaskDistribution()
+    distribution, held_out = spec.meta_distribution(), TaskDistribution()
     meta_config = MetaConfig(tasks=spec.meta_tasks, warmup_tasks=spec.warmup_tasks, seed=seed)
     start = time.perf_counter()
     meta = meta_train(adapter, cross_entropy_loss, metric, pool, finetune_config=sgd, config=meta_config,
@@ -157,8 +165,8 @@ def _cell(spec: BlackBoxSpec, data: Any, backbone: Any, setting: Sequence[Any], 
                   "best_step": 0, "seconds": 0.0, "skipped": 0}
     runs = []
     for j in range(spec.held_out_tasks):
-        task = distribution.sample(1_000_000 + j, seed=seed, labels=pool.y_train.long(), phi_size=phi_size,
-                                   guided=False)
+        task = held_out.sample(1_000_000 + j, seed=seed, labels=pool.y_train.long(), phi_size=phi_size,
+                               guided=False)
         task_data = TaskData(pool.X_train[task.indices], pool.y_train[task.indices], pool.X_val, pool.y_val)
         for method in spec.methods:
             row = {**{k: meta_row[k] for k in ("setting", "metric", "variant", "seed")}, "task": j, "method": method}
@@ -273,7 +281,7 @@ def run_suite(spec: BlackBoxSpec, *, jobs: int = 1, progress: bool = True,
             datasets.setdefault(out["dataset"], out["dataset_info"])
     metadata["load_average_at_end"] = load_average()
     order = {(setting_key(s), k): (i, j) for i, s in enumerate(spec.settings) for j, k in enumerate(s[3])}
-    variants = [v[0] for v in spec.variants()]
+    variants = [v.label for v in spec.variants()]
     key = lambda r: (*order[r["setting"], r["metric"]], variants.index(r["variant"]), r["seed"])
     methods = list(spec.methods)
     payload: dict[str, Any] = {
@@ -284,7 +292,7 @@ def run_suite(spec: BlackBoxSpec, *, jobs: int = 1, progress: bool = True,
         "wall_seconds": round(time.perf_counter() - start, 1),
         "job_seconds": {f"{o['dataset']} seed {o['seed']}": o["seconds"] for o in outputs},
         "methods": {m: METHOD_LABELS[m] for m in methods},
-        "variants": [{"label": v[0], "evaluations": v[1], "phi_size": v[2]} for v in spec.variants()],
+        "variants": [v.record(spec) for v in spec.variants()], "reference_variant": spec.reference_variant().label,
         "direct_losses": _direct_losses(spec), "unavailable": unavailable, "datasets": datasets,
         "meta_training": sorted((m for o in outputs for m in o["meta"]), key=key),
         "runs": sorted((r for o in outputs for r in o["runs"]),
@@ -317,8 +325,9 @@ def protocol_text(spec: BlackBoxSpec) -> str:
         f"{spec.meta_tasks} tasks ({spec.warmup_tasks} loss-only warm-up) drawn from the training split, the "
         "metric observed on validation" + ("; the learned optimizer likewise (metricopt.blackbox.learned, "
                                            "the same tasks)" if "metricopt_learned" in spec.methods else "") +
-        f". Then {spec.held_out_tasks} held-out tasks per seed (TaskDistribution.sample at index 1_000_000 + j: a "
-        "data subset and class balance never used in meta-training; phi = 0, learning-rate factor 1), every "
+        f". Then {spec.held_out_tasks} held-out tasks per seed (the library's default TaskDistribution sampled at "
+        "index 1_000_000 + j: a data subset and class balance never used in meta-training; phi = 0, learning-rate "
+        "factor 1), every "
         f"method with the same budget and batch seed: T = {spec.steps} steps, K = {k_text} metric "
         f"observations on validation, batch {spec.batch_size}, SGD (momentum 0.9) lr {spec.sgd_learning_rate}, "
         f"Adam lr {spec.adam_learning_rate}, value weight {spec.value_weight}. Every method keeps the phi with "
@@ -330,6 +339,16 @@ def protocol_text(spec: BlackBoxSpec) -> str:
         text += (f" Ablation: K over {list(spec.evaluations_grid)} at |phi| = {spec.phi_size}, |phi| over "
                  f"{list(spec.phi_size_grid)} at K = {spec.evaluations}; K applies to meta-training and to every "
                  "held-out run alike.")
+    if spec.kind == "blackbox_defaults":
+        presets = "; ".join(f"{n}: " + ", ".join(f"{k} {v}" for k, v in o) for n, o in spec.distribution_grid)
+        text += (f" Defaults sweep: value weight lambda_v over {list(spec.value_weight_grid)} at the "
+                 f"{spec.preset_name()!r} meta-training task distribution, the distribution over the presets "
+                 f"({presets}; value-weight factor range {tuple(spec.meta_distribution().value_weight)} in all) "
+                 f"at lambda_v = {spec.value_weight:g}; lambda_v applies to meta-training (times each task's factor) "
+                 "and to the held-out runs. The held-out tasks come from the library's default TaskDistribution for "
+                 "every variant (the same tasks and loss-only runs), on seeds "
+                 f"{tuple(spec.seeds)}, disjoint from the reporting seeds {tuple(spec.reporting_seeds)}: they are "
+                 "validation tasks for the defaults.")
     return text
 
 
@@ -400,6 +419,10 @@ def refresh_summary(payload: dict[str, Any]) -> dict[str, Any]:
             for k in t:
                 t[k] += r[k]
     payload["summary"] = {"groups": summary, "wtl_totals": totals}
+    if payload.get("kind") == "blackbox_defaults":
+        from metricopt.bench.blackbox_selection import selection_summary
+
+        payload["summary"]["selection"] = selection_summary(payload)
     payload["runs"] = payload.pop("runs")  # keep the long lists last in the file
     return payload
 

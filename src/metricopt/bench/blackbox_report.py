@@ -1,11 +1,14 @@
 """Markdown and PNG reports of the black-box suites (payloads of :mod:`metricopt.bench.blackbox`).
 
 Every number is a COST (lower is better): ``mcr``, ``1 - aucpr``, ``cost``;
-the tables and plots say so in their titles. Bold marks the lowest mean.
+the tables and plots say so in their titles. Bold marks the lowest mean. The
+defaults sweep's report opens with the choice of defaults
+(:mod:`metricopt.bench.blackbox_selection`): one row per variant.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +53,70 @@ def _wtl_cell(r: dict[str, Any]) -> str:
         f" ({r['mean_diff']:+.4f})" if r.get("mean_diff") is not None else "")
 
 
+def _distribution_text(d: dict[str, Any]) -> str:
+    """A resolved TaskDistribution record in a few words."""
+    return (f"subset {d['subset'][0]:g}-{d['subset'][1]:g}, balance {d['class_balance']:g}, "
+            f"lr x{d['learning_rate'][0]:g}-{d['learning_rate'][1]:g}, phi0 std {d['initial_phi_std']:g}")
+
+
+def _selection_lines(payload: dict[str, Any]) -> list[str]:
+    """The choice of defaults: criterion, noise and rule per variant, then per (setting, metric)."""
+    selection = payload["summary"]["selection"]
+    if not selection["variants"]:
+        return ["## Choice of defaults", "", "No run of the reference variant: nothing to choose from.", ""]
+    spec = payload["spec"]
+    pair = _pair_label(payload, selection["pair"])
+    reference = selection["reference"]
+    shared = ", same loss-only runs" if selection["baseline_shared"] else "; the loss-only runs DIFFER between variants"
+    cells = len(selection["variants"][0]["criterion"]["by_group"])
+    lines = [f"## Choice of defaults: {pair}, test cost difference on validation tasks (negative: MetricOpt better)",
+             "", (f"Seeds {tuple(spec['seeds'])} (disjoint from the reporting seeds {tuple(spec['reporting_seeds'])})"
+                  f" x {spec['held_out_tasks']} held-out tasks x {cells} (setting, metric). Criterion: mean over "
+                  "(setting, metric) of the mean difference, the costs of different metrics averaged as they are (a "
+                  "metric whose costs differ more weighs more; the W/T/L columns count runs instead); ± std over "
+                  "seeds of the per-seed criterion. W/T/L: "
+                  f"paired runs against loss-only (tie = |difference| <= {spec['tie_tolerance']:g}). Against the "
+                  f"reference (`{reference}`, the current defaults): mean ± standard error of the per-seed criterion "
+                  "differences, and the runs' W/T/L of this variant's MetricOpt against the reference's (same "
+                  f"tasks{shared})."), "",
+             _row(["variant", "sweep", "lambda_v", "meta-training tasks", "criterion ± std over seeds",
+                   "W/T/L vs loss-only", "vs reference: difference ± se", "W/T/L vs reference", "clearly better"]),
+             _row(["---"] * 9)]
+    for e in selection["variants"]:
+        c = e["criterion"]
+        versus = e.get("vs_reference")
+        lines.append(_row([
+            f"`{e['label']}`" + (" (reference)" if e["label"] == reference else ""),
+            ", ".join(e["sweeps"]) or "-", f"{e['value_weight']:g}", _distribution_text(e["task_distribution"]),
+            f"{c['mean_diff']:+.4f} ± {c['std_over_seeds']:.4f}", f"{c['wins']}/{c['ties']}/{c['losses']}",
+            "-" if versus is None else f"{versus['mean']:+.4f} ± " + (
+                "n/a (1 seed)" if math.isnan(versus["se"]) else f"{versus['se']:.4f}"),
+            "-" if versus is None else "{wins}/{ties}/{losses}".format(**versus["runs"]),
+            "yes" if e["clearly_better"] else "no"]))
+    groups = list(dict.fromkeys((g["setting"], g["metric"]) for e in selection["variants"]
+                                for g in e["criterion"]["by_group"]))
+    lines += ["", f"Per (setting, metric): mean difference {pair} over seeds x tasks (W/T/L).", "",
+              _row(["variant", *(f"`{s}` {COST_LABELS.get(m, m)}" for s, m in groups)]),
+              _row(["---"] * (1 + len(groups)))]
+    for e in selection["variants"]:
+        cells = {(g["setting"], g["metric"]): g for g in e["criterion"]["by_group"]}
+        lines.append(_row([f"`{e['label']}`"] + [
+            "N/A" if k not in cells else
+            f"{cells[k]['mean_diff']:+.4f} ({cells[k]['wins']}/{cells[k]['ties']}/{cells[k]['losses']})"
+            for k in groups]))
+    lines += ["", f"Rule (fixed before the run): {selection['rule']}.", ""]
+    for sweep, what in (("value_weight", "value weight lambda_v"),
+                        ("task_distribution", "meta-training task distribution")):
+        chosen = selection["chosen"][sweep]
+        lines.append(f"- {what}: " + (f"**change** to `{chosen['label']}`" if chosen["changed"] else
+                                      f"**keep** the current default (`{reference}`): no variant is clearly better"))
+    if all(c["changed"] for c in selection["chosen"].values()):
+        lines.append("- both sweeps changed: their combination was not run together.")
+    return lines + [""]
+
+
 def blackbox_markdown(payload: dict[str, Any]) -> str:
-    """The Markdown report of a ``blackbox`` or ``blackbox_ablation`` payload."""
+    """The Markdown report of a ``blackbox``, ``blackbox_ablation`` or ``blackbox_defaults`` payload."""
     spec, summary = payload["spec"], payload["summary"]
     groups = summary["groups"]
     methods = [m for m in payload["methods"] if any(m in g["methods"] for g in groups)]
@@ -59,6 +124,8 @@ def blackbox_markdown(payload: dict[str, Any]) -> str:
     lines = [f"# {payload['title']}", "", *_metadata_lines(payload), "", payload.get("protocol", ""), ""]
     if payload.get("unavailable"):
         lines += ["Not run: " + "; ".join(f"{k} ({v})" for k, v in payload["unavailable"].items()), ""]
+    if "selection" in summary:
+        lines += _selection_lines(payload)
     if "direct_loss" in methods:
         lines += ["Direct losses (the metric's own loss in metricopt, fine-tuning phi with Adam): "
                   + "; ".join(f"{k}: {v}" for k, v in payload["direct_losses"].items()) + ".", ""]
@@ -165,9 +232,54 @@ def _ablation(plt: Any, payload: dict[str, Any], colors: dict[str, Any]) -> Any:
     return fig
 
 
+def _preset_order(payload: dict[str, Any], record: dict[str, Any]) -> int:
+    """Position in the spec's ``distribution_grid`` of the preset a resolved distribution record matches."""
+    plain = lambda v: [plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+    for i, (_, overrides) in enumerate(payload["spec"]["distribution_grid"]):
+        if all(plain(record.get(k)) == plain(v) for k, v in overrides):
+            return i
+    return len(payload["spec"]["distribution_grid"])
+
+
+def _defaults(plt: Any, payload: dict[str, Any]) -> Any:
+    """The criterion (error bars: std over seeds) and each (setting, metric)'s mean difference, per sweep."""
+    selection = payload["summary"]["selection"]
+    fig = plt.figure(figsize=(12, 5.4))
+    grid = fig.add_gridspec(2, 2, height_ratios=(5, 1))
+    axes = [fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])]
+    for ax, (sweep, what) in zip(axes, (("value_weight", "value weight lambda_v (log scale)"),
+                                           ("task_distribution", "meta-training task distribution"))):
+        entries = [e for e in selection["variants"] if sweep in e["sweeps"]]
+        if sweep == "value_weight":
+            entries.sort(key=lambda e: e["value_weight"])
+            x = np.array([e["value_weight"] for e in entries], dtype=float)
+            ax.set_xscale("log")
+            ax.set_xticks(x, [f"{v:g}" for v in x])
+        else:
+            entries.sort(key=lambda e: _preset_order(payload, e["task_distribution"]))
+            x = np.arange(len(entries), dtype=float)
+            ax.set_xticks(x, [e["label"] for e in entries], fontsize=7)
+        groups = list(dict.fromkeys((g["setting"], g["metric"]) for e in entries for g in e["criterion"]["by_group"]))
+        for setting, metric in groups:
+            y = [next((g["mean_diff"] for g in e["criterion"]["by_group"] if (g["setting"], g["metric"])
+                       == (setting, metric)), np.nan) for e in entries]
+            ax.plot(x, y, marker=".", lw=0.8, alpha=0.6, label=f"{setting}: {COST_LABELS.get(metric, metric)}")
+        ax.errorbar(x, [e["criterion"]["mean_diff"] for e in entries],
+                    yerr=[e["criterion"]["std_over_seeds"] for e in entries], color="black", lw=2, marker="o",
+                    capsize=4, label="criterion: mean over (setting, metric)")
+        ax.axhline(0.0, color="grey", lw=0.8, ls="--")
+        ax.set_xlabel(what, fontsize=8)
+        ax.set_ylabel(f"test cost difference, {_pair_label(payload, selection['pair'])}", fontsize=7)
+        ax.grid(alpha=0.3)
+    legend = fig.add_subplot(grid[1, :])
+    legend.axis("off")
+    legend.legend(*axes[0].get_legend_handles_labels(), loc="center", ncol=4, fontsize=7, frameon=False)
+    return fig
+
+
 def plot_blackbox(payload: dict[str, Any], path: Path) -> Path:
     """Main suites: test-cost bars (error bar: std over seeds) per (setting, metric); ablations: cost vs K and
-    vs |phi| per method, and meta-training seconds vs K."""
+    vs |phi| per method, and meta-training seconds vs K; the defaults sweep: the selection criterion per sweep."""
     import matplotlib
 
     from metricopt.bench.plots import _pyplot, _save, _suptitle
@@ -177,6 +289,8 @@ def plot_blackbox(payload: dict[str, Any], path: Path) -> Path:
     colors = {m: cmap(i % 10) for i, m in enumerate(payload["methods"])}
     if payload["kind"] == "blackbox_ablation":
         fig = _ablation(plt, payload, colors)
+    elif payload["kind"] == "blackbox_defaults" and payload["summary"]["selection"]["variants"]:
+        fig = _defaults(plt, payload)
     else:
         groups = payload["summary"]["groups"]
         cols = min(6, max(1, len(groups)))

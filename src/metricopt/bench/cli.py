@@ -10,6 +10,7 @@ Examples::
     python -m metricopt.bench rank_speed                   # rank losses: time and memory against peers
     python -m metricopt.bench blackbox --jobs 2            # black-box metrics: MetricOpt against loss-only
     python -m metricopt.bench blackbox_ablation --jobs 2   # MetricOpt: K and |phi| ablation
+    python -m metricopt.bench blackbox_defaults --jobs 2   # MetricOpt: value_weight and task distribution
     python -m metricopt.bench all --smoke --output-dir /tmp/bench
     python -m metricopt.bench render benchmarks/results/quality.json   # redraw .md/.png
 """
@@ -27,8 +28,8 @@ __all__ = ["main", "render", "run_named", "write_reports"]
 
 _KINDS = ("quality", "ablation", "speed")
 #: Further suites run by name only (not by ``all``).
-_NAMED_ONLY_KINDS = ("ap_quality", "retrieval", "rank_speed", "blackbox", "blackbox_ablation")
-_BLACKBOX_KINDS = ("blackbox", "blackbox_ablation")
+_NAMED_ONLY_KINDS = ("ap_quality", "retrieval", "rank_speed", "blackbox", "blackbox_ablation", "blackbox_defaults")
+_BLACKBOX_KINDS = ("blackbox", "blackbox_ablation", "blackbox_defaults")
 
 
 def _seeds(text: str) -> tuple[int, ...]:

@@ -1,6 +1,6 @@
 """Benchmark specifications: every benchmark is data, run by a harness.
 
-Five kinds of suite, each a frozen dataclass:
+The kinds of suite, each a frozen dataclass:
 
 * :class:`QualitySpec`: held-out exact metrics of AnyLoss against the usual
   imbalanced-learning recipes and peer losses (one MLP, one budget for all);
@@ -14,10 +14,11 @@ Five kinds of suite, each a frozen dataclass:
 * :class:`RankSpeedSpec`: forward + backward time and peak memory of the rank
   losses against their peers, one ranking and retrieval batches (run by
   :mod:`metricopt.bench.rank_speed`).
-* :class:`BlackBoxSpec` / :class:`BlackBoxAblationSpec`: MetricOpt's
-  value-guided fine-tuning of adapter parameters against loss-only
-  fine-tuning, black-box metrics reported as costs (run by
-  :mod:`metricopt.bench.blackbox`).
+* :class:`BlackBoxSpec` / :class:`BlackBoxAblationSpec` /
+  :class:`BlackBoxDefaultsSpec`: MetricOpt's value-guided fine-tuning of
+  adapter parameters against loss-only fine-tuning, black-box metrics reported
+  as costs (run by :mod:`metricopt.bench.blackbox`); the ablation and the
+  defaults sweep run :class:`BlackBoxVariant` s of one spec.
 
 :data:`SUITES` holds the named suites (``quality``, ``ablation``, ``speed``) and
 tiny ``*_smoke`` versions of each that run in seconds for CI. Change a suite by
@@ -44,7 +45,9 @@ __all__ = [
     "TARGET_METRICS",
     "AblationSpec",
     "BlackBoxAblationSpec",
+    "BlackBoxDefaultsSpec",
     "BlackBoxSpec",
+    "BlackBoxVariant",
     "QualitySpec",
     "RankSpeedSpec",
     "RetrievalSpec",
@@ -384,6 +387,7 @@ BLACKBOX_DATASETS: tuple[str, ...] = ("fashion_mnist", *BINARY_DATASETS)
 _BLACKBOX_MODELS = {"fashion_mnist": "cnn"}  # every other (tabular) dataset: "mlp"
 _BLACKBOX_ADAPTERS = ("input_bias", "film")
 _BLACKBOX_TABULAR = ("page_blocks0", "yeast4", "caravan", "abalone19")
+_METRICOPT_METHODS = ("metricopt_sgd", "metricopt_adam", "metricopt_learned")
 
 Setting = tuple[str, str, str, tuple[str, ...]]
 
@@ -405,6 +409,64 @@ def _is_evaluations(value: Any) -> bool:
     if isinstance(value, float):
         return 0 < value <= 1
     return _is_int(value, 2)
+
+
+DistributionOverrides = tuple[tuple[str, Any], ...]
+
+
+def _task_distribution(field: str, overrides: Any) -> Any:
+    """The :class:`~metricopt.blackbox.meta.TaskDistribution` with ``overrides`` (``(name, value)`` pairs) applied;
+    ValueError naming ``field`` when they are not distinct field names with valid values."""
+    from metricopt.blackbox.meta import TaskDistribution
+
+    names = tuple(f.name for f in dataclasses.fields(TaskDistribution))
+    if (not isinstance(overrides, tuple)
+            or not all(isinstance(p, tuple) and len(p) == 2 and p[0] in names for p in overrides)
+            or len({p[0] for p in overrides}) != len(overrides)):
+        raise _blackbox_error(field, overrides, f"(name, value) pairs of distinct TaskDistribution fields {names}")
+    try:
+        return TaskDistribution(**dict(overrides))
+    except (TypeError, ValueError) as exc:
+        raise _blackbox_error(field, overrides, f"valid TaskDistribution overrides ({exc})") from None
+
+
+#: Spec fields a :class:`BlackBoxVariant` may override (one job's pre-training and split stay shared).
+VARIANT_FIELDS: tuple[str, ...] = ("evaluations", "phi_size", "value_weight", "task_distribution")
+
+
+@dataclass(frozen=True)
+class BlackBoxVariant:
+    """One configuration a black-box suite runs: its spec with ``overrides`` applied.
+
+    Attributes:
+        label: the variant's name in result rows and tables.
+        overrides: ``(field, value)`` pairs of :data:`VARIANT_FIELDS` that differ from the spec's.
+    """
+
+    label: str = "default"
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.label, str) or not self.label:
+            raise ValueError(f"BlackBoxVariant `label` must be a non-empty string; got {self.label!r}")
+        if (not isinstance(self.overrides, tuple)
+                or not all(isinstance(p, tuple) and len(p) == 2 and p[0] in VARIANT_FIELDS for p in self.overrides)
+                or len({p[0] for p in self.overrides}) != len(self.overrides)):
+            raise ValueError(f"BlackBoxVariant `overrides` must be (field, value) pairs of distinct fields of "
+                             f"{VARIANT_FIELDS}; got {self.overrides!r}")
+
+    def apply(self, spec: BlackBoxSpec) -> BlackBoxSpec:
+        """The plain :class:`BlackBoxSpec` this variant runs (validated: a bad override raises here)."""
+        base = {f.name: getattr(spec, f.name) for f in dataclasses.fields(BlackBoxSpec)}
+        return BlackBoxSpec(**{**base, **dict(self.overrides)})
+
+    def record(self, spec: BlackBoxSpec) -> dict[str, Any]:
+        """JSON-ready: the label and the values it runs with (the task distribution resolved)."""
+        from metricopt.blackbox.meta import plain_record
+
+        run = self.apply(spec)
+        return {"label": self.label, "evaluations": run.evaluations, "phi_size": run.phi_size,
+                "value_weight": run.value_weight, "task_distribution": plain_record(run.meta_distribution())}
 
 
 @dataclass(frozen=True)
@@ -439,6 +501,10 @@ class BlackBoxSpec:
         sgd_learning_rate, adam_learning_rate: the two hand-designed optimisers.
         batch_size: training examples per fine-tuning step.
         value_weight: ``lambda_v``, weight of the value function's gradient.
+        task_distribution: ``(field, value)`` overrides of
+            :class:`~metricopt.blackbox.meta.TaskDistribution`'s defaults for
+            meta-training (empty: the library's); held-out tasks always come
+            from the library's default distribution.
         meta_tasks, warmup_tasks: Reptile meta-training tasks (the first
             ``warmup_tasks`` loss-only); the learned optimizer gets as many.
         held_out_tasks: new tasks per (setting, metric, seed) every method runs.
@@ -463,6 +529,7 @@ class BlackBoxSpec:
     adam_learning_rate: float = 0.01
     batch_size: int = 128
     value_weight: float = 1.0
+    task_distribution: DistributionOverrides = ()
     meta_tasks: int = 24
     warmup_tasks: int = 4
     held_out_tasks: int = 2
@@ -523,6 +590,7 @@ class BlackBoxSpec:
         if (not self.methods or len(set(self.methods)) != len(self.methods)
                 or not set(self.methods) <= set(BLACKBOX_METHODS)):
             raise _blackbox_error("methods", self.methods, f"distinct names of {BLACKBOX_METHODS}")
+        _task_distribution("task_distribution", self.task_distribution)
 
     @property
     def datasets(self) -> tuple[str, ...]:
@@ -533,9 +601,22 @@ class BlackBoxSpec:
         """Pre-training epochs of ``model``."""
         return dict(self.pretrain_epochs)[model]
 
-    def variants(self) -> tuple[tuple[str, int | float, int], ...]:
-        """``(label, evaluations, phi_size)`` of each configuration run: here only the spec's own."""
-        return (("default", self.evaluations, self.phi_size),)
+    def meta_distribution(self) -> Any:
+        """The :class:`~metricopt.blackbox.meta.TaskDistribution` meta-training draws its tasks from."""
+        return _task_distribution("task_distribution", self.task_distribution)
+
+    def variants(self) -> tuple[BlackBoxVariant, ...]:
+        """The configurations run per (setting, metric, seed): here only the spec's own."""
+        return (BlackBoxVariant("default"),)
+
+    def reference_variant(self) -> BlackBoxVariant:
+        """The variant that runs the spec's own values (the point every sweep shares)."""
+        own = _point(self)
+        return next(v for v in self.variants() if _point(v.apply(self)) == own)
+
+
+def _point(spec: BlackBoxSpec) -> tuple[Any, ...]:
+    return spec.evaluations, spec.phi_size, spec.value_weight, spec.meta_distribution()
 
 
 def _k_label(evaluations: float) -> str:
@@ -575,11 +656,107 @@ class BlackBoxAblationSpec(BlackBoxSpec):
                 or len(set(self.phi_size_grid)) != len(self.phi_size_grid)):
             raise _blackbox_error("phi_size_grid", self.phi_size_grid, "distinct integers >= 1")
 
-    def variants(self) -> tuple[tuple[str, int | float, int], ...]:
-        """``(label, evaluations, phi_size)``: the ``K`` sweep, then the ``|phi|`` sweep (no point twice)."""
+    def variants(self) -> tuple[BlackBoxVariant, ...]:
+        """The ``K`` sweep, then the ``|phi|`` sweep (no point twice)."""
         points = [(k, self.phi_size) for k in self.evaluations_grid]
         points += [(self.evaluations, p) for p in self.phi_size_grid if (self.evaluations, p) not in points]
-        return tuple((f"{_k_label(k)}, phi={p}", k, p) for k, p in points)
+        return tuple(BlackBoxVariant(f"{_k_label(k)}, phi={p}", (("evaluations", k), ("phi_size", p)))
+                     for k, p in points)
+
+
+#: Named meta-training task distributions of the defaults sweep (``TaskDistribution`` overrides). ``medium`` is
+#: the library's default written out; ``narrow`` and ``wide`` shrink and widen every range around it.
+TASK_DISTRIBUTION_PRESETS: tuple[tuple[str, DistributionOverrides], ...] = (
+    ("narrow", (("subset", (0.6, 1.0)), ("class_balance", 2.0), ("learning_rate", (0.5, 2.0)),
+                ("initial_phi_std", 0.25))),
+    ("medium", (("subset", (0.3, 1.0)), ("class_balance", 8.0), ("learning_rate", (0.3, 3.0)),
+                ("initial_phi_std", 0.5))),
+    ("wide", (("subset", (0.15, 1.0)), ("class_balance", 16.0), ("learning_rate", (0.1, 10.0)),
+              ("initial_phi_std", 1.0))),
+)
+
+
+@dataclass(frozen=True)
+class BlackBoxDefaultsSpec(BlackBoxSpec):
+    """Choosing MetricOpt's ``value_weight`` and meta-training task distribution on validation tasks.
+
+    The protocol of :class:`BlackBoxSpec` on ``seeds`` disjoint from
+    ``reporting_seeds`` (those of the ``blackbox`` suite): the held-out tasks of
+    this suite are validation tasks for the defaults, never the runs the
+    benchmark reports. ``lambda_v`` is swept over ``value_weight_grid`` at the
+    spec's task distribution, the distribution over the presets of
+    ``distribution_grid`` at the spec's ``value_weight`` (the shared point runs
+    once; it is the reference every variant is compared with). Held-out tasks
+    come from the library's default distribution for every variant, so every
+    variant is scored on the same tasks against the same loss-only runs.
+    The criterion and the rule are in :mod:`metricopt.bench.blackbox_selection`.
+
+    Attributes:
+        value_weight_grid: ``lambda_v`` values (> 0).
+        distribution_grid: ``(name, TaskDistribution overrides)`` presets; one
+            must equal the spec's ``task_distribution`` (the reference).
+        selection_pair: ``(MetricOpt method, loss-only method)`` of the criterion.
+        reporting_seeds: the seeds ``seeds`` must avoid.
+    """
+
+    name: str = "blackbox_defaults"
+    # Sized for about 30 minutes with --jobs 2 on 2 cores: 6 (setting, metric) x 5 seeds x 6 variants = 180 cells,
+    # one cell (meta-training + 4 held-out tasks x 2 methods) 15 s on an idle core, up to 35 s on a loaded one.
+    settings: tuple[Setting, ...] = (
+        ("page_blocks0", "mlp", "input_bias", ("cost", "aucpr")),
+        ("yeast4", "mlp", "film", ("cost", "aucpr")),
+        ("caravan", "mlp", "input_bias", ("cost", "aucpr")),
+    )
+    seeds: tuple[int, ...] = (10, 11, 12, 13, 14)
+    methods: tuple[str, ...] = ("sgd", "metricopt_sgd")
+    held_out_tasks: int = 4
+    value_weight_grid: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0)
+    distribution_grid: tuple[tuple[str, DistributionOverrides], ...] = TASK_DISTRIBUTION_PRESETS
+    selection_pair: tuple[str, str] = ("metricopt_sgd", "sgd")
+    reporting_seeds: tuple[int, ...] = BlackBoxSpec.seeds
+
+    kind = "blackbox_defaults"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if set(self.seeds) & set(self.reporting_seeds):
+            raise _blackbox_error("seeds", self.seeds, f"disjoint from reporting_seeds={self.reporting_seeds} (the "
+                                  "defaults are chosen on validation tasks, not on the reported ones)")
+        if (not isinstance(self.value_weight_grid, tuple) or not self.value_weight_grid
+                or not all(_is_positive(w) for w in self.value_weight_grid)
+                or len(set(self.value_weight_grid)) != len(self.value_weight_grid)):
+            raise _blackbox_error("value_weight_grid", self.value_weight_grid, "distinct finite numbers > 0")
+        if (not isinstance(self.distribution_grid, tuple) or not self.distribution_grid
+                or not all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) and p[0]
+                           for p in self.distribution_grid)
+                or len({p[0] for p in self.distribution_grid}) != len(self.distribution_grid)):
+            raise _blackbox_error("distribution_grid", self.distribution_grid,
+                                  "(name, overrides) presets with distinct non-empty names")
+        resolved = [_task_distribution("distribution_grid", p[1]) for p in self.distribution_grid]
+        if any(a == b for i, a in enumerate(resolved) for b in resolved[i + 1:]):
+            raise _blackbox_error("distribution_grid", self.distribution_grid, "presets of distinct distributions")
+        if self.meta_distribution() not in resolved:
+            raise _blackbox_error("distribution_grid", self.distribution_grid,
+                                  f"presets including the spec's own task distribution {self.task_distribution!r}")
+        pair = self.selection_pair
+        if (not isinstance(pair, tuple) or len(pair) != 2 or pair[0] not in _METRICOPT_METHODS
+                or pair[1] not in ("sgd", "adam") or not set(pair) <= set(self.methods)):
+            raise _blackbox_error("selection_pair", self.selection_pair,
+                                  "(a MetricOpt method, 'sgd' or 'adam'), both in `methods`")
+
+    def preset_name(self) -> str:
+        """The name of the preset that is the spec's own task distribution."""
+        own = self.meta_distribution()
+        return next(n for n, o in self.distribution_grid if _task_distribution("distribution_grid", o) == own)
+
+    def variants(self) -> tuple[BlackBoxVariant, ...]:
+        """The ``lambda_v`` sweep, then the distribution sweep (no point twice)."""
+        presets = dict(self.distribution_grid)
+        points = [(w, self.preset_name()) for w in self.value_weight_grid]
+        points += [(self.value_weight, n) for n in presets if (self.value_weight, n) not in points]
+        return tuple(BlackBoxVariant(f"lambda_v={w:g}, tasks={n}", (("value_weight", w), ("task_distribution",
+                                                                                         presets[n])))
+                     for w, n in points)
 
 
 Spec = QualitySpec | AblationSpec | SpeedSpec | RetrievalSpec | RankSpeedSpec | BlackBoxSpec
@@ -635,6 +812,13 @@ SUITES: dict[str, Spec] = {
         name="blackbox_ablation_smoke", settings=(("breast_cancer", "mlp", "input_bias", ("cost", "mcr")),),
         seeds=(0,), pretrain_epochs=(("mlp", 5),), steps=20, evaluations=4, meta_tasks=3, warmup_tasks=2,
         phi_size=8, evaluations_grid=(2, 4, 1.0), phi_size_grid=(4, 8),
+    ),
+    # MetricOpt's value_weight and meta-training task distribution, chosen on validation seeds (10-14).
+    "blackbox_defaults": BlackBoxDefaultsSpec(),
+    "blackbox_defaults_smoke": BlackBoxDefaultsSpec(
+        name="blackbox_defaults_smoke", settings=(("breast_cancer", "mlp", "input_bias", ("cost",)),),
+        seeds=(10,), pretrain_epochs=(("mlp", 5),), steps=20, evaluations=4, meta_tasks=3, warmup_tasks=2,
+        phi_size=8, held_out_tasks=2, value_weight_grid=(0.3, 1.0), distribution_grid=TASK_DISTRIBUTION_PRESETS[:2],
     ),
 }
 

@@ -108,7 +108,9 @@ class FineTuneConfig:
         momentum: SGD momentum.
         batch_size: training examples per step.
         value_weight: ``lambda_v``, weight of the value function's gradient
-            (0 or no value function: loss-only fine-tuning).
+            (0 or no value function: loss-only fine-tuning). DECIDED: 1; the
+            ``blackbox_defaults`` benchmark found none of 0.3, 3, 10 clearly
+            better on validation tasks (``benchmarks/results/blackbox_defaults.md``).
         adapt_steps: value-function Adam steps after each new observation (0: no online adaptation).
         adapt_learning_rate: their learning rate.
         keep_best: end with the ``phi`` of the best observed metric (else the last ``phi``).

@@ -81,6 +81,11 @@ class TaskDistribution:
         learning_rate: range of factors on the fine-tuning learning rate (log-uniform).
         initial_phi_std: a task starts from ``phi ~ N(0, s^2)``, ``s`` uniform in ``[0, initial_phi_std]``.
         value_weight: range of factors on ``value_weight`` for guided tasks (uniform).
+
+    DECIDED: the default ranges; the ``blackbox_defaults`` benchmark compared
+    them on validation tasks with a narrower and a wider preset (every range
+    shrunk or widened) and found neither clearly better, the wider one worse
+    (``benchmarks/results/blackbox_defaults.md``).
     """
 
     subset: tuple[float, float] = (0.3, 1.0)
