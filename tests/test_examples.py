@@ -26,7 +26,7 @@ def test_lightning_ddp_example_trains_on_two_processes_with_exact_gradients(tmp_
     run = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "lightning_ddp.py"), "--devices", "2", "--epochs", "5",
          "--loss", loss, "--float64", "--output", str(out)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads(out.read_text())

@@ -93,7 +93,7 @@ def _worker(rank: int, fn: Callable[..., Any], args: tuple[Any, ...], nproc: int
         text = "".join(traceback.format_exception(exc))
         try:
             payload = pickle.dumps((exc, text))
-        except Exception:  # an exception that does not pickle: its type name and text
+        except Exception:  # noqa: BLE001 - an exception that does not pickle: its type name and text
             payload = pickle.dumps((RuntimeError(f"{type(exc).__name__}: {exc}"), text))
         (out / f"error{rank}.pkl").write_bytes(payload)
         _exit(1)

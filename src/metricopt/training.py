@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import numbers
+from functools import partial
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -223,7 +224,7 @@ def fit(
         row = {"epoch": float(epoch), "train_loss": total / count}
         if evaluate is not None:
             model.eval()
-            score = evaluate(model, epoch) if parallel is None else parallel.score(lambda: evaluate(model, epoch))
+            score = evaluate(model, epoch) if parallel is None else parallel.score(partial(evaluate, model, epoch))
             if score is not None:
                 row["val_score"] = float(score)
                 if result.best_score is None or score > result.best_score:
