@@ -163,12 +163,9 @@ def launch(fn: Callable[..., T], nproc: int, *args: Any, backend: str | None = N
         raise ValueError(f"`threads` must be an integer >= 1; got {threads!r}")
     if nproc == 1:
         return fn(*args)
-    loopback = _loopback()
-    if backend == "gloo" and loopback is not None and "GLOO_SOCKET_IFNAME" not in os.environ:
+    loopback = _loopback() if backend == "gloo" and "GLOO_SOCKET_IFNAME" not in os.environ else None
+    if loopback is not None:
         os.environ["GLOO_SOCKET_IFNAME"] = loopback  # the spawned processes inherit it
-        restore = True
-    else:
-        restore = False
     try:
         with tempfile.TemporaryDirectory(prefix="metricopt-launch-") as folder:
             try:
@@ -178,5 +175,5 @@ def launch(fn: Callable[..., T], nproc: int, *args: Any, backend: str | None = N
                 _raise_first_error(Path(folder), nproc, failure)
             return pickle.loads((Path(folder) / "result.pkl").read_bytes())
     finally:
-        if restore:
+        if loopback is not None:
             os.environ.pop("GLOO_SOCKET_IFNAME", None)

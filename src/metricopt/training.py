@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from metricopt._checks import check_choice, check_positive
 from metricopt.distributed import is_distributed
@@ -138,10 +140,6 @@ class _DataParallel:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        import torch.distributed as dist
-        from torch.nn.parallel import DistributedDataParallel
-
-        self.dist = dist
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         if dist.get_backend() == "nccl":
             model.to(torch.device("cuda", torch.cuda.current_device()))
@@ -154,7 +152,7 @@ class _DataParallel:
 
     def score(self, evaluate: Callable[[], float | None]) -> float | None:
         box = [evaluate() if self.rank == 0 else None]
-        self.dist.broadcast_object_list(box, src=0)
+        dist.broadcast_object_list(box, src=0)
         return box[0]
 
 

@@ -83,10 +83,9 @@ def _against(row: dict[str, Any], reference: dict[str, Any], own: dict[RunKey, f
              theirs: dict[RunKey, float], tolerance: float) -> dict[str, Any]:
     """Paired comparison of a variant's criterion and MetricOpt runs with the reference's."""
     deltas = [row["by_seed"][s] - reference["by_seed"][s] for s in row["by_seed"] if s in reference["by_seed"]]
-    mean = float(np.mean(deltas))
-    se = float(np.std(deltas, ddof=1) / math.sqrt(len(deltas))) if len(deltas) > 1 else math.nan
-    return {"mean": mean, "std_over_seeds": float(np.std(deltas, ddof=1)) if len(deltas) > 1 else math.nan,
-            "se": se, "runs": _wtl([own[k] - theirs[k] for k in own if k in theirs], tolerance)}
+    std = float(np.std(deltas, ddof=1)) if len(deltas) > 1 else math.nan
+    return {"mean": float(np.mean(deltas)), "std_over_seeds": std, "se": std / math.sqrt(len(deltas)),
+            "runs": _wtl([own[k] - theirs[k] for k in own if k in theirs], tolerance)}
 
 
 def selection_summary(payload: dict[str, Any]) -> dict[str, Any]:

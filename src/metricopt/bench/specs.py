@@ -414,15 +414,22 @@ def _is_evaluations(value: Any) -> bool:
 DistributionOverrides = tuple[tuple[str, Any], ...]
 
 
+def _is_named_pairs(value: Any, names: Any = None) -> bool:
+    """A tuple of ``(name, value)`` pairs with distinct names (each in ``names``, if given; else non-empty strings)."""
+    return (isinstance(value, tuple)
+            and all(isinstance(p, tuple) and len(p) == 2
+                    and (p[0] in names if names is not None else isinstance(p[0], str) and bool(p[0]))
+                    for p in value)
+            and len({p[0] for p in value}) == len(value))
+
+
 def _task_distribution(field: str, overrides: Any) -> Any:
     """The :class:`~metricopt.blackbox.meta.TaskDistribution` with ``overrides`` (``(name, value)`` pairs) applied;
     ValueError naming ``field`` when they are not distinct field names with valid values."""
     from metricopt.blackbox.meta import TaskDistribution
 
     names = tuple(f.name for f in dataclasses.fields(TaskDistribution))
-    if (not isinstance(overrides, tuple)
-            or not all(isinstance(p, tuple) and len(p) == 2 and p[0] in names for p in overrides)
-            or len({p[0] for p in overrides}) != len(overrides)):
+    if not _is_named_pairs(overrides, names):
         raise _blackbox_error(field, overrides, f"(name, value) pairs of distinct TaskDistribution fields {names}")
     try:
         return TaskDistribution(**dict(overrides))
@@ -449,9 +456,7 @@ class BlackBoxVariant:
     def __post_init__(self) -> None:
         if not isinstance(self.label, str) or not self.label:
             raise ValueError(f"BlackBoxVariant `label` must be a non-empty string; got {self.label!r}")
-        if (not isinstance(self.overrides, tuple)
-                or not all(isinstance(p, tuple) and len(p) == 2 and p[0] in VARIANT_FIELDS for p in self.overrides)
-                or len({p[0] for p in self.overrides}) != len(self.overrides)):
+        if not _is_named_pairs(self.overrides, VARIANT_FIELDS):
             raise ValueError(f"BlackBoxVariant `overrides` must be (field, value) pairs of distinct fields of "
                              f"{VARIANT_FIELDS}; got {self.overrides!r}")
 
@@ -726,10 +731,7 @@ class BlackBoxDefaultsSpec(BlackBoxSpec):
                 or not all(_is_positive(w) for w in self.value_weight_grid)
                 or len(set(self.value_weight_grid)) != len(self.value_weight_grid)):
             raise _blackbox_error("value_weight_grid", self.value_weight_grid, "distinct finite numbers > 0")
-        if (not isinstance(self.distribution_grid, tuple) or not self.distribution_grid
-                or not all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) and p[0]
-                           for p in self.distribution_grid)
-                or len({p[0] for p in self.distribution_grid}) != len(self.distribution_grid)):
+        if not self.distribution_grid or not _is_named_pairs(self.distribution_grid):
             raise _blackbox_error("distribution_grid", self.distribution_grid,
                                   "(name, overrides) presets with distinct non-empty names")
         resolved = [_task_distribution("distribution_grid", p[1]) for p in self.distribution_grid]
