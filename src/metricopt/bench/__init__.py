@@ -17,6 +17,8 @@ Run ``python -m metricopt.bench quality|ablation|speed|all [--smoke]``; results
   the ``blackbox_defaults`` sweep.
 * :mod:`metricopt.bench.results`: metadata, aggregation, wins/ties/losses, Markdown.
 * :mod:`metricopt.bench.plots`: PNG plots.
+* :mod:`metricopt.bench.threads`: the torch thread count of a run, set for
+  the run and given back to the caller afterwards.
 * :mod:`metricopt.bench.cli`: the command line (:func:`main`).
 
 Importing this package imports no runner; :func:`main` is the entry point

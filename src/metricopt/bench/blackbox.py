@@ -65,6 +65,7 @@ import numpy as np
 
 from metricopt.bench.results import collect_metadata, load_average, write_suite_reports
 from metricopt.bench.specs import BlackBoxSpec, BlackBoxVariant, spec_to_dict
+from metricopt.bench.threads import torch_threads
 
 __all__ = ["METHOD_LABELS", "PAIRS", "refresh_summary", "run_job", "run_suite", "setting_key", "write_reports"]
 
@@ -190,11 +191,10 @@ def _cell(spec: BlackBoxSpec, data: Any, backbone: Any, setting: Sequence[Any], 
 def run_job(spec: BlackBoxSpec, dataset: str, seed: int) -> dict[str, Any]:
     """Every (setting, metric, variant) of ``dataset`` for one seed: ``{"dataset", "seed", "runs", "meta",
     "dataset_info", "unavailable_dataset"?, "seconds"}``; torch and BLAS limited to ``spec.threads`` threads."""
-    import torch
     from threadpoolctl import threadpool_limits
 
-    torch.set_num_threads(spec.threads)
-    with threadpool_limits(limits=spec.threads):  # numpy/scipy BLAS too (the Gaussian processes)
+    # Both limits restored on exit: with jobs=1 this runs in the harness process.
+    with torch_threads(spec.threads), threadpool_limits(limits=spec.threads):  # numpy/scipy BLAS: the GPs
         return _run_job(spec, dataset, seed)
 
 
@@ -237,68 +237,68 @@ def run_suite(spec: BlackBoxSpec, *, jobs: int = 1, progress: bool = True,
     Progress: one line per finished job with its and the total elapsed time
     (stderr), and a tqdm bar when stderr is a terminal.
     """
-    import torch
     from tqdm.auto import tqdm
 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"`jobs` must be a positive integer; got {jobs!r}")
     if not isinstance(spec, BlackBoxSpec):
         raise TypeError(f"`spec` must be a BlackBoxSpec; got {type(spec).__name__}")
-    torch.set_num_threads(spec.threads)
-    metadata = collect_metadata(command)
-    unavailable: dict[str, str] = {}
-    if "metricopt_learned" in spec.methods and (reason := _learned_api()[1]) is not None:
-        unavailable["metricopt_learned"] = f"metricopt.blackbox.learned {reason}"
-    pending = sorted(((d, s) for d in spec.datasets for s in spec.seeds),
-                     key=lambda t: (-_job_cost(spec, t[0]), t[0], t[1]))
-    start = time.perf_counter()
-    outputs: list[dict[str, Any]] = []
-    bar = tqdm(total=len(pending), desc=spec.name, unit="job", dynamic_ncols=True,
-               disable=not (progress and sys.stderr.isatty()))
+    with torch_threads(spec.threads):
+        metadata = collect_metadata(command)
+        unavailable: dict[str, str] = {}
+        if "metricopt_learned" in spec.methods and (reason := _learned_api()[1]) is not None:
+            unavailable["metricopt_learned"] = f"metricopt.blackbox.learned {reason}"
+        pending = sorted(((d, s) for d in spec.datasets for s in spec.seeds),
+                         key=lambda t: (-_job_cost(spec, t[0]), t[0], t[1]))
+        start = time.perf_counter()
+        outputs: list[dict[str, Any]] = []
+        bar = tqdm(total=len(pending), desc=spec.name, unit="job", dynamic_ncols=True,
+                   disable=not (progress and sys.stderr.isatty()))
 
-    def finished(out: dict[str, Any]) -> None:
-        outputs.append(out)
-        bar.update()
-        if progress:
-            status = " (data not installed)" if "unavailable_dataset" in out else ""
-            bar.write(f"[{len(outputs)}/{len(pending)}] {spec.name}: {out['dataset']} seed {out['seed']} done in "
-                      f"{out['seconds']:.1f} s{status}; elapsed {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        def finished(out: dict[str, Any]) -> None:
+            outputs.append(out)
+            bar.update()
+            if progress:
+                status = " (data not installed)" if "unavailable_dataset" in out else ""
+                bar.write(f"[{len(outputs)}/{len(pending)}] {spec.name}: {out['dataset']} seed {out['seed']} done in "
+                          f"{out['seconds']:.1f} s{status}; elapsed {time.perf_counter() - start:.1f} s",
+                          file=sys.stderr)
 
-    if jobs == 1:
-        for d, s in pending:
-            finished(run_job(spec, d, s))
-    else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(run_job, spec, d, s) for d, s in pending]
-            for future in as_completed(futures):
-                finished(future.result())
-    bar.close()
-    datasets: dict[str, Any] = {}
-    for out in sorted(outputs, key=lambda o: o["seed"]):
-        if "unavailable_dataset" in out:
-            unavailable.setdefault(f"dataset {out['dataset']}", out["unavailable_dataset"])
+        if jobs == 1:
+            for d, s in pending:
+                finished(run_job(spec, d, s))
         else:
-            datasets.setdefault(out["dataset"], out["dataset_info"])
-    metadata["load_average_at_end"] = load_average()
-    order = {(setting_key(s), k): (i, j) for i, s in enumerate(spec.settings) for j, k in enumerate(s[3])}
-    variants = [v.label for v in spec.variants()]
-    key = lambda r: (*order[r["setting"], r["metric"]], variants.index(r["variant"]), r["seed"])
-    methods = list(spec.methods)
-    payload: dict[str, Any] = {
-        "suite": spec.name, "kind": spec.kind,
-        "title": (f"Black-box metrics (`{spec.name}`): MetricOpt against loss-only fine-tuning of adapters, "
-                  f"{COST_NOTE}"),
-        "protocol": protocol_text(spec), "spec": spec_to_dict(spec), "metadata": metadata, "jobs": jobs,
-        "wall_seconds": round(time.perf_counter() - start, 1),
-        "job_seconds": {f"{o['dataset']} seed {o['seed']}": o["seconds"] for o in outputs},
-        "methods": {m: METHOD_LABELS[m] for m in methods},
-        "variants": [v.record(spec) for v in spec.variants()], "reference_variant": spec.reference_variant().label,
-        "direct_losses": _direct_losses(spec), "unavailable": unavailable, "datasets": datasets,
-        "meta_training": sorted((m for o in outputs for m in o["meta"]), key=key),
-        "runs": sorted((r for o in outputs for r in o["runs"]),
-                       key=lambda r: (*key(r), r["task"], methods.index(r["method"]))),
-    }
-    return refresh_summary(payload)
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+                futures = [pool.submit(run_job, spec, d, s) for d, s in pending]
+                for future in as_completed(futures):
+                    finished(future.result())
+        bar.close()
+        datasets: dict[str, Any] = {}
+        for out in sorted(outputs, key=lambda o: o["seed"]):
+            if "unavailable_dataset" in out:
+                unavailable.setdefault(f"dataset {out['dataset']}", out["unavailable_dataset"])
+            else:
+                datasets.setdefault(out["dataset"], out["dataset_info"])
+        metadata["load_average_at_end"] = load_average()
+        order = {(setting_key(s), k): (i, j) for i, s in enumerate(spec.settings) for j, k in enumerate(s[3])}
+        variants = [v.label for v in spec.variants()]
+        key = lambda r: (*order[r["setting"], r["metric"]], variants.index(r["variant"]), r["seed"])
+        methods = list(spec.methods)
+        payload: dict[str, Any] = {
+            "suite": spec.name, "kind": spec.kind,
+            "title": (f"Black-box metrics (`{spec.name}`): MetricOpt against loss-only fine-tuning of adapters, "
+                      f"{COST_NOTE}"),
+            "protocol": protocol_text(spec), "spec": spec_to_dict(spec), "metadata": metadata, "jobs": jobs,
+            "wall_seconds": round(time.perf_counter() - start, 1),
+            "job_seconds": {f"{o['dataset']} seed {o['seed']}": o["seconds"] for o in outputs},
+            "methods": {m: METHOD_LABELS[m] for m in methods},
+            "variants": [v.record(spec) for v in spec.variants()], "reference_variant": spec.reference_variant().label,
+            "direct_losses": _direct_losses(spec), "unavailable": unavailable, "datasets": datasets,
+            "meta_training": sorted((m for o in outputs for m in o["meta"]), key=key),
+            "runs": sorted((r for o in outputs for r in o["runs"]),
+                           key=lambda r: (*key(r), r["task"], methods.index(r["method"]))),
+        }
+        return refresh_summary(payload)
 
 
 def _direct_losses(spec: BlackBoxSpec) -> dict[str, str]:

@@ -257,9 +257,8 @@ def run_named(spec: Any, *, output_dir: Path, jobs: int = 1, progress: bool = Tr
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    import torch
-
     from metricopt.bench.specs import get_suite
+    from metricopt.bench.threads import torch_threads
 
     if argv is None:
         argv = sys.argv[1:]
@@ -280,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     kinds = _KINDS if args.suite == "all" else (args.suite,)
     for kind in kinds:
         spec = _override(get_suite(kind, smoke=args.smoke), args)
-        torch.set_num_threads(spec.threads)
-        paths = run_named(spec, output_dir=args.output_dir, jobs=args.jobs, progress=not args.quiet,
-                          plots=not args.no_plots, command=command)
+        with torch_threads(spec.threads):
+            paths = run_named(spec, output_dir=args.output_dir, jobs=args.jobs, progress=not args.quiet,
+                              plots=not args.no_plots, command=command)
         print(f"{spec.name}: " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -41,6 +41,7 @@ from metricopt.bench import peers
 from metricopt.bench.methods import BuildContext, Method
 from metricopt.bench.results import collect_metadata, load_average, summarize
 from metricopt.bench.specs import AblationSpec, QualitySpec, spec_to_dict
+from metricopt.bench.threads import torch_threads
 from metricopt.data import Split, load_dataset, train_val_test_split
 from metricopt.evaluation import RANK_METRICS, report, tune_threshold
 from metricopt.training import fit, make_mlp, predict_proba
@@ -108,67 +109,67 @@ def run_task(spec: QualitySpec | AblationSpec, dataset: str, seed: int, methods:
     Returns:
         ``{"records": [...], "dataset_info": {...}, "skipped": {method: reason}, "seconds": float}``.
     """
-    torch.set_num_threads(spec.threads)
-    start = time.perf_counter()
-    try:
-        ds = load_dataset(dataset)
-    except ImportError as exc:  # an optional dataset package is missing: record it, run the rest
-        return {"records": [], "dataset_info": {}, "skipped": {}, "dataset": dataset,
-                "unavailable_dataset": str(exc), "seconds": time.perf_counter() - start}
-    split = train_val_test_split(ds.X, ds.y, test_size=spec.test_size, val_size=spec.val_size, random_state=seed)
-    num_classes, task = ds.n_classes, ds.task
-    outputs = 1 if num_classes == 2 else num_classes
-    info = {
-        "task": task, "n": ds.n_samples, "features": ds.n_features, "classes": num_classes,
-        "positive_rate": ds.positive_rate, "train": len(split.y_train), "val": len(split.y_val),
-        "test": len(split.y_test),
-    }
-    groups: dict[str, list[Method]] = {}
-    for m in methods:
-        if task in m.tasks:
-            groups.setdefault(m.group, []).append(m)
-    records: list[dict[str, Any]] = []
-    skipped: dict[str, str] = {}
-    default_amplification = getattr(spec, "amplification", 73.0)
-    for members in groups.values():
-        first = members[0]
-        for train_metric in (spec.metrics if first.per_metric else (None,)):
-            targets = (train_metric,) if train_metric else tuple(spec.metrics)
-            context = BuildContext(
-                num_classes=num_classes,
-                y_train=split.y_train,
-                metric=train_metric or spec.metrics[0],
-                amplification=default_amplification if first.amplification is None else first.amplification,
-                focal_gamma=getattr(spec, "focal_gamma", 2.0),
-            )
-            built = first.build(make_mlp(ds.n_features, outputs, spec.hidden_sizes, seed=seed), context)
-            if built is None:
-                for m in members:
-                    skipped[m.name] = peers.peer_status(m.peer) if m.peer else "not available"
-                break
-            model, loss_fn = built
-            history: History = {(m.name, k): [] for m in members for k in targets}
+    with torch_threads(spec.threads):
+        start = time.perf_counter()
+        try:
+            ds = load_dataset(dataset)
+        except ImportError as exc:  # an optional dataset package is missing: record it, run the rest
+            return {"records": [], "dataset_info": {}, "skipped": {}, "dataset": dataset,
+                    "unavailable_dataset": str(exc), "seconds": time.perf_counter() - start}
+        split = train_val_test_split(ds.X, ds.y, test_size=spec.test_size, val_size=spec.val_size, random_state=seed)
+        num_classes, task = ds.n_classes, ds.task
+        outputs = 1 if num_classes == 2 else num_classes
+        info = {
+            "task": task, "n": ds.n_samples, "features": ds.n_features, "classes": num_classes,
+            "positive_rate": ds.positive_rate, "train": len(split.y_train), "val": len(split.y_val),
+            "test": len(split.y_test),
+        }
+        groups: dict[str, list[Method]] = {}
+        for m in methods:
+            if task in m.tasks:
+                groups.setdefault(m.group, []).append(m)
+        records: list[dict[str, Any]] = []
+        skipped: dict[str, str] = {}
+        default_amplification = getattr(spec, "amplification", 73.0)
+        for members in groups.values():
+            first = members[0]
+            for train_metric in (spec.metrics if first.per_metric else (None,)):
+                targets = (train_metric,) if train_metric else tuple(spec.metrics)
+                context = BuildContext(
+                    num_classes=num_classes,
+                    y_train=split.y_train,
+                    metric=train_metric or spec.metrics[0],
+                    amplification=default_amplification if first.amplification is None else first.amplification,
+                    focal_gamma=getattr(spec, "focal_gamma", 2.0),
+                )
+                built = first.build(make_mlp(ds.n_features, outputs, spec.hidden_sizes, seed=seed), context)
+                if built is None:
+                    for m in members:
+                        skipped[m.name] = peers.peer_status(m.peer) if m.peer else "not available"
+                    break
+                model, loss_fn = built
+                history: History = {(m.name, k): [] for m in members for k in targets}
 
-            evaluate = _evaluator(split, members, targets, history, num_classes)
+                evaluate = _evaluator(split, members, targets, history, num_classes)
 
-            y_fit = split.y_train
-            if first.indexed_targets:  # (N, 2) [label, training row index], for losses with per-sample state
-                y_fit = np.stack([split.y_train, np.arange(len(split.y_train))], axis=1).astype(np.int64)
-            t0 = time.perf_counter()
-            fit(
-                model, loss_fn, split.X_train, y_fit, epochs=spec.epochs, batch_size=spec.batch_size,
-                learning_rate=spec.learning_rate, weight_decay=spec.weight_decay, seed=seed, evaluate=evaluate,
-            )
-            seconds = time.perf_counter() - t0
-            for (name, metric), rows in history.items():
-                epoch, val, test, threshold = _select(rows)
-                records.append({
-                    "dataset": dataset, "task": task, "method": name, "metric": metric, "seed": seed,
-                    "test": test, "val": val, "epoch": epoch, "threshold": threshold,
-                    "train_seconds": round(seconds, 3),
-                })
-    return {"records": records, "dataset_info": info, "skipped": skipped, "dataset": dataset,
-            "seconds": time.perf_counter() - start}
+                y_fit = split.y_train
+                if first.indexed_targets:  # (N, 2) [label, training row index], for losses with per-sample state
+                    y_fit = np.stack([split.y_train, np.arange(len(split.y_train))], axis=1).astype(np.int64)
+                t0 = time.perf_counter()
+                fit(
+                    model, loss_fn, split.X_train, y_fit, epochs=spec.epochs, batch_size=spec.batch_size,
+                    learning_rate=spec.learning_rate, weight_decay=spec.weight_decay, seed=seed, evaluate=evaluate,
+                )
+                seconds = time.perf_counter() - t0
+                for (name, metric), rows in history.items():
+                    epoch, val, test, threshold = _select(rows)
+                    records.append({
+                        "dataset": dataset, "task": task, "method": name, "metric": metric, "seed": seed,
+                        "test": test, "val": val, "epoch": epoch, "threshold": threshold,
+                        "train_seconds": round(seconds, 3),
+                    })
+        return {"records": records, "dataset_info": info, "skipped": skipped, "dataset": dataset,
+                "seconds": time.perf_counter() - start}
 
 
 def _task_cost(dataset: str) -> float:
@@ -192,68 +193,68 @@ def run_suite(
 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"`jobs` must be a positive integer; got {jobs!r}")
-    torch.set_num_threads(spec.threads)
-    metadata = collect_metadata(command)
-    methods = methods_for(spec)
-    unavailable = {m.name: peers.peer_status(m.peer) for m in methods if m.peer and peers.load_peer(m.peer) is None}
-    runnable = [m for m in methods if m.name not in unavailable]
-    tasks = sorted(
-        ((d, s) for d in spec.datasets for s in spec.seeds), key=lambda t: (-_task_cost(t[0]), t[0], t[1])
-    )
-    start = time.perf_counter()
-    outputs: list[dict[str, Any]] = []
-    bar = tqdm(total=len(tasks), desc=spec.name, unit="task", disable=not progress, dynamic_ncols=True)
-    if jobs == 1:
-        for dataset, seed in tasks:
-            bar.set_postfix_str(f"{dataset} seed {seed}")
-            outputs.append(run_task(spec, dataset, seed, runnable))
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(run_task, spec, d, s, runnable): (d, s) for d, s in tasks}
-            for future in as_completed(futures):
-                outputs.append(future.result())
-                d, s = futures[future]
-                bar.set_postfix_str(f"done {d} seed {s}")
+    with torch_threads(spec.threads):
+        metadata = collect_metadata(command)
+        methods = methods_for(spec)
+        unavailable = {m.name: peers.peer_status(m.peer) for m in methods if m.peer and peers.load_peer(m.peer) is None}
+        runnable = [m for m in methods if m.name not in unavailable]
+        tasks = sorted(
+            ((d, s) for d in spec.datasets for s in spec.seeds), key=lambda t: (-_task_cost(t[0]), t[0], t[1])
+        )
+        start = time.perf_counter()
+        outputs: list[dict[str, Any]] = []
+        bar = tqdm(total=len(tasks), desc=spec.name, unit="task", disable=not progress, dynamic_ncols=True)
+        if jobs == 1:
+            for dataset, seed in tasks:
+                bar.set_postfix_str(f"{dataset} seed {seed}")
+                outputs.append(run_task(spec, dataset, seed, runnable))
                 bar.update()
-    bar.close()
-    wall = time.perf_counter() - start
-    records = sorted(
-        (r for out in outputs for r in out["records"]),
-        key=lambda r: (r["task"], r["dataset"], r["metric"], r["method"], r["seed"]),
-    )
-    dataset_info = {}
-    task_seconds: dict[str, float] = {}
-    for out in outputs:
-        name = out["dataset"]
-        task_seconds[name] = task_seconds.get(name, 0.0) + out["seconds"]
-        if "unavailable_dataset" in out:
-            unavailable.setdefault(f"dataset {name}", out["unavailable_dataset"])
         else:
-            dataset_info[name] = out["dataset_info"]
-        for method, reason in out["skipped"].items():
-            unavailable.setdefault(method, reason)
-    reference = spec.challenger if isinstance(spec, AblationSpec) else spec.reference
-    metadata["load_average_at_end"] = load_average()
-    payload: dict[str, Any] = {
-        "suite": spec.name,
-        "kind": spec.kind,
-        "title": _title(spec),
-        "protocol": _protocol(spec),
-        "spec": spec_to_dict(spec),
-        "metadata": metadata,
-        "jobs": jobs,
-        "wall_seconds": round(wall, 1),
-        "task_seconds_by_dataset": {k: round(v, 1) for k, v in sorted(task_seconds.items())},
-        "peers": peers.peer_versions(),
-        "methods": {m.name: {"label": m.label, "tasks": list(m.tasks), "tuned_threshold": m.tune,
-                             "trained_per_metric": m.per_metric} for m in methods},
-        "unavailable": unavailable,
-        "reference": reference,
-        "datasets": dict(sorted(dataset_info.items())),
-        "records": records,
-    }
-    return refresh_summary(payload)
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+                futures = {pool.submit(run_task, spec, d, s, runnable): (d, s) for d, s in tasks}
+                for future in as_completed(futures):
+                    outputs.append(future.result())
+                    d, s = futures[future]
+                    bar.set_postfix_str(f"done {d} seed {s}")
+                    bar.update()
+        bar.close()
+        wall = time.perf_counter() - start
+        records = sorted(
+            (r for out in outputs for r in out["records"]),
+            key=lambda r: (r["task"], r["dataset"], r["metric"], r["method"], r["seed"]),
+        )
+        dataset_info = {}
+        task_seconds: dict[str, float] = {}
+        for out in outputs:
+            name = out["dataset"]
+            task_seconds[name] = task_seconds.get(name, 0.0) + out["seconds"]
+            if "unavailable_dataset" in out:
+                unavailable.setdefault(f"dataset {name}", out["unavailable_dataset"])
+            else:
+                dataset_info[name] = out["dataset_info"]
+            for method, reason in out["skipped"].items():
+                unavailable.setdefault(method, reason)
+        reference = spec.challenger if isinstance(spec, AblationSpec) else spec.reference
+        metadata["load_average_at_end"] = load_average()
+        payload: dict[str, Any] = {
+            "suite": spec.name,
+            "kind": spec.kind,
+            "title": _title(spec),
+            "protocol": _protocol(spec),
+            "spec": spec_to_dict(spec),
+            "metadata": metadata,
+            "jobs": jobs,
+            "wall_seconds": round(wall, 1),
+            "task_seconds_by_dataset": {k: round(v, 1) for k, v in sorted(task_seconds.items())},
+            "peers": peers.peer_versions(),
+            "methods": {m.name: {"label": m.label, "tasks": list(m.tasks), "tuned_threshold": m.tune,
+                                 "trained_per_metric": m.per_metric} for m in methods},
+            "unavailable": unavailable,
+            "reference": reference,
+            "datasets": dict(sorted(dataset_info.items())),
+            "records": records,
+        }
+        return refresh_summary(payload)
 
 
 def refresh_summary(payload: dict[str, Any]) -> dict[str, Any]:

@@ -100,6 +100,7 @@ from metricopt.bench.results import (
     load_average,
 )
 from metricopt.bench.specs import RankSpeedSpec, spec_to_dict
+from metricopt.bench.threads import torch_threads
 from metricopt.bench.timing import interleaved_times, time_once
 
 __all__ = [
@@ -531,34 +532,35 @@ def run_rank_speed(spec: RankSpeedSpec, *, progress: bool = True,
     """Run a :class:`~metricopt.bench.specs.RankSpeedSpec`; returns the JSON-ready payload."""
     from metricopt.bench.rank_peers import rank_peer_versions
 
-    torch.set_num_threads(spec.threads)
-    metadata = collect_metadata(command)
-    start = time.perf_counter()
-    validation = validate_memory_probe(spec.memory_check_mib)
-    parts = {part: _run_part(spec, part, progress) for part in PARTS}
-    wall = time.perf_counter() - start
-    metadata["load_average_at_end"] = load_average()
-    payload: dict[str, Any] = {
-        "suite": spec.name,
-        "kind": spec.kind,
-        "title": f"Rank-loss speed and memory (`{spec.name}`): forward + backward, one ranking and retrieval batches",
-        "protocol": _protocol(spec),
-        "memory_probe": {
-            "method": ("extra peak resident memory of one forward + backward in a forked child (one torch thread), "
-                       f"measured on its second call (the first faults in library code; calls estimated at "
-                       f"{spec.settle_below_s:g} s or more: on the first): VmHWM after resetting it via "
-                       "/proc/self/clear_refs, minus VmRSS before the call, after gc.collect() and malloc_trim(0); "
-                       "memory allocated but never written is not counted"),
-            "validation": validation,
-        },
-        "spec": spec_to_dict(spec),
-        "metadata": metadata,
-        "wall_seconds": round(wall, 1),
-        "peers": rank_peer_versions(),
-        "parts": parts,
-    }
-    refresh_summary(payload)
-    return payload
+    with torch_threads(spec.threads):
+        metadata = collect_metadata(command)
+        start = time.perf_counter()
+        validation = validate_memory_probe(spec.memory_check_mib)
+        parts = {part: _run_part(spec, part, progress) for part in PARTS}
+        wall = time.perf_counter() - start
+        metadata["load_average_at_end"] = load_average()
+        payload: dict[str, Any] = {
+            "suite": spec.name,
+            "kind": spec.kind,
+            "title": (f"Rank-loss speed and memory (`{spec.name}`): forward + backward, one ranking and retrieval "
+                      "batches"),
+            "protocol": _protocol(spec),
+            "memory_probe": {
+                "method": ("extra peak resident memory of one forward + backward in a forked child (one torch thread), "
+                           f"measured on its second call (the first faults in library code; calls estimated at "
+                           f"{spec.settle_below_s:g} s or more: on the first): VmHWM after resetting it via "
+                           "/proc/self/clear_refs, minus VmRSS before the call, after gc.collect() and malloc_trim(0); "
+                           "memory allocated but never written is not counted"),
+                "validation": validation,
+            },
+            "spec": spec_to_dict(spec),
+            "metadata": metadata,
+            "wall_seconds": round(wall, 1),
+            "peers": rank_peer_versions(),
+            "parts": parts,
+        }
+        refresh_summary(payload)
+        return payload
 
 
 def _protocol(spec: RankSpeedSpec) -> str:

@@ -91,6 +91,7 @@ from metricopt.bench.results import (
     write_suite_reports,
 )
 from metricopt.bench.specs import RetrievalSpec, spec_to_dict
+from metricopt.bench.threads import torch_threads
 
 __all__ = [
     "RETRIEVAL_METHODS",
@@ -425,40 +426,40 @@ def run_task(spec: RetrievalSpec, dataset: str, seed: int, method: str) -> dict[
         ``{"dataset", "seed", "method", "records": [...], "run": {...}, "dataset_info": {...},
         "skipped": reason or None, "seconds": float}``.
     """
-    torch.set_num_threads(spec.threads)
-    start = time.perf_counter()
-    out: dict[str, Any] = {"dataset": dataset, "seed": seed, "method": method, "records": [], "run": None,
-                           "dataset_info": {}, "skipped": None}
-    try:
-        data = load_data(spec, dataset, seed)
-    except (ImportError, FileNotFoundError) as exc:  # the data set is not installed: record it, run the rest
-        out["unavailable_dataset"] = f"{type(exc).__name__}: {exc}"
+    with torch_threads(spec.threads):
+        start = time.perf_counter()
+        out: dict[str, Any] = {"dataset": dataset, "seed": seed, "method": method, "records": [], "run": None,
+                               "dataset_info": {}, "skipped": None}
+        try:
+            data = load_data(spec, dataset, seed)
+        except (ImportError, FileNotFoundError) as exc:  # the data set is not installed: record it, run the rest
+            out["unavailable_dataset"] = f"{type(exc).__name__}: {exc}"
+            out["seconds"] = time.perf_counter() - start
+            return out
+        out["dataset_info"] = data.info()
+        if method in REFERENCES:
+            out["reference_records"] = [
+                {"dataset": dataset, "task": TASK, "method": method, "metric": k, "seed": seed, "test": v}
+                for k, v in score_reference(spec, data, method, seed).items()
+            ]
+            out["seconds"] = time.perf_counter() - start
+            return out
+        try:
+            run = train_method(spec, data, method, seed)
+        except ModuleNotFoundError as exc:
+            out["skipped"] = f"not installed: {exc}"
+            out["seconds"] = time.perf_counter() - start
+            return out
+        for metric, value in run["test"].items():
+            out["records"].append({
+                "dataset": dataset, "task": TASK, "method": method, "metric": metric, "seed": seed,
+                "test": value, "val": run["val"], "epoch": run["epoch"], "threshold": None,
+                "train_seconds": run["seconds"],
+            })
+        run.pop("test")
+        out["run"] = {"dataset": dataset, "method": method, "seed": seed, **run}
         out["seconds"] = time.perf_counter() - start
         return out
-    out["dataset_info"] = data.info()
-    if method in REFERENCES:
-        out["reference_records"] = [
-            {"dataset": dataset, "task": TASK, "method": method, "metric": k, "seed": seed, "test": v}
-            for k, v in score_reference(spec, data, method, seed).items()
-        ]
-        out["seconds"] = time.perf_counter() - start
-        return out
-    try:
-        run = train_method(spec, data, method, seed)
-    except ModuleNotFoundError as exc:
-        out["skipped"] = f"not installed: {exc}"
-        out["seconds"] = time.perf_counter() - start
-        return out
-    for metric, value in run["test"].items():
-        out["records"].append({
-            "dataset": dataset, "task": TASK, "method": method, "metric": metric, "seed": seed,
-            "test": value, "val": run["val"], "epoch": run["epoch"], "threshold": None,
-            "train_seconds": run["seconds"],
-        })
-    run.pop("test")
-    out["run"] = {"dataset": dataset, "method": method, "seed": seed, **run}
-    out["seconds"] = time.perf_counter() - start
-    return out
 
 
 def score_reference(spec: RetrievalSpec, data: RetrievalData, reference: str, seed: int) -> dict[str, float]:
@@ -496,75 +497,75 @@ def run_suite(spec: RetrievalSpec, *, jobs: int = 1, progress: bool = True,
     unknown = [r for r in spec.references if r not in REFERENCES]
     if unknown:
         raise ValueError(f"unknown reference(s) {unknown}; known: {list(REFERENCES)}")
-    torch.set_num_threads(spec.threads)
-    metadata = collect_metadata(command)
-    unavailable = {m: status for m in spec.methods if (status := method_status(m, spec)) != "ok"}
-    runnable = [m for m in spec.methods if m not in unavailable]
-    tasks = sorted(((d, s, m) for d in spec.datasets for s in spec.seeds for m in (*runnable, *spec.references)),
-                   key=lambda t: (-_task_cost(spec, t[0], t[2]), t[0], t[1], t[2]))
-    start = time.perf_counter()
-    outputs: list[dict[str, Any]] = []
-    bar = tqdm(total=len(tasks), desc=spec.name, unit="run", disable=not progress, dynamic_ncols=True)
-    if jobs == 1:
-        for d, s, m in tasks:
-            bar.set_postfix_str(f"{d} seed {s} {m}")
-            outputs.append(run_task(spec, d, s, m))
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(run_task, spec, d, s, m): (d, s, m) for d, s, m in tasks}
-            for future in as_completed(futures):
-                outputs.append(future.result())
-                d, s, m = futures[future]
-                bar.set_postfix_str(f"done {d} seed {s} {m}")
+    with torch_threads(spec.threads):
+        metadata = collect_metadata(command)
+        unavailable = {m: status for m in spec.methods if (status := method_status(m, spec)) != "ok"}
+        runnable = [m for m in spec.methods if m not in unavailable]
+        tasks = sorted(((d, s, m) for d in spec.datasets for s in spec.seeds for m in (*runnable, *spec.references)),
+                       key=lambda t: (-_task_cost(spec, t[0], t[2]), t[0], t[1], t[2]))
+        start = time.perf_counter()
+        outputs: list[dict[str, Any]] = []
+        bar = tqdm(total=len(tasks), desc=spec.name, unit="run", disable=not progress, dynamic_ncols=True)
+        if jobs == 1:
+            for d, s, m in tasks:
+                bar.set_postfix_str(f"{d} seed {s} {m}")
+                outputs.append(run_task(spec, d, s, m))
                 bar.update()
-    bar.close()
-    wall = time.perf_counter() - start
-    records = sorted((r for out in outputs for r in out["records"]),
-                     key=lambda r: (r["dataset"], r["metric"], r["method"], r["seed"]))
-    reference_records = sorted((r for out in outputs for r in out.get("reference_records", [])),
-                               key=lambda r: (r["dataset"], r["metric"], r["method"], r["seed"]))
-    runs = sorted((out["run"] for out in outputs if out["run"] is not None),
-                  key=lambda r: (r["dataset"], r["method"], r["seed"]))
-    dataset_info: dict[str, Any] = {}
-    seconds: dict[str, dict[str, float]] = {}
-    for out in outputs:
-        d = out["dataset"]
-        if "unavailable_dataset" in out:
-            unavailable.setdefault(f"dataset {d}", out["unavailable_dataset"])
-        elif out["seed"] == spec.seeds[0]:
-            dataset_info.setdefault(d, out["dataset_info"])
-        if out["skipped"]:
-            unavailable.setdefault(out["method"], out["skipped"])
-        if out["method"] in REFERENCES:
-            continue
-        by_method = seconds.setdefault(d, {})
-        by_method[out["method"]] = by_method.get(out["method"], 0.0) + out["seconds"]
-    metadata["load_average_at_end"] = load_average()
-    payload: dict[str, Any] = {
-        "suite": spec.name,
-        "kind": spec.kind,
-        "title": f"Retrieval quality (`{spec.name}`): RaMBO recall losses against metric-learning peers",
-        "protocol": protocol_text(spec),
-        "spec": spec_to_dict(spec),
-        "metadata": metadata,
-        "jobs": jobs,
-        "wall_seconds": round(wall, 1),
-        "seconds_per_run": {d: {m: round(v / len(spec.seeds), 1) for m, v in sorted(ms.items())}
-                            for d, ms in sorted(seconds.items())},
-        "peers": rank_peer_versions(),
-        "methods": {m: {"label": method_label(m), "peer": RETRIEVAL_METHODS[m].peer,
-                        "batch": {d: list(batch_shape(spec, d, m)) for d in spec.datasets},
-                        "loss": _loss_repr(m, spec)} for m in spec.methods},
-        "unavailable": unavailable,
-        "reference": spec.reference,
-        "datasets": dict(sorted(dataset_info.items())),
-        "references": {r: REFERENCES[r] for r in spec.references},
-        "reference_records": reference_records,
-        "runs": runs,
-        "records": records,
-    }
-    return refresh_summary(payload)
+        else:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+                futures = {pool.submit(run_task, spec, d, s, m): (d, s, m) for d, s, m in tasks}
+                for future in as_completed(futures):
+                    outputs.append(future.result())
+                    d, s, m = futures[future]
+                    bar.set_postfix_str(f"done {d} seed {s} {m}")
+                    bar.update()
+        bar.close()
+        wall = time.perf_counter() - start
+        records = sorted((r for out in outputs for r in out["records"]),
+                         key=lambda r: (r["dataset"], r["metric"], r["method"], r["seed"]))
+        reference_records = sorted((r for out in outputs for r in out.get("reference_records", [])),
+                                   key=lambda r: (r["dataset"], r["metric"], r["method"], r["seed"]))
+        runs = sorted((out["run"] for out in outputs if out["run"] is not None),
+                      key=lambda r: (r["dataset"], r["method"], r["seed"]))
+        dataset_info: dict[str, Any] = {}
+        seconds: dict[str, dict[str, float]] = {}
+        for out in outputs:
+            d = out["dataset"]
+            if "unavailable_dataset" in out:
+                unavailable.setdefault(f"dataset {d}", out["unavailable_dataset"])
+            elif out["seed"] == spec.seeds[0]:
+                dataset_info.setdefault(d, out["dataset_info"])
+            if out["skipped"]:
+                unavailable.setdefault(out["method"], out["skipped"])
+            if out["method"] in REFERENCES:
+                continue
+            by_method = seconds.setdefault(d, {})
+            by_method[out["method"]] = by_method.get(out["method"], 0.0) + out["seconds"]
+        metadata["load_average_at_end"] = load_average()
+        payload: dict[str, Any] = {
+            "suite": spec.name,
+            "kind": spec.kind,
+            "title": f"Retrieval quality (`{spec.name}`): RaMBO recall losses against metric-learning peers",
+            "protocol": protocol_text(spec),
+            "spec": spec_to_dict(spec),
+            "metadata": metadata,
+            "jobs": jobs,
+            "wall_seconds": round(wall, 1),
+            "seconds_per_run": {d: {m: round(v / len(spec.seeds), 1) for m, v in sorted(ms.items())}
+                                for d, ms in sorted(seconds.items())},
+            "peers": rank_peer_versions(),
+            "methods": {m: {"label": method_label(m), "peer": RETRIEVAL_METHODS[m].peer,
+                            "batch": {d: list(batch_shape(spec, d, m)) for d in spec.datasets},
+                            "loss": _loss_repr(m, spec)} for m in spec.methods},
+            "unavailable": unavailable,
+            "reference": spec.reference,
+            "datasets": dict(sorted(dataset_info.items())),
+            "references": {r: REFERENCES[r] for r in spec.references},
+            "reference_records": reference_records,
+            "runs": runs,
+            "records": records,
+        }
+        return refresh_summary(payload)
 
 
 def _loss_repr(method: str, spec: RetrievalSpec) -> str | None:
