@@ -97,6 +97,35 @@ def test_never_warns(steps, values, num_steps):
         interpolate_metric(steps, np.linspace(0.0, 1.0, len(steps)), num_steps)
 
 
+def test_leaves_the_callers_warning_filters_alone():
+    # A straight line pushes the length scale to its bound: scikit-learn warns inside, scoped filters hide it.
+    steps, num_steps = _even_steps(10, 1000), 1000
+    filters, contents = warnings.filters, list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        inside = list(warnings.filters)
+        interpolate_metric(steps, np.linspace(0.0, 1.0, len(steps)), num_steps)
+        assert warnings.filters == inside
+    assert caught == []
+    assert warnings.filters is filters and warnings.filters == contents
+
+
+def test_warnings_other_than_the_expected_ones_reach_the_caller(monkeypatch):
+    # Before, every warning raised during the fit was silenced ("ignore" for all categories).
+    from sklearn.gaussian_process import GaussianProcessRegressor
+
+    fit = GaussianProcessRegressor.fit
+
+    def noisy_fit(self, X, y):
+        warnings.warn("something unexpected in the fit", RuntimeWarning, stacklevel=2)
+        return fit(self, X, y)
+
+    monkeypatch.setattr(GaussianProcessRegressor, "fit", noisy_fit)
+    steps = _even_steps(10, 1000)
+    with pytest.warns(RuntimeWarning, match="something unexpected in the fit"):
+        interpolate_metric(steps, np.linspace(0.0, 1.0, len(steps)), 1000)
+
+
 def test_deterministic_and_input_types():
     steps, values, num_steps = CURVES[5]
     first = interpolate_metric(steps, values, num_steps)

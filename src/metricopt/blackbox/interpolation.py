@@ -38,7 +38,10 @@ Speed: one fit on ``K`` points (``O(K^3)`` per likelihood evaluation) and one
 prediction on ``T`` points (``O(T K^2)``): a few milliseconds for ``K = 10``,
 ``T = 1000``. scikit-learn's convergence warnings (a hyper-parameter at its
 bound is expected here, for example a straight line's length scale) are
-caught inside; the function never warns.
+caught inside, by filters scoped to the fit (``warnings.catch_warnings``) that
+match only scikit-learn's convergence warning and its "predicted variances
+smaller than 0" notice: the caller's filters are left as they were and any
+other warning still reaches the caller.
 """
 
 from __future__ import annotations
@@ -228,6 +231,7 @@ def _gaussian_process(
     """Mean and std at steps ``0 .. num_steps - 1`` of a GP fitted to standardised ``y``."""
     # Imported here: scikit-learn's GP module costs a noticeable import time that users
     # of the rest of the package should not pay.
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.gaussian_process import GaussianProcessRegressor
     from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 
@@ -247,9 +251,12 @@ def _gaussian_process(
     )
     grid = np.arange(num_steps, dtype=np.float64)[:, None]
     with warnings.catch_warnings():
-        # Convergence warnings (a hyper-parameter at its bound) and "predicted variances
-        # smaller than 0" (rounding; clipped below) are expected and carry nothing for the user.
-        warnings.simplefilter("ignore")
+        # Scoped (the caller's filters are restored on exit) and narrow: only the two warnings
+        # this fit expects, which carry nothing for the user: a hyper-parameter at its bound
+        # (ConvergenceWarning) and "predicted variances smaller than 0" (rounding; clipped
+        # below). Anything else still reaches the caller.
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
+        warnings.filterwarnings("ignore", message="Predicted variances smaller than 0", category=UserWarning)
         model.fit(x[:, None], y)
         mean, std = model.predict(grid, return_std=True)
     # The white noise bounds the predictive variance from below; rounding can still dent it.
