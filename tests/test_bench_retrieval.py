@@ -188,7 +188,9 @@ def test_retrieval_smoke_writes_json_markdown_and_png(tmp_path: Path) -> None:
     assert "untrained" not in payload["summary"]["methods"]
     assert payload["summary"]["references"]["letter"]["R@1"]["untrained"]["mean"] == refs["R@1"]
     text = (tmp_path / "retrieval_smoke.md").read_text()
-    assert "## letter" in text and "MAP@R" in text and "wins / ties / losses" in text
+    assert "## letter" in text and "MAP@R" in text
+    # Counts against the other methods need another method: none when no peer is installed here.
+    assert ("wins / ties / losses" in text) == (len(ran) > 1)
     assert "reference, not trained" in text
     assert (tmp_path / "retrieval_smoke.png").stat().st_size > 1000
     # render re-creates the same Markdown from the JSON

@@ -187,7 +187,8 @@ def test_custom_scores_metric_and_same_seed_same_result(workdir: Path, capsys: p
 def test_model_metric_film_adam_csv(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data, _ = _split()
     rows = ["label," + ",".join(f"f{i}" for i in range(data.X.shape[1]))]
-    rows += [f"{'yes' if y else 'no'}," + ",".join(f"{v:.6g}" for v in x) for x, y in zip(data.X, data.y)]
+    # 0/1 labels: with no/yes the positive class is ambiguous (issue 12: --pos-label names it, tested with the CLI).
+    rows += [f"{int(y)}," + ",".join(f"{v:.6g}" for v in x) for x, y in zip(data.X, data.y)]
     (workdir / "data.csv").write_text("\n".join(rows) + "\n")
     results, _, _ = _train_json(
         workdir, capsys, "--csv", "data.csv", "--target", "label", "--method", "metricopt", "--metric",
