@@ -362,6 +362,35 @@ def test_dtype_follows_backbone():
     assert converted(inputs(MLP_X).double()).dtype == torch.float64
 
 
+@pytest.mark.parametrize("make_net, x_shape, make_adapter", CASES)
+def test_phi_follows_the_backbone_to_its_device(make_net, x_shape, make_adapter):
+    # The backbone moved on its own, and a phi= on another device: the hooks move phi and the
+    # projections to the output they modulate. 'meta' has no data, so this checks the devices;
+    # before, the CPU shift met the other device's output and raised.
+    adapter = make_adapter(make_net())
+    adapter.backbone.to("meta")
+    x = inputs(x_shape).to("meta")
+    assert adapter(x).device.type == "meta"
+    assert adapter(x, phi=torch.ones(16)).device.type == "meta"
+    assert adapter.phi.device.type == "cpu"
+
+
+@pytest.mark.parametrize("make_net, x_shape, make_adapter", CASES)
+def test_adapter_on_each_device_equals_the_cpu_one(make_net, x_shape, make_adapter, device):
+    adapter = make_adapter(make_net())
+    phi = torch.linspace(-1, 1, 16)
+    expected = adapter(inputs(x_shape), phi=phi)
+    moved = make_adapter(make_net()).to(device)
+    assert all(t.device == torch.device(device) for t in (moved.phi, *moved.buffers()))
+    got = moved(inputs(x_shape).to(device), phi=phi.to(device))
+    assert got.device == torch.device(device)
+    torch.testing.assert_close(got.cpu(), expected, rtol=1e-4, atol=1e-5)
+    # phi on the CPU, backbone on the device: phi's gradient comes back to phi's device.
+    cpu_phi = phi.clone().requires_grad_(True)
+    moved(inputs(x_shape).to(device), phi=cpu_phi).sum().backward()
+    assert cpu_phi.grad is not None and cpu_phi.grad.device.type == "cpu"
+
+
 def test_base_adapter_is_the_frozen_backbone():
     net, x = make_mlp(), inputs(MLP_X)
     adapter = Adapter(net, phi_size=3)

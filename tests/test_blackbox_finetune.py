@@ -22,6 +22,7 @@ from metricopt.blackbox.finetune import (
     finetune,
     logits_for_loss,
 )
+from metricopt.blackbox.meta import CHECKPOINT_FORMAT, atomic_save, load_value
 from metricopt.blackbox.metric import BlackBoxMetric, MetricError, make_metric
 from metricopt.blackbox.trajectory import evaluation_steps
 from metricopt.blackbox.value import ValueFunction
@@ -302,6 +303,51 @@ def test_online_adaptation_leaves_the_callers_value_alone(adapter, data, optimiz
     # Up to the second observation (step 4) the two runs are the same.
     second = adapted.trajectory.observed_steps[1]
     assert torch.equal(adapted.trajectory.phi_matrix()[: second + 1], frozen.trajectory.phi_matrix()[: second + 1])
+
+
+def _checkpointed_value(path) -> ValueFunction:
+    """``_value()`` written as a meta-training checkpoint and loaded back with load_value (on the CPU)."""
+    value = _value()
+    atomic_save(path, {"format": CHECKPOINT_FORMAT, "value_config": {**value.config()},
+                       "value_state": value.state_dict()})
+    return load_value(path)
+
+
+@pytest.mark.parametrize("adapt_steps", [0, 3])
+def test_a_value_function_loaded_from_a_checkpoint_guides_an_adapter_on_each_device(data, tmp_path, device,
+                                                                                    adapt_steps):
+    # Defect 8: the loaded value function sits on the CPU; the adapter anywhere. Same run as on the CPU.
+    config = _config(adapt_steps=adapt_steps)
+    value = _checkpointed_value(tmp_path / "meta.pt")
+    before = _snapshot(value)
+    expected = finetune(InputBias(_backbone(), phi_size=PHI_SIZE), LOSS, make_metric("aucpr"), data, config=config,
+                        value=_value())
+    adapter = InputBias(_backbone(), phi_size=PHI_SIZE).to(device)
+    result = finetune(adapter, LOSS, make_metric("aucpr"), data, config=config, value=value)
+    assert result.phi.device == adapter.phi.device == torch.device(device)
+    torch.testing.assert_close(result.trajectory.phi_matrix(), expected.trajectory.phi_matrix(), rtol=1e-4, atol=1e-5)
+    assert result.best_step == expected.best_step
+    assert next(value.parameters()).device.type == "cpu"  # the caller's value function is neither moved
+    _assert_state_equal(before, value)  # nor adapted
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the CPU-checkpoint, CUDA-adapter case")
+def test_meta_trained_checkpoint_guides_a_cuda_adapter(data, tmp_path):
+    # The reported case end to end: meta-train on the CPU with a checkpoint, load it (CPU), fine-tune on CUDA.
+    from metricopt.blackbox.meta import MetaConfig, meta_train
+
+    pool = _data(1)
+    meta_train(InputBias(_backbone(), phi_size=PHI_SIZE), LOSS, make_metric("aucpr"), pool,
+               finetune_config=_config(steps=8, evaluations=3), config=MetaConfig(tasks=3, warmup_tasks=1, replay=1,
+               inner_steps=2, hidden_sizes=(16,)), checkpoint=tmp_path / "meta.pt")
+    value = load_value(tmp_path / "meta.pt")
+    assert next(value.parameters()).device.type == "cpu"
+    on_cpu = finetune(InputBias(_backbone(), phi_size=PHI_SIZE), LOSS, make_metric("aucpr"), data, config=_config(),
+                      value=value)
+    adapter = InputBias(_backbone(), phi_size=PHI_SIZE).cuda()
+    on_cuda = finetune(adapter, LOSS, make_metric("aucpr"), data, config=_config(), value=value)
+    assert on_cuda.phi.is_cuda and adapter.phi.is_cuda
+    torch.testing.assert_close(on_cuda.trajectory.phi_matrix(), on_cpu.trajectory.phi_matrix(), rtol=1e-4, atol=1e-5)
 
 
 def test_online_adaptation_sees_every_observation_so_far(adapter, data, monkeypatch):

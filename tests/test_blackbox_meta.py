@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import copy
+import fractions
 import math
+import re
 import shutil
+import zipfile
 import warnings
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from metricopt.blackbox.adapters import InputBias
 from metricopt.blackbox.finetune import FineTuneConfig, TaskData, finetune
 from metricopt.blackbox.meta import (
     CHECKPOINT_FORMAT,
+    CheckpointError,
     MetaConfig,
     MetaResult,
     TaskDistribution,
@@ -433,6 +437,83 @@ def test_checkpoint_path_holding_something_else(adapter, pool, tmp_path):
     torch.save({"weights": torch.zeros(3)}, path)
     with pytest.raises(ValueError, match=r"`checkpoint` .*meta\.pt.* is not a .*checkpoint"):
         _meta_train(adapter, pool, checkpoint=path)
+
+
+def _flip_a_tensor_byte(data: bytes, path: Path) -> bytes:
+    """``data`` (a torch.save archive) with one byte of its first tensor's storage inverted."""
+    with zipfile.ZipFile(path) as archive:
+        member = next(info for info in archive.infolist() if "/data/" in info.filename)
+    flipped = bytearray(data)
+    header = member.header_offset  # the local header: 30 bytes, then the name and the extra field
+    name_length = int.from_bytes(data[header + 26:header + 28], "little")
+    extra_length = int.from_bytes(data[header + 28:header + 30], "little")
+    flipped[header + 30 + name_length + extra_length] ^= 0xFF
+    return bytes(flipped)
+
+
+#: name -> (how to damage a good checkpoint's bytes, what the error must say). Each raised a raw
+#: EOFError, RuntimeError (miniz), UnpicklingError or KeyError naming no file, or loaded a wrong weight.
+CORRUPTIONS = {
+    "empty": (lambda data, path: b"", "is empty"),
+    "truncated_half": (lambda data, path: data[: len(data) // 2], "is truncated or corrupt"),
+    "cut_tail": (lambda data, path: data[:-7], "is truncated or corrupt"),
+    "flipped_tensor_byte": (_flip_a_tensor_byte, "is truncated or corrupt .*fails its CRC check"),
+    "csv_text": (lambda data, path: b"phi,cost\n0,1\n", "is not a metricopt checkpoint: it is not a file written by "
+                                                         "torch.save"),
+    "random_bytes": (lambda data, path: bytes(range(256)) * 4, "is not a metricopt checkpoint: it is not a file "
+                                                                "written by torch.save"),
+}
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_damaged_checkpoint_files_raise_an_error_naming_the_file(tmp_path, reference_run, corruption):
+    damage, message = CORRUPTIONS[corruption]
+    good = reference_run[1]
+    path = tmp_path / "meta.pt"
+    path.write_bytes(damage(good.read_bytes(), good))
+    with pytest.raises(CheckpointError, match=f"`path` {re.escape(repr(str(path)))} {message}") as caught:
+        load_value(path)
+    assert isinstance(caught.value, ValueError)  # documented: a ValueError subclass
+
+
+def _save(path: Path, state) -> Path:
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("state, message", [
+    ({"format": CHECKPOINT_FORMAT, "value_config": {"phi_size": 4}, "value_state": {}, "x": fractions.Fraction(1, 2)},
+     "holds objects other than tensors and plain values"),
+    ({"format": "metricopt.blackbox.meta/2"}, "of format 'metricopt.blackbox.meta/2', which this version"),
+    ({"format": "metricopt.blackbox.learned/1"}, "is a metricopt learned-optimizer checkpoint, not a meta-training "
+                                                  "checkpoint \\(load it with load_learned\\)"),
+    ({"format": CHECKPOINT_FORMAT}, "is a damaged .* it lacks value_config, value_state"),
+    ({"format": CHECKPOINT_FORMAT, "value_config": {"phi_size": 4, "hidden_sizes": [16], "seed": 0},
+      "value_state": ValueFunction(5, hidden_sizes=(16,)).state_dict()}, "is a damaged .*size mismatch"),
+    ([1, 2, 3], "is not a metricopt meta-training checkpoint"),
+])
+def test_checkpoints_of_another_kind_raise_an_error_saying_what_they_are(tmp_path, state, message):
+    path = _save(tmp_path / "value.pt", state)
+    with pytest.raises(CheckpointError, match=f"`path` {re.escape(repr(str(path)))} .*{message}"):
+        load_value(path)
+
+
+def test_missing_checkpoint_and_a_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match=re.escape(repr(str(tmp_path / "none.pt"))) + " does not exist"):
+        load_value(tmp_path / "none.pt")
+    with pytest.raises(CheckpointError, match="is a directory"):
+        load_value(tmp_path)
+
+
+def test_resuming_a_damaged_checkpoint_names_it_and_resume_false_starts_over(adapter, pool, tmp_path, reference_run):
+    path = tmp_path / "meta.pt"
+    path.write_bytes(reference_run[1].read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match=f"`checkpoint` {re.escape(repr(str(path)))} is truncated or corrupt"
+                                              ".*pass resume=False to overwrite it"):
+        _meta_train(adapter, pool, checkpoint=path)
+    result = _meta_train(adapter, pool, checkpoint=path, resume=False)
+    assert result.resumed_from is None
+    _assert_state_equal(load_value(path).state_dict(), result.value.state_dict())
 
 
 class _FlakyAucpr:

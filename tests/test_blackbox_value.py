@@ -26,6 +26,24 @@ def test_shapes():
     assert value.phi_size == 6 and value.hidden_sizes == (16, 8)
 
 
+def test_phi_on_another_device_than_the_weights_is_a_clear_error():
+    # 'meta' stands for a CUDA tensor here: before, F.linear mixed the devices without a word.
+    value = ValueFunction(6, hidden_sizes=(8,))
+    with pytest.raises(ValueError, match=r"`phi` is on meta but the value function is on cpu: .*value\.to\('meta'\)"):
+        value(torch.zeros(6, device="meta"))
+    assert value.to("meta")(torch.zeros(3, 6, device="meta")).device.type == "meta"
+
+
+def test_value_function_runs_on_each_device(device):
+    value = ValueFunction(6, hidden_sizes=(8,))
+    phi = torch.linspace(-1, 1, 12).reshape(2, 6)
+    expected = value.predict_cost(phi)
+    moved = ValueFunction(6, hidden_sizes=(8,)).to(device)
+    got = moved.predict_cost(phi.to(device))
+    assert got.device == torch.device(device)
+    torch.testing.assert_close(got.cpu(), expected)
+
+
 def test_default_architecture_and_smooth_activation():
     value = ValueFunction(128)
     linears = [m for m in value.modules() if isinstance(m, torch.nn.Linear)]

@@ -23,7 +23,10 @@ The pieces, one idea per module:
 * :mod:`~metricopt.blackbox.value`: the value function and its
   uncertainty-weighted loss with a ranking term.
 * :mod:`~metricopt.blackbox.meta`: Reptile meta-training over a distribution
-  of fine-tuning tasks, with resumable ``weights_only`` checkpoints.
+  of fine-tuning tasks, with resumable ``weights_only`` checkpoints; a file that
+  cannot be loaded (truncated, corrupt, not a metricopt checkpoint, another
+  kind or format version) raises :class:`CheckpointError`, a ``ValueError``
+  naming the file and the problem.
 * :mod:`~metricopt.blackbox.finetune`: SGD/Adam on ``phi`` with the loss
   gradient plus ``value_weight`` times the value gradient, online adaptation
   of the value function, the best observed ``phi`` kept.
@@ -37,6 +40,12 @@ The pieces, one idea per module:
 
 Internally every metric is a *cost* (lower is better: ``1 - score`` for a
 score).
+
+Devices follow the adapter: whatever meets ``phi`` or the backbone's outputs
+(the adapter's projections, the value function, the learned rule's weights
+and state, the training data) moves to their device, so a value function or a
+learned optimizer loaded from a checkpoint (on the CPU) guides a CUDA adapter
+as it is. Trajectories are kept on the CPU.
 
 Example:
     >>> import torch
@@ -60,10 +69,11 @@ from metricopt.blackbox.learned import (
     LearnedConfig,
     LearnedOptimizer,
     LearnedResult,
+    SecondOrderError,
     load_learned,
     meta_train_learned,
 )
-from metricopt.blackbox.meta import MetaConfig, MetaResult, TaskDistribution, load_value, meta_train
+from metricopt.blackbox.meta import CheckpointError, MetaConfig, MetaResult, TaskDistribution, load_value, meta_train
 from metricopt.blackbox.metric import (
     BUILTIN_METRICS,
     BlackBoxMetric,
@@ -82,6 +92,7 @@ __all__ = [
     "OPTIMIZERS",
     "Adapter",
     "BlackBoxMetric",
+    "CheckpointError",
     "FiLM",
     "FineTuneConfig",
     "FineTuneResult",
@@ -93,6 +104,7 @@ __all__ = [
     "MetaResult",
     "MetricCurve",
     "MetricError",
+    "SecondOrderError",
     "TaskData",
     "TaskDistribution",
     "Trajectory",

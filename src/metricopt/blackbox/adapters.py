@@ -35,6 +35,11 @@ DECIDED here (the paper is silent):
 * ``forward(x, phi=...)`` runs with the given tensor instead of ``adapter.phi``
   (gradients flow into it), for unrolled or functional use;
   ``torch.func.functional_call(adapter, {"phi": p}, (x,))`` works as well.
+* Devices follow the backbone: phi and the projections start on the device of
+  the backbone's first floating tensor and move with ``adapter.to(...)``; a
+  hook moves phi and the projections to the device of the output it modulates,
+  so a backbone moved on its own (``adapter.backbone.cuda()``) or a ``phi=``
+  on another device still works (phi's gradient comes back to phi's device).
 """
 
 from __future__ import annotations
@@ -82,6 +87,11 @@ def _projection(rows: int, phi_size: int, scale: float, generator: torch.Generat
     """A ``(rows, phi_size)`` matrix ~ N(0, scale^2 / phi_size), drawn on the CPU for reproducibility."""
     weight = torch.randn(rows, phi_size, generator=generator, dtype=torch.float32)
     return (weight * (scale / phi_size**0.5)).to(dtype=like.dtype, device=like.device)
+
+
+def _follow(phi: Tensor, output: Tensor) -> Tensor:
+    """``phi`` on the device of the layer output it modulates (differentiable: its gradient comes back)."""
+    return phi if phi.device == output.device else phi.to(output.device)
 
 
 def _few(names: Sequence[str], limit: int = 8) -> str:
@@ -273,8 +283,8 @@ class InputBias(Adapter):
         self._attach(module, self._hook)
 
     def _hook(self, module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
-        phi = self.current_phi()
-        shift = F.linear(phi, self.phi_weight.to(phi.dtype))
+        phi = _follow(self.current_phi(), output)
+        shift = F.linear(phi, self.phi_weight.to(device=phi.device, dtype=phi.dtype))
         return output + shift.to(output.dtype)
 
     def extra_repr(self) -> str:
@@ -418,9 +428,9 @@ class FiLM(Adapter):
             raise RuntimeError(
                 f"FiLM layer {name!r} expected an output with {channels} channels in dim {dim}; got {describe(output)}"
             )
-        phi = self.current_phi()
-        rho = 1 + F.linear(phi, scale_weight.to(phi.dtype))
-        shift = F.linear(phi, shift_weight.to(phi.dtype))
+        phi = _follow(self.current_phi(), output)
+        rho = 1 + F.linear(phi, scale_weight.to(device=phi.device, dtype=phi.dtype))
+        shift = F.linear(phi, shift_weight.to(device=phi.device, dtype=phi.dtype))
         trailing = (1,) * (-dim - 1 if dim < 0 else output.ndim - dim - 1)
         rho, shift = rho.reshape(channels, *trailing), shift.reshape(channels, *trailing)
         return output * rho.to(output.dtype) + shift.to(output.dtype)

@@ -22,6 +22,12 @@ the cost in normalised units (the meta-training spread of the costs is 1), so
 change" against the loss; the online adaptation; keeping the best observed
 ``phi``; evaluation steps including both ends.
 
+Devices follow the adapter's ``phi``: the training data, a copy of the value
+function and the learned rule's computation move to its device; the
+trajectory is kept on the CPU (float32), the validation data goes to the
+metric as given (:func:`metricopt.training.predict_proba` moves it to the
+model).
+
 A metric evaluation that fails (raises, NaN, inf) raises by default
 (``on_error="raise"``); with ``on_error="warn"`` it is skipped with a warning
 and never reaches the value function or the kept ``phi``.
@@ -206,10 +212,14 @@ def finetune(
         metric: the black-box metric (:func:`~metricopt.blackbox.metric.make_metric`).
         data: training data for the loss, validation data for the metric.
         config: budget and options.
-        value: the meta-learned value function (None: loss-only fine-tuning).
-        initial_phi: starting ``phi`` (default zeros: the pre-trained model).
+        value: the meta-learned value function (None: loss-only fine-tuning);
+            never changed: a copy adapts online and moves to ``adapter.phi``'s
+            device, wherever ``value`` sits.
+        initial_phi: starting ``phi`` (default zeros: the pre-trained model), on any device.
         rule: a learned update rule replacing ``config.optimizer`` (and the
-            value gradient: a learned rule carries its metric knowledge itself).
+            value gradient: a learned rule carries its metric knowledge itself);
+            it gets ``phi`` and the gradient on the adapter's device and its
+            result is copied into ``adapter.phi`` (from any device).
         seed: seeds the mini-batch order.
         progress: called after every step with ``{"step", "loss"}`` plus
             ``"cost"`` and ``"best_cost"`` at observation steps.
@@ -222,8 +232,10 @@ def finetune(
     device = phi.device
     X_train, y_train = data.X_train.to(device), data.y_train.to(device)
     guided = value is not None and config.value_weight > 0 and rule is None
-    if value is not None and config.adapt_steps > 0:
-        value = copy.deepcopy(value)  # online adaptation must not touch the meta-learned weights
+    if value is not None and (config.adapt_steps > 0 or next(value.parameters()).device != device):
+        # A private copy: online adaptation must not touch the meta-learned weights, and devices follow
+        # phi (a value function loaded from a checkpoint, on the CPU, guides a CUDA adapter).
+        value = copy.deepcopy(value).to(device)
     optimizer = _make_optimizer(config, phi)
     if rule is not None:
         rule.reset(phi.detach())

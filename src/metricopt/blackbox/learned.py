@@ -81,6 +81,14 @@ DECIDED here (both papers are silent or leave a choice):
 * Wall time: :class:`LearnedResult` reports the seconds spent (summed over
   resumed runs), and each history row splits a task's time into collection,
   value-function and optimizer-learning seconds.
+* Estimator: the paper's merge by default; ``LearnedConfig(estimator="evolution")``
+  for a fine-tuning loss that cannot be differentiated twice (metricopt's rank
+  and confusion losses), which the merged estimator refuses up front
+  (:class:`~metricopt.blackbox.learned_objective.SecondOrderError`) rather than
+  train on a pathwise gradient with the loss's curvature silently missing.
+* Devices follow the adapter's ``phi``: the rule and the value function are
+  built there; a rule loaded with :func:`load_learned` (on the CPU) runs on
+  any device as it is.
 """
 
 from __future__ import annotations
@@ -99,12 +107,14 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from metricopt._checks import check_integer, check_nonnegative, check_positive, describe
+from metricopt._checks import check_choice, check_integer, check_nonnegative, check_positive, describe
 from metricopt.blackbox.adaptation import adapt_value
 from metricopt.blackbox.adapters import Adapter
 from metricopt.blackbox.finetune import FineTuneConfig, LossFn, TaskData, finetune
 from metricopt.blackbox.learned_objective import (
+    SecondOrderError,
     batch_indices,
+    check_second_order,
     loss_objective,
     metric_objective,
     optimizer_objective,
@@ -119,6 +129,7 @@ from metricopt.blackbox.meta import (
     plain_record,
     read_checkpoint,
     reptile_step,
+    restoring,
     resumable_state,
     set_normalisation_from,
 )
@@ -128,12 +139,15 @@ from metricopt.blackbox.trajectory import Trajectory
 from metricopt.blackbox.value import ValueFunction
 
 __all__ = [
+    "ESTIMATORS",
     "FEATURES",
     "LEARNED_CHECKPOINT_FORMAT",
     "LearnedConfig",
     "LearnedOptimizer",
     "LearnedResult",
+    "SecondOrderError",
     "SmoothedGradient",
+    "check_second_order",
     "load_learned",
     "loss_objective",
     "meta_train_learned",
@@ -144,6 +158,8 @@ __all__ = [
 ]
 
 LEARNED_CHECKPOINT_FORMAT = "metricopt.blackbox.learned/1"
+#: How the rule's meta-gradient is estimated (:attr:`LearnedConfig.estimator`).
+ESTIMATORS = ("merged", "evolution")
 
 
 # --------------------------------------------------------------------------- meta-training
@@ -167,6 +183,15 @@ class LearnedConfig:
         base_step: the rule's step size at ``s = 0``.
         seed: seeds the tasks, the rule's and the value function's initialisation
             and every draw of the training.
+        estimator: ``"merged"`` (the paper's: Metz et al.'s pathwise and ES
+            estimators merged by inverse variance; the pathwise one needs the
+            fine-tuning loss's second derivative) or ``"evolution"`` (the ES
+            estimator alone: no derivative of the unroll, so any loss works,
+            metricopt's once-differentiable rank and confusion losses
+            included; noisier). With ``"merged"``, :func:`meta_train_learned`
+            checks the loss first and raises
+            :class:`~metricopt.blackbox.learned_objective.SecondOrderError`
+            (naming ``loss_fn`` and this option) before any training.
         checkpoint_every: write a checkpoint every this many tasks.
         value: the value function's Reptile options (``replay``, ``inner_steps``,
             ``inner_learning_rate``, ``meta_step``, ``hidden_sizes``). Its loop
@@ -194,6 +219,7 @@ class LearnedConfig:
     seed: int = 0
     checkpoint_every: int = 5
     value: MetaConfig | None = None
+    estimator: str = "merged"
 
     def __post_init__(self) -> None:
         check_integer("tasks", self.tasks, 1)
@@ -211,6 +237,7 @@ class LearnedConfig:
         check_positive("base_step", self.base_step)
         check_integer("seed", self.seed, 0)
         check_integer("checkpoint_every", self.checkpoint_every, 1)
+        check_choice("estimator", self.estimator, ESTIMATORS)
         loop = {"tasks": self.tasks, "warmup_tasks": self.warmup_tasks,
                 "checkpoint_every": self.checkpoint_every, "seed": self.seed}
         if self.value is None:
@@ -302,10 +329,23 @@ def _value_config(value: ValueFunction) -> dict[str, Any]:
 
 
 def load_learned(path: str | os.PathLike[str]) -> LearnedOptimizer:
-    """The learned optimizer stored in a :func:`meta_train_learned` checkpoint (``weights_only`` load)."""
-    state = read_checkpoint(Path(path), LEARNED_CHECKPOINT_FORMAT, kind="learned-optimizer")
-    rule = LearnedOptimizer(**state["optimizer_config"])
-    rule.load_state_dict(state["optimizer_state"])
+    """The learned optimizer stored in a :func:`meta_train_learned` checkpoint (``weights_only`` load), on the CPU.
+
+    It runs on any device as it is: its weights follow ``phi``
+    (:meth:`LearnedOptimizer.update`).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: (a ``ValueError``) the file is truncated, corrupt, not a
+            learned-optimizer checkpoint of this format, or damaged; the
+            message names the file and the problem.
+    """
+    path = Path(path)
+    state = read_checkpoint(path, LEARNED_CHECKPOINT_FORMAT, kind="learned-optimizer",
+                            keys=("optimizer_config", "optimizer_state"))
+    with restoring(path, argument="path", kind="learned-optimizer"):
+        rule = LearnedOptimizer(**state["optimizer_config"])
+        rule.load_state_dict(state["optimizer_state"])
     return rule
 
 
@@ -352,6 +392,11 @@ def meta_train_learned(
 
     Returns:
         A :class:`LearnedResult`.
+
+    Raises:
+        SecondOrderError: ``config.estimator="merged"`` with a loss that cannot
+            be differentiated twice (the message says what to do).
+        CheckpointError: ``checkpoint`` exists but cannot be resumed.
     """
     if not isinstance(adapter, Adapter):
         raise TypeError(f"`adapter` must be a metricopt.blackbox Adapter; got {type(adapter).__name__}")
@@ -359,6 +404,9 @@ def meta_train_learned(
         raise TypeError(f"`config` must be a LearnedConfig; got {describe(config)}")
     started = time.perf_counter()
     device = adapter.phi.device
+    if config.estimator == "merged":  # fail before any training, not at the first update
+        rows = min(len(pool.X_train), finetune_config.batch_size)
+        check_second_order(loss_fn, adapter, pool.X_train[:rows], pool.y_train[:rows])
     meta = cast(MetaConfig, config.value)  # never None after LearnedConfig.__post_init__
     rule = LearnedOptimizer(hidden=config.hidden, base_step=config.base_step, seed=config.seed).to(device)
     value = ValueFunction(adapter.phi_size, hidden_sizes=meta.hidden_sizes, seed=meta.seed).to(device)
@@ -370,15 +418,18 @@ def meta_train_learned(
     seconds_before = 0.0
     path = Path(checkpoint) if checkpoint is not None else None
     start = 0
-    state = resumable_state(path, resume, LEARNED_CHECKPOINT_FORMAT, record, kind="learned-optimizer")
+    state = resumable_state(path, resume, LEARNED_CHECKPOINT_FORMAT, record, kind="learned-optimizer",
+                            keys=("optimizer_state", "value_state", "adam_state", "trajectories", "history",
+                                  "seconds", "next_task"))
     if state is not None:
-        rule.load_state_dict(state["optimizer_state"])
-        value.load_state_dict(state["value_state"])
-        adam.load_state_dict(state["adam_state"])
-        trajectories = [Trajectory.from_state(s) for s in state["trajectories"]]
-        result.history = [dict(row) for row in state["history"]]
-        seconds_before = float(state["seconds"])
-        start = result.resumed_from = int(state["next_task"])
+        with restoring(cast(Path, path), kind="learned-optimizer"):
+            rule.load_state_dict(state["optimizer_state"])
+            value.load_state_dict(state["value_state"])
+            adam.load_state_dict(state["adam_state"])
+            trajectories = [Trajectory.from_state(s) for s in state["trajectories"]]
+            result.history = [dict(row) for row in state["history"]]
+            seconds_before = float(state["seconds"])
+            start = result.resumed_from = int(state["next_task"])
 
     def save(next_task: int) -> None:
         if path is not None:
@@ -414,8 +465,8 @@ def meta_train_learned(
         usable = len(trajectory.observed_steps) >= 2
         if usable:
             trajectories.append(trajectory)
-        started = any(not math.isnan(r["value_loss"]) for r in result.history)  # normalisation is fixed once
-        if index + 1 >= config.warmup_tasks and trajectories and not started:
+        normalised = any(not math.isnan(r["value_loss"]) for r in result.history)  # fixed once
+        if index + 1 >= config.warmup_tasks and trajectories and not normalised:
             set_normalisation_from(value, trajectories)
         if index + 1 >= config.warmup_tasks and usable:
             clock = time.perf_counter()
@@ -442,7 +493,8 @@ def meta_train_learned(
                     metric_weight=config.metric_weight)
                 estimate = smoothed_gradient(lambda weights, unrolled=unrolled: unrolled(parameters=weights),
                                              dict(rule.named_parameters()), sigma=config.sigma,
-                                             samples=config.samples, generator=generator)
+                                             samples=config.samples, generator=generator,
+                                             pathwise=config.estimator == "merged")
                 row["unroll_start"] = float(begin)
                 row["nonfinite"] += estimate.nonfinite
                 objectives.append(estimate.objective)

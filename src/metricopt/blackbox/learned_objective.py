@@ -40,16 +40,37 @@ DECIDED here (both papers are silent or leave a choice):
   inputs (second order, ``create_graph=True``): only the exact derivative of the
   unrolled objective makes the pathwise estimator unbiased for the same
   smoothed objective that the ES estimator estimates, which their merge requires.
+* Once-differentiable losses: a loss whose backward pass is marked
+  ``@once_differentiable`` (metricopt's rank losses, built on
+  :func:`~metricopt.losses.blackbox_rank`, and the confusion loss's fused soft
+  counts) has a gradient that autograd cannot differentiate again, and it does
+  not say so: the double backward never runs that backward (its error node is
+  cut off from the inputs, or absent when the gradient of a scalar loss comes
+  in), so the loss's curvature would silently be missing from the pathwise
+  gradient. :func:`unroll` looks for such a backward in the graphs of its first
+  loss and gradient and raises :class:`SecondOrderError` (a ``ValueError``
+  naming ``loss_fn``); :func:`check_second_order` also runs one double
+  backward, so a Function that raises there is reported the same way. A custom
+  Function whose backward is not differentiable but is not marked cannot be
+  recognised.
+  ``LearnedConfig(estimator="evolution")`` trains with the ES estimator alone,
+  which needs no derivative of the unroll (:mod:`~metricopt.blackbox.learned`).
+* Devices follow ``phi`` (the adapter's): the data, the batches, the rule's
+  weights and state (:meth:`LearnedOptimizer.update`) and the value function (a
+  copy, when it sits elsewhere) move to ``adapter.phi``'s device.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import copy
+import functools
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from metricopt._checks import (
     check_integer,
@@ -63,7 +84,15 @@ from metricopt.blackbox.finetune import LossFn, TaskData, logits_for_loss
 from metricopt.blackbox.learned_rule import COST_FLOOR, LOSS_EPS, LearnedOptimizer
 from metricopt.blackbox.value import ValueFunction
 
-__all__ = ["batch_indices", "loss_objective", "metric_objective", "optimizer_objective", "unroll"]
+__all__ = [
+    "SecondOrderError",
+    "batch_indices",
+    "check_second_order",
+    "loss_objective",
+    "metric_objective",
+    "optimizer_objective",
+    "unroll",
+]
 
 
 # --------------------------------------------------------------------------- the objective
@@ -134,6 +163,110 @@ def optimizer_objective(
     return metric_weight * metric_objective(costs, beta=beta, floor=floor) + loss_objective(losses, eps=eps)
 
 
+# --------------------------------------------------------------------------- second derivatives
+
+
+class SecondOrderError(ValueError):
+    """The fine-tuning loss cannot be differentiated twice, which the pathwise estimator needs."""
+
+
+def _name(function: Any) -> str:
+    while isinstance(function, functools.partial):
+        function = function.func
+    return getattr(function, "__name__", type(function).__name__)
+
+
+def _advice(loss_fn: Any, found: str) -> str:
+    return (
+        f"`loss_fn` ({_name(loss_fn)}) cannot be differentiated twice: its gradient with respect to phi {found}. "
+        "The learned optimizer's pathwise estimator differentiates through that gradient, so it would get the "
+        "loss's second derivative wrong (autograd leaves it out without an error). metricopt's rank losses (built "
+        "on blackbox_rank) and the confusion loss (fused soft counts) are once-differentiable. Train with "
+        "LearnedConfig(estimator='evolution') (the evolution-strategies estimator alone needs no derivative of the "
+        "unroll), or fine-tune with a twice-differentiable loss such as cross_entropy_loss"
+    )
+
+
+#: The code every ``@once_differentiable`` backward runs (the decorator's wrapper): how such a backward is recognised.
+_ONCE_DIFFERENTIABLE_CODE = once_differentiable(lambda ctx, *grads: None).__code__
+
+
+def _nodes(root: Tensor) -> Iterator[Any]:
+    """Every autograd node of ``root``'s graph, each once."""
+    stack, seen = [root.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        yield node
+        stack.extend(following for following, _ in node.next_functions)
+
+
+def _once_differentiable(loss: Tensor, gradient: Tensor) -> list[str]:
+    """The once-differentiable backward passes in ``loss``'s graph and in that of its ``gradient``.
+
+    Two signs: a custom Function of ``loss``'s graph whose backward is wrapped
+    by ``@once_differentiable``, and the error node that the wrapper puts into
+    the gradient's graph when its inputs require grad. Neither raises on a
+    double backward: the error node is cut off from the inputs, and when the
+    inputs do not require grad (the gradient of a scalar loss), there is no
+    node at all; autograd then differentiates the rest and leaves that
+    backward's own derivative out.
+    """
+    found = []
+    for node in _nodes(loss):
+        backward = getattr(getattr(node, "_forward_cls", None), "backward", None)
+        if getattr(backward, "__code__", None) is _ONCE_DIFFERENTIABLE_CODE:
+            found.append(type(node).__name__)
+    if gradient.requires_grad and any(n.name().rsplit("::", 1)[-1] in ("Error", "DelayedError")
+                                      for n in _nodes(gradient)):
+        found.append("an @once_differentiable error node")
+    return sorted(set(found))
+
+
+def _check_gradient_graph(loss: Tensor, gradient: Tensor, loss_fn: Any) -> None:
+    found = _once_differentiable(loss, gradient)
+    if found:
+        where = (f"passes through a backward marked @once_differentiable ({', '.join(found)}, in the loss or the "
+                 "backbone)")
+        raise SecondOrderError(_advice(loss_fn, where))
+
+
+def check_second_order(loss_fn: LossFn, adapter: Adapter, inputs: Tensor, target: Tensor) -> None:
+    """Raise :class:`SecondOrderError` unless ``loss_fn``'s gradient in ``phi`` can be differentiated again.
+
+    Takes the loss of ``adapter`` on one batch at its current ``phi``, its
+    gradient with ``create_graph=True`` and one more backward pass: the cost
+    of two training steps. Catches the two ways a second derivative goes wrong:
+    a ``@once_differentiable`` backward in the graph (autograd would leave it
+    out silently) and a backward that raises when differentiated.
+
+    Args:
+        loss_fn: ``f(logits, target)``.
+        adapter: the frozen backbone with its adapter (``phi`` is not changed).
+        inputs, target: one batch (moved to ``adapter.phi``'s device).
+
+    >>> from metricopt.blackbox.adapters import InputBias
+    >>> from torch import nn
+    >>> from metricopt.losses import cross_entropy_loss
+    >>> adapter = InputBias(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)), phi_size=2)
+    >>> check_second_order(cross_entropy_loss, adapter, torch.randn(8, 3), torch.tensor([0.0, 1.0] * 4))
+    """
+    device = adapter.phi.device
+    phi = adapter.phi.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        loss = loss_fn(logits_for_loss(adapter(inputs.to(device), phi=phi)), target.to(device))
+        (gradient,) = torch.autograd.grad(loss, phi, create_graph=True)
+        _check_gradient_graph(loss, gradient, loss_fn)
+        if not gradient.requires_grad:
+            return  # the gradient does not depend on phi: a zero second derivative, nothing to check
+        try:
+            torch.autograd.grad(gradient, phi, grad_outputs=torch.ones_like(gradient), allow_unused=True)
+        except RuntimeError as error:
+            raise SecondOrderError(_advice(loss_fn, f"cannot be differentiated ({error})")) from error
+
+
 # --------------------------------------------------------------------------- the unroll
 
 
@@ -177,7 +310,8 @@ def unroll(
         adapter: the frozen backbone; ``phi`` is passed as ``adapter(x, phi=...)``,
             ``adapter.phi`` is not touched.
         loss_fn: ``f(logits, target)``.
-        value: predicts the metric cost of each ``phi_t`` (its weights are not differentiated).
+        value: predicts the metric cost of each ``phi_t`` (its weights are not
+            differentiated; a copy moves to ``adapter.phi``'s device if it sits elsewhere).
         data: the task; only ``X_train``, ``y_train`` are used.
         steps: ``T``.
         batch_size, seed: draw the ``T + 1`` mini-batches when ``batches`` is None.
@@ -190,7 +324,12 @@ def unroll(
         metric_weight: ``lambda``.
 
     Returns:
-        The scalar ``L_opt``.
+        The scalar ``L_opt``, on ``adapter.phi``'s device.
+
+    Raises:
+        SecondOrderError: differentiable unroll with a once-differentiable
+            ``loss_fn`` (module docstring); under ``torch.no_grad`` it only
+            evaluates and any loss works.
 
     >>> from metricopt.blackbox.adapters import InputBias
     >>> from torch import nn
@@ -220,6 +359,9 @@ def unroll(
     differentiable = torch.is_grad_enabled() and any(w.requires_grad for w in weights.values())
     phi = (torch.zeros_like(adapter.phi) if initial_phi is None else initial_phi).detach().to(adapter.phi)
     state = rule.initial_state(phi) if state is None else {k: v.to(device) for k, v in state.items()}
+    value_device = next(value.parameters()).device
+    if value_device != device:  # devices follow phi: a loaded value function may sit on the CPU
+        value = copy.deepcopy(value).to(device)
     phis: list[Tensor] = []
     losses: list[Tensor] = []
     for t in range(steps + 1):
@@ -236,6 +378,8 @@ def unroll(
             break
         with torch.enable_grad():
             (gradient,) = torch.autograd.grad(loss, phi, create_graph=differentiable)
+        if differentiable and t == 0:
+            _check_gradient_graph(loss, gradient, loss_fn)
         with torch.set_grad_enabled(differentiable):
             phi, state = rule.update(phi, gradient, state, losses[-1], costs[t], parameters=weights)
     predicted = value.predict_cost(torch.stack(phis))

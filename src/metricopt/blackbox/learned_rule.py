@@ -195,6 +195,12 @@ class LearnedOptimizer(nn.Module):
         (``self``'s, or ``parameters``, a mapping from parameter names to tensors
         used instead, as in ``torch.func.functional_call``).
 
+        Devices and dtypes follow ``phi``: the step is computed on ``phi``'s
+        device in its dtype, weights and state held elsewhere (a rule loaded on
+        the CPU guiding a CUDA adapter) are moved there for the call, and the
+        result lives there. The state's ``step`` and ``has_cost`` stay on the
+        CPU (they are read on the host every step).
+
         Args:
             phi: ``(P,)`` current adapter parameters.
             gradient: ``(P,)`` loss gradient at ``phi``.
@@ -206,6 +212,8 @@ class LearnedOptimizer(nn.Module):
         if gradient.shape != phi.shape:
             raise ValueError(f"`gradient` must have the shape of `phi` {tuple(phi.shape)}; got {describe(gradient)}")
         like = {"dtype": phi.dtype, "device": phi.device}
+        # Devices follow phi: a state or weights from elsewhere (a rule loaded on the CPU) move to it.
+        state = {key: tensor.to(phi.device) if tensor.is_floating_point() else tensor for key, tensor in state.items()}
         steps_taken = int(state["step"])
         t = steps_taken + 1
         gradient_average = _AVERAGE * state["gradient_average"] + (1 - _AVERAGE) * gradient
@@ -235,10 +243,14 @@ class LearnedOptimizer(nn.Module):
             [torch.stack([gradient / rms, average / rms, phi / rms], dim=-1), scalars.expand(*phi.shape, 4)], dim=-1
         )
         features = _FEATURE_BOUND * torch.tanh(features / _FEATURE_BOUND)
-        if parameters is None:
+        weights = dict(self.named_parameters()) if parameters is None else dict(parameters)
+        if any(w.device != phi.device or w.dtype != phi.dtype for w in weights.values()):
+            weights = {name: w.to(**like) for name, w in weights.items()}  # differentiable: gradients reach w
+            residual, log_step = torch.func.functional_call(self, weights, (features,))
+        elif parameters is None:
             residual, log_step = self(features)
         else:
-            residual, log_step = torch.func.functional_call(self, dict(parameters), (features,))
+            residual, log_step = torch.func.functional_call(self, weights, (features,))
         direction = -features[..., 0] + residual
         log_step = _LOG_STEP_BOUND * torch.tanh(log_step / _LOG_STEP_BOUND)
         next_phi = phi + self.base_step * direction * torch.exp(log_step)

