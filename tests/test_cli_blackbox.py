@@ -223,6 +223,14 @@ def test_checkpoint_resumes(workdir: Path, capsys: pytest.CaptureFixture[str]) -
     assert code == 2 and err.count("\n") == 1
     assert "holds the meta-training of another run" in err and "value_weight 1.0 -> 2.0" in err
     assert (workdir / "ck" / "meta.pt").stat().st_mtime_ns == stamp
+    # A truncated checkpoint (a kill while copying it): one line naming it, before any training.
+    good = (workdir / "ck" / "meta.pt").read_bytes()
+    (workdir / "ck" / "meta.pt").write_bytes(good[: len(good) // 2])
+    code, out, err = _run(capsys, "train", *TINY, *argv)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "`--checkpoint` 'ck/meta.pt' is truncated or corrupt" in lines[0] and "pre-trained" not in out
+    (workdir / "ck" / "meta.pt").write_bytes(good)
     (workdir / "ck" / "meta.pt.run.json").unlink()
     code, _, err = _run(capsys, "train", *TINY, *argv)
     assert code == 2 and "has no run record" in err

@@ -46,6 +46,9 @@ DECIDED here (the paper is silent):
   check itself (the metric, its direction, the adapter, the backbone recipe, a
   fingerprint of the training and validation rows); resuming with anything
   different is a ``ValueError`` instead of a silently mismatched value function.
+  An existing checkpoint is read once before pre-training, so a truncated,
+  corrupt or foreign file is a :class:`~metricopt.blackbox.meta.CheckpointError`
+  (a ``ValueError`` naming the file) before any training, not after it.
 
 Example:
     >>> parse_evaluations("10"), parse_evaluations("0.05"), parse_evaluations("5%")
@@ -82,7 +85,7 @@ from metricopt.blackbox.finetune import (
     TaskData,
     finetune,
 )
-from metricopt.blackbox.meta import MetaConfig, MetaResult, meta_train
+from metricopt.blackbox.meta import CHECKPOINT_FORMAT, MetaConfig, MetaResult, meta_train, read_checkpoint
 from metricopt.blackbox.metric import BUILTIN_METRICS, BlackBoxMetric, make_metric
 from metricopt.blackbox.trajectory import evaluation_count
 from metricopt.data import Split
@@ -517,6 +520,8 @@ def run_blackbox(
             "learning_rate": float(learning_rate), "seed": int(seed),
             **{key: value for key, value in dataclasses.asdict(options).items() if key != "checkpoint"},
         })
+        if checkpoint.exists():  # a truncated or foreign file fails now, not after pre-training
+            read_checkpoint(checkpoint, CHECKPOINT_FORMAT, argument="--checkpoint")
     seconds: dict[str, float] = {}
     data = task_data(split, num_classes)
 
