@@ -71,9 +71,10 @@ def gradient_worker(rank: int, sizes: list[int], init_file: str, out_dir: str, u
 
 
 def _loss_factories() -> dict[str, tuple[Any, int, str]]:
-    from metricopt.losses import APLoss, AUROCLoss, ConfusionLoss, NDCGLoss, RecallLoss
+    from metricopt.losses import APLoss, AUROCLoss, ConfusionLoss, NDCGLoss, RecallLoss, cross_entropy_loss
 
     return {  # name: (criterion factory, model outputs, target kind)
+        "cross_entropy": (lambda: cross_entropy_loss, 1, "binary"),
         "confusion_f1": (lambda: ConfusionLoss("f1"), 1, "binary"),
         "confusion_mcc_multiclass": (lambda: ConfusionLoss("mcc"), 3, "classes"),
         "ap_with_memory": (lambda: APLoss(memory_size=2), 1, "binary"),
@@ -84,6 +85,8 @@ def _loss_factories() -> dict[str, tuple[Any, int, str]]:
 
 
 LOSSES = ("confusion_f1", "confusion_mcc_multiclass", "ap_with_memory", "auroc", "recall_with_memory", "ndcg")
+#: Every family, cross-entropy included: none may all-gather where no gradient can flow.
+ONE_PROCESS_LOSSES = (*LOSSES, "cross_entropy")
 
 
 def loss_batch(name: str, n: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,6 +133,29 @@ def loss_worker(rank: int, sizes: list[int], init_file: str, out_dir: str, name:
         torch.save({"grads": grads, "memory": list(memory) if memory is not None else None},
                    Path(out_dir) / f"rank{rank}.pt")
         del ddp
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    os._exit(0)  # see gradient_worker
+
+
+def one_process_loss_worker(rank: int, sizes: list[int], init_file: str, out_dir: str, name: str) -> None:
+    """Process 0 alone calls loss ``name`` under ``torch.no_grad()`` and on inputs that do not require grad
+    (a validation or logging step); the other processes go straight to the barrier. A loss that all-gathered
+    there would block process 0 until the group's timeout (the test's failure), as it did on main."""
+    import datetime
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=len(sizes),
+                            timeout=datetime.timedelta(seconds=30))
+    try:
+        values = {}
+        if rank == 0:
+            criterion, model = loss_setup(name)
+            X, y = loss_batch(name, sizes[0], 0)
+            with torch.no_grad():
+                values["no_grad"] = float(criterion(loss_outputs(name, model, X), y))
+            values["detached"] = float(criterion(loss_outputs(name, model, X).detach(), y))
+        torch.save(values, Path(out_dir) / f"rank{rank}.pt")
         dist.barrier()
     finally:
         dist.destroy_process_group()

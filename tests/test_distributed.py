@@ -118,6 +118,16 @@ def test_every_loss_family_gives_one_process_gradients_and_equal_memories_under_
             assert all(len(a) == len(b) for a, b in zip(r["memory"], memory))
 
 
+@pytest.mark.parametrize("name", ddp_workers.ONE_PROCESS_LOSSES)
+def test_a_loss_called_on_one_process_without_gradient_does_not_block(tmp_path: Path, name: str) -> None:
+    results = _spawn(tmp_path, ddp_workers.one_process_loss_worker, [8, 8], (name,))
+    criterion, model = ddp_workers.loss_setup(name)
+    X, y = ddp_workers.loss_batch(name, 8, 0)
+    with torch.no_grad():  # the value of process 0's own batch, as documented
+        expected = float(criterion(ddp_workers.loss_outputs(name, model, X), y))
+    assert results[0]["no_grad"] == pytest.approx(expected) and results[0]["detached"] == pytest.approx(expected)
+
+
 def test_ddp_scaling_benchmark_smoke() -> None:
     """benchmarks/ddp_scaling.py --quick (2 processes, batch 256): runs, and its gathered gradients are exact."""
     import json

@@ -8,8 +8,9 @@ above). Gradients are checked for direction and by a few Adam steps on small see
 problems; the memory by its contents, modes and state; the properties (permutation
 invariance, bounds, scaling invariance) once over a table of losses.
 
-Scores are drawn from small grids of dyadic values so that ties are common and exact, and
-so that a margin shift (a power of two) is exact in the reference too.
+Scores are drawn from small grids of dyadic values so that ties are common and exact. The
+margin is in units of each ranking's spread (the standard deviation of its scores, with the
+documented floor for tied rows), which the references compute independently.
 """
 
 from __future__ import annotations
@@ -51,9 +52,22 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # --- references -------------------------------------------------------------------------------------
 
 
-def shift(scores, relevant, margin):
-    """The documented margin: relevant scores down by margin / 2, irrelevant up by margin / 2."""
-    return [s - margin / 2 if r else s + margin / 2 for s, r in zip(scores, relevant)]
+def spread(scores) -> float:
+    """The documented unit of a ranking: the standard deviation of its scores, at least 1e-3 of the
+    largest |score|, and 1 when every score is 0."""
+    if not scores:
+        return 1.0
+    mean = sum(scores) / len(scores)
+    std = math.sqrt(sum((s - mean) ** 2 for s in scores) / len(scores))
+    std = max(std, 1e-3 * max(abs(s) for s in scores))
+    return std if std > 0 else 1.0
+
+
+def shift(scores, relevant, margin, unit=None):
+    """The documented margin: relevant scores down by margin / 2, irrelevant up by margin / 2, in units of
+    the ranking's spread (``unit``; by default that of ``scores``)."""
+    half = margin * (spread(scores) if unit is None else unit) / 2
+    return [s - half if r else s + half for s, r in zip(scores, relevant)]
 
 
 def ref_ap_loss(scores, target, margin=0.0) -> float | None:
@@ -355,8 +369,8 @@ def test_retrieval_scores_shapes_relevance_and_exclusion_without_memory():
 def test_margin_changes_the_value_as_documented():
     scores = torch.tensor([1.0, 0.75, 0.5, -1.0])
     target = torch.tensor([1, 0, 1, 0])
-    # margin 0: AP = (1 + 2/3) / 2. margin 0.5: shifted to [0.75, 1.0, 0.25, -0.75]:
-    # the first positive falls below the negative: AP = (1/2 + 2/3) / 2
+    # margin 0: AP = (1 + 2/3) / 2. margin 0.5 (of the spread 0.778): each score moves by 0.195, to
+    # [0.81, 0.95, 0.31, -0.81]: the first positive falls below the negative: AP = (1/2 + 2/3) / 2
     assert average_precision_loss(scores, target, margin=0.0).item() == pytest.approx(1 - (1 + 2 / 3) / 2)
     assert average_precision_loss(scores, target, margin=0.5).item() == pytest.approx(1 - (1 / 2 + 2 / 3) / 2)
     # AUROC: 1 of 4 (positive, negative) pairs misordered at margin 0 (0.5 below 0.75); at margin 0.5
@@ -364,10 +378,14 @@ def test_margin_changes_the_value_as_documented():
     assert auroc_loss(scores, target, margin=0.0).item() == 0.25
     assert auroc_loss(scores, target, margin=0.5).item() == ref_auroc_loss(scores.tolist(), target.tolist(), 0.5)
     assert auroc_loss(scores, target, margin=0.5).item() == 0.5
-    # a gap of exactly alpha becomes a tie after the shift, and ties count against
+    # a gap of exactly alpha spreads becomes a tie after the shift, and ties count against (spread 0.25)
     pair = torch.tensor([1.0, 0.5])
-    assert auroc_loss(pair, torch.tensor([1, 0]), margin=0.5).item() == 1.0
-    assert auroc_loss(pair, torch.tensor([1, 0]), margin=0.25).item() == 0.0
+    assert auroc_loss(pair, torch.tensor([1, 0]), margin=2.0).item() == 1.0
+    assert auroc_loss(pair, torch.tensor([1, 0]), margin=1.0).item() == 0.0
+    # relative to the spread: the same margin means the same thing for scores of any scale
+    for scale in (1e-3, 1e3):
+        assert auroc_loss(pair * scale, torch.tensor([1, 0]), margin=2.0).item() == 1.0
+        assert auroc_loss(pair * scale, torch.tensor([1, 0]), margin=1.0).item() == 0.0
 
 
 @SETTINGS
@@ -394,11 +412,17 @@ def test_margin_is_the_documented_shift_multilabel(batch, margin):
     assert loss.item() == pytest.approx(ref_multilabel_ap_loss(scores, target, 0.5, margin))
 
 
-def test_margin_shift_keeps_float64_precision():
-    scores = torch.tensor([0.1 + 1e-9, 0.0], dtype=torch.float64)  # gap just above margin 0.1
-    target = torch.tensor([1, 0])
-    assert auroc_loss(scores, target, margin=0.1).item() == 0.0
-    assert average_precision_loss(scores, target, margin=0.1).item() == 0.0
+def test_margin_shift_is_applied_in_float64():
+    # float32 scores near 2**20 (spacing 0.125 there): a positive 0.25 above a negative, and a margin that
+    # moves each by 0.1. The order holds in exact arithmetic (gap 0.05 left); float32 would round both to
+    # 2**20 + 0.125 (a tie, counted against); float64 keeps it. The outer pair sets the spread (2121).
+    scores = torch.tensor([2.0**20 + 0.25, 2.0**20, 2.0**20 + 3000, 2.0**20 - 3000])
+    target = torch.tensor([1, 0, 1, 0])
+    margin = 0.2 / spread(scores.tolist())
+    assert auroc_loss(scores, target, margin=margin).item() == 0.0
+    assert average_precision_loss(scores, target, margin=margin).item() == 0.0
+    rounded = torch.tensor(shift(scores.tolist(), target.tolist(), margin), dtype=torch.float32)
+    assert rounded[0] == rounded[1]  # the float32 shift would tie them
 
 
 # --- gradients ----------------------------------------------------------------------------------------
@@ -409,23 +433,22 @@ def max_rank(row):
     return [sum(1 for b in row if b >= a) for a in row]
 
 
-def blackbox_grad(y, upstream, lam):
-    """The blackbox gradient of one ranking: (rk(y + lam * g) - rk(y)) / lam, in python floats."""
-    base, moved = max_rank(y), max_rank([a + lam * b for a, b in zip(y, upstream)])
-    return [(m - b) / lam for b, m in zip(base, moved)]
+def blackbox_grad(y, upstream, lam, unit):
+    """The documented blackbox gradient of one ranking, in python floats: step lam * unit along the
+    direction g / max|g|, scaled back by max|g| (metricopt.losses.ranker)."""
+    size = max(abs(v) for v in upstream)
+    if size == 0:
+        return [0.0] * len(y)
+    step = lam * unit
+    base, moved = max_rank(y), max_rank([a + step * (b / size) for a, b in zip(y, upstream)])
+    return [(m - b) * (size / step) for b, m in zip(base, moved)]
 
 
-def ranker_lambda(interpolation, rows, length):
-    """The ranker's integer-rank lambda documented in metricopt.losses.ranking: interpolation * L * B
-    for B rankings of length L (L: the official code's normalised ranks; B: undoes the mean over rows)."""
-    return interpolation * length * rows
-
-
-def ref_rank_loss_grad(y, lam, d_all):
+def ref_rank_loss_grad(y, lam, d_all, unit):
     """Gradient of a loss of (rk, rk+) given d_all = dL/drk: the blackbox gradient of the full
     ranking only, since the losses treat rk+ (the rank among relevant items) as a constant
     (losses/ranking.py, "Gradient")."""
-    return blackbox_grad(y, d_all, lam)
+    return blackbox_grad(y, d_all, lam, unit)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -438,21 +461,25 @@ def test_ap_and_auroc_gradients_equal_blackbox_definition(seed, interpolation):
     target = (torch.rand(n, generator=g) < 0.4).long()
     rel = target.bool().tolist()
     ys = y.tolist()
-    lam = ranker_lambda(interpolation, 1, n)
+    unit = spread(ys)
     rk, rk_pos = max_rank(ys), max_rank([a if r else -math.inf for a, r in zip(ys, rel)])
     p, q = sum(rel), n - sum(rel)
     # AP loss = 1 - (1/P) sum_pos rk+_i / rk_i
     d_all = [rk_pos[i] / (p * rk[i] ** 2) if rel[i] else 0.0 for i in range(n)]
-    expected_ap = ref_rank_loss_grad(ys, lam, d_all)
+    expected_ap = ref_rank_loss_grad(ys, interpolation, d_all, unit)
     # AUROC loss = sum_pos (rk_i - rk+_i) / (P Q)
     d_all = [1 / (p * q) if r else 0.0 for r in rel]
-    expected_auroc = ref_rank_loss_grad(ys, lam, d_all)
+    expected_auroc = ref_rank_loss_grad(ys, interpolation, d_all, unit)
     for fn, expected in ((average_precision_loss, expected_ap), (auroc_loss, expected_auroc)):
         leaf = y.clone().requires_grad_()
         fn(leaf, target, margin=0.0, interpolation=interpolation).backward()
         torch.testing.assert_close(leaf.grad, torch.tensor(expected, dtype=torch.float64))
         if interpolation >= 0.5:
             assert leaf.grad.abs().sum() > 0
+        # linear in the loss: the loss scaled by c gives c times the gradient
+        scaled = y.clone().requires_grad_()
+        (1e-3 * fn(scaled, target, margin=0.0, interpolation=interpolation)).backward()
+        torch.testing.assert_close(scaled.grad, 1e-3 * leaf.grad)
 
 
 @pytest.mark.parametrize("variant", ["log", "loglog"])
@@ -472,22 +499,22 @@ def test_recall_gradient_equals_blackbox_definition(variant, seed):
     def f_prime(r):
         return 1 / (1 + r) if variant == "log" else 1 / ((1 + math.log1p(r)) * (1 + r))
 
-    lam = ranker_lambda(interpolation, b, n)
     rows = []
     for s_row, rel_row, ex_row in zip(scores.tolist(), relevance.tolist(), exclude.tolist()):
         rel = [r and not e for r, e in zip(rel_row, ex_row)]
-        y = [-math.inf if e else v for v, e in zip(shift(s_row, rel, margin), ex_row)]
-        rows.append((y, rel))
-    defined = sum(1 for _, rel in rows if any(rel))
+        unit = spread([v for v, e in zip(s_row, ex_row) if not e])  # over the items taking part
+        y = [-math.inf if e else v for v, e in zip(shift(s_row, rel, margin, unit), ex_row)]
+        rows.append((y, rel, unit))
+    defined = sum(1 for _, rel, _ in rows if any(rel))
     expected = []
-    for y, rel in rows:
+    for y, rel, unit in rows:
         if not any(rel):
             expected.append([0.0] * n)
             continue
         rk, rk_pos = max_rank(y), max_rank([a if r else -math.inf for a, r in zip(y, rel)])
         weight = 1 / (defined * sum(rel))
         d_all = [weight * f_prime(rk[i] - rk_pos[i]) if rel[i] else 0.0 for i in range(n)]
-        expected.append(ref_rank_loss_grad(y, lam, d_all))
+        expected.append(ref_rank_loss_grad(y, interpolation, d_all, unit))
     torch.testing.assert_close(leaf.grad, torch.tensor(expected, dtype=torch.float64))
     assert leaf.grad.abs().sum() > 0
     assert torch.equal(leaf.grad[0], torch.zeros(n, dtype=torch.float64))
@@ -508,12 +535,10 @@ def test_ndcg_gradient_equals_blackbox_definition(k, interpolation, seed):
     for y, gain in zip(scores.tolist(), gains.tolist()):
         rk = max_rank(y)
         ideal = sum(v / math.log2(i + 2) for i, v in enumerate(sorted(gain, reverse=True)[:cutoff]))
-        # d(1 - DCG / IDCG) / d rk_i = (gain_i / IDCG) / ((1 + rk_i) ln 2 log2(1 + rk_i)^2) / B, inside the cut-off
-        d_all = [
-            gain[i] / ideal / ((1 + rk[i]) * math.log(2) * math.log2(1 + rk[i]) ** 2) / b if rk[i] <= cutoff else 0.0
-            for i in range(n)
-        ]
-        expected.append(blackbox_grad(y, d_all, ranker_lambda(interpolation, b, n)))
+        # d(1 - DCG / IDCG) / d rk_i = (gain_i / IDCG) / ((1 + rk_i) ln 2 log2(1 + rk_i)^2) / B, the uncut
+        # discount's derivative beyond the cut-off too (documented)
+        d_all = [gain[i] / ideal / ((1 + rk[i]) * math.log(2) * math.log2(1 + rk[i]) ** 2) / b for i in range(n)]
+        expected.append(blackbox_grad(y, d_all, interpolation, spread(y)))
     torch.testing.assert_close(leaf.grad, torch.tensor(expected, dtype=torch.float64))
     assert leaf.grad.abs().sum() > 0
 
@@ -558,19 +583,23 @@ def test_ndcg_gradient_direction():
     assert (scores.grad[1:] >= 0).all()
 
 
-def test_ndcg_items_below_cutoff_get_no_gradient_of_their_own():
-    # The only relevant item is ranked 2nd. With k = 1 its rank is outside the cut-off, so no
-    # upstream gradient reaches any rank (the top item has gain 0): the gradient is exactly zero
-    # however large lambda is. With k = 2 the same item is pushed up.
+def test_ndcg_items_below_cutoff_are_pushed_up_by_the_uncut_discount():
+    # The only relevant item is ranked 2nd. With k = 1 its rank is outside the cut-off: it counts 0 in the
+    # value, and the cut-off's own gradient is 0 there, but the documented uncut discount pushes it up
+    # (on main the gradient was exactly zero, so NDCG@K never moved an item into the top K).
     scores = torch.tensor([3.0, 2.0, 1.0, 0.0], requires_grad=True)
     gains = torch.tensor([0.0, 2.0, 0.0, 0.0])
-    loss = ndcg_loss(scores, gains, k=1, interpolation=10.0)
+    loss = ndcg_loss(scores, gains, k=1, interpolation=2.0)
     assert loss.item() == 1.0
     loss.backward()
-    assert torch.equal(scores.grad, torch.zeros(4))
-    scores.grad = None
-    ndcg_loss(scores, gains, k=2, interpolation=10.0).backward()
-    assert scores.grad[1] < 0
+    assert scores.grad[1] < 0 and scores.grad[0] > 0
+
+
+def test_ndcg_with_every_item_tied_below_the_cutoff_gets_a_gradient():
+    scores = torch.zeros(2, 20, requires_grad=True)  # a zero-initialised head: every item ranks 20th
+    gains = (torch.arange(40).reshape(2, 20) % 7 == 0).float()
+    ndcg_loss(scores, gains, k=5).backward()
+    assert (scores.grad[gains > 0] < 0).all()
 
 
 def _finite_grad(fn, *inputs):
@@ -773,7 +802,7 @@ def test_memory_fifo_by_batch_and_equals_functional_with_explicit_memory(module,
 
 def test_memory_changes_the_loss_and_adds_columns_to_the_ranking():
     loss_fn = APLoss(memory_size=1, margin=0.0)
-    first = torch.tensor([5.0, 4.0, 3.0])
+    first = torch.tensor([5.0, 4.0, 3.0], requires_grad=True)
     loss_fn(first, torch.tensor([0, 0, 0]))  # three high-scoring negatives remembered
     scores, target = torch.tensor([1.0, 0.0]), torch.tensor([1, 0])
     assert average_precision_loss(scores, target, margin=0.0).item() == 0.0
@@ -786,7 +815,8 @@ def test_multiclass_memory_stores_class_indices():
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(4, 3, generator=g), torch.randn(5, 3, generator=g)
     la, lb = torch.tensor([0, 1, 2, 0]), torch.tensor([2, 2, 1, 0, 1])
-    loss_fn(a, la)
+    loss_fn(a.requires_grad_(), la)
+    a = a.detach()
     assert loss_fn(b, lb).item() == pytest.approx(average_precision_loss(b, lb, margin=0.0, memory=(a, la)).item())
     assert torch.equal(
         average_precision_loss(b, lb, margin=0.0, memory=(a, la)),
@@ -798,7 +828,7 @@ def test_multiclass_memory_stores_class_indices():
 def test_memory_only_in_training_mode_and_reset(module):
     loss_fn = module(memory_size=3)
     g = torch.Generator().manual_seed(0)
-    x1, x2 = torch.randn(6, 2, generator=g), torch.randn(4, 2, generator=g)
+    x1, x2 = torch.randn(6, 2, generator=g, requires_grad=True), torch.randn(4, 2, generator=g, requires_grad=True)
     y1, y2 = torch.tensor([0, 1, 0, 1, 1, 0]), torch.tensor([1, 0, 1, 0])
     if module is not RecallLoss:
         y1, y2 = torch.stack([y1, 1 - y1], 1), torch.stack([y2, 1 - y2], 1)
@@ -827,15 +857,15 @@ def test_memory_state_dict_round_trip_into_a_module_of_different_fill(module):
     labels_of = (lambda n: torch.arange(n) % 2) if module is not RecallLoss else (lambda n: torch.arange(n) % 3)
     source, target_module = module(memory_size=2), module(memory_size=2)
     for n in (5, 3, 4):
-        source(torch.randn(n, 2 if module is RecallLoss else 1, generator=g), labels_of(n))
-    target_module(torch.randn(7, 2 if module is RecallLoss else 1, generator=g), labels_of(7))
+        source(torch.randn(n, 2 if module is RecallLoss else 1, generator=g, requires_grad=True), labels_of(n))
+    target_module(torch.randn(7, 2 if module is RecallLoss else 1, generator=g, requires_grad=True), labels_of(7))
     state = source.state_dict()
     assert {"memory.values", "memory.labels", "memory.lengths"} <= set(state)
     assert state["memory.lengths"].tolist() == [3, 4]
     target_module.load_state_dict(state)
     for key in ("memory.values", "memory.labels", "memory.lengths"):
         assert torch.equal(target_module.state_dict()[key], state[key]), key
-    x, y = torch.randn(6, 2 if module is RecallLoss else 1, generator=g), labels_of(6)
+    x, y = torch.randn(6, 2 if module is RecallLoss else 1, generator=g, requires_grad=True), labels_of(6)
     assert torch.equal(target_module(x, y), source(x, y))
     assert torch.equal(target_module.memory.values, source.memory.values)
     # an empty memory loads too (into a filled one)
@@ -846,19 +876,35 @@ def test_memory_state_dict_round_trip_into_a_module_of_different_fill(module):
 def test_memory_to_float64_casts_floating_buffers_only():
     loss_fn = APLoss(memory_size=2, margin=0.0)
     scores, target = torch.tensor([0.5, -1.0, 2.0]), torch.tensor([1, 0, 0])
-    loss_fn(scores, target)
+    loss_fn(scores.requires_grad_(), target)
+    scores = scores.detach()
     loss_fn.to(torch.float64)
     assert loss_fn.memory.values.dtype == torch.float64
     assert loss_fn.memory.labels.dtype == torch.long
     assert loss_fn.memory.lengths.dtype == torch.long
     assert loss_fn.memory.values.tolist() == scores.tolist()
-    new = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    new = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
     loss = loss_fn(new, torch.tensor([1, 0]))
     assert loss.dtype == torch.float64
     assert torch.equal(
         loss, average_precision_loss(new, torch.tensor([1, 0]), margin=0.0, memory=(scores.double(), target))
     )
     assert loss_fn.memory.values.dtype == torch.float64
+
+
+@pytest.mark.parametrize("module", [APLoss, AUROCLoss, RecallLoss])
+def test_memory_takes_only_training_steps_not_no_grad_calls_in_training_mode(module):
+    # A validation or logging call under no_grad, with the loss module left in training mode (it is not a
+    # submodule of the model, so model.eval() does not reach it), must not enter the memory: on main it did.
+    loss_fn = module(memory_size=3)
+    x = torch.randn(6, 2) if module is RecallLoss else torch.randn(6)
+    y = torch.tensor([0, 1, 0, 1, 1, 0])
+    with torch.no_grad():
+        loss_fn(x, y)
+    loss_fn(x, y)  # detached scores: no gradient flows, not a training step either
+    assert len(loss_fn.memory) == 0
+    loss_fn(x.clone().requires_grad_(), y)
+    assert len(loss_fn.memory) == 6
 
 
 def test_memory_entries_carry_no_gradient():

@@ -7,9 +7,10 @@ the authors' ``TrueRanker`` (martius-lab/blackbox-backprop) imported at test
 time from its checkout (never copied into this repository).
 
 Most inputs are drawn from a small grid of dyadic values (multiples of 1/4,
-lambdas powers of two) so that scores, perturbed scores and their ties are
-exact in every dtype: the reference and the library then compare the same
-numbers and no tolerance is needed.
+lambdas and spreads powers of two) so that scores, perturbed scores and their
+ties are exact in every dtype: the reference and the library then compare the
+same numbers and no tolerance is needed. The spread rule itself
+(:func:`score_spread`) is checked against its own reference.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from metricopt.losses.ranker import blackbox_rank, exact_rank
+from metricopt.losses.ranker import blackbox_rank, exact_rank, score_spread
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, database=None)
 
@@ -53,11 +54,31 @@ def ref_rank_rows(values: list) -> list:
     return ref_max_rank(values)
 
 
-def ref_blackbox_grad(scores: list[float], upstream: list[float], lam: float) -> list[float]:
-    """dL/dy = -(rk(y) - rk(y + lam * g)) / lam, computed with python floats (float64)."""
+def ref_blackbox_grad(scores: list[float], upstream: list[float], lam: float, spread: float = 1.0) -> list[float]:
+    """The documented rule, with python floats (float64): the row's upstream gradient g is used through
+    its direction g / max|g| and a step lam * spread, and the result is scaled back by max|g|:
+    dL/dy = max|g| (rk(y + step g / max|g|) - rk(y)) / step; zero when g is zero."""
+    size = max(abs(g) for g in upstream)
+    if size == 0:
+        return [0.0] * len(scores)
+    step = lam * spread
     base = ref_max_rank(scores)
-    perturbed = ref_max_rank([y + lam * g for y, g in zip(scores, upstream)])
-    return [(p - b) / lam for b, p in zip(base, perturbed)]
+    perturbed = ref_max_rank([y + step * (g / size) for y, g in zip(scores, upstream)])
+    return [(p - b) * (size / step) for b, p in zip(base, perturbed)]
+
+
+def ref_spread(row: list[float]) -> float:
+    """The standard deviation of the finite scores, at least 1e-3 of their largest |score|, 1 if that is 0."""
+    finite = [v for v in row if math.isfinite(v)] or [0.0]
+    mean = sum(finite) / len(finite)
+    std = math.sqrt(sum((v - mean) ** 2 for v in finite) / len(finite))
+    std = max(std, 1e-3 * max(abs(v) for v in finite))
+    return std if std > 0 else 1.0
+
+
+def unit_spread(y: torch.Tensor) -> torch.Tensor:
+    """A spread of 1 for every row: the exact-arithmetic tests fix the unit so that lam * g stays dyadic."""
+    return torch.ones(*y.shape[:-1], 1, dtype=torch.float64)
 
 
 # --- strategies ------------------------------------------------------------------------------------
@@ -169,7 +190,7 @@ def test_blackbox_backward_equals_definition(data, n, lam, dtype):
     scores = data.draw(st.lists(st.sampled_from(GRID), min_size=n, max_size=n))
     upstream = data.draw(st.lists(st.sampled_from(GRAD_GRID), min_size=n, max_size=n))
     y = torch.tensor(scores, dtype=dtype, requires_grad=True)
-    ranks = blackbox_rank(y, interpolation=lam)
+    ranks = blackbox_rank(y, interpolation=lam, spread=unit_spread(y))
     assert ranks.tolist() == ref_max_rank(scores)
     ranks.backward(torch.tensor(upstream, dtype=ranks.dtype))
     assert y.grad.dtype == dtype
@@ -184,7 +205,7 @@ def test_blackbox_backward_batched_rows_are_independent(data, shape, lam):
     upstream = data.draw(st.lists(st.sampled_from(GRAD_GRID), min_size=size, max_size=size))
     y = torch.tensor(scores, dtype=torch.float64).reshape(shape).requires_grad_()
     g = torch.tensor(upstream, dtype=torch.float64).reshape(shape)
-    blackbox_rank(y, interpolation=lam).backward(g)
+    blackbox_rank(y, interpolation=lam, spread=unit_spread(y)).backward(g)
     n = shape[-1]
     expected = []
     for start in range(0, size, n):
@@ -192,26 +213,94 @@ def test_blackbox_backward_batched_rows_are_independent(data, shape, lam):
     assert y.grad.flatten().tolist() == expected
 
 
-def test_blackbox_backward_on_continuous_float64_input():
-    # Non-grid values: the reference adds lam * g in python floats, the same IEEE operations.
+def test_blackbox_backward_on_continuous_float64_input_with_the_default_spread():
+    # Non-grid values: the reference applies the rule in python floats, the same IEEE operations, and
+    # computes the spread itself (compared to the library's with a tolerance; the perturbation then uses
+    # the library's value so that both add the same numbers).
     g = torch.Generator().manual_seed(1)
     for lam in (0.3, 1.7, 25.0):
         y = torch.randn(4, 11, generator=g, dtype=torch.float64, requires_grad=True)
         upstream = torch.randn(4, 11, generator=g, dtype=torch.float64)
+        spread = score_spread(y)
+        assert spread.flatten().tolist() == pytest.approx([ref_spread(row) for row in y.tolist()], rel=1e-12)
         blackbox_rank(y, interpolation=lam).backward(upstream)
         for row in range(4):
-            expected = ref_blackbox_grad(y[row].tolist(), upstream[row].tolist(), lam)
+            expected = ref_blackbox_grad(y[row].tolist(), upstream[row].tolist(), lam, float(spread[row]))
             assert y.grad[row].tolist() == expected
         assert y.grad.abs().sum() > 0  # the perturbation moved some ranks
 
 
 def test_blackbox_docstring_example_and_direction():
     y = torch.tensor([0.1, 0.5, 0.2], requires_grad=True)
-    rk = blackbox_rank(y, interpolation=10.0)
+    rk = blackbox_rank(y, interpolation=1.0)
     assert rk.tolist() == [3.0, 1.0, 2.0]
     rk[0].backward()
-    # the loss is item 0's rank: descent (-grad) raises its score, lowers the others
-    torch.testing.assert_close(y.grad, torch.tensor([-0.2, 0.1, 0.1]))
+    # the loss is item 0's rank: descent (-grad) raises its score and lowers item 2's, which it passes
+    step = ref_spread([0.1, 0.5, 0.2])
+    torch.testing.assert_close(y.grad, torch.tensor([-1 / step, 0.0, 1 / step]))
+
+
+@SETTINGS
+@given(row=st.lists(st.sampled_from(GRID + [-math.inf]), min_size=1, max_size=10))
+def test_score_spread_equals_reference_with_ties_and_minus_inf(row):
+    got = score_spread(torch.tensor(row)).item()
+    assert got == pytest.approx(ref_spread(row), rel=1e-12)
+
+
+def test_score_spread_of_tied_rows_follows_the_documented_floor():
+    rows = torch.tensor([[0.0, 0.0, 0.0], [2.0, 2.0, 2.0], [-4.0, -4.0, -4.0]])
+    assert score_spread(rows).flatten().tolist() == [1.0, 2e-3, 4e-3]
+
+
+@pytest.mark.parametrize("scale", [1e-2, 1.0, 1e2, 2.0**20])
+def test_blackbox_gradient_direction_does_not_depend_on_the_scale_of_the_scores(scale):
+    g = torch.Generator().manual_seed(3)
+    y = torch.randn(3, 40, generator=g, dtype=torch.float64)
+    upstream = torch.randn(3, 40, generator=g, dtype=torch.float64)
+    base = y.clone().requires_grad_()
+    blackbox_rank(base, interpolation=0.5).backward(upstream)
+    scaled = (y * scale).requires_grad_()
+    blackbox_rank(scaled, interpolation=0.5).backward(upstream)
+    assert base.grad.abs().sum() > 0
+    # d/dy of a function of y / c: the same ranks move, the size scales as 1 / c
+    torch.testing.assert_close(scaled.grad * scale, base.grad, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("factor", [2.0**16, 1e-3, 0.37, 7.0])
+def test_blackbox_gradient_is_linear_in_the_upstream_gradient(factor):
+    g = torch.Generator().manual_seed(4)
+    y = torch.randn(2, 50, generator=g)
+    upstream = torch.randn(2, 50, generator=g)
+    base, scaled = y.clone().requires_grad_(), y.clone().requires_grad_()
+    blackbox_rank(base, interpolation=0.5).backward(upstream)
+    blackbox_rank(scaled, interpolation=0.5).backward(upstream * factor)
+    assert base.grad.abs().sum() > 0
+    torch.testing.assert_close(scaled.grad, factor * base.grad, rtol=1e-6, atol=0)
+
+
+def test_blackbox_tied_scores_get_a_gradient_that_orders_them():
+    y = torch.zeros(6, requires_grad=True)  # a zero-initialised head
+    upstream = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # the loss wants item 0 up
+    blackbox_rank(y, interpolation=0.5).backward(upstream)
+    # item 0 leaves the tie block (rank 6 -> 1); the others keep the block's largest rank, 6
+    assert y.grad[0] < 0 and (y.grad[1:] == 0).all()
+
+
+def test_blackbox_float32_perturbation_does_not_round_away():
+    # float32 scores around 1000 have a spacing of 6e-5; a step of 1e-6 of the spread added in float32 would
+    # round to nothing and give a zero gradient; in float64 it moves item 0 past its neighbours.
+    y = torch.tensor([1000.0, 1000.0 + 2**-6, 1000.0 + 2**-5], requires_grad=True)
+    blackbox_rank(y, interpolation=4.0, spread=torch.tensor([[2**-5]], dtype=torch.float64)).backward(
+        torch.tensor([1.0, 0.0, 0.0])
+    )
+    assert y.grad[0] < 0
+
+
+def test_blackbox_second_derivative_raises_instead_of_returning_zero():
+    y = torch.tensor([0.1, 0.5, 0.2], requires_grad=True)
+    (grad,) = torch.autograd.grad((blackbox_rank(y, interpolation=1.0) * y).sum(), y, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()
 
 
 @SETTINGS
@@ -224,12 +313,13 @@ def test_blackbox_zero_upstream_gives_exactly_zero_gradient(row, lam):
 
 def test_blackbox_accepts_tensor_interpolation():
     y = torch.tensor([0.0, 1.0, 2.0], requires_grad=True)
-    blackbox_rank(y, interpolation=torch.tensor(4.0)).backward(torch.tensor([0.0, 0.0, 1.0]))
+    spread = unit_spread(y)
+    blackbox_rank(y, interpolation=torch.tensor(4.0), spread=spread).backward(torch.tensor([0.0, 0.0, 1.0]))
     assert y.grad.tolist() == ref_blackbox_grad([0.0, 1.0, 2.0], [0.0, 0.0, 1.0], 4.0)
 
 
 def test_blackbox_small_lambda_gives_zero_gradient_large_lambda_does_not():
-    # DESIGN.md section 3: with integer ranks a small lambda never moves a rank.
+    # DESIGN.md section 3: a small lambda never moves a rank (the step is lambda spreads of the row).
     y = torch.linspace(0, 1, 50, requires_grad=True)
     upstream = torch.zeros(50)
     upstream[0] = 1.0  # d rank_0: lowest item wants to move up
@@ -244,10 +334,18 @@ def test_blackbox_small_lambda_gives_zero_gradient_large_lambda_does_not():
 # --- blackbox_rank: argument errors -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_blackbox_rejects_non_finite_scores(bad):
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_blackbox_rejects_nan_and_plus_inf_scores(bad):
     with pytest.raises(ValueError, match="`scores`"):
         blackbox_rank(torch.tensor([0.0, bad, 1.0]), interpolation=1.0)
+
+
+def test_blackbox_minus_inf_ranks_last_and_gets_no_gradient():
+    y = torch.tensor([0.0, -math.inf, 1.0], requires_grad=True)
+    ranks = blackbox_rank(y, interpolation=4.0)  # the step: 4 spreads of the finite scores, 4 * 0.5
+    assert ranks.tolist() == [2.0, 3.0, 1.0]
+    ranks.backward(torch.tensor([1.0, 1.0, 0.0]))
+    assert y.grad[1] == 0 and y.grad[0] < 0
 
 
 @pytest.mark.parametrize("lam", [0.0, -1.0, math.nan, math.inf])
@@ -303,13 +401,13 @@ def test_blackbox_equals_official_true_ranker_on_tie_free_input(n, lam_official)
     (rows, n) input, and in backward perturbs ``seq + lambda_N * g_N`` with g_N = dL/drk_N and
     returns ``-(rk_N - rk_N') / (lambda_N + 1e-8)``.
 
-    A loss written in normalised ranks has dL/drk = g_N / n in integer ranks, so the same
-    perturbation is obtained with lambda = lambda_N * n:  y + (lambda_N n)(g_N / n) = y + lambda_N g_N,
-    and the returned gradient is -(rk - rk') / (lambda_N n) = -(rk_N - rk_N') / lambda_N.
-    So: ``blackbox_rank(y, interpolation=lambda_N * n)`` with upstream ``g_N / n`` returns the
-    gradient TrueRanker returns with upstream ``g_N`` (up to its 1e-8 in the denominator).
-    metricopt.losses.ranking uses this mapping (its ``interpolation`` is lambda_N) and further
-    multiplies by the number of rows B of a batch of rankings (interpolation * L * B).
+    A loss written in normalised ranks has dL/drk = g = g_N / n in integer ranks. blackbox_rank
+    perturbs ``y + interpolation * spread * g / max|g|`` per row and returns
+    ``max|g| (rk' - rk) / (interpolation * spread)``; with interpolation 1 and the row's spread set
+    to ``lambda_N max|g_N|`` the perturbation is ``y + lambda_N g_N``, TrueRanker's, and the returned
+    gradient ``(max|g_N| / n)(rk' - rk) / (lambda_N max|g_N|) = -(rk_N - rk_N') / lambda_N``, TrueRanker's
+    (up to its 1e-8 in the denominator). So the rule differs from the authors' only in how the step is
+    chosen per row (relative to the scores, independent of the loss's scale), not in the method.
 
     With n a power of two the scalings are exact and the perturbed scores are bitwise equal;
     n = 13 checks the general case. Ties are avoided in y and y' (TrueRanker breaks them by
@@ -325,13 +423,18 @@ def test_blackbox_equals_official_true_ranker_on_tie_free_input(n, lam_official)
     ranks_official = TRUE_RANKER.apply(y_official, lam_official)
     ranks_official.backward(g_official)
 
-    ranks = blackbox_rank(y, interpolation=lam_official * n)
+    ranks = blackbox_rank(y, interpolation=1.0, spread=_official_step(g_official, lam_official))
     ranks.backward(g_official / n)
 
     # rk_N * n is an integer up to float32 rounding of k / n (exact for n a power of two)
     torch.testing.assert_close(ranks, (ranks_official * n).round(), rtol=0, atol=0)
     torch.testing.assert_close(y.grad, y_official.grad)
     assert y.grad.abs().sum() > 0, "the perturbation must move some ranks for the comparison to mean anything"
+
+
+def _official_step(g_official: torch.Tensor, lam_official: float) -> torch.Tensor:
+    """The per-row spread that makes blackbox_rank's step TrueRanker's ``lambda_N g_N`` (see above)."""
+    return (lam_official * g_official.abs().amax(-1, keepdim=True)).double()
 
 
 def assert_tie_free(rows: torch.Tensor) -> None:
@@ -355,5 +458,5 @@ def test_blackbox_equals_official_true_ranker_hypothesis(data, n, lam_official):
     y_official = y.detach().clone().requires_grad_()
     g_official = torch.tensor([upstream])
     TRUE_RANKER.apply(y_official, lam_official).backward(g_official)
-    blackbox_rank(y, interpolation=lam_official * n).backward(g_official / n)
+    blackbox_rank(y, interpolation=1.0, spread=_official_step(g_official, lam_official)).backward(g_official / n)
     torch.testing.assert_close(y.grad, y_official.grad)

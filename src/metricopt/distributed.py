@@ -27,6 +27,13 @@ DECIDED:
   sizes) are padded to the largest shard for the collective and trimmed
   after; the sizes are gathered first (one small extra collective).
 * Integer tensors (labels) are gathered without autograd.
+* The losses gather only where the gather can change a gradient
+  (:func:`gather_batch`: grad mode on and an input that requires grad).
+  A collective blocks until every process joins it, so a loss that gathered
+  under ``torch.no_grad()`` would hang a job whose validation or logging step
+  runs on one process only. Under ``no_grad`` a loss is the value of this
+  process's batch; for the global batch's value, gather explicitly, on every
+  process: ``loss_fn(gather(scores), gather(target))``.
 * Cost: each process holds the whole gathered batch, ``W * B`` rows (memory
   and the loss's own cost grow with ``W * B``: ``O(W B log(W B))`` for a rank
   loss, ``O(W B)`` for a confusion loss), and the backward all-reduces a
@@ -120,14 +127,22 @@ def gather(tensor: Tensor, *, group: Any = None) -> Tensor:
 
 
 def gather_batch(*tensors: Tensor, enabled: bool = True, group: Any = None) -> tuple[Tensor, ...]:
-    """:func:`gather` of each tensor (a batch's scores and targets), or the tensors as they are.
+    """:func:`gather` of each tensor (a batch's scores and targets) where a gradient can flow.
 
-    The losses call this with their ``distributed`` option as ``enabled``; it
-    gathers only when ``enabled`` and a process group of two or more processes
-    is initialised.
+    What every loss calls, with its ``distributed`` option as ``enabled``. It
+    gathers only when ``enabled``, a process group of two or more processes is
+    initialised, grad mode is on and at least one of ``tensors`` requires
+    grad; otherwise it returns the tensors as they are, with no collective, so
+    a loss called on one process (a validation or logging step) never blocks.
+    To evaluate a loss on the global batch, call :func:`gather` on every
+    process: ``loss_fn(gather(scores), gather(target))``.
+
+    Raises:
+        TypeError: ``enabled`` is not a bool.
     """
     if not isinstance(enabled, bool):
         raise TypeError(f"`distributed` must be True or False; got {enabled!r}")
-    if not enabled or not is_distributed(group):
+    flows = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    if not (enabled and flows and is_distributed(group)):
         return tensors
     return tuple(gather(t, group=group) for t in tensors)

@@ -12,8 +12,43 @@ interpolation of the loss instead: given ``g = dL/drk``,
 
     y' = y + lambda * g,      dL/dy = -(rk(y) - rk(y')) / lambda,
 
-one more sort. ``lambda`` (``interpolation``) trades faithfulness (small) against
-informativeness (large). A zero upstream gradient gives a zero gradient.
+one more sort.
+
+Three rules make the perturbation well defined inside a real training loop
+(DESIGN.md section 5, the loss contract); the paper leaves them open:
+
+* **Linear in the loss.** The perturbation of each ranking (row) uses the
+  *direction* of ``g``, not its size: ``g_hat = g / max|g|`` per row, and the
+  returned gradient is scaled back by ``max|g|``. Multiplying the loss by any
+  c > 0 (AMP's loss scale, a loss weight, ``loss / k`` for gradient
+  accumulation, a mean over rows, a mixture weight) therefore multiplies the
+  gradient by c and changes nothing else; with ``y + lambda * g`` the
+  perturbation itself would grow with c (measured on main: at ``loss * 65536``
+  the AP gradient had cosine 0.12 with the true one, at ``loss * 1e-3`` it was
+  exactly zero).
+* **Relative to the scores.** The perturbation is measured in units of the
+  row's spread: ``y' = y + interpolation * spread * g_hat``, with ``spread``
+  the standard deviation of the row's finite scores. Scaling every score by
+  c scales the perturbation by c, so the ranks of ``y'`` and the direction of
+  the gradient do not depend on the scale of the scores (its size scales as
+  1 / c, as the derivative of any function of ``y / c`` does). A row whose
+  spread is below 1e-3 of its largest ``|score|`` counts as tied (a
+  zero-initialised head, identical embeddings): it is perturbed in units of
+  that 1e-3 bound, or of 1 when every score is 0, so tied scores still get a
+  gradient that orders them.
+* **In float64.** ``y + interpolation * spread * g_hat`` is formed and ranked
+  in float64 whatever the input's dtype: in float32 a perturbation small
+  against the scores rounds away (measured on main: the AP gradient was 10 %
+  off a float64 computation at N = 65,536 and 31 % at N = 1,000,000).
+
+``interpolation`` (the paper's lambda, here unitless) thus reads: the item
+whose rank the loss pushes hardest moves by ``interpolation`` standard
+deviations of its row's scores. A row whose upstream gradient is zero gets a
+zero gradient.
+
+The backward pass is not itself differentiable: asking for a second
+derivative raises ``RuntimeError`` (``once_differentiable``) instead of
+returning a silent zero.
 
 Tie rule: tied scores all get the *largest* rank of their block (the number of
 items whose score is greater than or equal to theirs; pandas'
@@ -23,24 +58,19 @@ scores is one threshold): the rank losses built on these ranks equal the exact
 metrics, ties included, wherever the exact metric breaks ties the same way.
 The official code breaks ties by argsort order, which depends on the input's
 memory layout; this rule does not.
-
-Scale: ranks here are integers 1..n, so ``dL/drk`` shrinks as 1/n for a loss
-written in normalised ranks and ``lambda`` must grow as n to move the same
-number of ranks (DESIGN.md: on 400 items, lambda = 0.5 never changed a rank,
-lambda = 100 trained well). The losses in :mod:`metricopt.losses.ranking` take
-``interpolation`` in normalised-rank units, per ranking, and pass
-``interpolation * n * rows`` here (n: the official code's convention; rows:
-undoes the mean over the rows of a batch).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
-from metricopt._checks import check_finite, check_positive, check_tensor, describe
+from metricopt._checks import check_positive, check_tensor, describe
 
-__all__ = ["blackbox_rank", "exact_rank"]
+__all__ = ["blackbox_rank", "exact_rank", "score_spread"]
 
 
 def _rank_dtype(scores: Tensor) -> torch.dtype:
@@ -70,60 +100,94 @@ def exact_rank(scores: Tensor) -> Tensor:
     return torch.empty_like(positions).scatter_(-1, order, sorted_ranks)
 
 
+#: A row whose spread is below this fraction of its largest |score| counts as tied (module docstring).
+TIED_SPREAD = 1e-3
+
+
+def score_spread(scores: Tensor, include: Tensor | None = None) -> Tensor:
+    """The unit of each row's perturbation (and of the rank losses' margin), float64, shape ``(..., 1)``.
+
+    The standard deviation of the row's scores (those where ``include`` is
+    True; by default the finite ones), at least ``TIED_SPREAD`` times their
+    largest ``|score|``, and 1 where that is 0 (every score 0). No gradient.
+
+    >>> score_spread(torch.tensor([[1.0, 3.0], [0.0, 0.0], [2.0, 2.0]])).flatten().tolist()
+    [1.0, 1.0, 0.002]
+    """
+    values = scores.detach().to(torch.float64)
+    if include is None:
+        include = torch.isfinite(values)
+    values = torch.where(include, values, torch.zeros_like(values))
+    count = include.sum(-1, keepdim=True).clamp_min(1)
+    centred = torch.where(include, values - values.sum(-1, keepdim=True) / count, torch.zeros_like(values))
+    spread = (centred.square().sum(-1, keepdim=True) / count).sqrt()
+    spread = torch.maximum(spread, TIED_SPREAD * values.abs().amax(-1, keepdim=True))
+    return torch.where(spread > 0, spread, torch.ones_like(spread))
+
+
 class _BlackboxRank(torch.autograd.Function):
-    """Exact ranks forward; blackbox-interpolated gradient backward."""
+    """Exact ranks forward; blackbox-interpolated gradient backward (rules in the module docstring)."""
 
     @staticmethod
-    def forward(ctx, scores: Tensor, interpolation: float) -> Tensor:  # type: ignore[override]
-        ranks = exact_rank(scores)
-        ctx.save_for_backward(scores, ranks)
+    def forward(scores: Tensor, interpolation: float, spread: Tensor) -> Tensor:  # type: ignore[override]
+        return exact_rank(scores)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        scores, interpolation, spread = inputs
+        ctx.save_for_backward(scores, output, spread)
         ctx.interpolation = interpolation
-        return ranks
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_ranks: Tensor):  # type: ignore[override]
-        scores, ranks = ctx.saved_tensors
-        lam = ctx.interpolation
-        perturbed = scores.detach().to(ranks.dtype) + lam * grad_ranks.to(ranks.dtype)
-        grad = (exact_rank(perturbed) - ranks) / lam
-        return grad.to(scores.dtype), None
+        scores, ranks, spread = ctx.saved_tensors
+        grad = grad_ranks.to(torch.float64)
+        size = grad.abs().amax(-1, keepdim=True)  # max |g| per row: the loss's scale, removed from the step
+        step = ctx.interpolation * spread
+        perturbed = scores.to(torch.float64) + step * (grad / torch.where(size > 0, size, torch.ones_like(size)))
+        result = (exact_rank(perturbed) - ranks.to(torch.float64)) * (size / step)
+        return result.to(scores.dtype), None, None
 
 
-def blackbox_rank(scores: Tensor, *, interpolation: float | Tensor) -> Tensor:
+def blackbox_rank(scores: Tensor, *, interpolation: float | Tensor, spread: Tensor | None = None) -> Tensor:
     """Exact ranks (1 = highest) along the last dimension, differentiable.
 
     Args:
         scores: floating tensor ``(..., n)``; every leading dimension is a
-            separate ranking. Must be finite.
-        interpolation: lambda > 0 of blackbox differentiation, in units of
-            integer ranks: the backward pass returns
-            ``-(rk(y) - rk(y + interpolation * grad)) / interpolation``. A loss
-            written in ranks divided by n needs a lambda about n times larger
-            than one written in integer ranks (see the module docstring).
+            separate ranking (row). Must not hold NaN; ``-inf`` ranks last.
+        interpolation: lambda > 0 of blackbox differentiation, unitless: the
+            item whose rank the loss pushes hardest moves by ``interpolation``
+            times the row's spread (module docstring).
+        spread: optional ``(..., 1)`` unit of each row's perturbation; default
+            :func:`score_spread` of ``scores``.
 
     Returns:
-        float32 ranks (float64 for float64 scores) of the same shape; tied
+        Ranks of the same shape, float32 (float64 for float64 scores); tied
         scores share the largest rank of their block.
 
     Raises:
         TypeError: if ``scores`` is not a floating tensor.
-        ValueError: for NaN or infinite scores, or ``interpolation`` <= 0.
+        ValueError: for NaN or +inf scores, or ``interpolation`` <= 0.
 
     >>> y = torch.tensor([0.1, 0.5, 0.2], requires_grad=True)
-    >>> rk = blackbox_rank(y, interpolation=10.0)
+    >>> rk = blackbox_rank(y, interpolation=1.0)
     >>> rk
     tensor([3., 1., 2.], grad_fn=<_BlackboxRankBackward>)
     >>> rk[0].backward()   # loss = rank of item 0: descent raises its score
-    >>> y.grad
-    tensor([-0.2000,  0.1000,  0.1000])
+    >>> y.grad             # item 0 passes item 2 (spread 0.17): -1 and +1, over the step 0.17
+    tensor([-5.8835,  0.0000,  5.8835])
     """
     check_tensor("scores", scores)
     if not scores.is_floating_point():
         raise TypeError(f"`scores` must be a floating tensor; got {describe(scores)}")
     if scores.ndim == 0:
         raise ValueError(f"`scores` must have at least one dimension to rank along; got {describe(scores)}")
-    check_finite("scores", scores)
+    if bool((torch.isnan(scores) | (scores == math.inf)).any()):
+        raise ValueError(f"`scores` must not hold NaN or +inf; got {describe(scores)}")
     if isinstance(interpolation, Tensor):
         interpolation = interpolation.item()
     lam = check_positive("interpolation", interpolation)
-    return _BlackboxRank.apply(scores, lam)
+    if spread is None:
+        spread = score_spread(scores)
+    return _BlackboxRank.apply(scores, lam, spread)

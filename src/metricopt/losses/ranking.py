@@ -84,9 +84,10 @@ from metricopt._checks import (
     check_tensor,
     describe,
 )
+from metricopt._autocast import full_precision
 from metricopt.distributed import gather_batch
 from metricopt.losses.memory import BatchMemory
-from metricopt.losses.ranker import _BlackboxRank
+from metricopt.losses.ranker import _BlackboxRank, score_spread
 
 __all__ = [
     "APLoss",
@@ -102,17 +103,16 @@ __all__ = [
 ]
 
 # The defaults below were chosen on validation data only (benchmarks/rank_design_sweep.py;
-# benchmarks/results/rank_design.md); differences within about 0.005 are noise at 2 seeds.
+# benchmarks/results/rank_design.md). Interpolation and margins are in units of each ranking's
+# spread (metricopt.losses.ranker): the same for scores of any scale.
 
-#: Blackbox lambda in normalised-rank units, per ranking. Validation AP (6 datasets,
-#: margin 0.1) for lambda 0.05 / 0.2 / 0.5 / 2: 0.427 / 0.433 / 0.430 / 0.430.
-DEFAULT_INTERPOLATION = 0.2
-#: Margin for classification scores (logits) in the AP and AUROC losses. Validation AP
-#: (lambda 0.2) for margin 0 / 0.1 / 0.5: 0.434 / 0.433 / 0.322: 0 and 0.1 tie, 0.5 hurts;
-#: 0.1 is kept as the paper's kind of margin, which also bounds how far scores drift.
-DEFAULT_MARGIN = 0.1
-#: Margin for cosine similarities in the recall loss: 0. Letter A..I trained, J..M
-#: validated (3 seeds): R@1 0.9973 / 0.9919 / 0.9905 for margin 0 / 0.05 / 0.1.
+#: Blackbox lambda of the AP, AUROC and NDCG losses (PROVISIONAL: the sweep decides).
+DEFAULT_INTERPOLATION = 1.0
+#: Margin of the AP and AUROC losses, in units of the spread of the scores (PROVISIONAL).
+DEFAULT_MARGIN = 0.05
+#: Blackbox lambda of the recall loss (PROVISIONAL).
+DEFAULT_RECALL_INTERPOLATION = 1.0
+#: Margin for cosine similarities in the recall loss (PROVISIONAL).
 DEFAULT_RECALL_MARGIN = 0.0
 #: The paper's mAP : cross-class AP mix of 2 : 1.
 DEFAULT_CROSS_CLASS_WEIGHT = 0.5
@@ -122,20 +122,21 @@ RECALL_VARIANTS = ("log", "loglog")
 # ---------------------------------------------------------------- arguments
 
 
-def _check_float(name: str, scores: Tensor) -> Tensor:
+def _check_float(name: str, scores: Tensor, validate: bool = True) -> Tensor:
     check_tensor(name, scores)
     if not scores.is_floating_point():
         raise TypeError(f"`{name}` must be a floating tensor; got {describe(scores)}")
-    check_finite(name, scores)
+    if validate:
+        check_finite(name, scores)
     return scores
 
 
-def _check_binary(name: str, target: Tensor) -> Tensor:
-    """``target`` as a bool tensor, raising unless every value is 0 or 1."""
+def _check_binary(name: str, target: Tensor, validate: bool = True) -> Tensor:
+    """``target`` as a bool tensor, raising (when ``validate``) unless every value is 0 or 1."""
     check_tensor(name, target)
     if target.dtype == torch.bool:
         return target
-    if not bool(((target == 0) | (target == 1)).all()):
+    if validate and not bool(((target == 0) | (target == 1)).all()):
         bad = target[(target != 0) & (target != 1)].flatten()[:3].tolist()
         raise ValueError(f"`{name}` must be binary (0 or 1); it contains {bad} ({describe(target)})")
     return target != 0
@@ -147,14 +148,14 @@ def _check_k(k: int | None) -> int | None:
     return None if k is None else int(k)
 
 
-def _classification_rows(scores: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+def _classification_rows(scores: Tensor, target: Tensor, validate: bool = True) -> tuple[Tensor, Tensor]:
     """Binary ``(N,)``/``(N, 1)`` -> ``(1, N)``; multi-label ``(N, C)`` -> ``(C, N)``; multi-class one-hot."""
-    _check_float("scores", scores)
+    _check_float("scores", scores, validate)
     check_tensor("target", target)
     if scores.ndim == 2 and target.ndim == 1 and scores.shape[1] > 1 and len(target) == len(scores):
         if target.is_floating_point() or target.dtype == torch.bool:
             raise ValueError(f"multi-class `target` must hold integer class indices; got {describe(target)}")
-        if bool(((target < 0) | (target >= scores.shape[1])).any()):
+        if validate and bool(((target < 0) | (target >= scores.shape[1])).any()):
             raise ValueError(f"multi-class `target` must lie in [0, {scores.shape[1]}); got {describe(target)}")
         target = F.one_hot(target.long(), scores.shape[1])
     if scores.ndim == 2 and scores.shape[1] == 1 and target.shape in {scores.shape, scores.shape[:1]}:
@@ -165,7 +166,7 @@ def _classification_rows(scores: Tensor, target: Tensor) -> tuple[Tensor, Tensor
             f"with target (N, C) or with class indices (N,); got scores {tuple(scores.shape)} and "
             f"target {tuple(target.shape)}"
         )
-    relevant = _check_binary("target", target)
+    relevant = _check_binary("target", target, validate)
     return (scores[None], relevant[None]) if scores.ndim == 1 else (scores.T, relevant.T)
 
 
@@ -183,9 +184,30 @@ def _with_memory(scores: Tensor, relevant: Tensor, memory: tuple[Tensor, Tensor]
 # ---------------------------------------------------------------- the shared rank core
 
 
-def _ranker_interpolation(interpolation: float, rows: Tensor) -> float:
-    """The ranker's integer-rank lambda for ``(B, L)`` rows: ``interpolation * L * B``."""
-    return interpolation * rows.shape[-1] * rows.shape[0]
+def _work_dtype(scores: Tensor) -> torch.dtype:
+    """The dtype a loss computes and returns in: float64 for float64 scores, else float32 (half included)."""
+    return torch.float64 if scores.dtype == torch.float64 else torch.float32
+
+
+def _rank_rows(
+    scores: Tensor, interpolation: float, *, relevant: Tensor | None = None, margin: float = 0.0,
+    exclude: Tensor | None = None,
+) -> Tensor:
+    """Blackbox ranks of ``(B, L)`` rows after the margin shift, in the work dtype.
+
+    The spread of each row (:func:`~metricopt.losses.ranker.score_spread`, over
+    the items not excluded) is the unit of both the margin and the ranker's
+    perturbation, so the loss does not depend on the scale of the scores. The
+    shift is applied in float64, where it cannot round a score onto its
+    neighbour; excluded items rank last (``-inf``).
+    """
+    spread = score_spread(scores, None if exclude is None else ~exclude)
+    shifted = scores.to(torch.float64)
+    if margin and relevant is not None:
+        shifted = shifted + torch.where(relevant, -0.5 * margin, 0.5 * margin) * spread
+    if exclude is not None:
+        shifted = shifted.masked_fill(exclude, -math.inf)
+    return _BlackboxRank.apply(shifted, interpolation, spread).to(_work_dtype(scores))
 
 
 def _ranks(
@@ -196,10 +218,7 @@ def _ranks(
     ``rk+`` is meaningful at relevant positions; excluded items rank last in
     both (as ``-inf``) and never affect a relevant item's ranks.
     """
-    shifted = torch.where(relevant, scores - 0.5 * margin, scores + 0.5 * margin) if margin else scores
-    if exclude is not None:
-        shifted = shifted.masked_fill(exclude, -math.inf)
-    rank_all = _BlackboxRank.apply(shifted, _ranker_interpolation(interpolation, scores))
+    rank_all = _rank_rows(scores, interpolation, relevant=relevant, margin=margin, exclude=exclude)
     # rk+ carries no gradient (module docstring, "Gradient") and needs no sort: with
     # largest-rank ties, s_j >= s_i exactly when rk_j <= rk_i, so rk+_i counts the
     # relevant items whose rank is at most rk_i (a cumulative histogram of their ranks).
@@ -211,9 +230,7 @@ def _ranks(
 
 
 def _mean_over_defined(per_row: Tensor, defined: Tensor) -> Tensor:
-    """Mean of the defined rows; 0 (attached to the graph) when none is defined."""
-    if bool(defined.all()):
-        return per_row.mean()
+    """Mean of the defined rows; 0 (attached to the graph) when none is defined. No host synchronisation."""
     kept = torch.where(defined, per_row, torch.zeros_like(per_row))
     return kept.sum() / defined.sum().clamp_min(1)
 
@@ -239,6 +256,7 @@ def average_precision_loss(
     cross_class_weight: float = DEFAULT_CROSS_CLASS_WEIGHT,
     memory: tuple[Tensor, Tensor] | None = None,
     distributed: bool = True,
+    validate: bool = True,
 ) -> Tensor:
     """``1 - average precision`` of ``scores`` (RaMBO), differentiable.
 
@@ -247,21 +265,29 @@ def average_precision_loss(
             ``(N,)`` or ``(N, 1)`` binary; ``(N, C)`` multi-label or multi-class.
         target: ``(N,)`` in {0, 1} (binary), ``(N, C)`` in {0, 1} (multi-label)
             or ``(N,)`` class indices with ``(N, C)`` scores (one-vs-rest mAP).
-        interpolation: blackbox lambda > 0 in normalised-rank units.
-        margin: alpha >= 0; 0 makes the value exactly ``1 - AP``.
+        interpolation: blackbox lambda > 0, in units of each ranking's spread
+            (:mod:`metricopt.losses.ranker`).
+        margin: alpha >= 0, in units of each ranking's spread (the standard
+            deviation of its scores); 0 makes the value exactly ``1 - AP``.
         cross_class_weight: w >= 0 of the cross-class AP term for ``(N, C)``
             scores: ``(mAP loss + w * cross-class loss) / (1 + w)``.
         memory: optional ``(scores, target)`` of earlier samples, detached, in
             the same layout; they join the ranking without gradient.
         distributed: under ``torch.distributed`` (an initialised process group of
-            two or more processes), rank the global batch, gathered from every
-            process in rank order with gradients
-            (:func:`metricopt.distributed.gather`), so DDP's averaged gradients
-            equal one process's on the whole batch; False: this process's
-            batch only.
+            two or more processes) and where a gradient can flow, rank the
+            global batch, gathered from every process in rank order with
+            gradients (:func:`metricopt.distributed.gather`), so DDP's averaged
+            gradients equal one process's on the whole batch. Under
+            ``torch.no_grad()`` nothing is gathered (a validation step on one
+            process never blocks): gather explicitly for the global value.
+            False: this process's batch only.
+        validate: check that scores are finite and targets binary (one host
+            synchronisation each); False skips the checks, leaving no host
+            synchronisation in the loss.
 
     Returns:
-        Scalar loss in [0, 1]; classes without a positive are left out.
+        Scalar loss in [0, 1] (float32 for half-precision scores); classes
+        without a positive are left out.
 
     >>> scores = torch.tensor([2.0, 1.0, 0.5, -1.0], requires_grad=True)
     >>> loss = average_precision_loss(scores, torch.tensor([1, 0, 1, 0]), margin=0.0)
@@ -272,9 +298,9 @@ def average_precision_loss(
     margin = check_nonnegative("margin", margin)
     cross_class_weight = check_nonnegative("cross_class_weight", cross_class_weight)
     scores, target = gather_batch(scores, target, enabled=distributed)
-    rows, relevant = _classification_rows(scores, target)
+    rows, relevant = _classification_rows(scores, target, validate)
     if memory is not None:
-        memory = _classification_rows(*memory)
+        memory = _classification_rows(*memory, validate)
     rows, relevant = _with_memory(rows, relevant, memory)
     per_class = _ap_loss_rows(rows, relevant, interpolation, margin)
     if rows.shape[0] == 1 or cross_class_weight == 0:
@@ -294,6 +320,7 @@ def auroc_loss(
     margin: float = DEFAULT_MARGIN,
     memory: tuple[Tensor, Tensor] | None = None,
     distributed: bool = True,
+    validate: bool = True,
 ) -> Tensor:
     """``1 - AUROC`` of ``scores`` via blackbox ranks (macro over ``(N, C)`` columns).
 
@@ -307,9 +334,9 @@ def auroc_loss(
     check_positive("interpolation", interpolation)
     margin = check_nonnegative("margin", margin)
     scores, target = gather_batch(scores, target, enabled=distributed)
-    rows, relevant = _classification_rows(scores, target)
+    rows, relevant = _classification_rows(scores, target, validate)
     if memory is not None:
-        memory = _classification_rows(*memory)
+        memory = _classification_rows(*memory, validate)
     rows, relevant = _with_memory(rows, relevant, memory)
     rank_all, rank_relevant = _ranks(rows, relevant, None, interpolation, margin)
     n_relevant, n_irrelevant = relevant.sum(-1), (~relevant).sum(-1)
@@ -327,8 +354,9 @@ def recall_loss_scores(
     *,
     exclude: Tensor | None = None,
     variant: str = "loglog",
-    interpolation: float = DEFAULT_INTERPOLATION,
+    interpolation: float = DEFAULT_RECALL_INTERPOLATION,
     margin: float = DEFAULT_RECALL_MARGIN,
+    validate: bool = True,
 ) -> Tensor:
     """RaMBO's recall loss on a ``(B, L)`` query x gallery score matrix.
 
@@ -339,7 +367,7 @@ def recall_loss_scores(
         variant: ``"log"`` (mean ``log(1 + r)``) or ``"loglog"``
             (mean ``log(1 + log(1 + r))``), r = irrelevant items ranked above a
             relevant one.
-        interpolation, margin: as in :func:`average_precision_loss`.
+        interpolation, margin, validate: as in :func:`average_precision_loss`.
 
     Returns:
         Scalar >= 0: per query the mean over its relevant items, then the mean
@@ -348,11 +376,11 @@ def recall_loss_scores(
     check_choice("variant", variant, RECALL_VARIANTS)
     check_positive("interpolation", interpolation)
     margin = check_nonnegative("margin", margin)
-    _check_float("scores", scores)
+    _check_float("scores", scores, validate)
     if scores.ndim != 2:
         raise ValueError(f"`scores` must be a (queries, gallery) matrix; got {describe(scores)}")
     check_same_shape("scores", scores, "relevance", relevance)
-    relevant = _check_binary("relevance", relevance)
+    relevant = _check_binary("relevance", relevance, validate)
     if exclude is not None:
         check_same_shape("scores", scores, "exclude", exclude)
         if exclude.dtype != torch.bool:
@@ -367,32 +395,48 @@ def recall_loss_scores(
 
 
 def retrieval_scores(
-    embeddings: Tensor, labels: Tensor, memory: tuple[Tensor, Tensor] | None = None
+    embeddings: Tensor, labels: Tensor, memory: tuple[Tensor, Tensor] | None = None, *, validate: bool = True
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Cosine similarities of every embedding against the batch and the memory.
 
     Returns ``(scores, relevance, exclude)``, each ``(N, N + M)``: the gallery is
     the batch followed by the M remembered embeddings (extra columns, detached);
-    relevant = same label; the self-pairs are excluded.
+    relevant = same label; the self-pairs are excluded. Similarities are
+    computed in float32 (float64 for float64 embeddings) with autocast off:
+    in bfloat16 a third of them tie at N = 1024. Rows are scaled by their
+    largest entry before the L2 norm, which would overflow for entries
+    beyond about 1e19 in float32.
     """
-    _check_float("embeddings", embeddings)
+    _check_float("embeddings", embeddings, validate)
     check_tensor("labels", labels)
     if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
         raise ValueError(
             f"expected `embeddings` (N, D) and `labels` (N,); got {tuple(embeddings.shape)} and {tuple(labels.shape)}"
         )
+    if embeddings.shape[0] == 0:
+        raise ValueError(f"`embeddings` must hold at least one row; got {describe(embeddings)}")
     if labels.is_floating_point():
         raise ValueError(f"`labels` must hold integer class labels; got {describe(labels)}")
-    queries = F.normalize(embeddings, dim=1)
-    gallery, gallery_labels = queries, labels
-    if memory is not None:
-        gallery = torch.cat([queries, F.normalize(memory[0].detach().to(queries), dim=1)])
-        gallery_labels = torch.cat([labels, memory[1].to(labels)])
-    scores = queries @ gallery.T
+    with full_precision(embeddings):
+        queries = _unit_rows(embeddings.to(_work_dtype(embeddings)))
+        gallery, gallery_labels = queries, labels
+        if memory is not None:
+            gallery = torch.cat([queries, _unit_rows(memory[0].detach().to(queries))])
+            gallery_labels = torch.cat([labels, memory[1].to(labels)])
+        scores = queries @ gallery.T
     relevance = labels[:, None] == gallery_labels[None, :]
-    exclude = torch.zeros_like(relevance)
-    exclude[:, : len(labels)].fill_diagonal_(True)
+    exclude = torch.eye(*scores.shape, dtype=torch.bool, device=scores.device)
     return scores, relevance, exclude
+
+
+def _unit_rows(embeddings: Tensor) -> Tensor:
+    """L2-normalised rows, computed on rows divided by their largest ``|entry|`` (no overflow).
+
+    The divisor is detached: normalising is invariant to it, so the gradient is
+    that of ``F.normalize`` itself.
+    """
+    largest = embeddings.detach().abs().amax(-1, keepdim=True)
+    return F.normalize(embeddings / torch.where(largest > 0, largest, torch.ones_like(largest)), dim=-1)
 
 
 def recall_loss(
@@ -400,27 +444,29 @@ def recall_loss(
     labels: Tensor,
     *,
     variant: str = "loglog",
-    interpolation: float = DEFAULT_INTERPOLATION,
+    interpolation: float = DEFAULT_RECALL_INTERPOLATION,
     margin: float = DEFAULT_RECALL_MARGIN,
     memory: tuple[Tensor, Tensor] | None = None,
     distributed: bool = True,
+    validate: bool = True,
 ) -> Tensor:
     """RaMBO's recall loss for metric learning on ``(N, D)`` embeddings.
 
     Every embedding (L2-normalised) is a query against all the others and the
     optional ``memory`` ``(embeddings (M, D), labels (M,))`` of earlier batches;
-    relevant = same label. See :func:`recall_loss_scores`. ``distributed``: as in
-    :func:`average_precision_loss` (every process's embeddings are queries
-    against the global batch).
+    relevant = same label. See :func:`recall_loss_scores`. ``distributed`` and
+    ``validate``: as in :func:`average_precision_loss` (every process's
+    embeddings are queries against the global batch).
 
     >>> x = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     >>> recall_loss(x, torch.tensor([0, 0, 1, 1])).item()    # both pairs are each other's nearest
     0.0
     """
     embeddings, labels = gather_batch(embeddings, labels, enabled=distributed)
-    scores, relevance, exclude = retrieval_scores(embeddings, labels, memory)
+    scores, relevance, exclude = retrieval_scores(embeddings, labels, memory, validate=validate)
     return recall_loss_scores(
-        scores, relevance, exclude=exclude, variant=variant, interpolation=interpolation, margin=margin
+        scores, relevance, exclude=exclude, variant=variant, interpolation=interpolation, margin=margin,
+        validate=validate,
     )
 
 
@@ -434,20 +480,22 @@ def ndcg_loss(
     k: int | None = None,
     interpolation: float = DEFAULT_INTERPOLATION,
     distributed: bool = True,
+    validate: bool = True,
 ) -> Tensor:
     """``1 - NDCG@k`` with graded relevance, via blackbox ranks.
+
+    Items ranked below ``k`` count 0 in the value but pass back the gradient of
+    the uncut discount ``1 / log2(1 + rank)``: the cut-off's own gradient is 0
+    there, and a batch that starts with every item tied below the cut-off (a
+    zero-initialised head) would never move.
 
     Args:
         scores: ``(L,)`` one ranking or ``(B, L)`` one row per query.
         gains: same shape, graded relevance >= 0 (linear gains, as scikit-learn).
         k: cut-off (None = all L items).
-        distributed: under ``torch.distributed`` (an initialised process group of
-            two or more processes), the global batch (``(L,)``: one ranking of every process's items;
-            ``(B, L)``: every process's queries), gathered from every
-            process in rank order with gradients
-            (:func:`metricopt.distributed.gather`), so DDP's averaged gradients
-            equal one process's on the whole batch; False: this process's
-            batch only.
+        interpolation, distributed, validate: as in :func:`average_precision_loss`
+            (``(L,)``: one ranking of every process's items; ``(B, L)``: every
+            process's queries).
 
     Returns:
         Scalar in [0, 1]; rows whose gains are all 0 are left out.
@@ -457,26 +505,28 @@ def ndcg_loss(
     """
     check_positive("interpolation", interpolation)
     k = _check_k(k)
-    _check_float("scores", scores)
+    _check_float("scores", scores, validate)
     check_tensor("gains", gains)
     gains = gains if gains.is_floating_point() else gains.to(scores.dtype)
-    check_finite("gains", gains)
     check_same_shape("scores", scores, "gains", gains)
+    if validate:
+        check_finite("gains", gains)
     scores, gains = gather_batch(scores, gains, enabled=distributed)
     if scores.ndim not in (1, 2) or scores.shape[-1] == 0:
         raise ValueError(f"`scores` must be (L,) or (B, L) with L >= 1; got {describe(scores)}")
-    if bool((gains < 0).any()):
+    if validate and bool((gains < 0).any()):
         raise ValueError(f"`gains` must be >= 0; got {describe(gains)} with minimum {gains.min().item()}")
     length = scores.shape[-1]
     cutoff = length if k is None else min(k, length)
     rows, gains = (scores[None], gains[None]) if scores.ndim == 1 else (scores, gains)
-    ranks = _BlackboxRank.apply(rows, _ranker_interpolation(interpolation, rows))
-    discount = torch.where(ranks <= cutoff, 1 / torch.log2(1 + ranks), torch.zeros_like(ranks))
-    dcg = (gains.to(discount) * discount).sum(-1)
-    ideal_gains = gains.to(discount).sort(-1, descending=True).values[:, :cutoff]
-    ideal = (ideal_gains / torch.log2(torch.arange(2, cutoff + 2, dtype=discount.dtype, device=discount.device))).sum(
-        -1
-    )
+    ranks = _rank_rows(rows, interpolation)
+    gains = gains.to(ranks.dtype)
+    discount = 1 / torch.log2(1 + ranks)
+    if cutoff < length:  # the value of the cut discount, the gradient of the uncut one
+        discount = discount + torch.where(ranks <= cutoff, 0.0, -discount).detach()
+    dcg = (gains * discount).sum(-1)
+    positions = torch.arange(2, cutoff + 2, dtype=ranks.dtype, device=ranks.device)
+    ideal = (gains.sort(-1, descending=True).values[:, :cutoff] / torch.log2(positions)).sum(-1)
     return _mean_over_defined(1 - dcg / ideal.clamp_min(torch.finfo(ideal.dtype).tiny), ideal > 0)
 
 
@@ -486,12 +536,15 @@ def ndcg_loss(
 class _RankLoss(nn.Module):
     """Shared settings and the optional batch memory of the rank-loss modules."""
 
-    def __init__(self, interpolation: float, margin: float, memory_size: int, distributed: bool) -> None:
+    def __init__(
+        self, interpolation: float, margin: float, memory_size: int, distributed: bool, validate: bool
+    ) -> None:
         super().__init__()
         self.interpolation = check_positive("interpolation", interpolation)
         self.margin = check_nonnegative("margin", margin)
         self.memory = BatchMemory(memory_size)
         self.distributed = distributed
+        self.validate = validate
 
     @property
     def memory_size(self) -> int:
@@ -504,12 +557,18 @@ class _RankLoss(nn.Module):
     def _gather(self, values: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         # Gathered once here, in rank order, so the loss sees the global batch and every process's memory
         # receives the same batch: memories stay identical across processes.
-        values, labels = gather_batch(values, labels, enabled=self.distributed)
-        return values, labels
+        return gather_batch(values, labels, enabled=self.distributed)
+
+    def _options(self) -> dict:
+        """The keyword options every functional rank loss shares (the batch is gathered already)."""
+        return {"interpolation": self.interpolation, "margin": self.margin, "memory": self.memory.contents(),
+                "distributed": False, "validate": self.validate}
 
     def _remember(self, values: Tensor, labels: Tensor) -> None:
-        # Only training batches enter the memory, so evaluating a loss never changes it.
-        if self.training:
+        # Only training steps enter the memory: training mode and a gradient flowing (the condition under
+        # which the batch was gathered, so memories stay identical across processes). A validation or
+        # logging call under no_grad never changes it, even with the module left in training mode.
+        if self.training and torch.is_grad_enabled() and values.requires_grad:
             self.memory.push(values, labels)
 
     def extra_repr(self) -> str:
@@ -520,9 +579,10 @@ class APLoss(_RankLoss):
     """``1 - average precision`` (mAP plus cross-class AP for multi-label), as a module.
 
     See :func:`average_precision_loss`. With ``memory_size = tau > 0`` the
-    detached scores and targets of the last tau training batches join the
+    detached scores and targets of the last tau training steps join the
     ranking (buffers: they move with ``.to()`` and live in ``state_dict()``);
-    :meth:`reset` empties them. Only calls in training mode update the memory.
+    :meth:`reset` empties them. Only training steps update the memory: calls
+    in training mode through which a gradient flows.
 
     >>> loss_fn = APLoss(memory_size=2)
     >>> loss = loss_fn(torch.randn(8, requires_grad=True), torch.tensor([1, 0] * 4))
@@ -538,21 +598,14 @@ class APLoss(_RankLoss):
         memory_size: int = 0,
         cross_class_weight: float = DEFAULT_CROSS_CLASS_WEIGHT,
         distributed: bool = True,
+        validate: bool = True,
     ) -> None:
-        super().__init__(interpolation, margin, memory_size, distributed)
+        super().__init__(interpolation, margin, memory_size, distributed, validate)
         self.cross_class_weight = check_nonnegative("cross_class_weight", cross_class_weight)
 
     def forward(self, scores: Tensor, target: Tensor) -> Tensor:
         scores, target = self._gather(scores, target)
-        loss = average_precision_loss(
-            scores,
-            target,
-            interpolation=self.interpolation,
-            margin=self.margin,
-            cross_class_weight=self.cross_class_weight,
-            memory=self.memory.contents(),
-            distributed=False,
-        )
+        loss = average_precision_loss(scores, target, cross_class_weight=self.cross_class_weight, **self._options())
         self._remember(scores, target)
         return loss
 
@@ -567,15 +620,13 @@ class AUROCLoss(_RankLoss):
         margin: float = DEFAULT_MARGIN,
         memory_size: int = 0,
         distributed: bool = True,
+        validate: bool = True,
     ) -> None:
-        super().__init__(interpolation, margin, memory_size, distributed)
+        super().__init__(interpolation, margin, memory_size, distributed, validate)
 
     def forward(self, scores: Tensor, target: Tensor) -> Tensor:
         scores, target = self._gather(scores, target)
-        loss = auroc_loss(
-            scores, target, interpolation=self.interpolation, margin=self.margin, memory=self.memory.contents(),
-            distributed=False,
-        )
+        loss = auroc_loss(scores, target, **self._options())
         self._remember(scores, target)
         return loss
 
@@ -584,7 +635,7 @@ class RecallLoss(_RankLoss):
     """RaMBO's recall loss on ``(N, D)`` embeddings with ``(N,)`` labels, as a module.
 
     With ``memory_size = tau > 0`` the detached embeddings of the last tau
-    training batches join as extra gallery columns (cross-batch memory): every
+    training steps join as extra gallery columns (cross-batch memory): every
     current embedding is ranked against them too, with gradient through the
     query side only.
     """
@@ -593,26 +644,19 @@ class RecallLoss(_RankLoss):
         self,
         *,
         variant: str = "loglog",
-        interpolation: float = DEFAULT_INTERPOLATION,
+        interpolation: float = DEFAULT_RECALL_INTERPOLATION,
         margin: float = DEFAULT_RECALL_MARGIN,
         memory_size: int = 0,
         distributed: bool = True,
+        validate: bool = True,
     ) -> None:
-        super().__init__(interpolation, margin, memory_size, distributed)
+        super().__init__(interpolation, margin, memory_size, distributed, validate)
         check_choice("variant", variant, RECALL_VARIANTS)
         self.variant = variant
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         embeddings, labels = self._gather(embeddings, labels)
-        loss = recall_loss(
-            embeddings,
-            labels,
-            variant=self.variant,
-            interpolation=self.interpolation,
-            margin=self.margin,
-            memory=self.memory.contents(),
-            distributed=False,
-        )
+        loss = recall_loss(embeddings, labels, variant=self.variant, **self._options())
         self._remember(embeddings, labels)
         return loss
 
@@ -624,15 +668,18 @@ class NDCGLoss(nn.Module):
     """``1 - NDCG@k`` as a module; see :func:`ndcg_loss`."""
 
     def __init__(
-        self, *, k: int | None = None, interpolation: float = DEFAULT_INTERPOLATION, distributed: bool = True
+        self, *, k: int | None = None, interpolation: float = DEFAULT_INTERPOLATION, distributed: bool = True,
+        validate: bool = True,
     ) -> None:
         super().__init__()
         self.k = _check_k(k)
         self.interpolation = check_positive("interpolation", interpolation)
         self.distributed = distributed
+        self.validate = validate
 
     def forward(self, scores: Tensor, gains: Tensor) -> Tensor:
-        return ndcg_loss(scores, gains, k=self.k, interpolation=self.interpolation, distributed=self.distributed)
+        return ndcg_loss(scores, gains, k=self.k, interpolation=self.interpolation, distributed=self.distributed,
+                         validate=self.validate)
 
     def extra_repr(self) -> str:
         return f"k={self.k}, interpolation={self.interpolation}"
