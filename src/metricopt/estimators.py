@@ -5,28 +5,42 @@ loss for ``metric`` (or a cross-entropy baseline) and predicts at threshold 0.5
 (argmax for multi-class): the loss already targets the metric, so no threshold
 tuning is needed. It follows the scikit-learn estimator contract (``fit``,
 ``predict``, ``predict_proba``, ``score``, ``get_params``/``set_params``,
-``clone``), so it works in ``Pipeline``, ``cross_val_score`` and ``GridSearchCV``.
+``clone``), so it works in ``Pipeline``, ``cross_val_score`` and ``GridSearchCV``,
+and passes scikit-learn's ``check_estimator`` except for the one check listed in
+:data:`EXPECTED_FAILED_CHECKS` (binary text labels without ``pos_label``, which
+this estimator refuses on purpose).
 """
 
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.model_selection import train_test_split
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from metricopt._checks import check_choice
+from metricopt.data.labels import positive_class
 from metricopt.data.splits import fit_standardization
 from metricopt.metrics import METRIC_NAMES, metric_score
 from metricopt.training import LOSSES, make_loss, predict_labels, predict_proba, train_classifier
 
-__all__ = ["MetricClassifier"]
+__all__ = ["EXPECTED_FAILED_CHECKS", "MetricClassifier"]
+
+#: The ``check_estimator`` checks MetricClassifier fails on purpose, with the reason
+#: (pass it as ``check_estimator(MetricClassifier(), expected_failed_checks=EXPECTED_FAILED_CHECKS)``).
+EXPECTED_FAILED_CHECKS: dict[str, str] = {
+    "check_classifiers_classes": (
+        "it fits binary text labels ('one'/'two') without pos_label, and MetricClassifier refuses to guess "
+        "the positive class of two labels neither of which is 1 (or True); the same predictions with "
+        "pos_label given, and the check's multi-class and -1/1 parts, pass (tests/test_estimator.py)"
+    ),
+}
 
 
 class MetricClassifier(ClassifierMixin, BaseEstimator):
@@ -50,8 +64,20 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
             positive rate of a few percent).
         learning_rate: Adam step size.
         weight_decay: Adam L2 penalty.
-        validation_fraction: share of the training data held out (stratified)
-            to keep the epoch with the best ``metric``; 0 keeps the last epoch.
+        pos_label: the positive class of binary targets, the one ``metric``
+            (F1, precision, recall, ...) is about and :meth:`score` reports.
+            None: scikit-learn's convention (its default ``pos_label=1``, as
+            in ``f1_score`` and ``scoring="f1"``): the label ``1`` (or
+            ``True``) when it is one of the two, so ``{0, 1}``, ``{-1, 1}``,
+            ``{False, True}`` and ``{1, 2}`` train for ``1``/``True``. Other
+            binary labels (such as ``"bad"``/``"good"``) have no convention:
+            ``fit`` raises a ValueError naming them instead of guessing
+            (:mod:`metricopt.data.labels`). Must be None for multi-class
+            targets.
+        validation_fraction: share of each class held out (at least one
+            sample per class) to keep the epoch with the best ``metric``; 0,
+            or a class with a single sample (with a warning), keeps the last
+            epoch.
         standardize: scale features to zero mean, unit variance (fitted on the
             training data).
         random_state: seed for initialisation, the split and the batch order:
@@ -60,8 +86,11 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         verbose: print one line per epoch.
 
     Attributes:
-        classes_: the class labels; for binary targets ``classes_[1]`` is positive.
+        classes_: the class labels, sorted (``predict_proba``'s column order).
+        pos_label_: the positive class of a binary target (None for multi-class).
         n_features_in_: number of features seen in ``fit``.
+        feature_names_in_: the column names of a DataFrame ``X`` seen in ``fit``
+            (only then); ``predict`` requires the same names in the same order.
         model_: the trained ``torch.nn.Module``.
         history_: per-epoch training loss and validation score.
         best_epoch_: the epoch whose weights are kept.
@@ -74,6 +103,9 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         [1, 1, 1]
         >>> 0.8 < clf.score(X, 1 - y) <= 1.0
         True
+        >>> labels = np.where(y == 0, "malignant", "benign")  # text labels: name the positive class
+        >>> MetricClassifier(max_epochs=5, random_state=0, pos_label="malignant").fit(X, labels).pos_label_
+        'malignant'
     """
 
     def __init__(
@@ -85,6 +117,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         amplification: float | str = 73.0,
         sharpness: float = 2.0,
         beta: float = 1.0,
+        pos_label: Any = None,
         max_epochs: int = 100,
         batch_size: int = 256,
         learning_rate: float = 1e-3,
@@ -100,6 +133,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         self.amplification = amplification
         self.sharpness = sharpness
         self.beta = beta
+        self.pos_label = pos_label
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -109,7 +143,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    def _validate_params(self) -> None:
+    def _check_params(self) -> None:
         check_choice("metric", self.metric, METRIC_NAMES)
         check_choice("loss", self.loss, LOSSES)
         if not 0.0 <= self.validation_fraction < 1.0:
@@ -122,16 +156,51 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
     def _transform(self, X: np.ndarray) -> np.ndarray:
         return ((X - self.mean_) / self.scale_).astype(np.float32) if self.standardize else X.astype(np.float32)
 
+    def _validation_rows(self, encoded: np.ndarray, seed: int) -> np.ndarray | None:
+        """Indices of the validation rows: ``validation_fraction`` of each class, at least one, at most all but one.
+
+        None (train on everything, keep the last epoch) without a validation
+        fraction or when a class has a single sample.
+        """
+        if self.validation_fraction == 0:
+            return None
+        counts = np.bincount(encoded)
+        if counts.min() < 2:
+            single = self.classes_.tolist()[int(np.argmin(counts))]
+            warnings.warn(
+                f"MetricClassifier: class {single!r} has a single sample, too few for both the training and "
+                f"the validation split (validation_fraction={self.validation_fraction!r}); training on all "
+                "samples and keeping the last epoch", UserWarning, stacklevel=3)
+            return None
+        rng = np.random.default_rng(seed)
+        rows = []
+        for label, count in enumerate(counts):
+            size = min(max(1, int(np.floor(self.validation_fraction * count + 0.5))), int(count) - 1)
+            rows.append(rng.permutation(np.flatnonzero(encoded == label))[:size])
+        return np.sort(np.concatenate(rows))
+
     def fit(self, X: Any, y: Any) -> "MetricClassifier":
-        """Train on ``X`` ``(n_samples, n_features)`` and labels ``y``."""
-        self._validate_params()
-        X, y = check_X_y(X, y, dtype=np.float64)
+        """Train on ``X`` ``(n_samples, n_features)`` and labels ``y``.
+
+        Raises:
+            ValueError: a bad parameter; ``X``/``y`` not valid (NaN, one
+                sample, one class, ...); binary labels without a positive-class
+                convention and no ``pos_label``, or a ``pos_label`` that is not
+                one of them (see ``pos_label``).
+        """
+        self._check_params()
+        X, y = validate_data(self, X, y, dtype=np.float64)
         check_classification_targets(y)
+        if X.shape[0] < 2:
+            raise ValueError(f"MetricClassifier needs at least 2 samples to fit; got n_samples={X.shape[0]}")
         self.classes_, encoded = np.unique(y, return_inverse=True)
         n_classes = len(self.classes_)
         if n_classes < 2:
-            raise ValueError(f"`y` must contain at least 2 classes; got only {self.classes_.tolist()}")
-        self.n_features_in_ = X.shape[1]
+            raise ValueError(f"`y` must contain at least 2 classes; got one class: {self.classes_.tolist()}")
+        self.pos_label_ = positive_class(self.classes_.tolist(), self.pos_label)
+        if self.pos_label_ is not None:
+            # The model's one logit scores the positive class: label 1, whatever its place in classes_.
+            encoded = (encoded == self.classes_.tolist().index(self.pos_label_)).astype(np.int64)
         if self.standardize:
             self.mean_, self.scale_ = fit_standardization(X)
         else:
@@ -143,11 +212,11 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         )
 
         X_val = y_val = None
-        if self.validation_fraction > 0:
-            X, X_val, encoded, y_val = train_test_split(
-                X, encoded, test_size=self.validation_fraction, random_state=seed,
-                stratify=encoded if np.bincount(encoded).min() >= 2 else None,
-            )
+        rows = self._validation_rows(encoded, seed)
+        if rows is not None:
+            train = np.ones(len(encoded), dtype=bool)
+            train[rows] = False
+            X, X_val, encoded, y_val = X[train], X[rows], encoded[train], encoded[rows]
 
         loss_fn = make_loss(
             self.loss, metric=self.metric, y_train=encoded, num_classes=n_classes,
@@ -164,30 +233,46 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         self.best_epoch_ = result.best_epoch
         return self
 
+    def _positive_column(self) -> int:
+        return self.classes_.tolist().index(self.pos_label_)
+
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities ``(n_samples, n_classes)``, columns in ``classes_`` order."""
         check_is_fitted(self, "model_")
-        X = check_array(X, dtype=np.float64)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"`X` has {X.shape[1]} features, but MetricClassifier was fitted with {self.n_features_in_}")
+        X = validate_data(self, X, dtype=np.float64, reset=False)
         probs = predict_proba(self.model_, self._transform(X))
-        return np.stack([1 - probs, probs], axis=1) if probs.ndim == 1 else probs
+        if probs.ndim == 2:
+            return probs
+        columns = [1 - probs, probs] if self._positive_column() == 1 else [probs, 1 - probs]
+        return np.stack(columns, axis=1)
 
     def predict(self, X: Any) -> np.ndarray:
-        """Labels at threshold 0.5 (binary) or argmax (multi-class)."""
+        """Labels: the positive class where its probability is > 0.5 (binary), argmax (multi-class)."""
         probs = self.predict_proba(X)
-        column = predict_labels(probs[:, 1]) if probs.shape[1] == 2 else predict_labels(probs)
-        return self.classes_[column]
+        if probs.shape[1] > 2:
+            return self.classes_[predict_labels(probs)]
+        positive = self._positive_column()
+        is_positive = predict_labels(probs[:, positive]).astype(bool)
+        return np.where(is_positive, self.classes_[positive], self.classes_[1 - positive])
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
-        """The chosen ``metric`` of :meth:`predict` on ``(X, y)`` (higher is better)."""
+        """The chosen ``metric`` of :meth:`predict` on ``(X, y)`` (higher is better).
+
+        Binary targets are scored for ``pos_label_``, the class trained for.
+        """
         if sample_weight is not None:
             raise ValueError("`sample_weight` is not supported by MetricClassifier.score; got a non-None value")
+        check_is_fitted(self, "model_")
         y = np.asarray(y)
         index = {label: i for i, label in enumerate(self.classes_.tolist())}
         unknown = set(np.unique(y).tolist()) - set(index)
         if unknown:
-            raise ValueError(f"`y` holds labels unseen in fit: {sorted(unknown)[:5]}")
+            raise ValueError(f"`y` holds labels unseen in fit: {sorted(unknown, key=str)[:5]}")
+        predicted = self.predict(X)
+        if self.pos_label_ is not None:
+            target = (y == self.pos_label_).astype(np.int64)
+            decided = (predicted == self.pos_label_).astype(np.int64)
+            return float(metric_score(target, decided, self.metric, beta=self.beta, num_classes=2))
         encoded = np.array([index[label] for label in y.tolist()], dtype=np.int64)
-        predicted = np.searchsorted(self.classes_, self.predict(X))
-        return float(metric_score(encoded, predicted, self.metric, beta=self.beta, num_classes=len(self.classes_)))
+        decided = np.searchsorted(self.classes_, predicted)
+        return float(metric_score(encoded, decided, self.metric, beta=self.beta, num_classes=len(self.classes_)))
