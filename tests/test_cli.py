@@ -26,7 +26,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REQUIRED_KEYS = {
     "metric", "method", "test_score", "baseline", "dataset", "test_metrics", "baseline_metrics",
     "best_epoch", "baseline_best_epoch", "config", "seed", "n_train", "n_val", "n_test",
-    "metricopt_version", "torch_version", "elapsed_seconds",
+    "metricopt_version", "torch_version", "elapsed_seconds", "positive_class",
 }
 
 
@@ -88,6 +88,9 @@ def test_train_builtin_dataset_writes_json_table_and_plot(workdir: Path, capsys:
     results = json.loads((workdir / "run.json").read_text())
     _check_results(results, n_rows=569)
     assert (results["dataset"], results["method"], results["metric"]) == ("breast_cancer", "anyloss", "f1")
+    assert results["positive_class"] == "malignant" and results["config"]["pos_label"] is None
+    assert "positive class malignant, positive rate 0.373" in out.splitlines()[0]  # the status line
+    assert "positive class malignant," in next(line for line in out.splitlines() if "exact metrics" in line)
     assert set(results["history"]) == {"anyloss", "bce"}
     plot = workdir / "metricopt-breast_cancer-f1.png"
     assert plot.read_bytes()[:8] == PNG_MAGIC
@@ -129,13 +132,14 @@ def test_same_seed_same_results_other_seed_differs(workdir: Path, capsys: pytest
 
 def test_binary_csv_with_categorical_column(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     csv = _binary_csv(workdir / "train.csv")
-    code, out, err = _run(capsys, "train", "--csv", str(csv), "--target", "label", "--metric", "mcc",
-                          "--epochs", "3", "--quiet", "--plot", "figs/curves.png", "--output", "out/r.json")
+    code, out, err = _run(capsys, "train", "--csv", str(csv), "--target", "label", "--pos-label", "yes",
+                          "--metric", "mcc", "--epochs", "3", "--quiet", "--plot", "figs/curves.png",
+                          "--output", "out/r.json")
     assert code == 0, err
     results = json.loads((workdir / "out" / "r.json").read_text())
     _check_results(results, n_rows=300)
     assert results["dataset"] == "train" and results["task"] == "binary"
-    assert results["class_names"] == ["no", "yes"]  # the rarer class is positive
+    assert results["class_names"] == ["no", "yes"] and results["positive_class"] == "yes"
     assert results["n_features"] == 2 + 3  # two numbers plus three one-hot colours
     assert (workdir / "figs" / "curves.png").read_bytes()[:8] == PNG_MAGIC
     assert "positive rate" not in out  # --quiet drops the status line, keeps the table
@@ -151,6 +155,7 @@ def test_multiclass_csv(workdir: Path, capsys: pytest.CaptureFixture[str]) -> No
     results = json.loads((workdir / "r.json").read_text())
     _check_results(results, n_rows=300)
     assert results["task"] == "multiclass" and results["class_names"] == ["a", "b", "c"]
+    assert results["positive_class"] is None
     assert results["method"] == "weighted_bce"
     assert results["config"]["amplification"] == "auto" and results["config"]["hidden_sizes"] == [16]
     assert (workdir / "metricopt-three-balanced_accuracy.png").exists()
@@ -160,7 +165,7 @@ def test_test_csv_is_the_test_split(workdir: Path, capsys: pytest.CaptureFixture
     train = _binary_csv(workdir / "train.csv", n=240, seed=0)
     test = _binary_csv(workdir / "test.csv", n=60, seed=5)
     code, _, err = _run(capsys, "train", "--csv", str(train), "--test-csv", str(test), "--target", "label",
-                        "--epochs", "3", "--no-plot", "-o", "r.json")
+                        "--pos-label", "yes", "--epochs", "3", "--no-plot", "-o", "r.json")
     assert code == 0, err
     results = json.loads((workdir / "r.json").read_text())
     assert results["n_test"] == 60 and results["n_train"] + results["n_val"] == 240
@@ -173,6 +178,121 @@ def test_bce_method_is_its_own_baseline(workdir: Path, capsys: pytest.CaptureFix
     results = json.loads((workdir / "r.json").read_text())
     assert list(results["history"]) == ["bce"]
     assert results["test_metrics"] == results["baseline_metrics"] and results["delta"] == 0
+
+
+# ---------------------------------------------------------------------------
+# the positive class (issue 12, defect 9)
+
+
+def test_pos_label_picks_the_class_trained_and_reported(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv = _binary_csv(workdir / "data.csv")
+    runs = {}
+    for positive in ("yes", "no"):
+        code, out, err = _run(capsys, "train", "--csv", str(csv), "--target", "label", "--pos-label", positive,
+                              "--epochs", "10", "--no-plot", "-q", "-o", f"{positive}.json")
+        assert code == 0, err
+        runs[positive] = json.loads((workdir / f"{positive}.json").read_text())
+        assert runs[positive]["positive_class"] == positive and runs[positive]["config"]["pos_label"] == positive
+        assert f"positive class {positive}," in out.splitlines()[0]
+    # 'yes' is about 30 %: the two runs train and measure F1 of different classes (measured: 0.89 and 0.85)
+    assert runs["yes"]["test_metrics"]["f1"] != runs["no"]["test_metrics"]["f1"]
+    assert runs["yes"]["class_names"] == ["no", "yes"] and runs["no"]["class_names"] == ["yes", "no"]
+
+
+def test_builtin_dataset_pos_label_names_the_other_class(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "--pos-label", "benign", "--epochs", "2", "--no-plot", "-q", "-o", "r.json")
+    assert code == 0, err
+    results = json.loads((workdir / "r.json").read_text())
+    assert results["positive_class"] == "benign" and results["class_names"] == ["malignant", "benign"]
+
+
+def test_csv_with_1_as_a_label_needs_no_pos_label(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=120)
+    label = np.where(x + rng.normal(scale=0.5, size=120) > 0.3, 1, 2)  # 1/2: 1 is positive, as in scikit-learn
+    (workdir / "d.csv").write_text("x,y\n" + "".join(f"{a:.4f},{b}\n" for a, b in zip(x, label)))
+    code, _, err = _run(capsys, "--csv", "d.csv", "--target", "y", "--epochs", "2", "--no-plot", "-q", "-o", "r.json")
+    assert code == 0, err
+    assert json.loads((workdir / "r.json").read_text())["positive_class"] == "1"
+
+
+# ---------------------------------------------------------------------------
+# checked before training (issue 12, defect 11)
+
+
+@pytest.fixture
+def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training would be an error: these mistakes must be found before it starts."""
+    def train_classifier(*args: object, **kwargs: object) -> None:
+        raise AssertionError("training started")
+
+    monkeypatch.setattr("metricopt.cli.train_classifier", train_classifier)
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--output", "."], "--output must be a file name, but --output='.' is a folder"),
+    (["--output", "{folder}"], "is a folder"),
+    (["--plot", "{folder}"], "--plot must be a file name"),
+    (["--output", "{file}/r.json"], "cannot be written: '{file}' is a file, not a folder"),
+    (["--plot", "{file}/sub/c.png"], "cannot be written: '{file}' is a file, not a folder"),
+    (["--plot", "curves.foo"], "--plot='curves.foo': its extension 'foo' is not an image format; use one of"),
+    (["--plot", "curves"], "--plot='curves': it has no extension"),
+    (["--plot", "r.png", "--output", "r.png"], "--output and --plot name the same file 'r.png'"),
+    (["--csv", "{twice}", "--target", "label", "--pos-label", "yes"], "target='label' is a column 2 times"),
+    (["--csv", "{yes_no}", "--target", "label"],
+     "the positive class of --target label in --csv {yes_no} (classes ['no', 'yes']) is ambiguous"),
+    (["--csv", "{yes_no}", "--target", "label", "--pos-label", "maybe"],
+     "--pos-label='maybe' is not one of the two classes of --target label in --csv {yes_no}"),
+    (["--dataset", "wine", "--pos-label", "class_0"], "--pos-label applies to binary targets only"),
+    (["--pos-label", "healthy"], "--pos-label='healthy' is not one of the two classes of --dataset breast_cancer"),
+])
+def test_bad_output_and_data_fail_before_training(workdir: Path, capsys: pytest.CaptureFixture[str],
+                                                   no_training: None, argv: list[str], expected: str) -> None:
+    (workdir / "folder").mkdir()
+    (workdir / "file").write_text("not a folder")
+    (workdir / "twice.csv").write_text("x,label,label\n1,yes,yes\n2,no,no\n3,no,no\n")
+    _binary_csv(workdir / "yn.csv", n=40)
+    names = {"folder": "folder", "file": str(workdir / "file"), "twice": "twice.csv", "yes_no": "yn.csv"}
+    line = _one_line_error(capsys, "train", *(arg.format(**names) for arg in argv))
+    assert expected.format(**names) in line
+
+
+# ---------------------------------------------------------------------------
+# any error is one line (issue 12, defect 11)
+
+
+@pytest.mark.parametrize(("error", "status", "expected"), [
+    (ValueError("checkpoint 'meta.pt' is truncated or corrupt"), 2, "checkpoint 'meta.pt' is truncated"),
+    (__import__("pickle").UnpicklingError("invalid load key, 'x'."), 1,
+     "UnpicklingError: invalid load key, 'x'. (set METRICOPT_TRACEBACK=1 for the traceback)"),
+    (EOFError("Ran out of input"), 1, "EOFError: Ran out of input"),
+    (RuntimeError("gloo: connection closed by peer"), 1, "RuntimeError: gloo: connection closed by peer"),
+    (KeyboardInterrupt(), 130, "metricopt: error: interrupted"),
+])
+def test_library_errors_are_one_line_never_a_traceback(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    error: BaseException, status: int, expected: str,
+) -> None:
+    def run_train(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr("metricopt.cli.run_train", run_train)
+    monkeypatch.delenv("METRICOPT_TRACEBACK", raising=False)
+    code, out, err = _run(capsys, "--no-plot", "-q")
+    assert code == status
+    assert len(err.splitlines()) == 1 and err.startswith("metricopt: error: ") and expected in err, err
+    assert "Traceback" not in err and not out
+
+
+def test_metricopt_traceback_shows_the_traceback(capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def run_train(*args: object, **kwargs: object) -> None:
+        raise EOFError("Ran out of input")
+
+    monkeypatch.setattr("metricopt.cli.run_train", run_train)
+    monkeypatch.setenv("METRICOPT_TRACEBACK", "1")
+    with pytest.raises(EOFError, match="Ran out of input"):
+        main(["--no-plot", "-q"])
 
 
 # ---------------------------------------------------------------------------

@@ -348,11 +348,11 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
 def test_load_csv_round_trip(tmp_path: Path) -> None:
     train_path = _write(tmp_path, "train.csv", TRAIN_CSV)
     test_path = _write(tmp_path, "test.csv", TEST_CSV)
-    train, test = load_csv(train_path, "label", test_path=test_path)
+    train, test = load_csv(train_path, "label", test_path=test_path, pos_label="yes")
     assert train.feature_names == (
         "size", "color=blue", "color=red", "flag=False", "flag=True",
     )
-    assert train.class_names == ("no", "yes")  # 'yes' is rarer -> positive
+    assert train.class_names == ("no", "yes")  # pos_label -> label 1
     assert train.task == "binary"
     assert train.y.tolist() == [1, 0, 0, 0, 1, 0]
     assert train.X.dtype == np.float32 and train.y.dtype == np.int64
@@ -375,20 +375,30 @@ def test_load_csv_round_trip(tmp_path: Path) -> None:
 
 
 def test_load_csv_without_test(tmp_path: Path) -> None:
-    train, test = load_csv(str(_write(tmp_path, "a.csv", TRAIN_CSV)), "label")
+    train, test = load_csv(str(_write(tmp_path, "a.csv", TRAIN_CSV)), "label", pos_label="yes")
     assert test is None
     assert train.n_samples == 6
 
 
 def test_load_csv_class_mapping(tmp_path: Path) -> None:
-    # numeric target, tie -> larger sorted value is positive
-    tie = _write(tmp_path, "tie.csv", "x,t\n1,0\n2,1\n3,0\n4,1\n")
-    ds, _ = load_csv(tie, "t")
-    assert ds.class_names == ("0", "1") and ds.y.tolist() == [0, 1, 0, 1]
-    # the less frequent class is positive even if it sorts first
-    rare_low = _write(tmp_path, "low.csv", "x,t\n1,a\n2,b\n3,b\n")
-    ds, _ = load_csv(rare_low, "t")
-    assert ds.class_names == ("b", "a") and ds.y.tolist() == [1, 0, 0]
+    # numeric 0/1: 1 is positive (scikit-learn's convention), whatever the frequencies
+    common_one = _write(tmp_path, "one.csv", "x,t\n1,0\n2,1\n3,1\n4,1\n")
+    ds, _ = load_csv(common_one, "t")
+    assert ds.class_names == ("0", "1") and ds.y.tolist() == [0, 1, 1, 1]
+    # 1/2: 1 is positive, as scikit-learn's default pos_label=1 has it
+    ds, _ = load_csv(_write(tmp_path, "twelve.csv", "x,t\n1,2\n2,1\n3,2\n"), "t")
+    assert ds.class_names == ("2", "1") and ds.y.tolist() == [0, 1, 0]
+    # True/False: True; its text names it in any case
+    flags = _write(tmp_path, "flags.csv", "x,t\n1,False\n2,True\n3,False\n")
+    ds, _ = load_csv(flags, "t")
+    assert ds.class_names == ("False", "True") and ds.y.tolist() == [0, 1, 0]
+    ds, _ = load_csv(flags, "t", pos_label="false")
+    assert ds.class_names == ("True", "False") and ds.y.tolist() == [1, 0, 1]
+    # text labels: the one named, the other is label 0; pos_label "0" names the number 0
+    ds, _ = load_csv(_write(tmp_path, "low.csv", "x,t\n1,a\n2,b\n3,b\n"), "t", pos_label="b")
+    assert ds.class_names == ("a", "b") and ds.y.tolist() == [0, 1, 1]
+    ds, _ = load_csv(common_one, "t", pos_label="0")
+    assert ds.class_names == ("1", "0") and ds.y.tolist() == [1, 0, 0, 0]
     # multiclass: sorted order
     multi = _write(tmp_path, "multi.csv", "x,t\n1,c\n2,a\n3,b\n4,a\n")
     ds, _ = load_csv(multi, "t")
@@ -396,8 +406,38 @@ def test_load_csv_class_mapping(tmp_path: Path) -> None:
     assert ds.class_names == ("a", "b", "c") and ds.y.tolist() == [2, 0, 1, 0]
     # numeric target in the test file matches the train classes
     test = _write(tmp_path, "multi_test.csv", "x,t\n1,0\n")
-    ds, te = load_csv(tie, "t", test_path=test)
+    ds, te = load_csv(common_one, "t", test_path=test)
     assert te is not None and te.y.tolist() == [0]
+
+
+def test_load_csv_positive_class_errors(tmp_path: Path) -> None:
+    """Text labels without pos_label are ambiguous (the rarer class used to be picked silently)."""
+    yes_no = _write(tmp_path, "yn.csv", TRAIN_CSV)
+    with pytest.raises(ValueError, match=r"positive class of target='label' in path='.*yn\.csv' \(classes "
+                                         r"\['no', 'yes'\]\) is ambiguous.*pos_label='no' or pos_label='yes'"):
+        load_csv(yes_no, "label")
+    with pytest.raises(ValueError, match=r"pos_label='maybe' is not one of the two classes of target='label'"):
+        load_csv(yes_no, "label", pos_label="maybe")
+    multi = _write(tmp_path, "multi.csv", "x,t\n1,c\n2,a\n3,b\n")
+    with pytest.raises(ValueError, match=r"pos_label applies to binary targets only; got pos_label='a'"):
+        load_csv(multi, "t", pos_label="a")
+
+
+@pytest.mark.parametrize("header", ["x,label,label", "label,x,label", "x,label, label "])
+def test_load_csv_target_column_twice_is_an_error(tmp_path: Path, header: str) -> None:
+    """pandas would rename the copy to 'label.1' and train on it: the label leaks into the features."""
+    labels = ["0", "1", "0", "1"]
+    rows = [",".join(label if name.strip() == "label" else "0.5" for name in header.split(",")) for label in labels]
+    text = "\n".join([header, *rows]) + "\n"
+    path = _write(tmp_path, "twice.csv", text)
+    with pytest.raises(ValueError, match=r"target='label' is a column 2 times in path='.*twice\.csv'"):
+        load_csv(path, "label")
+    good = _write(tmp_path, "good.csv", "x,label\n1,0\n2,1\n")
+    with pytest.raises(ValueError, match=r"target='label' is a column 2 times in test_path='.*twice\.csv'"):
+        load_csv(good, "label", test_path=path)
+    # a column that only looks like pandas' renamed copy is fine
+    fine = _write(tmp_path, "fine.csv", "label.1,label\n5,0\n6,1\n")
+    assert load_csv(fine, "label")[0].feature_names == ("label.1",)
 
 
 def test_load_csv_errors(tmp_path: Path) -> None:
@@ -427,24 +467,24 @@ def test_load_csv_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="1 missing value"):
         load_csv(_write(tmp_path, "nan.csv", "a,label\n1,yes\n2,\n3,no\n"), "label")
     with pytest.raises(ValueError, match="no feature columns"):
-        load_csv(_write(tmp_path, "only.csv", "label\nyes\nno\n"), "label")
+        load_csv(_write(tmp_path, "only.csv", "label\nyes\nno\n"), "label", pos_label="yes")
     with pytest.raises(ValueError, match="target must be a column name"):
         load_csv(good, "")
     with pytest.raises(ValueError, match=r"test_path='.*' does not exist"):
-        load_csv(good, "label", test_path=missing)
+        load_csv(good, "label", pos_label="yes", test_path=missing)
     with pytest.raises(ValueError, match="lacks the target column target='label'"):
         no_target = _write(tmp_path, "t1.csv", "size,color,flag\n1,red,True\n")
-        load_csv(good, "label", test_path=no_target)
+        load_csv(good, "label", pos_label="yes", test_path=no_target)
     with pytest.raises(ValueError, match=r"target values \['maybe'\] not seen"):
         load_csv(
-            good, "label",
+            good, "label", pos_label="yes",
             test_path=_write(tmp_path, "t2.csv", "size,color,flag,label\n1,red,True,maybe\n"),
         )
     with pytest.raises(ValueError, match=r"lacks feature column\(s\) \['flag'\]"):
         no_flag = _write(tmp_path, "t3.csv", "size,color,label\n1,red,no\n")
-        load_csv(good, "label", test_path=no_flag)
+        load_csv(good, "label", pos_label="yes", test_path=no_flag)
     with pytest.raises(ValueError, match="numeric column 'size' holds a non-numeric value 'big'"):
         load_csv(
-            good, "label",
+            good, "label", pos_label="yes",
             test_path=_write(tmp_path, "t4.csv", "size,color,flag,label\nbig,red,True,no\n"),
         )

@@ -7,9 +7,14 @@ agree to float rounding and the test metrics are the same.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import operator
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -99,3 +104,71 @@ def test_bad_nproc_is_one_line_and_status_2(argv: list[str], message: str, capsy
     assert main(["train", *argv, "--no-plot", "-q"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+
+
+# ---------------------------------------------------------------------------
+# Ctrl-C (issue 12, defect 11): every worker stops, one line, status 130
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The live child processes of ``pid`` and their command lines (Linux /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (name) "
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found[int(entry.name)] = command
+    return found
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("when", ["parent only, while training", "whole group, while the workers start"])
+def test_sigint_stops_every_worker_with_one_line_and_status_130(tmp_path: Path, when: str) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the workers' status line arrives as it is printed
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "metricopt", "train", "--dataset", "breast_cancer", "--epochs", "100000",
+         "--nproc", "2", "--no-plot"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True)  # its own process group, as a terminal job has
+    try:
+        if when.startswith("parent"):
+            line = _wait_for(parent.stdout.readline, 180, "the status line")
+            assert "in 2 processes" in line, line
+            workers = _children(parent.pid)
+            os.kill(parent.pid, signal.SIGINT)
+        else:
+            workers = _wait_for(lambda: {pid: cmd for pid, cmd in _children(parent.pid).items()
+                                         if "spawn_main" in cmd} if len(_children(parent.pid)) >= 3 else None,
+                                180, "the workers")
+            os.killpg(parent.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        _, err = parent.communicate(timeout=60)
+    finally:
+        if parent.poll() is None:
+            os.killpg(parent.pid, signal.SIGKILL)
+    assert parent.returncode == 130, err
+    assert err == "metricopt: error: interrupted\n"  # no traceback from the parent or a worker
+    assert sum("spawn_main" in cmd for cmd in workers.values()) == 2
+
+    def all_gone() -> bool:
+        for pid in workers:  # the command line guards against a reused pid
+            with contextlib.suppress(OSError):
+                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return False
+        return True
+
+    _wait_for(all_gone, 10, "the workers to exit")

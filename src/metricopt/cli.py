@@ -45,7 +45,7 @@ Usage examples::
 
     metricopt                                    # AnyLoss(F1) vs BCE on breast_cancer
     metricopt train --dataset yeast4 --metric gmean --epochs 100
-    metricopt train --csv data.csv --target label --metric mcc --output run.json
+    metricopt train --csv data.csv --target label --pos-label yes --metric mcc --output run.json
     metricopt train --csv train.csv --test-csv test.csv --target label --no-plot
     metricopt train --loss focal --hidden 128,64 --amplification auto --seed 3
     metricopt train --dataset yeast4 --metric ap              # RaMBO AP loss vs BCE
@@ -61,6 +61,15 @@ Usage examples::
     metricopt bench --help                       # the benchmark harness
     python -m metricopt --version
 
+The positive class of a binary target (what F1, precision, recall, AP, ...
+measure) follows one rule, the one of :class:`metricopt.MetricClassifier` and
+scikit-learn (:mod:`metricopt.data.labels`): ``--pos-label LABEL`` names it;
+without it a CSV target with the label 1 (0/1, -1/1, 1/2) or True (True/False)
+makes that positive, and any other two labels (yes/no, bad/good) are an error
+naming them. A built-in dataset defines its positive class (the minority,
+e.g. ``malignant``; ``--pos-label`` may name the other). The results table and
+the JSON (``positive_class``) show it.
+
 Splits: a built-in dataset or a single CSV is split 60/20/20 (stratified) into
 train/validation/test; with ``--test-csv`` that file is the test set and 20 %
 of the training CSV is held out for validation. Features are standardised with
@@ -75,11 +84,16 @@ gloo on CPU, NCCL with a GPU per process): each process trains on its share
 of every batch with DDP and the losses gather the global batch, so the
 reported metrics are those of one process up to float rounding.
 
-Errors in the input (a missing file or column, a one-class target, an unknown
-or uninstalled dataset, out-of-range numbers, a ``MODULE:FUNCTION`` that
-cannot be imported or has the wrong signature, a missing or contradictory
-metric direction, options of another method) print one line
-``metricopt: error: <message>`` on stderr and exit with status 2.
+Errors in the input (a missing file or column, a one-class target, an
+ambiguous positive class, an unknown or uninstalled dataset, out-of-range
+numbers, a ``MODULE:FUNCTION`` that cannot be imported or has the wrong
+signature, a missing or contradictory metric direction, options of another
+method, an ``--output`` or ``--plot`` path that cannot be written, checked
+before training) print one line ``metricopt: error: <message>`` on stderr and
+exit with status 2. Any other error prints one line ``metricopt: error:
+<type>: <message>`` and exits with status 1 (``METRICOPT_TRACEBACK=1`` shows
+the traceback instead). Ctrl-C (SIGINT) stops every training process, prints
+``metricopt: error: interrupted`` and exits with status 130.
 """
 
 from __future__ import annotations
@@ -127,6 +141,7 @@ from metricopt.data import (
     split_with_test,
     train_val_test_split,
 )
+from metricopt.data.labels import PositiveClassError, positive_class
 from metricopt.distributed import is_distributed, world_size
 from metricopt.evaluation import REPORT_METRICS, report
 from metricopt.launch import launch
@@ -174,6 +189,9 @@ RANK_METRIC_FORMS = "ap, auroc, ndcg@K, recall@K"
 #: Exceptions that mean "bad input": one line on stderr, exit status 2.
 USER_ERRORS = (ValueError, TypeError, ImportError, OSError)
 USAGE_ERROR = 2
+#: Any other exception: one line on stderr, exit status 1 (this variable set: the traceback instead).
+TRACEBACK_VARIABLE = "METRICOPT_TRACEBACK"
+INTERRUPTED = 130
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +209,8 @@ class TrainConfig:
     ``MODULE:FUNCTION``), ``higher_is_better`` its resolved direction and
     ``blackbox`` holds MetricOpt's options; otherwise both are None.
     ``nproc`` is the number of training processes (not with ``metricopt``).
+    ``pos_label`` is ``--pos-label`` as given (None: the default rule, see the
+    module docstring).
     """
 
     dataset: str | None
@@ -215,6 +235,7 @@ class TrainConfig:
     higher_is_better: bool | None = None
     blackbox: BlackBoxOptions | None = None
     nproc: int = 1
+    pos_label: str | None = None
 
 
 # --------------------------------------------------------------------------
@@ -328,6 +349,8 @@ def _resolve_family(args: argparse.Namespace) -> str | None:
 
 
 def _check_data_options(args: argparse.Namespace) -> None:
+    if args.pos_label is not None and not args.pos_label.strip():
+        raise ValueError(f"--pos-label must name a class of the target, got --pos-label={args.pos_label!r}")
     if args.csv is None:
         for option, value in (("--target", args.target), ("--test-csv", args.test_csv)):
             if value is not None:
@@ -382,6 +405,7 @@ def _shared_fields(args: argparse.Namespace) -> dict[str, Any]:
         "amplification": _parse_amplification(args.amplification),
         "seed": args.seed,
         "nproc": args.nproc,
+        "pos_label": args.pos_label,
     }
 
 
@@ -409,6 +433,28 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 # config -> library calls
 
 
+def _with_pos_label(data: TabularDataset, pos_label: str | None) -> TabularDataset:
+    """A built-in dataset with ``--pos-label`` as label 1 (its own positive class, the minority, without)."""
+    if pos_label is None:
+        return data
+    classes = list(data.class_names)
+    positive = positive_class(classes, pos_label.strip(), argument="--pos-label", where=f"--dataset {data.name}")
+    if positive == classes[1]:
+        return data
+    return dataclasses.replace(data, y=1 - data.y, class_names=(classes[1], classes[0]))
+
+
+def _load_csv(config: TrainConfig) -> tuple[TabularDataset, TabularDataset | None]:
+    """:func:`load_csv` with its positive-class errors worded for the command line."""
+    try:
+        return load_csv(config.csv, config.target, test_path=config.test_csv, pos_label=config.pos_label)
+    except PositiveClassError as exc:
+        # Raise the same error again, naming --pos-label, --target and --csv instead of Python arguments.
+        positive_class(exc.classes, exc.pos_label, argument="--pos-label",
+                       where=f"--target {config.target} in --csv {config.csv}")
+        raise
+
+
 def _load(config: TrainConfig) -> tuple[TabularDataset, Split]:
     if config.csv is None and is_retrieval_dataset(config.dataset):
         raise ValueError(
@@ -416,12 +462,12 @@ def _load(config: TrainConfig) -> tuple[TabularDataset, Split]:
             f"for --metric recall@K only; got --metric {config.metric}"
         )
     if config.csv is None:
-        data = load_dataset(config.dataset)
+        data = _with_pos_label(load_dataset(config.dataset), config.pos_label)
         split = train_val_test_split(
             data.X, data.y, test_size=config.test_size, val_size=config.val_size, random_state=config.seed
         )
         return data, split
-    data, test = load_csv(config.csv, config.target, test_path=config.test_csv)
+    data, test = _load_csv(config)
     if test is None:
         split = train_val_test_split(
             data.X, data.y, test_size=config.test_size, val_size=config.val_size, random_state=config.seed
@@ -478,8 +524,17 @@ def _methods(config: TrainConfig) -> list[str]:
 
 
 def _dataset_info(data: TabularDataset) -> dict[str, Any]:
+    """What the results record about the data; ``positive_class`` is label 1's name (None: multi-class)."""
+    positive = data.class_names[1] if data.task == "binary" else None
     return {"dataset": data.name, "source": data.source, "task": data.task, "class_names": list(data.class_names),
-            "n_features": data.n_features}
+            "positive_class": positive, "n_features": data.n_features}
+
+
+def _positive_text(data: TabularDataset) -> str:
+    """The status line's words on the positive class (nothing for multi-class data)."""
+    if data.positive_rate is None:
+        return ""
+    return f", positive class {data.class_names[1]}, positive rate {data.positive_rate:.3f}"
 
 
 def _log_start(log: Callable[[str], None] | None, info: dict[str, Any], n_classes: int, split: Split,
@@ -572,7 +627,7 @@ def run_train(config: TrainConfig, *, show_progress: bool = True,
                         amplification=config.amplification)
         for name in methods
     }
-    rate = f", positive rate {data.positive_rate:.3f}" if data.positive_rate is not None else ""
+    rate = _positive_text(data)
     _log_start(log, _dataset_info(data), n_classes, split, config, rate)
 
     fitted: dict[str, tuple[dict[str, float], FitResult]] = {}
@@ -594,9 +649,13 @@ def _train_process(config: TrainConfig, show_progress: bool, verbose: bool) -> d
 def _load_rank(config: TrainConfig, metric: RankMetric) -> tuple[dict[str, Any], Split, int]:
     """Data for a rank metric: ``(info, split, number of training classes)``."""
     if config.csv is None and is_retrieval_dataset(config.dataset) and metric.is_retrieval:
+        if config.pos_label is not None:
+            raise ValueError(f"--pos-label applies to binary targets only; --dataset {config.dataset} is a "
+                             f"retrieval benchmark, got --pos-label {config.pos_label}")
         data = load_retrieval_data(config.dataset, seed=config.seed, val_size=config.val_size)
         info = {"dataset": data.name, "source": data.source, "task": "retrieval",
-                "class_names": list(data.class_names), "n_features": int(data.split.X_train.shape[1]),
+                "class_names": list(data.class_names), "positive_class": None,
+                "n_features": int(data.split.X_train.shape[1]),
                 "train_classes": list(data.train_classes), "test_classes": list(data.test_classes)}
         return info, data.split, len(data.train_classes)
     data, split = _load(config)
@@ -653,7 +712,7 @@ def _run_blackbox(config: TrainConfig, *, show_progress: bool,
     info = _dataset_info(data)
     options = config.blackbox
     if log is not None:
-        rate = f", positive rate {data.positive_rate:.3f}" if data.positive_rate is not None else ""
+        rate = _positive_text(data)
         better = "higher" if metric.higher_is_better else "lower"
         log(f"{info['dataset']}: {info['task']}, {n_classes} classes, {info['n_features']} features{rate}; "
             f"train {len(split.y_train)} / val {len(split.y_val)} / test {len(split.y_test)}; MetricOpt for "
@@ -680,8 +739,10 @@ def format_table(results: dict[str, Any]) -> str:
     For ``--method metricopt``: the black-box metric of the pre-trained model,
     loss-only fine-tuning and MetricOpt (:func:`metricopt.blackbox_training.format_blackbox_table`).
     """
+    positive = results.get("positive_class")
     if results["method"] == BLACKBOX_METHOD:
-        return format_blackbox_table(results)
+        table = format_blackbox_table(results)
+        return table if positive is None else f"{table}\npositive class: {positive}"
     method, baseline, metric = results["method"], results["baseline_method"], results["metric"]
     ours, theirs = results["test_metrics"], results["baseline_metrics"]
     label = f"{method}({metric})" if method in ("anyloss", RANK_METHOD) else method
@@ -695,14 +756,62 @@ def format_table(results: dict[str, Any]) -> str:
         return "  ".join([cells[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))]).rstrip()
 
     scoring = results.get("scoring") or f"threshold {results['config']['threshold']:g}"
+    positive_text = "" if positive is None else f"positive class {positive}, "
     title = (f"{results['dataset']}: exact metrics on the test split (n_test={results['n_test']}, "
-             f"{scoring}; * = trained-for metric; delta = {method} - {baseline})")
+             f"{positive_text}{scoring}; * = trained-for metric; delta = {method} - {baseline})")
     rule = "-" * len(line(header))
     return "\n".join([title, line(header), rule, *(line(r) for r in rows)])
 
 
 # --------------------------------------------------------------------------
 # commands
+
+
+def _check_output_file(option: str, path: str) -> None:
+    """``path`` can be written: not a folder, writable if it exists, its nearest existing folder writable.
+
+    Missing folders are fine (they are created when the file is written).
+    """
+    file = Path(path)
+    if not path.strip() or file.is_dir():
+        raise ValueError(f"{option} must be a file name, but {option}={path!r} is a folder")
+    if file.exists() and not os.access(file, os.W_OK):
+        raise ValueError(f"{option}={path!r} exists and is not writable")
+    folder = file.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"{option}={path!r} cannot be written: {str(folder)!r} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{option}={path!r} cannot be written: the folder {str(folder)!r} is not writable")
+
+
+def _check_plot_format(path: str) -> None:
+    """matplotlib picks the format from the extension; an unknown one would fail only after training."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in formats:
+        found = f"its extension {suffix!r} is not" if suffix else "it has no extension to name"
+        raise ValueError(f"--plot={path!r}: {found} an image format; use one of {', '.join(formats)}")
+
+
+def _output_paths(args: argparse.Namespace, config: TrainConfig) -> str | None:
+    """Check ``--output`` and the plot path before any training; return the plot path (None: no plot)."""
+    plot = None
+    if not args.no_plot:
+        from metricopt.plots import default_plot_path
+
+        name = Path(config.csv).stem if config.csv is not None else str(config.dataset)
+        plot = args.plot if args.plot is not None else default_plot_path(name, config.metric)
+        _check_output_file("--plot", plot)
+        _check_plot_format(plot)
+    if args.output is not None:
+        _check_output_file("--output", args.output)
+        if plot is not None and Path(plot).absolute() == Path(args.output).absolute():
+            raise ValueError(f"--output and --plot name the same file {args.output!r}; give two names")
+    return plot
 
 
 def _write_json(results: dict[str, Any], path: str) -> Path:
@@ -715,18 +824,14 @@ def _write_json(results: dict[str, Any], path: str) -> Path:
 def _cmd_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     config = config_from_args(args)
+    path = _output_paths(args, config)  # before training: a bad path must not waste a run
     log = None if args.quiet else print
     results = run_train(config, show_progress=not args.quiet, log=log)
     print(format_table(results))
     plot = None
-    if not args.no_plot:
-        from metricopt.plots import (
-            default_plot_path,
-            plot_finetune_curves,
-            plot_learning_curves,
-        )
+    if path is not None:
+        from metricopt.plots import plot_finetune_curves, plot_learning_curves
 
-        path = args.plot or default_plot_path(results["dataset"], config.metric)
         if config.loss == BLACKBOX_METHOD:
             plot = str(plot_finetune_curves(results["history"], config.metric, path,
                                             higher_is_better=results["higher_is_better"]))
@@ -807,7 +912,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Data: --dataset NAME (see 'metricopt datasets') or --csv FILE --target COLUMN [--test-csv FILE]. "
             "Without --test-csv the data are split 60/20/20 (stratified) into train/validation/test; with it, "
             "20% of --csv is held out for validation. Features are standardised with training statistics; "
-            "decisions are p > 0.5 (binary) or argmax (multi-class).",
+            "decisions are p > 0.5 (binary) or argmax (multi-class). The positive class of a binary target: "
+            "--pos-label, or for --csv the label 1 or True (scikit-learn's convention; other labels need "
+            "--pos-label), or a built-in dataset's own (its minority class).",
             "Rank metrics (--metric ap, auroc, ndcg@K, recall@K) train the RaMBO rank loss (--loss rambo, their "
             "default) and report exact rank metrics: ap/auroc/ndcg@K of the test scores (rambo: raw outputs; bce: "
             "probabilities; multi-class ap and auroc are macro one-vs-rest; ndcg@K needs binary data and ranks "
@@ -830,7 +937,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="examples:\n"
                "  metricopt train --dataset yeast4 --metric gmean --epochs 100\n"
-               "  metricopt train --csv data.csv --target label --metric mcc --output run.json\n"
+               "  metricopt train --csv data.csv --target label --pos-label yes --metric mcc --output run.json\n"
                "  metricopt train --csv train.csv --test-csv test.csv --target label --no-plot\n"
                "  metricopt train --dataset yeast4 --metric ap\n"
                "  metricopt train --dataset letter --metric recall@1\n"
@@ -849,7 +956,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="your training data: a CSV file with a header row; non-numeric columns are one-hot "
                              "encoded, missing numbers filled with the median")
     data.add_argument("--target", metavar="COLUMN", default=None,
-                      help="label column of --csv; with two classes the rarer one is the positive class")
+                      help="label column of --csv (it must appear once)")
+    data.add_argument("--pos-label", metavar="LABEL", default=None,
+                      help="the positive class of a binary target, the one F1, precision, recall, AP, ... "
+                           "measure. Default: for --csv the label 1 (0/1, -1/1, 1/2) or True (True/False), as "
+                           "in scikit-learn; other labels (e.g. yes/no) are an error that asks for --pos-label. "
+                           "A built-in dataset's own positive class is its minority class (e.g. malignant). "
+                           "Shown in the results table and the JSON (positive_class)")
     data.add_argument("--test-csv", metavar="PATH", default=None,
                       help="test data for --csv, encoded with the training file's categories and medians")
 
@@ -973,7 +1086,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         0 on success, 2 on bad arguments or input (one ``metricopt: error:``
-        line on stderr), the harness's status for ``bench``.
+        line on stderr), 1 on any other error (one line too, unless the
+        environment variable ``METRICOPT_TRACEBACK`` is set), 130 when
+        interrupted (SIGINT, Ctrl-C), the harness's status for ``bench``.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
@@ -991,12 +1106,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Point stdout at devnull so the interpreter's final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except KeyboardInterrupt:  # launch() has stopped every training process by now
+        _print_error("interrupted")
+        return INTERRUPTED
     except USER_ERRORS as exc:
+        if os.environ.get(TRACEBACK_VARIABLE):
+            raise
         _print_error(str(exc) or type(exc).__name__)
         return USAGE_ERROR
-    except KeyboardInterrupt:
-        _print_error("interrupted")
-        return 130
+    except Exception as exc:  # noqa: BLE001 - a library error: one line, not a traceback
+        if os.environ.get(TRACEBACK_VARIABLE):
+            raise
+        _print_error(f"{type(exc).__name__}: {exc} (set {TRACEBACK_VARIABLE}=1 for the traceback)")
+        return 1
 
 
 if __name__ == "__main__":

@@ -24,18 +24,32 @@ DECIDED:
   aborts at interpreter exit (SIGABRT, "terminate called without an active
   exception") after all work is done (measured: 20 repeated 2-process runs);
   ``os._exit`` skips that teardown.
+* Interrupting: only the calling process handles SIGINT. The processes are
+  started with SIGINT ignored (an ignored signal stays ignored in the spawned
+  interpreter), so Ctrl-C, which the terminal sends to every process of the
+  group, never lands in a worker half-way through importing torch (a
+  traceback per worker) and a SIGINT sent to the caller alone is not lost.
+  The caller's KeyboardInterrupt stops every worker (SIGTERM, on which a
+  worker releases its semaphores and exits at once; SIGKILL after a grace
+  period) before it propagates, so no worker outlives :func:`launch`. A
+  worker also receives SIGTERM when the caller dies (Linux: PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing.util
 import os
 import pickle
+import signal
 import socket
 import sys
 import tempfile
+import threading
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,6 +64,8 @@ T = TypeVar("T")
 
 #: Backends :func:`launch` accepts (``None``: :func:`default_backend`).
 BACKENDS = ("gloo", "nccl")
+#: Seconds the workers get to exit after SIGTERM before SIGKILL, when :func:`launch` is interrupted.
+STOP_GRACE_SECONDS = 5.0
 
 
 def default_backend(nproc: int) -> str:
@@ -74,10 +90,26 @@ def _check_nproc(nproc: Any) -> int:
     return nproc
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM in a worker (:func:`launch` stops it, or its parent died): leave at once, semaphores released."""
+    _exit(128 + signum)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM when the parent dies (torch's own setting, SIGINT, is ignored in the workers)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+
+
 def _worker(rank: int, fn: Callable[..., Any], args: tuple[Any, ...], nproc: int, backend: str,
             threads: int, folder: str) -> None:
     """One process: join the group, run ``fn(*args)``, save the result (process 0) or the error."""
     out = Path(folder)
+    signal.signal(signal.SIGTERM, _terminated)
+    _die_with_parent()
+    if hasattr(signal, "pthread_sigmask"):  # blocked by _sigint_held in the parent; ignored here anyway
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     try:
         torch.set_num_threads(threads)
         if backend == "nccl":
@@ -107,10 +139,47 @@ def _exit(status: int) -> None:
     (tqdm makes one for its bars); without it the parent's resource tracker
     warns that they leaked.
     """
-    multiprocessing.util._exit_function()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    # Each step may fail when a signal handler interrupted the same call (a reentrant flush); exit anyway.
+    for step in (multiprocessing.util._exit_function, sys.stdout.flush, sys.stderr.flush):
+        with contextlib.suppress(Exception):
+            step()
     os._exit(status)
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """While the workers start: SIGINT ignored (they inherit that) and blocked (so none arriving is lost).
+
+    On leaving, the caller's handler is back and a SIGINT that arrived
+    meanwhile is delivered to it. Only the main thread handles signals; in
+    another thread, or with a handler installed outside Python, nothing changes.
+    """
+    if (threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask")
+            or signal.getsignal(signal.SIGINT) is None):
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _stop(processes: Sequence[Any], grace: float = STOP_GRACE_SECONDS) -> None:
+    """Stop every worker: SIGTERM, then SIGKILL after ``grace`` seconds; a second Ctrl-C meanwhile waits."""
+    with _sigint_held():
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + grace
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join()
 
 
 def _raise_first_error(folder: Path, nproc: int, failure: Exception) -> None:
@@ -147,6 +216,7 @@ def launch(fn: Callable[..., T], nproc: int, *args: Any, backend: str | None = N
     Raises:
         ValueError: bad ``nproc``, ``backend`` or ``threads``, or NCCL without a GPU per process.
         Exception: the first failing process's exception, with its rank and traceback as a note.
+        KeyboardInterrupt: SIGINT (Ctrl-C) reached this process; every worker has been stopped.
     """
     nproc = _check_nproc(nproc)
     if not callable(fn):
@@ -168,11 +238,19 @@ def launch(fn: Callable[..., T], nproc: int, *args: Any, backend: str | None = N
         os.environ["GLOO_SOCKET_IFNAME"] = loopback  # the spawned processes inherit it
     try:
         with tempfile.TemporaryDirectory(prefix="metricopt-launch-") as folder:
+            context = None
             try:
-                mp.start_processes(_worker, args=(fn, args, nproc, backend, threads, folder), nprocs=nproc,
-                                   join=True, start_method="spawn")
+                with _sigint_held():
+                    context = mp.start_processes(_worker, args=(fn, args, nproc, backend, threads, folder),
+                                                 nprocs=nproc, join=False, start_method="spawn")
+                while not context.join():
+                    pass
             except ProcessException as failure:
                 _raise_first_error(Path(folder), nproc, failure)
+            except BaseException:  # KeyboardInterrupt above all: no worker may outlive this call
+                if context is not None:
+                    _stop(context.processes)
+                raise
             return pickle.loads((Path(folder) / "result.pkl").read_bytes())
     finally:
         if loopback is not None:

@@ -6,10 +6,12 @@ training categories. An optional test CSV is encoded with exactly the same
 columns, categories and medians; categories it has that training lacked
 encode as all zeros.
 
-The target column may hold any values. Classes are sorted; with two classes
-the less frequent one (ties: the larger sorted value) is the positive class
-and becomes label 1, the other label 0. ``class_names`` records the original
-values as strings.
+The target column may hold any values and must appear once in the header (a
+second copy would be renamed by pandas, e.g. ``label.1``, and leak the label
+into the features: an error). Classes are sorted; with two classes the
+positive class (``pos_label``, or by :mod:`metricopt.data.labels`' rule the
+value 1 or True, and otherwise an error naming the classes) becomes label 1,
+the other label 0. ``class_names`` records the original values as strings.
 
 Example:
     >>> from metricopt.data import load_csv
@@ -26,6 +28,7 @@ import numpy as np
 
 from metricopt.data._encoding import FrameEncoder
 from metricopt.data.datasets import TabularDataset
+from metricopt.data.labels import positive_class
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas as pd
@@ -79,20 +82,63 @@ def _target_values(series: pd.Series) -> pd.Series:
     return series
 
 
-def _class_order(values: pd.Series) -> list[Any]:
-    """Raw class values in label order (binary: negative, then positive)."""
-    counts = values.value_counts()
-    classes = sorted(counts.index.tolist())
-    if len(classes) == 2:
-        low, high = classes
-        # Positive = less frequent; a tie goes to the larger sorted value.
-        positive = low if counts[low] < counts[high] else high
-        negative = high if positive == low else low
-        return [negative, positive]
-    return classes
+def _matching_class(classes: list[Any], pos_label: Any) -> Any:
+    """The class ``pos_label`` names: the value itself, or its text (``"1"`` names 1 and 1.0, ``"true"`` True)."""
+    if pos_label is None or not isinstance(pos_label, str):
+        return pos_label
+    text = pos_label.strip()
+    for value in classes:
+        if isinstance(value, bool):
+            if text.lower() == str(value).lower():
+                return value
+        elif str(value) == text:
+            return value
+        elif not isinstance(value, str):
+            try:
+                if float(text) == float(value):
+                    return value
+            except ValueError:
+                pass
+    return pos_label
+
+
+def _class_order(values: pd.Series, raw: pd.Series, pos_label: Any, where: str) -> list[Any]:
+    """Class values in label order (binary: negative, then positive; see :mod:`metricopt.data.labels`).
+
+    ``values`` are the matching values (:func:`_target_values`: text for a
+    boolean column), ``raw`` the column as read (booleans stay booleans, so
+    True/False has the convention of 1/0).
+    """
+    classes = sorted(values.unique().tolist())
+    if _pandas().api.types.is_bool_dtype(raw.dtype):
+        as_read = [value == "True" for value in classes]
+    else:
+        as_read = classes
+    positive = positive_class(as_read, _matching_class(as_read, pos_label), where=where)
+    if positive is None:
+        return classes
+    index = as_read.index(positive)
+    return [classes[1 - index], classes[index]]
+
+
+def _check_header(path: Any, target: str, argument: str) -> None:
+    """The target column must appear once in the raw header (pandas renames copies to ``target.1``, ...)."""
+    pd = _pandas()
+    try:
+        header = pd.read_csv(Path(path), header=None, nrows=1, dtype=str).iloc[0].tolist()
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, IndexError):  # _read reported or will report it
+        return
+    positions = [i + 1 for i, name in enumerate(header) if isinstance(name, str) and name.strip() == target]
+    if len(positions) > 1:
+        raise ValueError(
+            f"target={target!r} is a column {len(positions)} times in {argument}={str(path)!r} (columns "
+            f"{', '.join(map(str, positions))} of the header); the copies would be features holding the label: "
+            "remove or rename them"
+        )
 
 
 def _check_target(frame: pd.DataFrame, target: str, argument: str, path: Any) -> pd.Series:
+    _check_header(path, target, argument)
     if target not in frame.columns:
         columns = [str(c) for c in frame.columns]
         raise ValueError(
@@ -130,6 +176,7 @@ def load_csv(
     target: str,
     *,
     test_path: str | os.PathLike[str] | None = None,
+    pos_label: Any = None,
 ) -> tuple[TabularDataset, TabularDataset | None]:
     """Load a training CSV (and optionally a test CSV) for classification.
 
@@ -139,14 +186,21 @@ def load_csv(
         test_path: Optional test CSV with the same feature columns and the
             target column; it is encoded with the training file's categories,
             columns and medians.
+        pos_label: the positive class of a binary target: a value of the
+            column or its text (``"yes"``, ``"1"`` for 1, ``"true"`` for
+            True). None: 1 or True when it is one of the two classes, else a
+            ValueError naming them (:mod:`metricopt.data.labels`). Must be None
+            for more than two classes.
 
     Returns:
         ``(train, test)``; ``test`` is ``None`` without ``test_path``.
 
     Raises:
         ValueError: A file does not exist, is not readable as CSV or has no
-            data rows; ``target`` is not a column (of either file); the target
-            has missing values or a single class; there are no feature
+            data rows; ``target`` is not a column (of either file) or is one
+            several times; the target has missing values or a single class;
+            the positive class is ambiguous or ``pos_label`` is not a class
+            (:class:`metricopt.data.labels.PositiveClassError`); there are no feature
             columns; the test target holds values unseen in training; the test
             file lacks a feature column or holds text in a numeric column.
     """
@@ -155,12 +209,13 @@ def load_csv(
     target = target.strip()
     frame = _read(path, "path")
     values = _check_target(frame, target, "path", path)
-    order = _class_order(values)
-    if len(order) < 2:
+    distinct = values.unique()
+    if len(distinct) < 2:
         raise ValueError(
-            f"target={target!r} has a single class {str(order[0])!r} in "
+            f"target={target!r} has a single class {str(distinct[0])!r} in "
             f"path={str(path)!r}; at least 2 classes are needed"
         )
+    order = _class_order(values, frame[target], pos_label, f"target={target!r} in path={str(path)!r}")
     index = {value: i for i, value in enumerate(order)}
     class_names = tuple(str(v) for v in order)
     features = frame.drop(columns=[target])
