@@ -296,11 +296,25 @@ def test_blackbox_float32_perturbation_does_not_round_away():
     assert y.grad[0] < 0
 
 
-def test_blackbox_second_derivative_raises_instead_of_returning_zero():
+@pytest.mark.parametrize("through_scores_too", [False, True])
+def test_blackbox_second_derivative_raises_instead_of_leaving_the_ranker_out(through_scores_too):
+    # With once_differentiable, a loss that also uses the scores directly got a second derivative that
+    # silently left the ranker's part out; the ranks alone gave a gradient with no graph at all.
     y = torch.tensor([0.1, 0.5, 0.2], requires_grad=True)
-    (grad,) = torch.autograd.grad((blackbox_rank(y, interpolation=1.0) * y).sum(), y, create_graph=True)
-    with pytest.raises(RuntimeError, match="once_differentiable"):
+    loss = (blackbox_rank(y, interpolation=1.0) * torch.tensor([1.0, 2.0, 3.0])).sum()
+    if through_scores_too:
+        loss = loss + (y**2).sum()
+    (grad,) = torch.autograd.grad(loss, y, create_graph=True)
+    with pytest.raises(RuntimeError, match="second derivative was requested through metricopt's blackbox ranks"):
         grad.sum().backward()
+
+
+def test_blackbox_second_derivative_raises_under_torch_func():
+    def first(y):
+        return torch.func.grad(lambda s: (blackbox_rank(s, interpolation=1.0) * s).sum())(y).sum()
+
+    with pytest.raises(RuntimeError, match="second derivative"):
+        torch.func.grad(first)(torch.tensor([0.1, 0.5, 0.2]))
 
 
 @SETTINGS

@@ -8,10 +8,11 @@ so one call covers both tasks (as :func:`~metricopt.losses.confusion_loss` does)
 * :func:`inverse_frequency_weights`: "balanced" class weights, n / (C n_c),
   scikit-learn's ``class_weight="balanced"``.
 
-Under ``torch.distributed`` both gather the batch across processes first
-(``distributed=True``, as every loss here), so the (weighted) mean is the
-global batch's: DDP's average of per-process means equals it only for equal
-shards without class weights.
+Under ``torch.distributed`` both gather the batch across processes where a
+gradient can flow (``distributed=True``, as every loss here), so the
+(weighted) mean is the global batch's: DDP's average of per-process means
+equals it only for equal shards without class weights. Half-precision logits
+are computed in float32 and give a float32 loss.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def _is_binary(logits: Tensor) -> bool:
 
 
 def _log_prob_of_target(logits: Tensor, target: Tensor) -> Tensor:
-    """log p_t per sample, for binary or multi-class logits."""
+    """log p_t per sample, for binary or multi-class logits; half-precision logits in float32."""
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
     if _is_binary(logits):
         z = logits.reshape(-1)
         y = target.reshape(-1).to(z.dtype)

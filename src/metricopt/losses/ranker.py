@@ -46,9 +46,12 @@ whose rank the loss pushes hardest moves by ``interpolation`` standard
 deviations of its row's scores. A row whose upstream gradient is zero gets a
 zero gradient.
 
-The backward pass is not itself differentiable: asking for a second
-derivative raises ``RuntimeError`` (``once_differentiable``) instead of
-returning a silent zero.
+The backward pass is not itself differentiable: a second derivative through
+it (``create_graph=True``, ``torch.func.hessian``, a learned optimizer's
+pathwise estimator) raises ``RuntimeError`` when it reaches the ranker,
+instead of leaving the ranker's part out silently, which is what
+``once_differentiable`` would do wherever the first gradient also depends on
+the scores through another path.
 
 Tie rule: tied scores all get the *largest* rank of their block (the number of
 items whose score is greater than or equal to theirs; pandas'
@@ -66,7 +69,6 @@ import math
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from metricopt._checks import check_positive, check_tensor, describe
 
@@ -139,15 +141,38 @@ class _BlackboxRank(torch.autograd.Function):
         ctx.interpolation = interpolation
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_ranks: Tensor):  # type: ignore[override]
         scores, ranks, spread = ctx.saved_tensors
-        grad = grad_ranks.to(torch.float64)
-        size = grad.abs().amax(-1, keepdim=True)  # max |g| per row: the loss's scale, removed from the step
-        step = ctx.interpolation * spread
-        perturbed = scores.to(torch.float64) + step * (grad / torch.where(size > 0, size, torch.ones_like(size)))
-        result = (exact_rank(perturbed) - ranks.to(torch.float64)) * (size / step)
-        return result.to(scores.dtype), None, None
+        with torch.no_grad():
+            grad = grad_ranks.to(torch.float64)
+            size = grad.abs().amax(-1, keepdim=True)  # max |g| per row: the loss's scale, removed from the step
+            step = ctx.interpolation * spread
+            perturbed = scores.to(torch.float64) + step * (grad / torch.where(size > 0, size, torch.ones_like(size)))
+            result = ((exact_rank(perturbed) - ranks.to(torch.float64)) * (size / step)).to(scores.dtype)
+        if torch.is_grad_enabled():  # create_graph=True: whoever differentiates this gradient learns it cannot be
+            result = _NoSecondDerivative.apply(result, scores, grad_ranks)
+        return result, None, None
+
+
+class _NoSecondDerivative(torch.autograd.Function):
+    """Identity on the blackbox gradient that raises when differentiated (module docstring)."""
+
+    @staticmethod
+    def forward(gradient: Tensor, scores: Tensor, grad_ranks: Tensor) -> Tensor:  # type: ignore[override]
+        return gradient.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor):  # type: ignore[override]
+        raise RuntimeError(
+            "a second derivative was requested through metricopt's blackbox ranks (blackbox_rank, and the AP, "
+            "AUROC, recall and NDCG losses built on them); their gradient is the blackbox interpolation's, "
+            "which has no derivative of its own. Use a first-order method, or, for the learned optimizer, "
+            "LearnedConfig(estimator='evolution')"
+        )
 
 
 def blackbox_rank(scores: Tensor, *, interpolation: float | Tensor, spread: Tensor | None = None) -> Tensor:
