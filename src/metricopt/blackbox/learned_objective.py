@@ -40,10 +40,12 @@ DECIDED here (both papers are silent or leave a choice):
   inputs (second order, ``create_graph=True``): only the exact derivative of the
   unrolled objective makes the pathwise estimator unbiased for the same
   smoothed objective that the ES estimator estimates, which their merge requires.
-* Once-differentiable losses: a loss whose backward pass is marked
-  ``@once_differentiable`` (metricopt's rank losses, built on
-  :func:`~metricopt.losses.blackbox_rank`, and the confusion loss's fused soft
-  counts) has a gradient that autograd cannot differentiate again, and it does
+* Once-differentiable losses: metricopt's rank losses (built on
+  :func:`~metricopt.losses.blackbox_rank`) have a gradient with no derivative
+  of its own; their backward marks it with a node whose Function says
+  ``second_derivative = False`` (and raises if a double backward reaches it).
+  A loss whose backward pass is marked ``@once_differentiable`` has a
+  gradient that autograd cannot differentiate again either, and it does
   not say so: the double backward never runs that backward (its error node is
   cut off from the inputs, or absent when the gradient of a scalar loss comes
   in), so the loss's curvature would silently be missing from the pathwise
@@ -219,16 +221,19 @@ def _once_differentiable(loss: Tensor, gradient: Tensor) -> list[str]:
         backward = getattr(getattr(node, "_forward_cls", None), "backward", None)
         if getattr(backward, "__code__", None) is _ONCE_DIFFERENTIABLE_CODE:
             found.append(type(node).__name__)
-    if gradient.requires_grad and any(n.name().rsplit("::", 1)[-1] in ("Error", "DelayedError")
-                                      for n in _nodes(gradient)):
-        found.append("an @once_differentiable error node")
+    if gradient.requires_grad:
+        for node in _nodes(gradient):
+            if node.name().rsplit("::", 1)[-1] in ("Error", "DelayedError"):
+                found.append("an @once_differentiable error node")
+            elif getattr(getattr(node, "_forward_cls", None), "second_derivative", True) is False:
+                found.append(type(node).__name__)
     return sorted(set(found))
 
 
 def _check_gradient_graph(loss: Tensor, gradient: Tensor, loss_fn: Any) -> None:
     found = _once_differentiable(loss, gradient)
     if found:
-        where = (f"passes through a backward marked @once_differentiable ({', '.join(found)}, in the loss or the "
+        where = (f"passes through a backward with no second derivative ({', '.join(found)}, in the loss or the "
                  "backbone)")
         raise SecondOrderError(_advice(loss_fn, where))
 

@@ -155,7 +155,14 @@ class _BlackboxRank(torch.autograd.Function):
 
 
 class _NoSecondDerivative(torch.autograd.Function):
-    """Identity on the blackbox gradient that raises when differentiated (module docstring)."""
+    """Identity on the blackbox gradient that raises when differentiated (module docstring).
+
+    ``second_derivative = False`` lets a caller that needs second derivatives
+    find it in a gradient's graph before differentiating
+    (:func:`metricopt.blackbox.learned_objective.check_second_order`).
+    """
+
+    second_derivative = False
 
     @staticmethod
     def forward(gradient: Tensor, scores: Tensor, grad_ranks: Tensor) -> Tensor:  # type: ignore[override]
