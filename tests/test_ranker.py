@@ -380,6 +380,11 @@ def test_blackbox_rejects_non_floating_scores(scores):
         blackbox_rank(scores, interpolation=1.0)
 
 
+def test_blackbox_rejects_a_non_positive_spread():
+    with pytest.raises(ValueError, match="`spread`"):
+        blackbox_rank(torch.tensor([[0.0, 1.0]]), interpolation=1.0, spread=torch.zeros(1, 1))
+
+
 def test_blackbox_rejects_zero_dim_scores():
     with pytest.raises(ValueError, match="`scores`"):
         blackbox_rank(torch.tensor(1.0), interpolation=1.0)
@@ -448,7 +453,8 @@ def test_blackbox_equals_official_true_ranker_on_tie_free_input(n, lam_official)
 
 def _official_step(g_official: torch.Tensor, lam_official: float) -> torch.Tensor:
     """The per-row spread that makes blackbox_rank's step TrueRanker's ``lambda_N g_N`` (see above)."""
-    return (lam_official * g_official.abs().amax(-1, keepdim=True)).double()
+    step = (lam_official * g_official.abs().amax(-1, keepdim=True)).double()
+    return torch.where(step > 0, step, 1.0)  # a zero upstream row: any unit, the gradient is zero
 
 
 def assert_tie_free(rows: torch.Tensor) -> None:

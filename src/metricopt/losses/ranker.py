@@ -148,7 +148,8 @@ class _BlackboxRank(torch.autograd.Function):
             size = grad.abs().amax(-1, keepdim=True)  # max |g| per row: the loss's scale, removed from the step
             step = ctx.interpolation * spread
             perturbed = scores.to(torch.float64) + step * (grad / torch.where(size > 0, size, torch.ones_like(size)))
-            result = ((exact_rank(perturbed) - ranks.to(torch.float64)) * (size / step)).to(scores.dtype)
+            scale = torch.where(size > 0, size / step, torch.zeros_like(size))  # a zero row stays exactly zero
+            result = ((exact_rank(perturbed) - ranks.to(torch.float64)) * scale).to(scores.dtype)
         if torch.is_grad_enabled():  # create_graph=True: whoever differentiates this gradient learns it cannot be
             result = _NoSecondDerivative.apply(result, scores, grad_ranks)
         return result, None, None
@@ -222,4 +223,6 @@ def blackbox_rank(scores: Tensor, *, interpolation: float | Tensor, spread: Tens
     lam = check_positive("interpolation", interpolation)
     if spread is None:
         spread = score_spread(scores)
+    elif not bool((spread > 0).all()):
+        raise ValueError(f"`spread` must be > 0 in every row; got {describe(spread)} with minimum {spread.min().item()}")
     return _BlackboxRank.apply(scores, lam, spread)
