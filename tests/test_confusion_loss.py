@@ -7,6 +7,7 @@ multi-label ``(N, C)``.
 
 from __future__ import annotations
 
+import contextlib
 
 import numpy as np
 import pytest
@@ -710,3 +711,169 @@ def test_callable_metric_with_a_bad_result_names_metric(bad_metric, average):
     z, y = torch.randn(6, 3), torch.randint(0, 2, (6, 3))
     with pytest.raises(TypeError, match="`metric`"):
         confusion_loss(z, y, bad_metric, average=average)
+
+
+# --- the loss in real training loops (issue 12: mixed precision, composability, validation) ---------------
+
+CONTRACT_TASKS = ("binary", "multiclass", "multilabel")
+
+
+def contract_batch(task: str, device: torch.device, n: int = 64, num_classes: int = 5, seed: int = 21):
+    """Logits spread over the sigmoid/softmax range and a target with every class present."""
+    z, y = random_batch(task, n=n, num_classes=num_classes, scale=3.0, seed=seed, dtype=torch.float32)
+    return z.to(device), y.to(device)
+
+
+def loss_and_gradient(z: torch.Tensor, y: torch.Tensor, name: str, context=None, **options):
+    """The loss (computed inside ``context``, e.g. autocast) and its gradient (outside, as AMP recommends)."""
+    z = z.detach().clone().requires_grad_(True)
+    with context or contextlib.nullcontext():
+        loss = confusion_loss(z, y, name, **options)
+    (grad,) = torch.autograd.grad(loss, z)
+    return loss.detach(), grad
+
+
+@pytest.mark.parametrize("name", ["f1", "mcc", "gmean"])
+@pytest.mark.parametrize("task", CONTRACT_TASKS)
+def test_autocast_gives_the_float32_result(task, name, device):
+    # under autocast the multi-class confusion matrix was a bfloat16 matmul (MCC loss 0.5000 for 0.5007)
+    z, y = contract_batch(task, device)
+    expected, expected_grad = loss_and_gradient(z, y, name)
+    low = torch.bfloat16 if device.type == "cpu" else torch.float16
+    loss, grad = loss_and_gradient(z, y, name, torch.autocast(device_type=device.type, dtype=low))
+    assert loss.dtype == torch.float32 and grad.dtype == torch.float32
+    torch.testing.assert_close(loss, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("task", CONTRACT_TASKS)
+def test_half_logits_give_the_float32_result_of_their_values(task, dtype, device):
+    z, y = contract_batch(task, device)
+    half = z.to(dtype)
+    for name in ("f1", "mcc", "balanced_accuracy"):
+        expected, expected_grad = loss_and_gradient(half.float(), y, name)
+        for context in (torch.autocast(device_type=device.type, dtype=dtype), torch.autocast(device.type, enabled=False)):
+            loss, grad = loss_and_gradient(half, y, name, context)
+            assert loss.dtype == torch.float32 and grad.dtype == dtype, (name, loss.dtype, grad.dtype)
+            torch.testing.assert_close(loss, expected, rtol=0, atol=1e-5)
+            assert torch.equal(grad, expected_grad.to(dtype)), name  # the float32 gradient, rounded once
+
+
+@pytest.mark.parametrize("name", ["f1", "mcc"])
+@pytest.mark.parametrize("task", CONTRACT_TASKS)
+def test_torch_func_grad_equals_autograd(task, name, device):
+    z, y = contract_batch(task, device, n=16)
+    _, expected = loss_and_gradient(z, y, name)
+    for validate in (True, False):
+        grad = torch.func.grad(lambda logits: confusion_loss(logits, y, name, validate=validate))(z)
+        torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-9)
+
+
+def test_a_second_derivative_is_an_error_not_zeros(device):
+    z, y = contract_batch("binary", device, n=16)
+
+    def gradient_norm(logits):
+        return torch.func.grad(lambda u: confusion_loss(u, y, "f1"))(logits).square().sum()
+
+    # the fused soft counts are differentiable once: torch.func used to see a constant and return zeros
+    with pytest.raises(RuntimeError, match="differentiable once.*second derivative"):
+        torch.func.grad(gradient_norm)(z)
+    # autograd: the backward is @once_differentiable, which metricopt.blackbox detects in the graph
+    logits = z.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(confusion_loss(logits, y, "f1"), logits, create_graph=True)
+    with pytest.raises(RuntimeError):
+        torch.autograd.grad(grad.square().sum(), logits)
+
+
+def test_vmap_over_batches_equals_a_loop(device):
+    z = torch.randn(3, 16, generator=torch.Generator().manual_seed(2)).to(device)
+    y = (torch.arange(16, device=device) % 3 == 0).long()
+    batched = torch.vmap(lambda logits: confusion_loss(logits, y, "mcc", validate=False))(z)
+    torch.testing.assert_close(batched, torch.stack([confusion_loss(row, y, "mcc") for row in z]))
+    with pytest.raises(RuntimeError, match="validate=False"):  # the host-side check cannot run per batch entry
+        torch.vmap(lambda logits: confusion_loss(logits, y, "mcc"))(z)
+
+
+@pytest.mark.slow  # compiling takes seconds
+def test_torch_compile_equals_eager(device):
+    for task, name in (("binary", "f1"), ("multiclass", "mcc")):
+        z, y = contract_batch(task, device, n=32)
+        compiled = torch.compile(ConfusionLoss(name))
+        eager_loss, eager_grad = loss_and_gradient(z, y, name)
+        logits = z.clone().requires_grad_(True)
+        loss = compiled(logits, y)
+        loss.backward()
+        torch.testing.assert_close(loss.detach(), eager_loss, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(logits.grad, eager_grad, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", METRIC_NAMES)
+def test_float32_gradient_matches_float64_far_into_the_tails(name):
+    # 1 - p is sigmoid(-z), not 1 - sigmoid(z): at |z| = 12 the difference lost 0.5 % of the gradient,
+    # and for z above 16.6 all of it
+    grid = torch.linspace(-12.0, 12.0, 49, dtype=torch.float64)
+    y = torch.arange(49) % 2
+    gradients = []
+    for dtype in (torch.float64, torch.float32):
+        z = grid.to(dtype).clone().requires_grad_(True)
+        confusion_loss(z, y, name, **beta_for(name)).backward()
+        gradients.append(z.grad.double())
+    g64, g32 = gradients
+    used = g64 != 0  # recall and specificity ignore one label
+    assert used.sum() >= 24 and torch.all(g32[used] != 0)
+    rel = ((g32 - g64).abs() / g64.abs())[used]
+    assert rel.max() <= 1e-5, f"max relative error {rel.max():.2e} at logit {grid[used][rel.argmax()]:.2f}"
+
+
+# --- validation folded into the loss's own work ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("task", CONTRACT_TASKS)
+def test_non_finite_logits_are_named_on_every_task(task, bad, device):
+    z, y = contract_batch(task, device, n=8, num_classes=3)
+    z[3, ...] = bad
+    with pytest.raises(ValueError, match=r"`logits` must be finite; it contains \[(nan|inf|-inf)"):
+        confusion_loss(z, y)
+    with pytest.raises(ValueError, match="`logits` must be finite"):
+        confusion_loss(z.to(torch.float16), y, "mcc")
+
+
+def test_large_finite_logits_are_not_an_error(device):
+    # their sum overflows to inf: the elementwise check that follows finds every logit finite
+    z = torch.full((8,), 3e38, device=device) * torch.tensor([1.0, -1.0] * 4, device=device)
+    z[:2] = 3e38
+    y = torch.tensor([1, 0] * 4, device=device)
+    assert torch.isinf(z.sum())
+    assert torch.isfinite(confusion_loss(z, y))
+
+
+@pytest.mark.parametrize("target", [
+    [0.5] * 8 + [2.0],  # sum y (1 - y) = 8 * 0.25 - 2 = 0: a check on that sum alone would pass it
+    [0.0, 1.0, 0.5, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0],
+    [0.0, 1.0, float("nan"), 1.0, 0.0, 1.0, 0.0, 1.0, 0.0],
+    [0.0, 1.0, -1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0],
+])
+def test_float_targets_outside_0_1_are_named(target, device):
+    y = torch.tensor(target, device=device)
+    with pytest.raises(ValueError, match="binary `target` must hold only 0 and 1"):
+        confusion_loss(torch.randn(9, device=device), y)
+    with pytest.raises(ValueError, match="multilabel `target` must hold only 0 and 1"):
+        confusion_loss(torch.randn(9, 2, device=device), torch.stack([y, 1 - y.nan_to_num()], 1))
+
+
+@pytest.mark.parametrize("bad", [2, -1, 7, -(2**40)])
+def test_integer_targets_outside_0_1_are_named(bad, device):
+    y = torch.tensor([0, 1, bad, 1, 0, 1], device=device)
+    with pytest.raises(ValueError, match=rf"binary `target` must hold only 0 and 1; got values from {min(0, bad)} to {max(1, bad)}"):
+        confusion_loss(torch.randn(6, device=device), y)
+    with pytest.raises(ValueError, match="multilabel `target`"):
+        confusion_loss(torch.randn(6, 2, device=device), torch.stack([y, 1 - y.clamp(0, 1)], 1))
+    with pytest.raises(ValueError, match=r"multi-class `target` must lie in \[0, 3\)"):
+        confusion_loss(torch.randn(6, 3, device=device), y.abs() + 2)
+
+
+def test_validation_is_skipped_when_asked(device):
+    z = torch.tensor([0.5, float("nan"), -1.0], device=device)
+    assert torch.isnan(confusion_loss(z, torch.tensor([1, 0, 1], device=device), validate=False))

@@ -35,6 +35,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from metricopt._autocast import full_precision
 from metricopt._checks import check_finite, check_positive, check_tensor, describe
 from metricopt.distributed import gather_batch, is_distributed
 from metricopt.metrics._average import (
@@ -46,8 +47,8 @@ from metricopt.metrics._average import (
 from metricopt.metrics.confusion import MetricArg, resolve_metric
 from metricopt.losses.soft_confusion import (
     auto_amplification,
-    binary_soft_counts,
     soft_confusion_matrix,
+    soft_counts_and_status,
 )
 
 __all__ = ["confusion_loss", "ConfusionLoss", "infer_task"]
@@ -85,7 +86,7 @@ def infer_task(logits: Tensor, target: Tensor, *, allow_empty: bool = False) -> 
 
 
 def _check_target(task: str, target: Tensor, num_classes: int) -> None:
-    """Targets in the allowed set, in one pass for integer targets (the usual case)."""
+    """Raise the error that names `target` and its bad values; the elementwise check of the slow path."""
     if task == "multiclass" and (target.is_floating_point() or target.dtype == torch.bool):
         raise ValueError(f"multi-class `target` must hold integer class indices; got {describe(target)}")
     if target.dtype == torch.bool:
@@ -106,27 +107,74 @@ def _check_target(task: str, target: Tensor, num_classes: int) -> None:
         raise ValueError(f"{task} `target` must hold only 0 and 1; got values from {low} to {high}")
 
 
+def _check_inputs(status: Tensor, logits: Tensor, task: str, target: Tensor) -> bool:
+    """One sync on the status; only if it is nonzero, the elementwise checks that name the bad values.
+
+    Returns whether the status was nonzero (and the inputs passed the elementwise checks nonetheless).
+    """
+    try:
+        suspect = status.item() != 0  # NaN != 0 too
+    except RuntimeError as error:  # torch.vmap cannot read one value for every batch entry
+        if not torch._C._are_functorch_transforms_active():
+            raise
+        raise RuntimeError("confusion_loss(validate=True) checks its inputs on the host, which torch.vmap cannot do; "
+                           "check the batch before vmap and pass validate=False") from error
+    if suspect:
+        check_finite("logits", logits)
+        _check_target(task, target, logits.shape[-1])
+    return suspect
+
+
+def _range_status(target: Tensor, top: int) -> Tensor:
+    """1 where ``target`` leaves [0, top] (one fused min/max reduction), else 0."""
+    low, high = torch.aminmax(target)
+    return (low < 0) | (high > top)
+
+
 def _scores(
     logits: Tensor, target: Tensor, task: str, metric: MetricArg, amplification: float | str, sharpness: float,
-    average: str | None, beta: float,
-) -> tuple[Tensor, float]:
-    """The soft metric score(s) and the metric's lower bound."""
+    average: str | None, beta: float, validate: bool,
+) -> tuple[Tensor, float, Tensor | None]:
+    """The soft metric score(s), the metric's lower bound, and an input status still to be checked.
+
+    Validation costs no pass over the data per check: a NaN or infinite logit
+    makes ``0 * sum(logits)`` NaN, and binary and multi-label labels are
+    checked by ``sum y (1 - y)`` over the converted labels the counts use
+    (:func:`~metricopt.losses.soft_confusion.soft_counts_and_status`); float
+    labels and multi-class classes take one ``aminmax``. One sync reads the
+    status; only a nonzero status runs the elementwise checks that raise
+    with the bad values. The check precedes the formula, so that an error
+    names the input rather than the metric, except for a callable metric on
+    binary or multi-label input, whose status is returned so that the caller
+    checks it with the score in the same sync.
+    """
     spec, formula = resolve_metric(metric, beta)
     average = resolve_average(average, task, spec)
+    status = None
     if task == "multiclass":
+        if validate:  # before one_hot, which fails on out-of-range classes with an error of its own
+            _check_inputs(logits.detach().sum() * 0 + _range_status(target, logits.shape[-1] - 1), logits, task, target)
         cm = soft_confusion_matrix(logits, target.long(), sharpness)
         if average == "multiclass":
-            return spec.multiclass(cm), spec.lower_bound  # type: ignore[union-attr]
+            return spec.multiclass(cm), spec.lower_bound, None  # type: ignore[union-attr]
         support = torch.bincount(target.long(), minlength=logits.shape[-1])
         counts = counts_from_confusion_matrix(cm, support)
     else:
-        logits = logits.reshape(logits.shape[0], -1)
+        if task == "binary" and logits.ndim == 2:  # (N,) logits give 0-d counts: no indexing for the binary average
+            logits = logits.reshape(-1)
+        if task == "binary" and target.ndim == 2:
+            target = target.reshape(-1)
         steepness = auto_amplification(torch.sigmoid(logits)) if amplification == "auto" else amplification
-        counts = binary_soft_counts(logits, target.reshape(logits.shape), steepness)
+        counts, status = soft_counts_and_status(logits, target, steepness, check=validate)
+        if validate and target.is_floating_point():  # float labels: confined to [0, 1], where sum y (1 - y) cannot cancel
+            status = status + _range_status(target, 1)
+        if validate and not callable(metric):
+            _check_inputs(status, logits, task, target)  # type: ignore[arg-type]
+            status = None
         if task == "binary" and average != "binary":
-            counts = both_classes(*counts)
+            counts = both_classes(*(c.reshape(1) for c in counts))
     score = average_metric(spec, formula, *counts, average)
-    return score, (0.0 if spec is None else spec.lower_bound)
+    return score, (0.0 if spec is None else spec.lower_bound), status
 
 
 def confusion_loss(
@@ -165,8 +213,10 @@ def confusion_loss(
             ``"macro"``, ``"micro"``, ``"weighted"``, ``"multiclass"``, or
             ``"none"``/``None`` for a per-class loss vector.
         beta: weight of recall for ``metric="fbeta"``.
-        validate: check the inputs (finite logits, targets in range). Costs a
-            device sync; turn off in a tuned loop once the data are known good.
+        validate: check the inputs (finite logits, targets in range) and a
+            callable metric's score. Costs one device sync and no extra pass
+            over the data (the checks read numbers the loss computes anyway,
+            or one fused reduction); False skips the sync.
         distributed: under ``torch.distributed`` (an initialised process group of
             two or more processes), compute the loss of the global batch,
             gathered from every process in rank order with gradients
@@ -204,19 +254,23 @@ def confusion_loss(
     sharpness = check_positive("sharpness", sharpness)
     gathering = distributed is True and is_distributed()
     task = infer_task(logits, target, allow_empty=gathering)  # a process's share may be empty, the batch not
-    if validate and logits.shape[0] > 0:
-        check_finite("logits", logits)
-        _check_target(task, target, logits.shape[-1])
+    if task == "multiclass" and (target.is_floating_point() or target.dtype == torch.bool):
+        raise ValueError(f"multi-class `target` must hold integer class indices; got {describe(target)}")
     logits, target = gather_batch(logits, target, enabled=distributed)
     if logits.shape[0] == 0:
         raise ValueError(f"`logits` must hold at least one sample in the batch gathered from every process; "
                          f"got shape {tuple(logits.shape)}")
     if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    score, lower_bound = _scores(logits, target, task, metric, amplification, sharpness, average, beta)
-    loss = (1 - score) / (1 - lower_bound)
-    if validate and callable(metric) and not bool(torch.isfinite(loss).all()):
-        raise ValueError(f"`metric` {getattr(metric, '__name__', metric)!r} returned a non-finite score: {loss.tolist()}")
+        logits = logits.float()  # float32 maths; autograd casts the gradient back to the half logits
+    with full_precision(logits):  # the counts and the formula in float32, also under autocast
+        score, lower_bound, status = _scores(
+            logits, target, task, metric, amplification, sharpness, average, beta, validate)
+        loss = 1 - score if lower_bound == 0 else (1 - score) / (1 - lower_bound)
+    if validate and callable(metric):  # the inputs (binary, multi-label) and the score in one sync
+        score_status = loss.detach().sum() * 0
+        status = score_status if status is None else status + score_status
+        if _check_inputs(status, logits, task, target) and not bool(torch.isfinite(loss).all()):
+            raise ValueError(f"`metric` {getattr(metric, '__name__', metric)!r} returned a non-finite score: {loss.tolist()}")
     return loss
 
 

@@ -5,7 +5,7 @@ Shared by the exact metrics (hard counts) and the confusion-matrix losses
 
 ``average``:
 
-* ``"binary"``: the positive class only (counts of shape ``(1,)``).
+* ``"binary"``: the positive class only (counts of shape ``(1,)``, or 0-d).
 * ``"macro"``: unweighted mean of the per-class scores.
 * ``"micro"``: the score of the counts summed over classes.
 * ``"weighted"``: mean of the per-class scores weighted by support (TP + FN).
@@ -104,8 +104,8 @@ def average_scores(
     if average == "micro":
         return formula(tp.sum(-1), fp.sum(-1), fn.sum(-1), tn.sum(-1))
     scores = formula(tp, fp, fn, tn)
-    if average == "binary":
-        return scores[..., 0]
+    if average == "binary":  # counts of the positive class, (1,) or 0-d
+        return scores[..., 0] if scores.ndim else scores
     if average == "macro":
         return scores.mean(-1)
     if average == "weighted":
