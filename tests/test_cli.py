@@ -23,6 +23,8 @@ from metricopt.evaluation import REPORT_METRICS
 from metricopt.plots import plot_learning_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# In-process training of tiny MLPs: one torch thread (a busy 2-core machine makes 2 threads far slower).
+pytestmark = pytest.mark.usefixtures("one_thread")
 REQUIRED_KEYS = {
     "metric", "method", "test_score", "baseline", "dataset", "test_metrics", "baseline_metrics",
     "best_epoch", "baseline_best_epoch", "config", "seed", "n_train", "n_val", "n_test",

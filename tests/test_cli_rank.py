@@ -33,6 +33,9 @@ from metricopt.rank_training import (
     parse_rank_metric,
 )
 
+# In-process training of tiny models: one torch thread (a busy 2-core machine makes 2 threads far slower).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JSON_KEYS = {
     "metric", "method", "test_score", "baseline", "baseline_method", "delta", "dataset", "source", "task",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 
 import numpy as np
@@ -18,6 +17,9 @@ from metricopt import MetricClassifier
 from metricopt.estimators import EXPECTED_FAILED_CHECKS
 
 FAST = dict(max_epochs=8, random_state=0)
+# Tiny models: intra-op threads only add overhead, and on a busy machine a lot (measured: one fit of
+# 60 rows, 100 epochs, 11.4 s with 2 threads at load 4.5 on 2 cores, 0.09 s with 1).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +97,8 @@ def test_every_loss_trains(cancer, loss):
 
 def test_anyloss_beats_bce_on_f1_for_a_rare_class():
     """Breast cancer with most malignant cases dropped (5.6% positive): at threshold 0.5
-    the F1-trained model beats cross-entropy on F1 (measured: 0.59 vs 0.37, mean of 3 seeds)."""
+    the F1-trained model beats cross-entropy on F1 (measured: 0.60 vs 0.30, mean of 3 seeds; 0.59 vs 0.37
+    before the per-class validation split of issue 12)."""
     X, y = load_breast_cancer(return_X_y=True)
     y = 1 - y
     rng = np.random.default_rng(0)
@@ -241,11 +244,10 @@ def test_pos_label_with_multiclass_targets_is_an_error(wine):
 def test_check_estimator_passes():
     """Every check of scikit-learn's ``check_estimator`` passes but the one listed with its reason.
 
-    Measured: about 5 s on 2 busy cores, so it runs with the fast tests.
+    Measured: 4-8 s on 2 busy cores with one torch thread, so it runs with the fast tests.
     """
     from sklearn.utils.estimator_checks import check_estimator
 
-    start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # SkipTest warnings (array API) and the checks' own
         results = check_estimator(MetricClassifier(), expected_failed_checks=EXPECTED_FAILED_CHECKS, on_fail=None)
@@ -254,7 +256,6 @@ def test_check_estimator_passes():
     xfailed = {r["check_name"] for r in results if r["status"] == "xfail"}
     assert xfailed == set(EXPECTED_FAILED_CHECKS)
     assert sum(r["status"] == "passed" for r in results) >= 50
-    assert time.perf_counter() - start < 120
 
 
 def test_the_excluded_check_passes_with_pos_label():

@@ -961,7 +961,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the positive class of a binary target, the one F1, precision, recall, AP, ... "
                            "measure. Default: for --csv the label 1 (0/1, -1/1, 1/2) or True (True/False), as "
                            "in scikit-learn; other labels (e.g. yes/no) are an error that asks for --pos-label. "
-                           "A built-in dataset's own positive class is its minority class (e.g. malignant). "
+                           "A built-in dataset brings its own, the minority class (e.g. malignant; see 'metricopt datasets'). "
                            "Shown in the results table and the JSON (positive_class)")
     data.add_argument("--test-csv", metavar="PATH", default=None,
                       help="test data for --csv, encoded with the training file's categories and medians")
