@@ -25,6 +25,8 @@ from metricopt.bench.specs import (
     get_suite,
     spec_to_dict,
 )
+from metricopt.bench.speed import run_speed
+from metricopt.bench.threads import torch_threads
 
 METADATA_KEYS = {"git_commit", "versions", "torch_threads", "cpu_model", "date", "command", "argv"}
 
@@ -182,16 +184,38 @@ def test_ablation_smoke_compares_auto_with_fixed_steepness(tmp_path: Path) -> No
     assert any("auto vs L=73" in note for note in payload["notes"])
 
 
-def test_speed_smoke_reports_ratios_against_bce(tmp_path: Path) -> None:
-    spec = dataclasses.replace(get_suite("speed", smoke=True), repeats=3, warmup=1)
-    payload = _check_files(run_named(spec, output_dir=tmp_path, progress=False), "speed")
-    bce = payload["losses"]["bce"]
+def test_speed_smoke_reports_ratios_against_bce_and_the_naive_soft_f1(tmp_path: Path) -> None:
+    spec = dataclasses.replace(get_suite("speed", smoke=True), repeats=3, warmup=1, min_repeats=2)
+    with torch_threads(3):  # the run sets its own count and gives this one back
+        payload = _check_files(run_named(spec, output_dir=tmp_path, progress=False), "speed")
+        assert torch.get_num_threads() == 3
+    assert payload["metadata"]["torch_threads"] == spec.threads
+    bce, naive = payload["losses"]["bce"], payload["losses"]["naive_f1"]
     assert all(r == pytest.approx(1.0) for r in bce["ratio"]["fwd_bwd"].values())
+    assert all(r == pytest.approx(1.0) for r in naive["ratio_to_reference"]["fwd_bwd"].values())
     any_f1 = payload["losses"]["anyloss_f1"]
-    assert set(any_f1["ratio"]["fwd_bwd"]) == {str(n) for n in spec.sizes}
-    assert all(v > 0 for v in any_f1["median_ms"]["fwd_bwd"].values())
+    for ratios in (any_f1["ratio"]["fwd_bwd"], any_f1["ratio_to_reference"]["fwd_bwd"]):
+        assert set(ratios) == {str(n) for n in spec.sizes}
+    n = str(spec.sizes[0])
+    time_ratio = any_f1["median_ms"]["fwd_bwd"][n] / naive["median_ms"]["fwd_bwd"][n]
+    assert any_f1["ratio_to_reference"]["fwd_bwd"][n] == pytest.approx(time_ratio)
     assert payload["losses"]["anyloss_f1_c10"]["baseline"] == "ce_c10"
-    assert "Ratio to the baseline" in (tmp_path / "speed_smoke.md").read_text()
+    assert "ratio_to_reference" not in payload["losses"]["anyloss_f1_c10"]
+    assert any("AnyLoss F1 (L=73) / naive soft F1" in note for note in payload["notes"])
+    text = (tmp_path / "speed_smoke.md").read_text()
+    assert "Ratio to the baseline" in text and "sigmoid Dice" in text and "naive soft F1" in text
+
+
+def test_speed_size_limits_skip_slow_losses_at_large_n(tmp_path: Path) -> None:
+    spec = SpeedSpec(name="limited", sizes=(64, 128), losses=("bce", "naive_f1", "anyloss_f1"), repeats=2, warmup=1,
+                     min_repeats=1, size_limits=(("naive_f1", 64),))
+    payload = json.loads(run_named(spec, output_dir=tmp_path, progress=False, plots=False)["json"].read_text())
+    assert set(payload["losses"]["naive_f1"]["median_ms"]["fwd_bwd"]) == {"64"}
+    assert set(payload["losses"]["anyloss_f1"]["ratio_to_reference"]["fwd_bwd"]) == {"64"}
+    assert set(payload["losses"]["anyloss_f1"]["ratio"]["fwd_bwd"]) == {"64", "128"}
+    assert "128" in (tmp_path / "limited.md").read_text()
+    with pytest.raises(ValueError, match="size_limits"):
+        run_speed(dataclasses.replace(spec, size_limits=(("no_such_loss", 64),)), progress=False)
 
 
 def test_cli_main_runs_a_suite_and_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

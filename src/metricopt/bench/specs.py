@@ -187,27 +187,42 @@ class SpeedSpec:
             machine are recorded as not installed).
         baseline: binary losses are divided by this one's time.
         multiclass_baseline: multi-class losses are divided by this one's time.
+        reference: binary losses are also divided by this one's time (the
+            naive soft F1 a user would write).
         num_classes: C for the multi-class losses.
         positive_rate: fraction of positive targets.
-        repeats, warmup: timed and untimed calls per (loss, N).
-        threads: ``torch.set_num_threads``.
-        goal_ratio: the target for AnyLoss (forward + backward / baseline).
+        repeats, warmup: timed rounds and untimed calls per (loss, N).
+        max_seconds, min_repeats: a loss leaves the rounds at an N once it has
+            ``min_repeats`` times and ``max_seconds`` of timed calls.
+        size_limits: ``(loss, largest N)`` pairs for losses too slow for the
+            largest batches (LibAUC's AUCM takes 0.3 s at N = 65,536 and grows
+            faster than N).
+        threads: ``torch.set_num_threads`` during the run (restored after).
+        goal_ratio, goal_size: AnyLoss F1 forward + backward at most
+            ``goal_ratio`` x the baseline at N = ``goal_size``.
+        reference_goal_ratio: ... and at most this x the reference at every N.
     """
 
     name: str = "speed"
-    sizes: tuple[int, ...] = (256, 1024, 4096, 16384, 65536)
+    sizes: tuple[int, ...] = (256, 1024, 4096, 16384, 65536, 262144, 1048576)
     losses: tuple[str, ...] = (
-        "bce", "anyloss_f1", "anyloss_f1_novalidate", "anyloss_f1_auto", "anyloss_mcc", "dice", "aucm",
-        "ce_c10", "anyloss_f1_c10", "anyloss_mcc_c10", "dice_c10",
+        "bce", "naive_f1", "sigmoid_dice", "anyloss_f1", "anyloss_f1_novalidate", "anyloss_f1_auto", "anyloss_mcc",
+        "dice", "aucm", "ce_c10", "anyloss_f1_c10", "anyloss_mcc_c10", "dice_c10",
     )
     baseline: str = "bce"
     multiclass_baseline: str = "ce_c10"
+    reference: str = "naive_f1"
     num_classes: int = 10
     positive_rate: float = 0.1
-    repeats: int = 50
-    warmup: int = 10
+    repeats: int = 60
+    warmup: int = 5
+    max_seconds: float = 4.0
+    min_repeats: int = 15
+    size_limits: tuple[tuple[str, int], ...] = (("aucm", 65536),)
     threads: int = 2
     goal_ratio: float = 1.5
+    goal_size: int = 65536
+    reference_goal_ratio: float = 1.2
     seed: int = 0
 
     kind = "speed"
@@ -774,7 +789,7 @@ SUITES: dict[str, Spec] = {
     "ablation_smoke": AblationSpec(
         name="ablation_smoke", binary_datasets=("breast_cancer",), metrics=("f1",), seeds=(0,), epochs=3,
     ),
-    "speed_smoke": SpeedSpec(name="speed_smoke", sizes=(256, 1024), repeats=5, warmup=2),
+    "speed_smoke": SpeedSpec(name="speed_smoke", sizes=(256, 1024), repeats=5, warmup=2, min_repeats=3),
     # AP for imbalanced classification: RaMBO's rank losses against BCE and LibAUC's AP and AUC losses,
     # scored by the threshold-free rank metrics (metricopt.evaluation.RANK_METRICS).
     "ap_quality": QualitySpec(

@@ -29,7 +29,7 @@ gives the same ``A`` and ``1 - A`` from autograd-friendly building blocks
 
 Speed (``python -m metricopt.bench speed``): the forward pass makes a few
 passes over the batch (two sigmoids over ``[z; -z]``, in place; the four counts
-from one ``(2, N) x (N, 2)`` matrix product; the gradient weight), the backward
+from two matrix-vector products; the gradient weight), the backward
 pass three elementwise ones, and the labels are converted once. Everything runs
 in float32 (or float64) with autocast off, so mixed precision does not change
 the counts.
@@ -96,17 +96,30 @@ def _counts_forward(
     # work on this function's own temporaries: every new batch-sized tensor costs an allocation
     # (and, above a few hundred KiB, fresh pages from the OS), as much as a pass over the data.
     probs = torch.stack((columns, columns))
-    probs[1].neg_()
+    p, q = probs.unbind(0)
+    q.neg_()
     probs.sigmoid_()
-    weight = probs[0] * probs[1]  # p (1 - p), to be multiplied by A (1 - A)
+    weight = p * q  # p (1 - p), to become L p (1 - p) A (1 - A) = dA/dz
     # L ((1 - p) - 1/2) = -L (p - 1/2), so [A; 1 - A], each to full relative precision.
     amplified = probs.sub_(0.5).mul_(amplification).sigmoid_()
-    # The four counts as one (2, N) x (N, 2) product per column, [[TP, FN], [FP, TN]]: each its own
-    # sum of non-negative terms, the batch read once (four `(y * a).sum()` would write and read
-    # a product each).
-    counts = torch.bmm(rows.transpose(0, 1), amplified.permute(1, 2, 0))
-    tp, fn, fp, tn = (counts.reshape(4) if logits.ndim == 1 else counts.flatten(1).T).unbind(0)
-    weight.mul_(amplified[0]).mul_(amplified[1])  # dA/dz / L, a product of precise factors
+    a, b = amplified.unbind(0)
+    # The four counts as matrix products, each its own sum of non-negative terms, with no product
+    # written out (four `(y * a).sum()` would write and read one each). One column (binary): two
+    # (2, N) x (N,) products, [A; 1 - A] y = [TP, FN] and [A; 1 - A] (1 - y) = [FP, TN]; BLAS runs
+    # these on the calling thread, where a (2, N) x (N, 2) product enters a parallel region even
+    # for N = 256 (a wake-up of the second thread, milliseconds when the cores are busy). Several
+    # columns: one (2, N) x (N, 2) product per column, [[TP, FN], [FP, TN]].
+    if columns.shape[0] == 1:
+        matrix = amplified.view(2, -1)
+        positives, negatives = rows.view(2, -1).unbind(0)
+        tp, fn = torch.mv(matrix, positives).unbind(0)
+        fp, tn = torch.mv(matrix, negatives).unbind(0)
+        if logits.ndim == 2:
+            tp, fp, fn, tn = (count.reshape(1) for count in (tp, fp, fn, tn))
+    else:
+        counts = torch.bmm(rows.transpose(0, 1), amplified.permute(1, 2, 0))
+        tp, fn, fp, tn = counts.flatten(1).T.unbind(0)
+    weight.mul_(a).mul_(b).mul_(amplification)  # a product of precise factors
     status = None
     if check:
         # sum y (1 - y) is exactly 0 for labels in {0, 1}; 0 * sum(z) is NaN for a NaN or infinite logit
@@ -115,19 +128,19 @@ def _counts_forward(
 
 
 def _counts_backward(
-    weight: Tensor, labels: Tensor, amplification: float | Tensor, shape: torch.Size,
+    weight: Tensor, labels: Tensor, shape: torch.Size,
     g_tp: Tensor | None, g_fp: Tensor | None, g_fn: Tensor | None, g_tn: Tensor | None,
 ) -> Tensor:
-    """dLoss/dz = L p (1 - p) A (1 - A) (y (g_tp - g_fn) + (1 - y) (g_fp - g_tn)): three elementwise passes."""
+    """dLoss/dz = dA/dz (y (g_tp - g_fn) + (1 - y) (g_fp - g_tn)): three elementwise passes."""
     positive = _difference(g_tp, g_fn, weight)  # dLoss/dA of a positive sample, per column
     negative = _difference(g_fp, g_tn, weight)
-    slope, offset = (positive - negative) * amplification, negative * amplification
-    if offset.ndim:  # per-column coefficients (C,) against (C, N) rows
-        slope, offset = slope.unsqueeze(-1), offset.unsqueeze(-1)
-    # (y * slope + offset) * weight; not addcmul, whose broadcasting of the small operands over
+    slope = positive - negative
+    if negative.ndim:  # per-column coefficients (C,) against (C, N) rows
+        slope, negative = slope.unsqueeze(-1), negative.unsqueeze(-1)
+    # (y * slope + negative) * dA/dz; not addcmul, whose broadcasting of the small operands over
     # the batch takes a slow path on CPU (4x the time of this mul + add)
-    grad = (labels * slope).add_(offset).mul_(weight)
-    return grad.reshape(shape) if len(shape) == 1 else grad.T
+    grad = (labels * slope).add_(negative).mul_(weight)
+    return grad.view(shape) if len(shape) == 1 else grad.T
 
 
 def _difference(a: Tensor | None, b: Tensor | None, like: Tensor) -> Tensor:
@@ -145,7 +158,7 @@ class _SoftCounts(torch.autograd.Function):
     steepness L (a number or a 0-d tensor, a constant), and ``check``: also
     return the input status (``sum y (1 - y) + 0 * sum z``, 0 exactly for
     valid input). Outputs: the four counts, the gradient weight
-    ``p (1 - p) A (1 - A)`` (returned so that ``setup_context`` can save it),
+    ``dA/dz = L p (1 - p) A (1 - A)`` (returned so that ``setup_context`` can save it),
     and the status (None unless ``check``); neither is differentiable.
 
     The backward pass is :func:`_counts_backward`. This is the ``forward`` +
@@ -175,17 +188,14 @@ class _SoftCounts(torch.autograd.Function):
         ctx.mark_non_differentiable(*(t for t in (weight, status) if t is not None))
         ctx.set_materialize_grads(False)  # a metric uses some counts only: no zero tensors for the others
         ctx.shape = logits.shape
-        constant = isinstance(amplification, Tensor)
-        ctx.amplification = None if constant else amplification
-        ctx.save_for_backward(weight, rows, amplification if constant else None)
+        ctx.save_for_backward(weight, rows[0])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_tp, g_fp, g_fn, g_tn, *_):  # type: ignore[override]
         _refuse_second_derivative()
-        weight, rows, amplification = ctx.saved_tensors
-        scale = ctx.amplification if amplification is None else amplification
-        return _counts_backward(weight, rows[0], scale, ctx.shape, g_tp, g_fp, g_fn, g_tn), None, None, None
+        weight, labels = ctx.saved_tensors
+        return _counts_backward(weight, labels, ctx.shape, g_tp, g_fp, g_fn, g_tn), None, None, None
 
 
 def _refuse_second_derivative() -> None:
@@ -216,15 +226,14 @@ class _EagerSoftCounts(torch.autograd.Function):
             ctx.mark_non_differentiable(status)
         ctx.set_materialize_grads(False)
         ctx.shape = logits.shape
-        ctx.amplification = amplification
-        ctx.save_for_backward(weight, rows)
+        ctx.save_for_backward(weight, rows[0])
         return tp, fp, fn, tn, status
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_tp, g_fp, g_fn, g_tn, _):  # type: ignore[override]
-        weight, rows = ctx.saved_tensors
-        return _counts_backward(weight, rows[0], ctx.amplification, ctx.shape, g_tp, g_fp, g_fn, g_tn), None, None, None
+        weight, labels = ctx.saved_tensors
+        return _counts_backward(weight, labels, ctx.shape, g_tp, g_fp, g_fn, g_tn), None, None, None
 
 
 _ONE = torch.ones(())  # a CPU 0-d tensor combines with tensors on any device, as a number does
