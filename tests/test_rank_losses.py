@@ -907,6 +907,17 @@ def test_memory_takes_only_training_steps_not_no_grad_calls_in_training_mode(mod
     assert len(loss_fn.memory) == 6
 
 
+def test_memory_row_counts_stay_on_the_cpu_where_the_module_moves(device):
+    # Reading the row counts from a GPU at every step would synchronise the host with it.
+    loss_fn = APLoss(memory_size=2)
+    loss_fn(torch.randn(5, requires_grad=True), torch.tensor([1, 0, 1, 0, 0]))
+    loss_fn.to(device).load_state_dict(APLoss(memory_size=2).to(device).state_dict())
+    assert loss_fn.memory.lengths.device.type == "cpu"
+    for target in (device, "meta"):
+        loss_fn.to(target)
+        assert loss_fn.memory.lengths.device.type == "cpu" and loss_fn.memory.values.device.type == torch.device(target).type
+
+
 def test_memory_entries_carry_no_gradient():
     loss_fn = AUROCLoss(memory_size=2)
     s1 = torch.randn(6, requires_grad=True)

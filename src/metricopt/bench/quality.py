@@ -284,8 +284,8 @@ def _rank_protocol(spec: QualitySpec) -> str:
     """Protocol text of a suite with rank metrics: how they are scored and what each method is."""
     from metricopt.losses import ranking as _ranking
 
-    rank_defaults = (f"interpolation (blackbox lambda) {_ranking.DEFAULT_INTERPOLATION} in normalised-rank units, "
-                     f"margin {_ranking.DEFAULT_MARGIN}, no batch memory")
+    rank_defaults = (f"interpolation (blackbox lambda) {_ranking.DEFAULT_INTERPOLATION} and margin "
+                     f"{_ranking.DEFAULT_MARGIN}, both in spreads of the scores, no batch memory")
     notes = {
         "rambo_ap": f"`APLoss (RaMBO)` is `metricopt.losses.APLoss` with its defaults ({rank_defaults}) on the "
                     "logits: 1 - AP of each batch through blackbox-differentiated exact ranks.",

@@ -652,7 +652,7 @@ def protocol_text(spec: RetrievalSpec) -> str:
         "best validation R@1 is kept. Test: `metricopt.metrics.retrieval_report` on the test classes (queries = "
         "gallery = test set, self excluded, cosine similarity of the 64-d embeddings). "
         f"Seeds {tuple(spec.seeds)}; mean ± sample std over seeds. " + "; ".join(parts) + ". "
-        f"Methods: RaMBO = `metricopt.losses.RecallLoss` (interpolation {_rambo_interpolation()}; `log`/`loglog` "
+        f"Methods: RaMBO = `metricopt.losses.RecallLoss` (interpolation {_rambo_interpolation()} spreads; `log`/`loglog` "
         f"variants; `+margin` = margin {spec.rambo_margin}; `+memory` = the detached embeddings of the last "
         f"{spec.rambo_memory_size} batches as extra gallery columns). Peers with their defaults "
         "(`metricopt.bench.rank_peers.RETRIEVAL_PEER_DEFAULTS`): pytorch-metric-learning ContrastiveLoss "
@@ -669,7 +669,7 @@ def protocol_text(spec: RetrievalSpec) -> str:
 def _rambo_interpolation() -> float:
     from metricopt.losses import ranking
 
-    return ranking.DEFAULT_INTERPOLATION
+    return ranking.DEFAULT_RECALL_INTERPOLATION
 
 
 def retrieval_markdown(payload: dict[str, Any]) -> str:

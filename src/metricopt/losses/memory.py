@@ -9,7 +9,9 @@ detection; removing memory cost 6 points R@1 on Stanford Online Products.
 :class:`BatchMemory` stores values and labels as registered buffers, so the
 memory moves with ``module.to(device)``, is saved in ``state_dict()`` and loads
 back whatever its size. Batches may differ in size; the memory drops whole
-batches, oldest first.
+batches, oldest first. The row counts (``lengths``) stay on the CPU whatever
+device the module moves to: they are bookkeeping, and reading them from a GPU
+would synchronise the host with it at every step.
 """
 
 from __future__ import annotations
@@ -53,6 +55,12 @@ class BatchMemory(nn.Module):
         self.register_buffer("labels", torch.empty(0))
         self.register_buffer("lengths", torch.empty(0, dtype=torch.long))
 
+    def _apply(self, fn, recurse=True):  # type: ignore[override]
+        lengths = self.lengths
+        result = super()._apply(fn, recurse)
+        self.lengths = lengths  # bookkeeping stays on the CPU (module docstring)
+        return result
+
     def __len__(self) -> int:
         """Number of remembered rows."""
         return int(self.lengths.sum())
@@ -79,7 +87,7 @@ class BatchMemory(nn.Module):
                 "call reset() before changing shapes"
             )
         if not len(self):
-            kept_values, kept_labels, kept_lengths = values, labels, values.new_tensor([len(values)], dtype=torch.long)
+            kept_values, kept_labels, kept_lengths = values, labels, torch.tensor([len(values)])
         else:
             kept_values = torch.cat([self.values, values.to(self.values.dtype)])
             kept_labels = torch.cat([self.labels, labels.to(self.labels.dtype)])
@@ -99,7 +107,8 @@ class BatchMemory(nn.Module):
         for name in ("values", "labels", "lengths"):
             saved = state_dict.get(prefix + name)
             if saved is not None:
-                setattr(self, name, torch.empty_like(saved, device=getattr(self, name).device))
+                device = "cpu" if name == "lengths" else getattr(self, name).device
+                setattr(self, name, torch.empty_like(saved, device=device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:

@@ -25,7 +25,8 @@ ranker's rule), as scikit-learn's average precision does.
   tie-free input (scikit-learn counts a tie as 1/2, this loss as 1).
 * NDCG@K (beyond the paper): ``1 - DCG@K / IDCG@K`` with linear gains and
   discount ``1 / log2(1 + rank)`` (scikit-learn's ``ndcg_score``; equal on
-  tie-free input). Items ranked below K get no gradient of their own.
+  tie-free input). Items ranked below K count 0 but get the gradient of the
+  uncut discount, so that they can enter the top K.
 
 Gradient (DECIDED, measured; the paper and the official code differentiate
 both rankings): the gradient flows through ``rk`` only, and ``rk+`` is a
@@ -33,32 +34,36 @@ constant. Swapping two relevant items leaves AP, recall and AUROC unchanged,
 but the blackbox gradients of the two rankings taken separately push a relevant
 item up among all items (``rk``) and down among the relevant ones (``rk+``);
 those pushes cancel only in the exact sum, and the leftover is noise. Without
-it, validation AP on 6 imbalanced datasets rose from 0.423 to 0.433 (2 seeds)
-and, on UCI Letter's training letters split by class, MAP@R from 0.448 to 0.497
-and R@1 from 0.9958 to 0.9973 (3 seeds); the backward pass needs one sort fewer
+it, validation AP on 6 imbalanced datasets rose from 0.433 to 0.454 (2 seeds,
+the default interpolation and margin) and, on UCI Letter's training letters
+split by class, MAP@R from 0.453 to 0.508 and R@1 from 0.9952 to 0.9971 (3
+seeds, the default interpolation); the backward pass needs one sort fewer
 (``benchmarks/rank_design_sweep.py``, ``benchmarks/results/rank_design.md``).
 
 Scores are rows: a ``(B, L)`` matrix is B rankings of L items (queries x
 gallery). Binary ``(N,)`` scores are one ranking; multi-label ``(N, C)`` scores
 rank the N samples within each class column.
 
-Margin (alpha): relevant scores move down by alpha / 2 and irrelevant ones up by
-alpha / 2 before ranking, so a relevant item counts as ranked above an
-irrelevant one only when its score is higher by more than alpha (a gap of
-exactly alpha becomes a tie, and ties count against). The paper's
-margin is constant; the official code draws it at random per call, which
-DESIGN.md records as a quirk not to copy. With ``margin=0`` each loss's value
-equals 1 - its exact metric (:mod:`metricopt.metrics.ranking`).
+Margin (alpha), in units of the ranking's spread ``sigma`` (the standard
+deviation of its scores, :func:`~metricopt.losses.ranker.score_spread`):
+relevant scores move down by ``alpha sigma / 2`` and irrelevant ones up by as
+much before ranking, so a relevant item counts as ranked above an irrelevant
+one only when its score is higher by more than ``alpha sigma`` (a gap of
+exactly that becomes a tie, and ties count against). Measured relative to the
+scores, the margin means the same for logits of any scale and for a
+zero-initialised head (on earlier versions a constant margin of 0.1 on tied
+logits put every positive below every negative, and the blackbox perturbation
+never undid it: exactly zero gradient). The shift is applied in float64. The
+margin is constant, as in the paper; the official code draws it at random per
+call, which DESIGN.md records as a quirk not to copy. With ``margin=0`` each
+loss's value equals 1 - its exact metric (:mod:`metricopt.metrics.ranking`).
 
-Interpolation (lambda) is in normalised-rank units, per ranking: for B rankings
-of length L the ranker receives ``interpolation * L * B``. The factor L is the
-official code's convention (it ranks in rank / L; DESIGN.md section 3 explains
-why a lambda in integer-rank units must grow with L). The factor B undoes the
-mean over rows: the upstream gradient of each row's ranks carries a 1 / B, and
-without it the perturbation ``lambda * grad`` of a 256-query batch would be 256
-times too small to change any rank (measured: the recall loss then returns a
-zero gradient for most queries). Each row is thus perturbed as if it were the
-only one, whatever the batch size.
+Interpolation (lambda) is unitless, per ranking: the item whose rank the loss
+pushes hardest moves by ``interpolation`` spreads of its ranking
+(:mod:`metricopt.losses.ranker`). The perturbation uses the direction of the
+upstream gradient of each row, so neither the mean over rows, the mixture
+weights, nor any factor on the loss (AMP, accumulation) changes it: the
+gradient is linear in the loss.
 
 Undefined rows: a ranking with no relevant item (or, for AUROC, no irrelevant
 one; for NDCG, all gains 0) has no AP, recall or AUROC. Such rows are left out
@@ -104,19 +109,29 @@ __all__ = [
 
 # The defaults below were chosen on validation data only (benchmarks/rank_design_sweep.py;
 # benchmarks/results/rank_design.md). Interpolation and margins are in units of each ranking's
-# spread (metricopt.losses.ranker): the same for scores of any scale.
+# spread (metricopt.losses.ranker), the same for scores of any scale, except the recall loss's on
+# cosine similarities, which have a scale of their own (COSINE_UNIT).
 
-#: Blackbox lambda of the AP, AUROC and NDCG losses (PROVISIONAL: the sweep decides).
-DEFAULT_INTERPOLATION = 1.0
-#: Margin of the AP and AUROC losses, in units of the spread of the scores (PROVISIONAL).
+#: Blackbox lambda of the AP, AUROC and NDCG losses. Validation AP (6 datasets, 2 seeds; rule:
+#: highest mean) for lambda 0.0625 / 0.25 / 1 / 4 / 16 at margin 0.05: 0.420 / 0.454 / 0.441 /
+#: 0.444 / 0.432 (BCE 0.403). NDCG takes it unvalidated.
+DEFAULT_INTERPOLATION = 0.25
+#: Margin of the AP and AUROC losses, in spreads of the scores. Validation AP at lambda 0.25 for
+#: margin 0 / 0.05 / 0.2: 0.432 / 0.454 / 0.423.
 DEFAULT_MARGIN = 0.05
-#: Blackbox lambda of the recall loss (PROVISIONAL).
-DEFAULT_RECALL_INTERPOLATION = 1.0
-#: Margin for cosine similarities in the recall loss (PROVISIONAL).
+#: Blackbox lambda of the recall loss, in cosine units (COSINE_UNIT). Letter A..I trained, J..M
+#: validated (3 seeds; rule: highest MAP@R) for lambda 0.5 / 2 / 8 / 32: MAP@R 0.485 / 0.508 /
+#: 0.506 / 0.504, R@1 0.9974 / 0.9971 / 0.9965 / 0.9968. In units of each query's spread the best
+#: was 0.481 (lambda 128, grid 0.5 to 512); the previous release's rule gave 0.497.
+DEFAULT_RECALL_INTERPOLATION = 2.0
+#: Margin for cosine similarities in the recall loss: 0 (at lambda 2, margin 0.05 gave MAP@R 0.443
+#: against 0.508).
 DEFAULT_RECALL_MARGIN = 0.0
 #: The paper's mAP : cross-class AP mix of 2 : 1.
 DEFAULT_CROSS_CLASS_WEIGHT = 0.5
 RECALL_VARIANTS = ("log", "loglog")
+#: The unit of the recall loss's interpolation and margin on cosine similarities.
+COSINE_UNIT = 1.0
 
 
 # ---------------------------------------------------------------- arguments
@@ -191,17 +206,22 @@ def _work_dtype(scores: Tensor) -> torch.dtype:
 
 def _rank_rows(
     scores: Tensor, interpolation: float, *, relevant: Tensor | None = None, margin: float = 0.0,
-    exclude: Tensor | None = None,
+    exclude: Tensor | None = None, unit: float | None = None,
 ) -> Tensor:
     """Blackbox ranks of ``(B, L)`` rows after the margin shift, in the work dtype.
 
-    The spread of each row (:func:`~metricopt.losses.ranker.score_spread`, over
-    the items not excluded) is the unit of both the margin and the ranker's
-    perturbation, so the loss does not depend on the scale of the scores. The
-    shift is applied in float64, where it cannot round a score onto its
-    neighbour; excluded items rank last (``-inf``).
+    ``unit`` is the unit of both the margin and the ranker's perturbation: by
+    default the spread of each row (:func:`~metricopt.losses.ranker.score_spread`,
+    over the items not excluded), so the loss does not depend on the scale of
+    the scores; a number for scores with a scale of their own (cosine
+    similarities: 1). The shift is applied in float64, where it cannot round a
+    score onto its neighbour; excluded items rank last (``-inf``).
     """
-    spread = score_spread(scores, None if exclude is None else ~exclude)
+    if unit is None:
+        spread = score_spread(scores, None if exclude is None else ~exclude)
+    else:
+        spread = torch.full((*scores.shape[:-1], 1), check_positive("unit", unit), dtype=torch.float64,
+                            device=scores.device)
     shifted = scores.to(torch.float64)
     if margin and relevant is not None:
         shifted = shifted + torch.where(relevant, -0.5 * margin, 0.5 * margin) * spread
@@ -211,14 +231,15 @@ def _rank_rows(
 
 
 def _ranks(
-    scores: Tensor, relevant: Tensor, exclude: Tensor | None, interpolation: float, margin: float
+    scores: Tensor, relevant: Tensor, exclude: Tensor | None, interpolation: float, margin: float,
+    unit: float | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Blackbox ranks among all items, and exact ranks (no gradient) among the relevant items only.
 
     ``rk+`` is meaningful at relevant positions; excluded items rank last in
     both (as ``-inf``) and never affect a relevant item's ranks.
     """
-    rank_all = _rank_rows(scores, interpolation, relevant=relevant, margin=margin, exclude=exclude)
+    rank_all = _rank_rows(scores, interpolation, relevant=relevant, margin=margin, exclude=exclude, unit=unit)
     # rk+ carries no gradient (module docstring, "Gradient") and needs no sort: with
     # largest-rank ties, s_j >= s_i exactly when rk_j <= rk_i, so rk+_i counts the
     # relevant items whose rank is at most rk_i (a cumulative histogram of their ranks).
@@ -356,6 +377,7 @@ def recall_loss_scores(
     variant: str = "loglog",
     interpolation: float = DEFAULT_RECALL_INTERPOLATION,
     margin: float = DEFAULT_RECALL_MARGIN,
+    unit: float | None = None,
     validate: bool = True,
 ) -> Tensor:
     """RaMBO's recall loss on a ``(B, L)`` query x gallery score matrix.
@@ -368,6 +390,10 @@ def recall_loss_scores(
             (mean ``log(1 + log(1 + r))``), r = irrelevant items ranked above a
             relevant one.
         interpolation, margin, validate: as in :func:`average_precision_loss`.
+        unit: the unit of ``interpolation`` and ``margin``: None for the
+            spread of each query's scores (any scale); a number for scores
+            with a scale of their own (:func:`recall_loss` passes 1: cosine
+            similarities).
 
     Returns:
         Scalar >= 0: per query the mean over its relevant items, then the mean
@@ -386,7 +412,7 @@ def recall_loss_scores(
         if exclude.dtype != torch.bool:
             raise TypeError(f"`exclude` must be a bool tensor; got {describe(exclude)}")
         relevant = relevant & ~exclude
-    rank_all, rank_relevant = _ranks(scores, relevant, exclude, interpolation, margin)
+    rank_all, rank_relevant = _ranks(scores, relevant, exclude, interpolation, margin, unit)
     above = (rank_all - rank_relevant).clamp_min(0)
     penalty = torch.log1p(above) if variant == "log" else torch.log1p(torch.log1p(above))
     n_relevant = relevant.sum(-1)
@@ -454,9 +480,13 @@ def recall_loss(
 
     Every embedding (L2-normalised) is a query against all the others and the
     optional ``memory`` ``(embeddings (M, D), labels (M,))`` of earlier batches;
-    relevant = same label. See :func:`recall_loss_scores`. ``distributed`` and
-    ``validate``: as in :func:`average_precision_loss` (every process's
-    embeddings are queries against the global batch).
+    relevant = same label. See :func:`recall_loss_scores`. ``interpolation``
+    and ``margin`` are in units of cosine similarity (``unit=1``): cosine
+    similarities have a scale of their own, whatever the embeddings' scale, and
+    a unit that shrank with their spread lowered validation MAP@R
+    (``benchmarks/results/rank_design.md``). ``distributed`` and ``validate``:
+    as in :func:`average_precision_loss` (every process's embeddings are
+    queries against the global batch).
 
     >>> x = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     >>> recall_loss(x, torch.tensor([0, 0, 1, 1])).item()    # both pairs are each other's nearest
@@ -466,7 +496,7 @@ def recall_loss(
     scores, relevance, exclude = retrieval_scores(embeddings, labels, memory, validate=validate)
     return recall_loss_scores(
         scores, relevance, exclude=exclude, variant=variant, interpolation=interpolation, margin=margin,
-        validate=validate,
+        unit=COSINE_UNIT, validate=validate,
     )
 
 
