@@ -216,6 +216,9 @@ def test_speed_size_limits_skip_slow_losses_at_large_n(tmp_path: Path) -> None:
     assert "128" in (tmp_path / "limited.md").read_text()
     with pytest.raises(ValueError, match="size_limits"):
         run_speed(dataclasses.replace(spec, size_limits=(("no_such_loss", 64),)), progress=False)
+    with pytest.raises(ValueError, match="clock"):  # one thread's CPU time misses the other threads' work
+        run_speed(dataclasses.replace(spec, clock="cpu", threads=2), progress=False)
+    assert "thread CPU time" in payload["protocol"]  # one thread: "auto" is CPU time
 
 
 def test_cli_main_runs_a_suite_and_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
