@@ -1262,3 +1262,34 @@ def test_recall_loss_on_embeddings_is_permutation_invariant():
             recall_loss(emb[perm], labels[perm], variant=variant), recall_loss(emb, labels, variant=variant)
         )
     torch.testing.assert_close(recall_loss(emb * 3.0, labels, margin=0.3), recall_loss(emb, labels, margin=0.3))
+
+
+# --- regressions found by fuzzing (issue 12) ----------------------------------------------------------
+
+
+def test_recall_loss_on_an_empty_batch_is_a_clear_error_not_nan():
+    with pytest.raises(ValueError, match="`embeddings` must hold at least one row"):
+        recall_loss(torch.empty(0, 4, requires_grad=True), torch.empty(0, dtype=torch.long))
+
+
+@pytest.mark.parametrize("scale", [1e19, 1e30, 1e-30])
+def test_huge_and_tiny_embeddings_give_the_similarities_of_their_direction(scale):
+    # F.normalize squares the entries: in float32 1e19 ** 2 overflows and every similarity became 0.
+    g = torch.Generator().manual_seed(0)
+    embeddings, labels = torch.randn(6, 3, generator=g), torch.tensor([0, 0, 1, 1, 2, 2])
+    expected, _, _ = retrieval_scores(embeddings, labels)
+    scaled = (embeddings * scale).requires_grad_()
+    scores, _, _ = retrieval_scores(scaled, labels)
+    torch.testing.assert_close(scores, expected)
+    recall_loss(scaled, labels).backward()
+    assert torch.isfinite(scaled.grad).all()
+
+
+def test_retrieval_similarities_under_autocast_are_float32():
+    g = torch.Generator().manual_seed(1)
+    embeddings, labels = torch.randn(64, 16, generator=g), torch.randint(0, 4, (64,), generator=g)
+    expected, _, _ = retrieval_scores(embeddings, labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores, _, _ = retrieval_scores(embeddings, labels)
+    assert scores.dtype == torch.float32
+    torch.testing.assert_close(scores, expected)

@@ -652,7 +652,7 @@ def protocol_text(spec: RetrievalSpec) -> str:
         "best validation R@1 is kept. Test: `metricopt.metrics.retrieval_report` on the test classes (queries = "
         "gallery = test set, self excluded, cosine similarity of the 64-d embeddings). "
         f"Seeds {tuple(spec.seeds)}; mean ± sample std over seeds. " + "; ".join(parts) + ". "
-        f"Methods: RaMBO = `metricopt.losses.RecallLoss` (interpolation {_rambo_interpolation()} spreads; `log`/`loglog` "
+        f"Methods: RaMBO = `metricopt.losses.RecallLoss` (interpolation {_rambo_interpolation()} in cosine units; `log`/`loglog` "
         f"variants; `+margin` = margin {spec.rambo_margin}; `+memory` = the detached embeddings of the last "
         f"{spec.rambo_memory_size} batches as extra gallery columns). Peers with their defaults "
         "(`metricopt.bench.rank_peers.RETRIEVAL_PEER_DEFAULTS`): pytorch-metric-learning ContrastiveLoss "
