@@ -307,3 +307,25 @@ def test_value_and_gradient_follow_the_inputs_device(case: Case, device: torch.d
     reference_value, reference_grad = gradient(case, scores.cpu(), target.cpu())
     torch.testing.assert_close(loss.detach().cpu(), reference_value, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(leaf.grad.cpu(), reference_grad, rtol=1e-5, atol=1e-6)
+
+
+RANK_CASES = [case for case in CASES if case.name.startswith(("ap", "auroc", "recall", "ndcg"))]
+
+
+@pytest.mark.parametrize("case", RANK_CASES, ids=[case.name for case in RANK_CASES])
+def test_rank_losses_without_validation_never_synchronise_the_host(case: Case, device: torch.device) -> None:
+    # CUDA can report every host synchronisation; on the CPU there is none to find, so this runs on a GPU only.
+    if device.type != "cuda":
+        pytest.skip("host synchronisation is a property of an accelerator")
+    scores, target = scores_and_target(case, dtype=torch.float32, device=device)
+    loss_fn = case.make()
+    loss_fn.validate = False
+    loss_fn.to(device)
+    leaf = scores.clone().requires_grad_()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(2):  # the second call also reads a filled memory
+            loss_fn(leaf, target).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
