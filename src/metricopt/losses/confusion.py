@@ -47,7 +47,7 @@ from metricopt.metrics._average import (
 from metricopt.metrics.confusion import MetricArg, resolve_metric
 from metricopt.losses.soft_confusion import (
     auto_amplification,
-    soft_confusion_matrix,
+    soft_confusion_matrix_here,
     soft_counts_and_status,
 )
 
@@ -154,7 +154,7 @@ def _scores(
     if task == "multiclass":
         if validate:  # before one_hot, which fails on out-of-range classes with an error of its own
             _check_inputs(logits.detach().sum() * 0 + _range_status(target, logits.shape[-1] - 1), logits, task, target)
-        cm = soft_confusion_matrix(logits, target.long(), sharpness)
+        cm = soft_confusion_matrix_here(logits, target.long(), sharpness)
         if average == "multiclass":
             return spec.multiclass(cm), spec.lower_bound, None  # type: ignore[union-attr]
         support = torch.bincount(target.long(), minlength=logits.shape[-1])

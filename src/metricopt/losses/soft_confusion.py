@@ -28,11 +28,11 @@ gives the same ``A`` and ``1 - A`` from autograd-friendly building blocks
 (``s = sigmoid(-|x|)``, never close to 1); the tests compare the two.
 
 Speed (``python -m metricopt.bench speed``): the forward pass makes a few
-passes over the batch (two sigmoids over ``[z; -z]``, in place; the four counts
-from two matrix-vector products; the gradient weight), the backward
-pass three elementwise ones, and the labels are converted once. Everything runs
-in float32 (or float64) with autocast off, so mixed precision does not change
-the counts.
+passes over the batch (``[sigmoid(z); sigmoid(-z)]`` and their amplification,
+in place; the four counts from two matrix-vector products; the gradient
+weight), the backward pass three elementwise ones, and the labels are
+converted once. Everything runs in float32 (or float64) with autocast off, so
+mixed precision does not change the counts.
 
 Multi-class (beyond the paper, DECIDED by measurement): the test-time decision
 is the argmax, not ``p > 0.5``, so the soft prediction of a sample is a sharpened
@@ -92,15 +92,11 @@ def _counts_forward(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:
     """The forward pass of :class:`_SoftCounts` (no autograd): counts, gradient weight, input status."""
     columns = logits.reshape(1, -1) if logits.ndim == 1 else logits.T  # (C, N)
-    # [p; 1 - p] from one sigmoid over [z; -z]: 1 - p is never computed as a difference. In-place
-    # work on this function's own temporaries: every new batch-sized tensor costs an allocation
-    # (and, above a few hundred KiB, fresh pages from the OS), as much as a pass over the data.
-    probs = torch.stack((columns, columns))
+    probs = _probabilities(columns)
     p, q = probs.unbind(0)
-    q.neg_()
-    probs.sigmoid_()
-    weight = p * q  # p (1 - p), to become L p (1 - p) A (1 - A) = dA/dz
-    # L ((1 - p) - 1/2) = -L (p - 1/2), so [A; 1 - A], each to full relative precision.
+    weight = p * q  # p (1 - p), to become p (1 - p) A (1 - A) = dA/dz / L
+    # L ((1 - p) - 1/2) = -L (p - 1/2), so [A; 1 - A], each to full relative precision; in place:
+    # every new batch-sized tensor costs an allocation and a pass over memory.
     amplified = probs.sub_(0.5).mul_(amplification).sigmoid_()
     a, b = amplified.unbind(0)
     # The four counts as matrix products, each its own sum of non-negative terms, with no product
@@ -119,7 +115,7 @@ def _counts_forward(
     else:
         counts = torch.bmm(rows.transpose(0, 1), amplified.permute(1, 2, 0))
         tp, fn, fp, tn = counts.flatten(1).T.unbind(0)
-    weight.mul_(a).mul_(b).mul_(amplification)  # a product of precise factors
+    weight.mul_(a).mul_(b)  # a product of precise factors
     status = None
     if check:
         # sum y (1 - y) is exactly 0 for labels in {0, 1}; 0 * sum(z) is NaN for a NaN or infinite logit
@@ -127,17 +123,36 @@ def _counts_forward(
     return tp, fp, fn, tn, weight, status
 
 
+def _probabilities(columns: Tensor) -> Tensor:
+    """``[p; 1 - p] = [sigmoid(z); sigmoid(-z)]`` as one ``(2, C, N)`` tensor: 1 - p is never a difference.
+
+    Written into one new tensor (``torch.stack`` of ``[z; -z]`` and a sigmoid in
+    place cost 6x as much at N = 1M: one more pass, and a slow copy); under
+    ``torch.func`` transforms, which have no rule for ``out=``, by ``stack``.
+    """
+    if torch._C._are_functorch_transforms_active():
+        return torch.sigmoid(torch.stack((columns, columns.neg())))
+    probs = columns.new_empty((2, *columns.shape))
+    p, q = probs.unbind(0)
+    torch.sigmoid(columns, out=p)
+    torch.neg(columns, out=q).sigmoid_()
+    return probs
+
+
 def _counts_backward(
-    weight: Tensor, labels: Tensor, shape: torch.Size,
+    weight: Tensor, labels: Tensor, amplification: float | Tensor, shape: torch.Size,
     g_tp: Tensor | None, g_fp: Tensor | None, g_fn: Tensor | None, g_tn: Tensor | None,
 ) -> Tensor:
-    """dLoss/dz = dA/dz (y (g_tp - g_fn) + (1 - y) (g_fp - g_tn)): three elementwise passes."""
+    """dLoss/dz = L p (1 - p) A (1 - A) (y (g_tp - g_fn) + (1 - y) (g_fp - g_tn)): three elementwise passes.
+
+    L multiplies the per-column coefficients, not the batch-sized weight (a pass saved).
+    """
     positive = _difference(g_tp, g_fn, weight)  # dLoss/dA of a positive sample, per column
     negative = _difference(g_fp, g_tn, weight)
-    slope = positive - negative
+    slope, negative = (positive - negative) * amplification, negative * amplification
     if negative.ndim:  # per-column coefficients (C,) against (C, N) rows
         slope, negative = slope.unsqueeze(-1), negative.unsqueeze(-1)
-    # (y * slope + negative) * dA/dz; not addcmul, whose broadcasting of the small operands over
+    # (y * slope + negative) * weight; not addcmul, whose broadcasting of the small operands over
     # the batch takes a slow path on CPU (4x the time of this mul + add)
     grad = (labels * slope).add_(negative).mul_(weight)
     return grad.view(shape) if len(shape) == 1 else grad.T
@@ -158,7 +173,7 @@ class _SoftCounts(torch.autograd.Function):
     steepness L (a number or a 0-d tensor, a constant), and ``check``: also
     return the input status (``sum y (1 - y) + 0 * sum z``, 0 exactly for
     valid input). Outputs: the four counts, the gradient weight
-    ``dA/dz = L p (1 - p) A (1 - A)`` (returned so that ``setup_context`` can save it),
+    ``p (1 - p) A (1 - A) = dA/dz / L`` (returned so that ``setup_context`` can save it),
     and the status (None unless ``check``); neither is differentiable.
 
     The backward pass is :func:`_counts_backward`. This is the ``forward`` +
@@ -188,14 +203,17 @@ class _SoftCounts(torch.autograd.Function):
         ctx.mark_non_differentiable(*(t for t in (weight, status) if t is not None))
         ctx.set_materialize_grads(False)  # a metric uses some counts only: no zero tensors for the others
         ctx.shape = logits.shape
-        ctx.save_for_backward(weight, rows[0])
+        constant = isinstance(amplification, Tensor)  # a 0-d tensor is saved, a number kept as it is
+        ctx.amplification = None if constant else amplification
+        ctx.save_for_backward(weight, rows[0], amplification if constant else None)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_tp, g_fp, g_fn, g_tn, *_):  # type: ignore[override]
         _refuse_second_derivative()
-        weight, labels = ctx.saved_tensors
-        return _counts_backward(weight, labels, ctx.shape, g_tp, g_fp, g_fn, g_tn), None, None, None
+        weight, labels, amplification = ctx.saved_tensors
+        scale = ctx.amplification if amplification is None else amplification
+        return _counts_backward(weight, labels, scale, ctx.shape, g_tp, g_fp, g_fn, g_tn), None, None, None
 
 
 def _refuse_second_derivative() -> None:
@@ -226,6 +244,7 @@ class _EagerSoftCounts(torch.autograd.Function):
             ctx.mark_non_differentiable(status)
         ctx.set_materialize_grads(False)
         ctx.shape = logits.shape
+        ctx.amplification = amplification
         ctx.save_for_backward(weight, rows[0])
         return tp, fp, fn, tn, status
 
@@ -233,7 +252,7 @@ class _EagerSoftCounts(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_tp, g_fp, g_fn, g_tn, _):  # type: ignore[override]
         weight, labels = ctx.saved_tensors
-        return _counts_backward(weight, labels, ctx.shape, g_tp, g_fp, g_fn, g_tn), None, None, None
+        return _counts_backward(weight, labels, ctx.amplification, ctx.shape, g_tp, g_fp, g_fn, g_tn), None, None, None
 
 
 _ONE = torch.ones(())  # a CPU 0-d tensor combines with tensors on any device, as a number does
@@ -315,9 +334,14 @@ def soft_confusion_matrix(logits: Tensor, target: Tensor, sharpness: float) -> T
         [[1.0, 0.0], [1.0, 1.0]]
     """
     with full_precision(logits):  # the product in the logits' dtype, not bfloat16/float16
-        soft_predictions = torch.softmax(sharpness * logits, dim=-1)
-        one_hot = torch.nn.functional.one_hot(target, logits.shape[-1]).to(soft_predictions.dtype)
-        return one_hot.T @ soft_predictions
+        return soft_confusion_matrix_here(logits, target, sharpness)
+
+
+def soft_confusion_matrix_here(logits: Tensor, target: Tensor, sharpness: float) -> Tensor:
+    """:func:`soft_confusion_matrix` under the caller's autocast state (for callers that turned it off)."""
+    soft_predictions = torch.softmax(sharpness * logits, dim=-1)
+    one_hot = torch.nn.functional.one_hot(target, logits.shape[-1]).to(soft_predictions.dtype)
+    return one_hot.T @ soft_predictions
 
 
 def auto_amplification(probs: Tensor, *, target_margin: float = 5.0, low: float = 10.0, high: float = 73.0) -> Tensor:
