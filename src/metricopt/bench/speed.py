@@ -53,22 +53,12 @@ from metricopt.bench.threads import torch_threads
 from metricopt.bench.timing import interleaved_times, time_once
 from metricopt.losses import ConfusionLoss
 
-__all__ = ["LOSS_FACTORIES", "cpu_time_once", "naive_soft_f1", "run_speed", "sigmoid_dice"]
+__all__ = ["LOSS_FACTORIES", "naive_soft_f1", "run_speed", "sigmoid_dice"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 #: A timed call shorter than this is preceded by an untimed call of the same loss (all calls here).
 SETTLE_BELOW_S = 1.0
-
-
-def cpu_time_once(fn: LossFn, inputs: Tensor, target: Tensor, *, backward: bool) -> float:
-    """:func:`~metricopt.bench.timing.time_once` on the calling thread's CPU-time clock (for one thread)."""
-    inputs.grad = None
-    start = time.thread_time()
-    loss = fn(inputs, target)
-    if backward:
-        loss.backward()
-    return time.thread_time() - start
 
 
 def naive_soft_f1(logits: Tensor, target: Tensor) -> Tensor:
@@ -161,9 +151,9 @@ def _run(spec: SpeedSpec, progress: bool, command: Sequence[str] | None) -> dict
     start = time.perf_counter()
     for n in tqdm(spec.sizes, desc=spec.name, unit="size", disable=not progress):
         inputs = {task: _inputs(task, n, spec, generator) for task in ("binary", "multiclass")}
-        timer = cpu_time_once if _clock(spec) == "cpu" else time_once
+        clock = time.thread_time if _clock(spec) == "cpu" else time.perf_counter
         timers = {
-            (name, key): partial(timer, fn, *inputs[task], backward=key == "fwd_bwd")
+            (name, key): partial(time_once, fn, *inputs[task], backward=key == "fwd_bwd", clock=clock)
             for name, (_, task, fn) in losses.items()
             if n <= limits.get(name, n)
             for key in ("fwd", "fwd_bwd")
