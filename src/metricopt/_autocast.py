@@ -18,13 +18,21 @@ from torch import Tensor
 __all__ = ["full_precision"]
 
 
+_UNCHANGED = contextlib.nullcontext()
+
+
 def full_precision(tensor: Tensor) -> ContextManager[None]:
-    """A context with autocast off on ``tensor``'s device (no-op where the device has no autocast)."""
+    """A context with autocast off on ``tensor``'s device (no-op where autocast is off or unavailable there)."""
     device_type = tensor.device.type
+    try:
+        if not torch.is_autocast_enabled(device_type):
+            return _UNCHANGED  # the common case, and the cheap one (no autocast state saved and restored)
+    except (TypeError, RuntimeError):  # torch < 2.4 takes no device type; a device without autocast
+        pass
     available = getattr(torch.amp, "is_autocast_available", None)
     if available is not None and not available(device_type):
-        return contextlib.nullcontext()
+        return _UNCHANGED
     try:
         return torch.autocast(device_type=device_type, enabled=False)
     except RuntimeError:  # torch < 2.4 without is_autocast_available: a device autocast does not know
-        return contextlib.nullcontext()
+        return _UNCHANGED

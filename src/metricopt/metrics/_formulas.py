@@ -39,7 +39,7 @@ EMPTY = 1e-6
 def safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
     """``numerator / denominator``, and 0 (with zero gradient) where ``|denominator| <= EMPTY``."""
     zero = denominator.abs() <= EMPTY
-    return torch.where(zero, torch.zeros_like(numerator), numerator / torch.where(zero, 1.0, denominator))
+    return torch.where(zero, 0.0, numerator / torch.where(zero, 1.0, denominator))
 
 
 def safe_sqrt(value: Tensor) -> Tensor:
