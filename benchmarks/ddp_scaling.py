@@ -18,9 +18,9 @@ include the oversubscription; the report states the machine's CPU count.
 Writes ``benchmarks/results/ddp_scaling.{json,md}`` (``--output-dir`` and
 ``--name`` change where).
 
-    python benchmarks/ddp_scaling.py            # about 5 minutes on 2 cores
-    python benchmarks/ddp_scaling.py --quick    # seconds: one batch size, 2 processes
-    python benchmarks/ddp_scaling.py --world-sizes 1,2,4,8 --name ddp_scaling_16cpu   # on a bigger machine
+    python -m benchmarks.ddp_scaling            # about 5 minutes on 2 cores
+    python -m benchmarks.ddp_scaling --quick    # seconds: one batch size, 2 processes
+    python -m benchmarks.ddp_scaling --world-sizes 1,2,4,8 --name ddp_scaling_16cpu   # on a bigger machine
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 
 def main(argv: list[str]) -> int:
-    from metricopt.bench.results import collect_metadata
+    from benchmarks.harness.results import collect_metadata
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 processes, batch 256, results to the temp folder")
@@ -169,7 +169,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--name", default=None, help="result file stem (default: ddp_scaling)")
     args = parser.parse_args(argv)
     quick = args.quick
-    metadata = collect_metadata(["python", "benchmarks/ddp_scaling.py", *argv])
+    metadata = collect_metadata(["python", "-m", "benchmarks.ddp_scaling", *argv])
     worlds, batches = ((1, 2), (256,)) if quick else (args.world_sizes, args.batches)
     stem = args.name or ("ddp_scaling_quick" if quick else "ddp_scaling")
     target = args.output_dir or (Path(tempfile.gettempdir()) if quick else RESULTS)

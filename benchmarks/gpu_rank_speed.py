@@ -4,7 +4,7 @@ metricopt never needs a GPU; this script only reports what one gives. Median of
 20 timed calls after 5 warm-up calls, synchronised; writes
 ``benchmarks/results/gpu_rank_speed.{json,md}``.
 
-    python benchmarks/gpu_rank_speed.py
+    python -m benchmarks.gpu_rank_speed
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _median_ms(step, repeats: int = 20, warmup: int = 5) -> float:
 
 
 def main() -> int:
-    from metricopt.bench.results import collect_metadata
+    from benchmarks.harness.results import collect_metadata
     from metricopt.losses import RecallLoss, average_precision_loss
 
     if not torch.cuda.is_available():
@@ -58,7 +58,7 @@ def main() -> int:
     metadata = collect_metadata(sys.argv)
     metadata["gpu"] = torch.cuda.get_device_name(device)
     lines = ["# RaMBO losses on a GPU: forward + backward, median ms", "",
-             f"- command: `python benchmarks/gpu_rank_speed.py`; GPU {metadata['gpu']}; torch {torch.__version__}",
+             f"- command: `python -m benchmarks.gpu_rank_speed`; GPU {metadata['gpu']}; torch {torch.__version__}",
              f"- git commit: `{metadata.get('git_commit')}`", "", "| loss | N | median ms |", "| --- | --- | --- |"]
     lines += [f"| {r['loss']} | {r['n']:,} | {r['median_ms']:.2f} |" for r in rows]
     RESULTS.mkdir(parents=True, exist_ok=True)

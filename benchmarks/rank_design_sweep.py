@@ -14,8 +14,8 @@ epoch chosen on validation), written to ``benchmarks/results/rank_design.{json,m
   never touched); 15 epochs, batch 256, 64-d MLP embedder, last epoch: margin,
   and the same gradient choice. Score: R@1 and MAP@R on the J..M rows.
 
-    python benchmarks/rank_design_sweep.py            # both parts, about 15 minutes on 2 cores
-    python benchmarks/rank_design_sweep.py --part ap --seeds 2
+    python -m benchmarks.rank_design_sweep            # both parts, about 15 minutes on 2 cores
+    python -m benchmarks.rank_design_sweep --part ap --seeds 2
 
 Interpolation and margin are in units of each ranking's spread (the standard
 deviation of its scores; metricopt.losses.ranker). Rule fixed before the run:
@@ -172,7 +172,7 @@ def markdown(records: list[dict], metadata: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from metricopt.bench.results import collect_metadata
+    from benchmarks.harness.results import collect_metadata
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("ap", "recall", "both"), default="both")
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args(argv)
     metadata = collect_metadata(sys.argv)
-    metadata["command"] = "python benchmarks/rank_design_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    metadata["command"] = "python -m benchmarks.rank_design_sweep " + " ".join(argv if argv is not None else sys.argv[1:])
     records: list[dict] = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         if args.part in ("ap", "both"):

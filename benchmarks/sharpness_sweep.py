@@ -8,7 +8,7 @@ stratified split, MLP (64, 64), Adam 1e-3, batch 256, 50 epochs, epoch chosen
 on validation by the target metric) and writes
 ``benchmarks/results/sharpness.{json,md}``.
 
-    python benchmarks/sharpness_sweep.py          # about 4 minutes on 2 cores
+    python -m benchmarks.sharpness_sweep          # about 4 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -77,10 +77,10 @@ def markdown(records: list[dict], metadata: dict) -> str:
 
 
 def main() -> int:
-    from metricopt.bench.results import collect_metadata
+    from benchmarks.harness.results import collect_metadata
 
     metadata = collect_metadata(sys.argv)
-    metadata["command"] = "python benchmarks/sharpness_sweep.py"
+    metadata["command"] = "python -m benchmarks.sharpness_sweep"
     jobs = list(product(DATASETS, METRICS, SHARPNESS, SEEDS))
     with ProcessPoolExecutor(max_workers=2) as pool:
         records = list(pool.map(run_one, jobs))

@@ -1,4 +1,4 @@
-"""Tests for the benchmark harness (metricopt.bench): smoke suites, result tables, peers."""
+"""Tests for the benchmark harness (benchmarks): smoke suites, result tables, peers."""
 
 from __future__ import annotations
 
@@ -9,24 +9,25 @@ from pathlib import Path
 import pytest
 import torch
 
-from metricopt.bench import main, peers
-from metricopt.bench.cli import run_named
-from metricopt.bench.quality import _select, run_suite
-from metricopt.bench.results import (
+from benchmarks import main
+from benchmarks.peers import classification as peers
+from benchmarks.cli import run_named
+from benchmarks.suites.quality import _select, run_suite
+from benchmarks.harness.results import (
     aggregate,
     quality_markdown,
     summarize,
     wins_ties_losses,
 )
-from metricopt.bench.specs import (
+from benchmarks.harness.specs import (
     SUITES,
     QualitySpec,
     SpeedSpec,
     get_suite,
     spec_to_dict,
 )
-from metricopt.bench.speed import run_speed
-from metricopt.bench.threads import torch_threads
+from benchmarks.suites.speed import run_speed
+from benchmarks.harness.threads import torch_threads
 
 METADATA_KEYS = {"git_commit", "versions", "torch_threads", "cpu_model", "date", "command", "argv"}
 
@@ -305,7 +306,7 @@ def test_aucm_criterion_ascends_in_alpha_and_descends_in_the_model() -> None:
 
 
 def test_missing_dataset_package_is_recorded_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
-    from metricopt.bench import quality
+    from benchmarks.suites import quality
 
     real = quality.load_dataset
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from metricopt.bench import blackbox as B
-from metricopt.bench import blackbox_tasks as T
-from metricopt.bench import main
-from metricopt.bench.specs import (
+from benchmarks.suites import blackbox as B
+from benchmarks.suites import blackbox_tasks as T
+from benchmarks import main
+from benchmarks.harness.specs import (
     BLACKBOX_METHODS,
     SUITES,
     BlackBoxAblationSpec,
@@ -148,7 +148,7 @@ def test_run_suite_rejects_bad_arguments() -> None:
 
 
 def test_cli_datasets_option_keeps_those_settings_and_rejects_others(tmp_path: Path) -> None:
-    from metricopt.bench.cli import _override, _parser
+    from benchmarks.cli import _override, _parser
 
     args = _parser().parse_args(["blackbox", "--datasets", "yeast4,caravan", "--seeds", "2", "--epochs", "7"])
     spec = _override(get_suite("blackbox"), args)

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from metricopt.bench import blackbox as B
-from metricopt.bench import main
-from metricopt.bench.blackbox_selection import Z, selection_summary
-from metricopt.bench.specs import (
+from benchmarks.suites import blackbox as B
+from benchmarks import main
+from benchmarks.suites.blackbox_selection import Z, selection_summary
+from benchmarks.harness.specs import (
     SUITES,
     TASK_DISTRIBUTION_PRESETS,
     BlackBoxDefaultsSpec,
@@ -117,7 +117,7 @@ def test_bad_variants_raise() -> None:
 
 
 def test_cli_runs_the_suite_by_name_and_keeps_its_overrides() -> None:
-    from metricopt.bench.cli import _override, _parser
+    from benchmarks.cli import _override, _parser
 
     args = _parser().parse_args(["blackbox_defaults", "--datasets", "yeast4", "--seeds", "20,21"])
     spec = _override(get_suite("blackbox_defaults"), args)

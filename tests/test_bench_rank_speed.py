@@ -1,4 +1,4 @@
-"""Tests for the rank-loss speed and memory benchmark (metricopt.bench.rank_speed)."""
+"""Tests for the rank-loss speed and memory benchmark (benchmarks.suites.rank_speed)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,18 @@ import time
 import pytest
 import torch
 
-from metricopt.bench import main, rank_speed
-from metricopt.bench.cli import render
-from metricopt.bench.rank_speed import (
+from benchmarks import main
+from benchmarks.suites import rank_speed
+from benchmarks.cli import render
+from benchmarks.suites.rank_speed import (
     RankLossEntry,
     goal_checks,
     loglog_slope,
     measure_peak_memory,
     run_rank_speed,
 )
-from metricopt.bench.specs import RankSpeedSpec, get_suite
-from metricopt.bench.timing import interleaved_times
+from benchmarks.harness.specs import RankSpeedSpec, get_suite
+from benchmarks.harness.timing import interleaved_times
 
 MIB = 2**20
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from metricopt.bench import main
-from metricopt.bench import retrieval as R
-from metricopt.bench.rank_peers import BLACKBOX_BACKPROP_ENV
-from metricopt.bench.specs import SUITES, RetrievalSpec, get_suite, spec_to_dict
+from benchmarks import main
+from benchmarks.suites import retrieval as R
+from benchmarks.peers.ranking import BLACKBOX_BACKPROP_ENV
+from benchmarks.harness.specs import SUITES, RetrievalSpec, get_suite, spec_to_dict
 
 
 def _need_letter() -> None:

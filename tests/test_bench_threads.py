@@ -1,4 +1,4 @@
-"""Tests of metricopt.bench.threads and of its use: every harness entry point gives the caller's thread count back.
+"""Tests of benchmarks.harness.threads and of its use: every harness entry point gives the caller's thread count back.
 
 ``torch.set_num_threads`` is process-wide; before, the runners set it and
 returned, so a notebook or test session that ran a benchmark kept the
@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 import torch
 
-from metricopt.bench import blackbox as B
-from metricopt.bench import cli
-from metricopt.bench import quality as Q
-from metricopt.bench import rank_speed as RS
-from metricopt.bench import retrieval as R
-from metricopt.bench.specs import get_suite
-from metricopt.bench.threads import torch_threads
+from benchmarks.suites import blackbox as B
+from benchmarks import cli
+from benchmarks.suites import quality as Q
+from benchmarks.suites import rank_speed as RS
+from benchmarks.suites import retrieval as R
+from benchmarks.harness.specs import get_suite
+from benchmarks.harness.threads import torch_threads
 
 
 class _Stop(Exception):

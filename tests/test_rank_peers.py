@@ -1,4 +1,4 @@
-"""Tests for the optional rank-loss peers (metricopt.bench.rank_peers); each skips when its peer is missing."""
+"""Tests for the optional rank-loss peers (benchmarks.peers.ranking); each skips when its peer is missing."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metricopt.bench import rank_peers
-from metricopt.bench.rank_peers import (
+from benchmarks.peers import ranking as rank_peers
+from benchmarks.peers.ranking import (
     AP_PEERS,
     RETRIEVAL_PEERS,
     make_ap_peer,

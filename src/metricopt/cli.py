@@ -58,7 +58,6 @@ Usage examples::
     metricopt train --metric mcr --checkpoint meta.pt --output run.json   # resumable meta-training
     metricopt train --dataset yeast4 --metric f1 --nproc 2    # 2 processes (DDP), same results as 1
     metricopt datasets                           # built-in datasets, installed or not
-    metricopt bench --help                       # the benchmark harness
     python -m metricopt --version
 
 The positive class of a binary target (what F1, precision, recall, AP, ...
@@ -859,12 +858,10 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(argv: list[str]) -> int:
-    try:
-        from metricopt.bench.__main__ import main as bench_main
-    except ImportError as exc:
-        _print_error(f"the benchmark harness metricopt.bench could not be imported: {exc}")
-        return 1
-    return int(bench_main(argv) or 0)
+    """The benchmarks left the installed package; say where they are."""
+    _print_error("the benchmarks are not part of the installed package: from a clone of the repository, run "
+                 "`python -m benchmarks " + (" ".join(argv) or "--help") + "` at its root")
+    return USAGE_ERROR
 
 
 # --------------------------------------------------------------------------
@@ -1068,8 +1065,9 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.set_defaults(handler=_cmd_datasets)
 
     commands.add_parser(
-        "bench", add_help=False, help="run the benchmark harness (see 'metricopt bench --help')",
-        description="All arguments after 'bench' go to the benchmark harness, python -m metricopt.bench.")
+        "bench", add_help=False, help="moved: run `python -m benchmarks` from a clone of the repository",
+        description="The benchmarks are not part of the installed package: run `python -m benchmarks` "
+                    "at the root of a clone of the repository.")
     return parser
 
 
@@ -1088,7 +1086,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 on success, 2 on bad arguments or input (one ``metricopt: error:``
         line on stderr), 1 on any other error (one line too, unless the
         environment variable ``METRICOPT_TRACEBACK`` is set), 130 when
-        interrupted (SIGINT, Ctrl-C), the harness's status for ``bench``.
+        interrupted (SIGINT, Ctrl-C).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):

@@ -27,7 +27,7 @@ near 0 keeps its relative precision next to counts near N. :func:`amplify`
 gives the same ``A`` and ``1 - A`` from autograd-friendly building blocks
 (``s = sigmoid(-|x|)``, never close to 1); the tests compare the two.
 
-Speed (``python -m metricopt.bench speed``): the forward pass makes a few
+Speed (``python -m benchmarks speed``): the forward pass makes a few
 passes over the batch (``[sigmoid(z); sigmoid(-z)]`` and their amplification,
 in place; the four counts from two matrix-vector products; the gradient
 weight), the backward pass three elementwise ones, and the labels are
@@ -74,7 +74,7 @@ def amplify(probs: Tensor, amplification: float | Tensor) -> tuple[Tensor, Tenso
     Returns:
         ``(A, 1 - A)``, both of the shape of ``probs``.
 
-    Example:
+    Examples:
         >>> a, one_minus_a = amplify(torch.tensor([0.1, 0.5, 0.99]), 73.0)
         >>> [round(v, 4) for v in a.tolist()]
         [0.0, 0.5, 1.0]
@@ -286,7 +286,7 @@ def binary_soft_counts(
 
     Returns four tensors of shape ``(C,)``.
 
-    Example:
+    Examples:
         >>> tp, fp, fn, tn = binary_soft_counts(torch.tensor([[4.0], [-4.0], [3.0]]), torch.tensor([[1], [1], [0]]), 73.0)
         >>> [round(float(c), 3) for c in (tp[0], fp[0], fn[0], tn[0])]
         [1.0, 1.0, 1.0, 0.0]
@@ -328,7 +328,7 @@ def soft_confusion_matrix(logits: Tensor, target: Tensor, sharpness: float) -> T
         sharpness: the soft prediction is ``softmax(sharpness * logits)``; large
             values approach the one-hot argmax.
 
-    Example:
+    Examples:
         >>> cm = soft_confusion_matrix(torch.tensor([[9.0, 0.0], [0.0, 9.0], [9.0, 0.0]]), torch.tensor([0, 1, 1]), 5.0)
         >>> cm.round().tolist()
         [[1.0, 0.0], [1.0, 1.0]]

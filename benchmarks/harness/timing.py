@@ -3,8 +3,8 @@
 :func:`time_once` times one loss call (optionally with ``backward()``) on a
 leaf tensor; :func:`interleaved_times` runs warm-up calls and then rounds in
 which every timer runs once, in turn, so that a load spike on the machine hits
-all of them alike (optionally after one untimed call of the same timer). :mod:`metricopt.bench.speed` and
-:mod:`metricopt.bench.rank_speed` both time through these two functions.
+all of them alike (optionally after one untimed call of the same timer). :mod:`benchmarks.suites.speed` and
+:mod:`benchmarks.suites.rank_speed` both time through these two functions.
 
 Example:
     >>> import torch

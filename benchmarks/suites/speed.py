@@ -5,7 +5,7 @@ For each batch size N, every loss gets the same ``(N,)`` logits (binary) or
 each loss converts the labels itself, inside the timed call (as
 ``BCEWithLogitsLoss`` needs float targets). After ``warmup`` untimed calls,
 each of ``repeats`` rounds times every loss once, in turn
-(:func:`metricopt.bench.timing.interleaved_times`), so a load spike on the
+(:func:`benchmarks.harness.timing.interleaved_times`), so a load spike on the
 machine hits all losses alike, and every timed call follows an untimed call of
 the same loss, so that it does not pay for the allocator and cache state that
 the previous loss left behind (measured: up to 1.5x on the next call at
@@ -46,11 +46,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from metricopt.bench import peers
-from metricopt.bench.results import collect_metadata, load_average
-from metricopt.bench.specs import SpeedSpec, spec_to_dict
-from metricopt.bench.threads import torch_threads
-from metricopt.bench.timing import interleaved_times, time_once
+from benchmarks.peers import classification as peers
+from benchmarks.harness.results import collect_metadata, load_average
+from benchmarks.harness.specs import SpeedSpec, spec_to_dict
+from benchmarks.harness.threads import torch_threads
+from benchmarks.harness.timing import interleaved_times, time_once
 from metricopt.losses import ConfusionLoss
 
 __all__ = ["LOSS_FACTORIES", "naive_soft_f1", "run_speed", "sigmoid_dice"]

@@ -4,7 +4,7 @@
 leaves every later computation in the caller's process (a notebook, a test
 session, the next suite of ``metricopt bench all``) on the benchmark's thread
 count. :func:`torch_threads` sets it for a ``with`` block only; every runner of
-:mod:`metricopt.bench` uses it, in the harness process and in each worker.
+:mod:`benchmarks` uses it, in the harness process and in each worker.
 
 Example:
     >>> import torch

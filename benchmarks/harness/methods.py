@@ -32,7 +32,7 @@ Recipes:
                  (margin 1.0, gamma 0.9, squared hinge) on sigmoid scores,
                  fed each sample's training row index
                  (:attr:`Method.indexed_targets`; see
-                 :class:`metricopt.bench.peers.SOAPCriterion`); trained with
+                 :class:`benchmarks.peers.classification.SOAPCriterion`); trained with
                  the same Adam as every method, not LibAUC's SOAP optimizer;
                  threshold tuned; binary only; peer, optional.
 =============== ============================================================
@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from metricopt.bench import peers
+from benchmarks.peers import classification as peers
 from metricopt.losses import APLoss, AUROCLoss
 from metricopt.training import make_loss
 
@@ -89,7 +89,7 @@ class Method:
         tune: decisions at a threshold tuned on validation for the target metric.
         tasks: ``"binary"`` and/or ``"multiclass"``.
         train_group: methods with the same group share one training run.
-        peer: name in :data:`metricopt.bench.peers.PEERS` if the loss is a peer's.
+        peer: name in :data:`benchmarks.peers.classification.PEERS` if the loss is a peer's.
         amplification: AnyLoss steepness override (ablation variants).
         indexed_targets: ``fit`` gets ``(N, 2)`` integer targets ``[label,
             training row index]`` instead of ``(N,)`` labels (losses that keep

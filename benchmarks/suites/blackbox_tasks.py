@@ -1,4 +1,4 @@
-"""Data, backbones, adapters and direct losses of the black-box benchmark (:mod:`metricopt.bench.blackbox`).
+"""Data, backbones, adapters and direct losses of the black-box benchmark (:mod:`benchmarks.suites.blackbox`).
 
 * :func:`load_data`: one (dataset, seed)'s train / validation / test rows.
   Fashion-MNIST (10 classes): ``n_train`` images of the official training file

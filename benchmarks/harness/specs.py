@@ -10,14 +10,14 @@ The kinds of suite, each a frozen dataclass:
   ``BCEWithLogits`` over batch sizes, as ratios measured in one run;
 * :class:`RetrievalSpec`: retrieval (metric learning) on classes unseen in
   training, RaMBO's recall losses against metric-learning peers (run by
-  :mod:`metricopt.bench.retrieval`).
+  :mod:`benchmarks.suites.retrieval`).
 * :class:`RankSpeedSpec`: forward + backward time and peak memory of the rank
   losses against their peers, one ranking and retrieval batches (run by
-  :mod:`metricopt.bench.rank_speed`).
+  :mod:`benchmarks.suites.rank_speed`).
 * :class:`BlackBoxSpec` / :class:`BlackBoxAblationSpec` /
   :class:`BlackBoxDefaultsSpec`: MetricOpt's value-guided fine-tuning of
   adapter parameters against loss-only fine-tuning, black-box metrics reported
-  as costs (run by :mod:`metricopt.bench.blackbox`); the ablation and the
+  as costs (run by :mod:`benchmarks.suites.blackbox`); the ablation and the
   defaults sweep run :class:`BlackBoxVariant` s of one spec.
 
 :data:`SUITES` holds the named suites (``quality``, ``ablation``, ``speed``) and
@@ -25,7 +25,7 @@ tiny ``*_smoke`` versions of each that run in seconds for CI. Change a suite by
 ``dataclasses.replace``, never by editing the harness.
 
 Example:
-    >>> from metricopt.bench.specs import get_suite
+    >>> from benchmarks.harness.specs import get_suite
     >>> spec = get_suite("quality", smoke=True)
     >>> spec.kind, spec.seeds
     ('quality', (0,))
@@ -67,7 +67,7 @@ MULTICLASS_DATASETS: tuple[str, ...] = ("hpc", "segment", "texture", "wine")
 #: Metrics every quality suite reports; each is also a model-selection target.
 TARGET_METRICS: tuple[str, ...] = ("f1", "gmean", "balanced_accuracy", "mcc")
 
-#: Method names understood by :mod:`metricopt.bench.methods`.
+#: Method names understood by :mod:`benchmarks.harness.methods`.
 QUALITY_METHODS: tuple[str, ...] = (
     "anyloss", "bce", "bce_tuned", "weighted_bce", "focal", "dice", "aucm",
 )
@@ -113,7 +113,7 @@ class QualitySpec(TrainingProtocol):
     Attributes:
         name: suite name; result files are ``<name>.json|.md|*.png``.
         binary_datasets, multiclass_datasets: dataset names.
-        methods: method names (see :mod:`metricopt.bench.methods`); binary-only
+        methods: method names (see :mod:`benchmarks.harness.methods`); binary-only
             methods are marked N/A on multi-class sets.
         metrics: target metrics (names from ``metricopt.METRIC_NAMES``, or the
             threshold-free ``"ap"`` / ``"auroc"`` of ``metricopt.evaluation.RANK_METRICS``).
@@ -183,7 +183,7 @@ class SpeedSpec:
 
     Attributes:
         sizes: batch sizes N.
-        losses: names from :mod:`metricopt.bench.speed` (peers missing on the
+        losses: names from :mod:`benchmarks.suites.speed` (peers missing on the
             machine are recorded as not installed).
         baseline: binary losses are divided by this one's time.
         multiclass_baseline: multi-class losses are divided by this one's time.
@@ -200,7 +200,7 @@ class SpeedSpec:
         threads: ``torch.set_num_threads`` during the run (restored after).
         clock: ``"wall"``; ``"cpu"``: the thread's CPU time, which leaves
             out the waits for a core on a shared machine (one thread only; why
-            the named suite uses it: :mod:`metricopt.bench.speed`); ``"auto"``:
+            the named suite uses it: :mod:`benchmarks.suites.speed`); ``"auto"``:
             ``"cpu"`` for one thread, else ``"wall"``.
         goal_ratio, goal_size: AnyLoss F1 forward + backward at most
             ``goal_ratio`` x the baseline at N = ``goal_size``.
@@ -233,7 +233,7 @@ class SpeedSpec:
     kind = "speed"
 
 
-#: Method names understood by :mod:`metricopt.bench.retrieval`, in table order.
+#: Method names understood by :mod:`benchmarks.suites.retrieval`, in table order.
 RETRIEVAL_METHODS: tuple[str, ...] = (
     "rambo_loglog", "rambo_log", "rambo_loglog_margin", "rambo_loglog_memory", "rambo_loglog_margin_memory",
     "pml_contrastive", "pml_triplet", "pml_multisimilarity", "pml_fastap", "pml_smoothap", "torchsort_ap",
@@ -245,7 +245,7 @@ RETRIEVAL_METHODS: tuple[str, ...] = (
 class RetrievalSpec:
     """Retrieval quality: embedders trained by rank losses, scored on classes unseen in training.
 
-    The protocol is in :mod:`metricopt.bench.retrieval` (class-disjoint split,
+    The protocol is in :mod:`benchmarks.suites.retrieval` (class-disjoint split,
     20 % of the training rows held out for epoch selection by validation R@1,
     one initialisation per seed, class-balanced P x K batches, test
     ``retrieval_report`` with queries = gallery = test set).
@@ -276,7 +276,7 @@ class RetrievalSpec:
         reference: the method compared with every other.
         references: untrained references scored beside the methods (test only):
             ``"untrained"`` (the seed's initial embedder) and ``"raw_input"``
-            (the input features themselves); see ``metricopt.bench.retrieval.REFERENCES``.
+            (the input features themselves); see ``benchmarks.suites.retrieval.REFERENCES``.
         tie_tolerance: |difference of seed-means| below which two methods tie.
         threads: ``torch.set_num_threads`` in each worker.
     """
@@ -329,7 +329,7 @@ class RetrievalSpec:
 
 @dataclass(frozen=True)
 class RankSpeedSpec:
-    """Speed and memory of the rank losses against their peers (:mod:`metricopt.bench.rank_speed`).
+    """Speed and memory of the rank losses against their peers (:mod:`benchmarks.suites.rank_speed`).
 
     Two parts: one ranking of N scores (``ranking_*``) and retrieval batches of
     N embeddings with sqrt(N) classes x sqrt(N) items (``retrieval_*``; sizes
@@ -396,7 +396,7 @@ class RankSpeedSpec:
     kind = "rank_speed"
 
 
-#: Method names understood by :mod:`metricopt.bench.blackbox`, in table order.
+#: Method names understood by :mod:`benchmarks.suites.blackbox`, in table order.
 BLACKBOX_METHODS: tuple[str, ...] = (
     "pretrained", "sgd", "adam", "metricopt_sgd", "metricopt_adam", "metricopt_learned", "direct_loss",
 )
@@ -496,7 +496,7 @@ class BlackBoxVariant:
 
 @dataclass(frozen=True)
 class BlackBoxSpec:
-    """MetricOpt against loss-only fine-tuning of adapter parameters (:mod:`metricopt.bench.blackbox`).
+    """MetricOpt against loss-only fine-tuning of adapter parameters (:mod:`benchmarks.suites.blackbox`).
 
     Per (setting, metric, seed): one split and pre-trained backbone, the value
     function meta-trained on tasks drawn from the training split (metric on
@@ -714,7 +714,7 @@ class BlackBoxDefaultsSpec(BlackBoxSpec):
     once; it is the reference every variant is compared with). Held-out tasks
     come from the library's default distribution for every variant, so every
     variant is scored on the same tasks against the same loss-only runs.
-    The criterion and the rule are in :mod:`metricopt.bench.blackbox_selection`.
+    The criterion and the rule are in :mod:`benchmarks.suites.blackbox_selection`.
 
     Attributes:
         value_weight_grid: ``lambda_v`` values (> 0).

@@ -76,7 +76,7 @@ state is promoted to the input's dtype). bfloat16 fails in torchsort
 MapLoss, RecallLoss and SmoothAPLoss return float32 for half inputs.
 
 Locating the peers: torchsort and pytorch-metric-learning are imported by name;
-LibAUC through :func:`metricopt.bench.peers.load_peer` (torchvision stub
+LibAUC through :func:`benchmarks.peers.classification.load_peer` (torchvision stub
 included). blackbox-backprop is not on PyPI: its source tree is found at
 ``$METRICOPT_BLACKBOX_BACKPROP`` or, if that is unset,
 ``/work/peers/blackbox-backprop`` when it exists. Its package ``__init__``
@@ -106,7 +106,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metricopt.bench.peers import load_peer, peer_status
+from benchmarks.peers.classification import load_peer, peer_status
 
 __all__ = [
     "AP_PEERS",

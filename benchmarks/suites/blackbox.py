@@ -1,9 +1,9 @@
 """Black-box benchmark runner: MetricOpt against loss-only fine-tuning of adapter parameters.
 
-Protocol, per (setting, metric, seed) of a :class:`~metricopt.bench.specs.BlackBoxSpec`
-and per variant of it (:class:`~metricopt.bench.specs.BlackBoxVariant`: the ablation's
+Protocol, per (setting, metric, seed) of a :class:`~benchmarks.harness.specs.BlackBoxSpec`
+and per variant of it (:class:`~benchmarks.harness.specs.BlackBoxVariant`: the ablation's
 ``K`` and ``|phi|``, the defaults sweep's ``value_weight`` and task distribution;
-data, backbones, adapters and direct losses in :mod:`metricopt.bench.blackbox_tasks`):
+data, backbones, adapters and direct losses in :mod:`benchmarks.suites.blackbox_tasks`):
 
 1. The (dataset, seed) split and the backbone pre-trained with cross-entropy
    (seeded), frozen; the adapter (projections seeded by the seed) wraps a copy.
@@ -39,13 +39,13 @@ seeds x held-out tasks; std over seeds of the per-seed means; paired
 wins/ties/losses of each MetricOpt variant against each loss-only optimiser
 over the (seed, task) runs (a win: lower test cost by more than
 ``tie_tolerance``); median meta-training seconds over seeds. The defaults
-sweep adds the choice of defaults (:mod:`metricopt.bench.blackbox_selection`).
+sweep adds the choice of defaults (:mod:`benchmarks.suites.blackbox_selection`).
 
 Jobs are (dataset, seed) pairs (one pre-training each), run in ``jobs``
 worker processes (spawned) with ``torch.set_num_threads(spec.threads)``;
 results do not depend on ``jobs``. A data set that is not installed is
 recorded as unavailable and the rest runs. Markdown and PNG reports:
-:mod:`metricopt.bench.blackbox_report`.
+:mod:`benchmarks.suites.blackbox_report`.
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ from typing import Any
 
 import numpy as np
 
-from metricopt.bench.results import collect_metadata, load_average, write_suite_reports
-from metricopt.bench.specs import BlackBoxSpec, BlackBoxVariant, spec_to_dict
-from metricopt.bench.threads import torch_threads
+from benchmarks.harness.results import collect_metadata, load_average, write_suite_reports
+from benchmarks.harness.specs import BlackBoxSpec, BlackBoxVariant, spec_to_dict
+from benchmarks.harness.threads import torch_threads
 
 __all__ = ["METHOD_LABELS", "PAIRS", "refresh_summary", "run_job", "run_suite", "setting_key", "write_reports"]
 
@@ -104,7 +104,7 @@ def _cell(spec: BlackBoxSpec, data: Any, backbone: Any, setting: Sequence[Any], 
     """Meta-train and run every method on the held-out tasks of one (setting, metric, variant, seed)."""
     import torch
 
-    from metricopt.bench.blackbox_tasks import direct_loss, make_adapter
+    from benchmarks.suites.blackbox_tasks import direct_loss, make_adapter
     from metricopt.blackbox import (
         FineTuneConfig,
         MetaConfig,
@@ -199,7 +199,7 @@ def run_job(spec: BlackBoxSpec, dataset: str, seed: int) -> dict[str, Any]:
 
 
 def _run_job(spec: BlackBoxSpec, dataset: str, seed: int) -> dict[str, Any]:
-    from metricopt.bench.blackbox_tasks import load_data, pretrain
+    from benchmarks.suites.blackbox_tasks import load_data, pretrain
 
     start = time.perf_counter()
     out: dict[str, Any] = {"dataset": dataset, "seed": seed, "runs": [], "meta": [], "dataset_info": {}}
@@ -302,7 +302,7 @@ def run_suite(spec: BlackBoxSpec, *, jobs: int = 1, progress: bool = True,
 
 
 def _direct_losses(spec: BlackBoxSpec) -> dict[str, str]:
-    from metricopt.bench.blackbox_tasks import DIRECT_LOSSES
+    from benchmarks.suites.blackbox_tasks import DIRECT_LOSSES
 
     return {k: DIRECT_LOSSES[k] for k in dict.fromkeys(m for s in spec.settings for m in s[3])}
 
@@ -420,7 +420,7 @@ def refresh_summary(payload: dict[str, Any]) -> dict[str, Any]:
                 t[k] += r[k]
     payload["summary"] = {"groups": summary, "wtl_totals": totals}
     if payload.get("kind") == "blackbox_defaults":
-        from metricopt.bench.blackbox_selection import selection_summary
+        from benchmarks.suites.blackbox_selection import selection_summary
 
         payload["summary"]["selection"] = selection_summary(payload)
     payload["runs"] = payload.pop("runs")  # keep the long lists last in the file
@@ -429,5 +429,5 @@ def refresh_summary(payload: dict[str, Any]) -> dict[str, Any]:
 
 def write_reports(payload: dict[str, Any], output_dir: Path, *, plots: bool = True) -> dict[str, Path]:
     """Write ``<suite>.md`` and ``<suite>.png`` of a black-box payload (not its JSON); returns the paths."""
-    from metricopt.bench.blackbox_report import blackbox_markdown, plot_blackbox
+    from benchmarks.suites.blackbox_report import blackbox_markdown, plot_blackbox
     return write_suite_reports(payload, output_dir, markdown=blackbox_markdown, plot=plot_blackbox, plots=plots)

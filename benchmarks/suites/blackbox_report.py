@@ -1,9 +1,9 @@
-"""Markdown and PNG reports of the black-box suites (payloads of :mod:`metricopt.bench.blackbox`).
+"""Markdown and PNG reports of the black-box suites (payloads of :mod:`benchmarks.suites.blackbox`).
 
 Every number is a COST (lower is better): ``mcr``, ``1 - aucpr``, ``cost``;
 the tables and plots say so in their titles. Bold marks the lowest mean. The
 defaults sweep's report opens with the choice of defaults
-(:mod:`metricopt.bench.blackbox_selection`): one row per variant.
+(:mod:`benchmarks.suites.blackbox_selection`): one row per variant.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from metricopt.bench.results import _metadata_lines, _row
+from benchmarks.harness.results import _metadata_lines, _row
 
 __all__ = ["blackbox_markdown", "plot_blackbox"]
 
@@ -282,7 +282,7 @@ def plot_blackbox(payload: dict[str, Any], path: Path) -> Path:
     vs |phi| per method, and meta-training seconds vs K; the defaults sweep: the selection criterion per sweep."""
     import matplotlib
 
-    from metricopt.bench.plots import _pyplot, _save, _suptitle
+    from benchmarks.harness.plots import _pyplot, _save, _suptitle
 
     plt = _pyplot()
     cmap = matplotlib.colormaps["tab10"]

@@ -57,7 +57,7 @@ not depend on ``jobs``.
 Reports: per dataset, mean ± sample std over seeds of each metric (best in
 bold); wins/ties/losses of the reference (``rambo_loglog``) against every other
 method on R@1, counted over datasets by seed-means
-(:func:`metricopt.bench.results.wins_ties_losses`) with the paired
+(:func:`benchmarks.harness.results.wins_ties_losses`) with the paired
 per-(dataset, seed) mean difference and its standard error; a PNG with R@1 and
 MAP@R bars (error bars: std over seeds) per dataset, the references as
 horizontal lines.
@@ -79,7 +79,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from metricopt.bench.results import (
+from benchmarks.harness.results import (
     _bold_max,
     _metadata_lines,
     _row,
@@ -90,8 +90,8 @@ from metricopt.bench.results import (
     wins_ties_losses,
     write_suite_reports,
 )
-from metricopt.bench.specs import RetrievalSpec, spec_to_dict
-from metricopt.bench.threads import torch_threads
+from benchmarks.harness.specs import RetrievalSpec, spec_to_dict
+from benchmarks.harness.threads import torch_threads
 
 __all__ = [
     "RETRIEVAL_METHODS",
@@ -134,7 +134,7 @@ class RetrievalMethod:
         loss: ``loss(spec) -> nn.Module`` with ``forward(embeddings (B, D), labels (B,))``;
             raises ``ModuleNotFoundError`` when a peer is not installed.
         square_batch: needs batches of P classes x P items (``pml_smoothap``).
-        peer: the peer name in :mod:`metricopt.bench.rank_peers`, None for metricopt's own losses.
+        peer: the peer name in :mod:`benchmarks.peers.ranking`, None for metricopt's own losses.
     """
 
     name: str
@@ -156,7 +156,7 @@ def _rambo(variant: str, margin: bool, memory: bool) -> Callable[[RetrievalSpec]
 
 def _peer(name: str) -> Callable[[RetrievalSpec], nn.Module]:
     def build(spec: RetrievalSpec) -> nn.Module:
-        from metricopt.bench.rank_peers import make_retrieval_peer
+        from benchmarks.peers.ranking import make_retrieval_peer
 
         options: dict[str, Any] = {}
         if name == "bbb_recall":
@@ -487,7 +487,7 @@ def run_suite(spec: RetrievalSpec, *, jobs: int = 1, progress: bool = True,
     """Run a retrieval spec; returns the JSON-ready payload (records, runs, summary, metadata)."""
     from tqdm.auto import tqdm
 
-    from metricopt.bench.rank_peers import rank_peer_versions
+    from benchmarks.peers.ranking import rank_peer_versions
 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"`jobs` must be a positive integer; got {jobs!r}")
@@ -655,7 +655,7 @@ def protocol_text(spec: RetrievalSpec) -> str:
         f"Methods: RaMBO = `metricopt.losses.RecallLoss` (interpolation {_rambo_interpolation()} in cosine units; `log`/`loglog` "
         f"variants; `+margin` = margin {spec.rambo_margin}; `+memory` = the detached embeddings of the last "
         f"{spec.rambo_memory_size} batches as extra gallery columns). Peers with their defaults "
-        "(`metricopt.bench.rank_peers.RETRIEVAL_PEER_DEFAULTS`): pytorch-metric-learning ContrastiveLoss "
+        "(`benchmarks.peers.ranking.RETRIEVAL_PEER_DEFAULTS`): pytorch-metric-learning ContrastiveLoss "
         "(pos margin 0, neg margin 1), TripletMarginLoss (margin 0.2) with a semihard TripletMarginMiner, "
         "MultiSimilarityLoss (2, 50, 0.5) with its miner (epsilon 0.1), FastAPLoss (10 bins), SmoothAPLoss "
         f"(temperature 0.01); torchsort soft-rank AP with regularisation strength {spec.torchsort_ap_strength} "
@@ -750,7 +750,7 @@ def _kept_epochs(payload: dict[str, Any], dataset: str) -> dict[str, str]:
 
 def plot_retrieval(payload: dict[str, Any], path: Path) -> Path:
     """Bars of R@1 and MAP@R (error bars: std over seeds), one panel per (metric, dataset)."""
-    from metricopt.bench.plots import _pyplot, _save
+    from benchmarks.harness.plots import _pyplot, _save
 
     plt = _pyplot()
     import matplotlib

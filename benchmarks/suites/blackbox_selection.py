@@ -1,6 +1,6 @@
 """Choosing MetricOpt's defaults from a ``blackbox_defaults`` payload: criterion, noise and rule.
 
-The sweep (:class:`~metricopt.bench.specs.BlackBoxDefaultsSpec`) runs every
+The sweep (:class:`~benchmarks.harness.specs.BlackBoxDefaultsSpec`) runs every
 variant on the same held-out tasks of validation seeds, against the same
 loss-only runs. Everything here is DECIDED by us (the paper tunes nothing of
 this in print), and fixed before the sweep was run:

@@ -1,18 +1,18 @@
-"""Command line of the benchmark harness: ``python -m metricopt.bench SUITE [options]``.
+"""Command line of the benchmark harness: ``python -m benchmarks SUITE [options]``.
 
 Examples::
 
-    python -m metricopt.bench quality --jobs 2
-    python -m metricopt.bench ablation --jobs 2
-    python -m metricopt.bench speed
-    python -m metricopt.bench ap_quality --jobs 2          # AP: RaMBO APLoss against BCE and LibAUC
-    python -m metricopt.bench retrieval --jobs 2           # retrieval: RaMBO RecallLoss against PML & co.
-    python -m metricopt.bench rank_speed                   # rank losses: time and memory against peers
-    python -m metricopt.bench blackbox --jobs 2            # black-box metrics: MetricOpt against loss-only
-    python -m metricopt.bench blackbox_ablation --jobs 2   # MetricOpt: K and |phi| ablation
-    python -m metricopt.bench blackbox_defaults --jobs 2   # MetricOpt: value_weight and task distribution
-    python -m metricopt.bench all --smoke --output-dir /tmp/bench
-    python -m metricopt.bench render benchmarks/results/quality.json   # redraw .md/.png
+    python -m benchmarks quality --jobs 2
+    python -m benchmarks ablation --jobs 2
+    python -m benchmarks speed
+    python -m benchmarks ap_quality --jobs 2          # AP: RaMBO APLoss against BCE and LibAUC
+    python -m benchmarks retrieval --jobs 2           # retrieval: RaMBO RecallLoss against PML & co.
+    python -m benchmarks rank_speed                   # rank losses: time and memory against peers
+    python -m benchmarks blackbox --jobs 2            # black-box metrics: MetricOpt against loss-only
+    python -m benchmarks blackbox_ablation --jobs 2   # MetricOpt: K and |phi| ablation
+    python -m benchmarks blackbox_defaults --jobs 2   # MetricOpt: value_weight and task distribution
+    python -m benchmarks all --smoke --output-dir /tmp/bench
+    python -m benchmarks render benchmarks/results/quality.json   # redraw .md/.png
 """
 
 from __future__ import annotations
@@ -24,7 +24,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "render", "run_named", "write_reports"]
+__all__ = ["DEFAULT_OUTPUT_DIR", "main", "render", "run_named", "write_reports"]
+
+#: Where results go unless ``--output-dir`` says otherwise, relative to the current directory
+#: (not ``benchmarks/results``: a run from the clone's root would overwrite the committed results).
+DEFAULT_OUTPUT_DIR = Path("benchmark-results")
 
 _KINDS = ("quality", "ablation", "speed")
 #: Further suites run by name only (not by ``all``).
@@ -54,7 +58,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m metricopt.bench",
+        prog="python -m benchmarks",
         description="Run a benchmark suite (or `render JSON...` to redraw reports from saved results).",
     )
     p.add_argument("suite", choices=(*_KINDS, *_NAMED_ONLY_KINDS, "all"),
@@ -65,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="training epochs (quality/ablation/retrieval; blackbox: pre-training)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--threads", type=int, help="torch threads per process (default: the spec's)")
-    p.add_argument("--output-dir", type=Path, default=Path("benchmarks/results"), help="where result files go")
+    p.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR,
+                   help=f"where result files go (default: ./{DEFAULT_OUTPUT_DIR}; the committed ones: benchmarks/results)")
     p.add_argument("--name", help="result file stem (default: the suite's name)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -157,19 +162,19 @@ def _suite_changes(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def write_reports(payload: dict[str, Any], output_dir: Path, *, plots: bool = True) -> dict[str, Path]:
     """Write the Markdown report and PNG plots of a payload (not its JSON); returns the paths."""
-    from metricopt.bench import plots as _plots
-    from metricopt.bench.results import quality_markdown, speed_markdown
+    from benchmarks.harness import plots as _plots
+    from benchmarks.harness.results import quality_markdown, speed_markdown
 
     if payload["kind"] == "retrieval":
-        from metricopt.bench.retrieval import write_reports as _retrieval_reports
+        from benchmarks.suites.retrieval import write_reports as _retrieval_reports
 
         return _retrieval_reports(payload, output_dir, plots=plots)
     if payload["kind"] == "rank_speed":
-        from metricopt.bench.rank_speed import write_reports as _rank_speed_reports
+        from benchmarks.suites.rank_speed import write_reports as _rank_speed_reports
 
         return _rank_speed_reports(payload, output_dir, plots=plots)
     if payload["kind"] in _BLACKBOX_KINDS:
-        from metricopt.bench.blackbox import write_reports as _blackbox_reports
+        from benchmarks.suites.blackbox import write_reports as _blackbox_reports
 
         return _blackbox_reports(payload, output_dir, plots=plots)
     output_dir = Path(output_dir)
@@ -199,22 +204,22 @@ def render(json_path: Path, output_dir: Path | None = None, *, plots: bool = Tru
     """
     import json
 
-    from metricopt.bench.quality import refresh_summary
-    from metricopt.bench.results import write_json
+    from benchmarks.suites.quality import refresh_summary
+    from benchmarks.harness.results import write_json
 
     json_path = Path(json_path)
     payload = json.loads(json_path.read_text())
     if payload["kind"] != "speed":
         if payload["kind"] == "retrieval":
-            from metricopt.bench.retrieval import refresh_summary as _refresh_retrieval
+            from benchmarks.suites.retrieval import refresh_summary as _refresh_retrieval
 
             _refresh_retrieval(payload)
         elif payload["kind"] == "rank_speed":
-            from metricopt.bench import rank_speed
+            from benchmarks.suites import rank_speed
 
             rank_speed.refresh_summary(payload)
         elif payload["kind"] in _BLACKBOX_KINDS:
-            from metricopt.bench.blackbox import refresh_summary as _refresh_blackbox
+            from benchmarks.suites.blackbox import refresh_summary as _refresh_blackbox
 
             _refresh_blackbox(payload)
         else:
@@ -227,26 +232,26 @@ def render(json_path: Path, output_dir: Path | None = None, *, plots: bool = Tru
 def run_named(spec: Any, *, output_dir: Path, jobs: int = 1, progress: bool = True, plots: bool = True,
               command: Sequence[str] | None = None) -> dict[str, Path]:
     """Run one spec and write ``<name>.json``, ``<name>.md`` and PNGs to ``output_dir``; returns the paths."""
-    from metricopt.bench.results import write_json
+    from benchmarks.harness.results import write_json
 
     if spec.kind == "speed":
-        from metricopt.bench.speed import run_speed
+        from benchmarks.suites.speed import run_speed
 
         payload = run_speed(spec, progress=progress, command=command)
     elif spec.kind == "retrieval":
-        from metricopt.bench.retrieval import run_suite as run_retrieval
+        from benchmarks.suites.retrieval import run_suite as run_retrieval
 
         payload = run_retrieval(spec, jobs=jobs, progress=progress, command=command)
     elif spec.kind == "rank_speed":
-        from metricopt.bench.rank_speed import run_rank_speed
+        from benchmarks.suites.rank_speed import run_rank_speed
 
         payload = run_rank_speed(spec, progress=progress, command=command)
     elif spec.kind in _BLACKBOX_KINDS:
-        from metricopt.bench.blackbox import run_suite as run_blackbox
+        from benchmarks.suites.blackbox import run_suite as run_blackbox
 
         payload = run_blackbox(spec, jobs=jobs, progress=progress, command=command)
     else:
-        from metricopt.bench.quality import run_suite
+        from benchmarks.suites.quality import run_suite
 
         payload = run_suite(spec, jobs=jobs, progress=progress, command=command)
     json_path = write_json(payload, Path(output_dir) / f"{spec.name}.json")
@@ -257,14 +262,14 @@ def run_named(spec: Any, *, output_dir: Path, jobs: int = 1, progress: bool = Tr
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    from metricopt.bench.specs import get_suite
-    from metricopt.bench.threads import torch_threads
+    from benchmarks.harness.specs import get_suite
+    from benchmarks.harness.threads import torch_threads
 
     if argv is None:
         argv = sys.argv[1:]
     if argv[:1] == ["render"]:
         render_parser = argparse.ArgumentParser(
-            prog="python -m metricopt.bench render", description="re-create .md and .png files from result JSON")
+            prog="python -m benchmarks render", description="re-create .md and .png files from result JSON")
         render_parser.add_argument("json", nargs="+", type=Path, help="result JSON files")
         render_parser.add_argument("--output-dir", type=Path, help="default: next to each JSON")
         render_args = render_parser.parse_args(argv[1:])

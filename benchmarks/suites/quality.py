@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from metricopt.bench import methods as _methods
-from metricopt.bench import peers
-from metricopt.bench.methods import BuildContext, Method
-from metricopt.bench.results import collect_metadata, load_average, summarize
-from metricopt.bench.specs import AblationSpec, QualitySpec, spec_to_dict
-from metricopt.bench.threads import torch_threads
+from benchmarks.harness import methods as _methods
+from benchmarks.peers import classification as peers
+from benchmarks.harness.methods import BuildContext, Method
+from benchmarks.harness.results import collect_metadata, load_average, summarize
+from benchmarks.harness.specs import AblationSpec, QualitySpec, spec_to_dict
+from benchmarks.harness.threads import torch_threads
 from metricopt.data import Split, load_dataset, train_val_test_split
 from metricopt.evaluation import RANK_METRICS, report, tune_threshold
 from metricopt.training import fit, make_mlp, predict_proba

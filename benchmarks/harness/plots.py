@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from metricopt.bench.results import METRIC_LABELS, aggregate, seed_average_over_datasets
+from benchmarks.harness.results import METRIC_LABELS, aggregate, seed_average_over_datasets
 
 __all__ = ["plot_quality", "plot_quality_per_dataset", "plot_speed"]
 
@@ -61,7 +61,7 @@ def _ran(summary: dict[str, Any], metrics: list[str]) -> list[str]:
 
 def plot_quality(payload: dict[str, Any], path: Path) -> Path:
     """Bar chart: mean over datasets per metric (x) and method (bars), one panel per task."""
-    from metricopt.bench.methods import method_label
+    from benchmarks.harness.methods import method_label
 
     plt = _pyplot()
     colors = _colors(payload)
@@ -98,7 +98,7 @@ def plot_quality(payload: dict[str, Any], path: Path) -> Path:
 
 def plot_quality_per_dataset(payload: dict[str, Any], path: Path) -> Path:
     """Per dataset, ``reference - method`` of seed-means for each metric (positive: reference ahead)."""
-    from metricopt.bench.methods import method_label
+    from benchmarks.harness.methods import method_label
 
     plt = _pyplot()
     colors = _colors(payload)

@@ -88,10 +88,10 @@ def _version(package: str) -> str | None:
 
 
 def _command_line() -> str:
-    """This process's command line, with ``-m metricopt.bench`` restored for module runs."""
+    """This process's command line, with ``-m benchmarks`` restored for module runs."""
     argv = list(sys.argv)
     if argv and argv[0].replace("\\", "/").endswith("metricopt/bench/__main__.py"):
-        argv = ["-m", "metricopt.bench", *argv[1:]]
+        argv = ["-m", "benchmarks", *argv[1:]]
     return shlex.join([Path(sys.executable).name, *argv])
 
 
@@ -335,8 +335,8 @@ def _metadata_lines(payload: dict[str, Any]) -> list[str]:
 
 
 def quality_markdown(payload: dict[str, Any]) -> str:
-    """The Markdown report of a quality or ablation payload (see :mod:`metricopt.bench.quality`)."""
-    from metricopt.bench.methods import method_label
+    """The Markdown report of a quality or ablation payload (see :mod:`benchmarks.suites.quality`)."""
+    from benchmarks.harness.methods import method_label
 
     spec = payload["spec"]
     metrics = spec["metrics"]
@@ -412,7 +412,7 @@ def quality_markdown(payload: dict[str, Any]) -> str:
 
 
 def speed_markdown(payload: dict[str, Any]) -> str:
-    """The Markdown report of a speed payload (see :mod:`metricopt.bench.speed`)."""
+    """The Markdown report of a speed payload (see :mod:`benchmarks.suites.speed`)."""
     spec = payload["spec"]
     sizes = spec["sizes"]
     lines = [f"# {payload['title']}", "", *_metadata_lines(payload), "", payload.get("protocol", ""), ""]

@@ -175,7 +175,7 @@ class SOAPCriterion(nn.Module):
     index in the training set and the training set size (``data_len``). The
     harness's ``fit`` passes ``y[batch]`` to the loss, so this method's training
     labels are given as an ``(N, 2)`` integer array ``[label, row index]``
-    (:attr:`metricopt.bench.methods.Method.indexed_targets`) and split here.
+    (:attr:`benchmarks.harness.methods.Method.indexed_targets`) and split here.
 
     Settings: LibAUC 2.0.1's documented defaults, ``margin=1.0``,
     ``gamma=0.9`` (moving-average weight of the new estimate),

@@ -1,12 +1,12 @@
 """Speed and memory of the rank losses: one ranking and retrieval batches, peers side by side.
 
-Two parts, each a list of sizes N and of losses (:class:`~metricopt.bench.specs.RankSpeedSpec`):
+Two parts, each a list of sizes N and of losses (:class:`~benchmarks.harness.specs.RankSpeedSpec`):
 
 * **ranking**: one ranking of ``N`` scores, ``(N,)`` float32 logits
   (``2 * randn``) with ``requires_grad`` and a binary target with
   ``positive_rate`` positives (at least one). Losses: metricopt ``APLoss``
   (RaMBO, defaults), ``BCEWithLogits`` (reference), and the AP peers of
-  :mod:`metricopt.bench.rank_peers` (torchsort soft-rank AP, LibAUC APLoss,
+  :mod:`benchmarks.peers.ranking` (torchsort soft-rank AP, LibAUC APLoss,
   blackbox-backprop MapLoss), each with its defaults.
 * **retrieval**: a batch of ``N`` embeddings ``(N, embedding_dim)``
   (``randn``, ``requires_grad``) with ``sqrt(N)`` classes of ``sqrt(N)`` items
@@ -36,7 +36,7 @@ Per part and size, in increasing N:
    call slower than ``threads`` x the budget in the probe, skips the loss at N
    and above.
 3. **Timing** in the harness process, ``torch.set_num_threads(threads)``, of
-   every loss still running at N: :func:`metricopt.bench.timing.interleaved_times`
+   every loss still running at N: :func:`benchmarks.harness.timing.interleaved_times`
    (``warmup`` untimed calls, then ``repeats`` interleaved rounds of forward +
    backward with ``inputs.grad`` cleared outside the timed region; a loss
    leaves the rounds once it has ``min_repeats`` times and ``max_cell_seconds``
@@ -93,15 +93,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metricopt.bench.results import (
+from benchmarks.harness.results import (
     _metadata_lines,
     _row,
     collect_metadata,
     load_average,
 )
-from metricopt.bench.specs import RankSpeedSpec, spec_to_dict
-from metricopt.bench.threads import torch_threads
-from metricopt.bench.timing import interleaved_times, time_once
+from benchmarks.harness.specs import RankSpeedSpec, spec_to_dict
+from benchmarks.harness.threads import torch_threads
+from benchmarks.harness.timing import interleaved_times, time_once
 
 __all__ = [
     "RANKING_LOSSES",
@@ -160,13 +160,13 @@ def _rambo_recall(n: int) -> LossFn:
 
 
 def _ap_peer(name: str, n: int) -> LossFn:
-    from metricopt.bench.rank_peers import make_ap_peer
+    from benchmarks.peers.ranking import make_ap_peer
 
     return make_ap_peer(name, n)
 
 
 def _retrieval_peer(name: str, n: int) -> LossFn:
-    from metricopt.bench.rank_peers import make_retrieval_peer
+    from benchmarks.peers.ranking import make_retrieval_peer
 
     return make_retrieval_peer(name)
 
@@ -529,8 +529,8 @@ def _one_call(fn: LossFn, x: Tensor, y: Tensor) -> None:
 
 def run_rank_speed(spec: RankSpeedSpec, *, progress: bool = True,
                    command: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run a :class:`~metricopt.bench.specs.RankSpeedSpec`; returns the JSON-ready payload."""
-    from metricopt.bench.rank_peers import rank_peer_versions
+    """Run a :class:`~benchmarks.harness.specs.RankSpeedSpec`; returns the JSON-ready payload."""
+    from benchmarks.peers.ranking import rank_peer_versions
 
     with torch_threads(spec.threads):
         metadata = collect_metadata(command)
@@ -783,7 +783,7 @@ def rank_speed_markdown(payload: dict[str, Any]) -> str:
 
 def plot_rank_speed(payload: dict[str, Any], path: Path) -> Path:
     """Log-log time (left) and peak memory (right) against N, one row per part; band: quartiles of time."""
-    from metricopt.bench.plots import _pyplot, _save
+    from benchmarks.harness.plots import _pyplot, _save
 
     plt = _pyplot()
     import matplotlib

@@ -1,0 +1,1 @@
+"""What every benchmark suite shares: specs, timing, threads, results, plots, the methods compared."""

@@ -1,0 +1,1 @@
+"""The benchmark suites, one module each (run by :mod:`benchmarks.cli`)."""
