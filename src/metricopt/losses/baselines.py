@@ -30,7 +30,7 @@ __all__ = ["cross_entropy_loss", "focal_loss", "FocalLoss", "inverse_frequency_w
 def inverse_frequency_weights(target: Tensor, num_classes: int) -> Tensor:
     """Per-class weights n / (C n_c); a class absent from ``target`` gets weight 0.
 
-    Example:
+    Examples:
         >>> inverse_frequency_weights(torch.tensor([0, 0, 0, 1]), 2).tolist()
         [0.6666666865348816, 2.0]
     """

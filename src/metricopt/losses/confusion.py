@@ -231,7 +231,7 @@ def confusion_loss(
         ValueError: unknown metric or average, mismatched shapes, targets
             outside the allowed set, NaN or inf logits, amplification <= 0.
 
-    Example:
+    Examples:
         >>> logits = torch.tensor([3.0, -2.0, 0.5, -4.0], requires_grad=True)
         >>> target = torch.tensor([1, 0, 0, 1])
         >>> loss = confusion_loss(logits, target, "f1")
@@ -277,7 +277,7 @@ def confusion_loss(
 class ConfusionLoss(nn.Module):
     """Module form of :func:`confusion_loss`: stores the options, ``forward`` calls it.
 
-    Example:
+    Examples:
         >>> criterion = ConfusionLoss("mcc")
         >>> logits = torch.randn(8, 3)                 # multi-class: softmax + soft matrix
         >>> target = torch.tensor([0, 1, 2, 0, 1, 2, 0, 0])

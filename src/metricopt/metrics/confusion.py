@@ -142,7 +142,7 @@ def _label_task(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int | None)
 def confusion_matrix(y_true: Any, y_pred: Any, *, num_classes: int | None = None) -> Tensor:
     """Counts of (true class, predicted class) pairs as a float64 ``(C, C)`` tensor.
 
-    Example:
+    Examples:
         >>> confusion_matrix([0, 1, 1, 2], [0, 2, 1, 2]).long().tolist()
         [[1, 0, 0], [0, 1, 1], [0, 0, 1]]
     """
@@ -189,7 +189,7 @@ def metric_score(
     Returns:
         A float, or a numpy array of per-class scores when ``average="none"``.
 
-    Example:
+    Examples:
         >>> metric_score([0, 1, 1, 0], [0, 1, 0, 0], "f1")
         0.6666666666666666
         >>> metric_score([0, 1, 2, 2], [0, 2, 2, 2], "recall", average="none").tolist()

@@ -235,7 +235,7 @@ def average_precision_score(
     0.0 with a ``UserWarning``, as in scikit-learn 1.9; ``"macro"`` averages
     that 0 in.
 
-    Example:
+    Examples:
         >>> average_precision_score([0, 1, 1, 0], [0.1, 0.8, 0.4, 0.4])
         0.8333333333333333
     """
@@ -277,7 +277,7 @@ def roc_auc_score(y_true: Any, y_score: Any) -> float:
     Raises:
         ValueError: if ``y_true`` holds one class only (scikit-learn returns NaN).
 
-    Example:
+    Examples:
         >>> roc_auc_score([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
         0.75
     """
@@ -316,7 +316,7 @@ def ndcg_at_k(
         reduce: return the mean over rows as a float; else the ``(B,)`` float64
             tensor of per-row values.
 
-    Example:
+    Examples:
         >>> round(ndcg_at_k([[0.9, 0.8, 0.1]], [[0, 1, 2]]), 4)
         0.6199
     """
@@ -589,7 +589,7 @@ def recall_at_k(
     Raises:
         ValueError: also when no query has a relevant item and ``reduce=True``.
 
-    Example:
+    Examples:
         >>> recall_at_k([[0.9, 0.5, 0.5], [0.2, 0.7, 0.1]], [[0, 1, 0], [0, 1, 0]], [1, 4])
         {1: 0.5, 4: 1.0}
     """
@@ -612,7 +612,7 @@ def mrr_score(
     non-excluded items scoring at least as high as the best relevant item.
     Arguments and return values as :func:`recall_at_k` (without ``k``).
 
-    Example:
+    Examples:
         >>> mrr_score([[0.9, 0.5, 0.5]], [[0, 1, 0]])
         0.3333333333333333
     """
@@ -633,7 +633,7 @@ def map_at_r(
     items first within a group of equal scores). Arguments and return values
     as :func:`recall_at_k` (without ``k``).
 
-    Example:
+    Examples:
         >>> map_at_r([[0.9, 0.8, 0.7, 0.1]], [[1, 0, 1, 0]])
         0.5
     """
@@ -757,7 +757,7 @@ def retrieval_report(
         ``{"R@1": ..., "R@2": ..., ..., "MAP@R": ..., "MRR": ...}`` (one ``R@k``
         per entry of ``ks``).
 
-    Example:
+    Examples:
         >>> emb = [[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]]
         >>> retrieval_report(emb, [0, 0, 1, 1], ks=(1,))
         {'R@1': 1.0, 'MAP@R': 1.0, 'MRR': 1.0}
