@@ -139,7 +139,7 @@ def _override(spec: Any, args: argparse.Namespace) -> Any:
 
 def _suite_changes(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Command-line changes to a quality, ablation or speed spec (speed suites take no data options)."""
-    from metricopt.data import DATASETS
+    from metricopt.app.data import DATASETS
 
     changes: dict[str, Any] = {}
     if spec.kind not in ("speed", "rank_speed"):

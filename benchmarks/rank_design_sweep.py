@@ -88,9 +88,10 @@ def run_ap(job: tuple[str, int, int]) -> dict:
     import torch
     from sklearn.metrics import average_precision_score
 
-    from metricopt.data import load_dataset, train_val_test_split
+    from metricopt.app.data import load_dataset, train_val_test_split
     from metricopt.losses import APLoss, cross_entropy_loss
-    from metricopt.training import fit, make_mlp, predict_proba
+    from metricopt.app.recipes.classification import fit, make_mlp
+    from metricopt.predict import predict_proba
 
     torch.set_num_threads(1)
     dataset, index, seed = job
@@ -108,10 +109,10 @@ def run_ap(job: tuple[str, int, int]) -> dict:
 def run_recall(job: tuple[int, int]) -> dict:
     import torch
 
-    from metricopt.data import letter_retrieval
+    from metricopt.app.data import letter_retrieval
     from metricopt.losses import RecallLoss
     from metricopt.metrics import retrieval_report
-    from metricopt.training import fit, make_mlp
+    from metricopt.app.recipes.classification import fit, make_mlp
 
     torch.set_num_threads(1)
     index, seed = job

@@ -31,9 +31,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def run_one(job: tuple[str, str, float, int]) -> dict:
     import torch
 
-    from metricopt.data import load_dataset, train_val_test_split
+    from metricopt.app.data import load_dataset, train_val_test_split
     from metricopt.metrics import metric_score
-    from metricopt.training import make_loss, predict_labels, predict_proba, train_classifier
+    from metricopt.app.recipes.classification import make_loss, train_classifier
+    from metricopt.predict import predict_labels, predict_proba
 
     torch.set_num_threads(1)
     dataset, metric, sharpness, seed = job

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import metricopt
-from metricopt.data import load_dataset, train_val_test_split
+from metricopt.app.data import load_dataset, train_val_test_split
 from metricopt.distributed import gather
 
 LOSSES = {"f1": lambda distributed=True: metricopt.ConfusionLoss("f1", distributed=distributed),

@@ -18,7 +18,7 @@ from benchmarks.cli import run_named
 from benchmarks.harness.methods import METHODS, resolve_methods
 from benchmarks.suites.quality import run_task
 from benchmarks.harness.specs import BINARY_DATASETS, QualitySpec, get_suite
-from metricopt.data import load_dataset, train_val_test_split
+from metricopt.app.data import load_dataset, train_val_test_split
 from metricopt.evaluation import RANK_METRICS, rank_score, report, tune_threshold
 
 

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _fashion_installed() -> bool:
     try:
-        from metricopt.data import load_fashion_mnist
+        from metricopt.app.data import load_fashion_mnist
 
         load_fashion_mnist("test")
     except (FileNotFoundError, ImportError):

@@ -349,7 +349,7 @@ SECOND_ORDER_ADVICE = r"cannot be differentiated twice.*LearnedConfig\(estimator
 @pytest.mark.parametrize("loss_fn, name", [
     (once_differentiable_loss, "once_differentiable_loss"),
     (lambda logits, target: confusion_loss(logits, target, "f1"), "<lambda>"),  # fused soft counts
-    (average_precision_loss, "average_precision_loss"),  # blackbox_rank
+    (average_precision_loss, "average_precision_loss"),  # interpolated_rank
     (auroc_loss, "auroc_loss"),
 ])
 def test_once_differentiable_losses_are_refused_where_a_second_derivative_is_needed(loss_fn, name):

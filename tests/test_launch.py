@@ -1,4 +1,4 @@
-"""metricopt.launch and ``metricopt train --nproc``: real gloo processes on CPU.
+"""metricopt.app.launch and ``metricopt train --nproc``: real gloo processes on CPU.
 
 The multi-process runs must report what one process reports: every loss
 gathers the global batch and DDP averages exact gradients, so the histories
@@ -21,9 +21,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from metricopt.cli import main
+from metricopt.app.cli import main
 from metricopt.distributed import is_distributed
-from metricopt.launch import launch
+from metricopt.app.launch import launch
 
 
 def test_launch_joins_the_processes_in_one_group_and_returns_process_0s_result() -> None:
@@ -98,7 +98,7 @@ def test_train_in_two_processes_reports_what_one_process_reports(tmp_path: Path,
 
 @pytest.mark.parametrize("argv, message", [
     (["--nproc", "0"], "--nproc must be >= 1 (processes to train with); got 0"),
-    (["--nproc", "2", "--metric", "mcr"], "--method metricopt runs in one process, got --nproc 2"),
+    (["--nproc", "2", "--metric", "mcr"], "--method blackbox runs in one process, got --nproc 2"),
 ])
 def test_bad_nproc_is_one_line_and_status_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", *argv, "--no-plot", "-q"]) == 2

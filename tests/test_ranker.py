@@ -25,7 +25,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from metricopt.losses.ranker import blackbox_rank, exact_rank, score_spread
+from metricopt.losses.ranker import interpolated_rank, exact_rank, score_spread
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, database=None)
 
@@ -176,7 +176,7 @@ def test_exact_rank_has_no_gradient():
     assert not exact_rank(scores).requires_grad
 
 
-# --- blackbox_rank: forward and backward ------------------------------------------------------------
+# --- interpolated_rank: forward and backward ------------------------------------------------------------
 
 
 @SETTINGS
@@ -186,11 +186,11 @@ def test_exact_rank_has_no_gradient():
     lam=st.sampled_from(LAMBDAS),
     dtype=st.sampled_from([torch.float16, torch.float32, torch.float64]),
 )
-def test_blackbox_backward_equals_definition(data, n, lam, dtype):
+def test_interpolated_rank_backward_equals_definition(data, n, lam, dtype):
     scores = data.draw(st.lists(st.sampled_from(GRID), min_size=n, max_size=n))
     upstream = data.draw(st.lists(st.sampled_from(GRAD_GRID), min_size=n, max_size=n))
     y = torch.tensor(scores, dtype=dtype, requires_grad=True)
-    ranks = blackbox_rank(y, interpolation=lam, spread=unit_spread(y))
+    ranks = interpolated_rank(y, interpolation=lam, spread=unit_spread(y))
     assert ranks.tolist() == ref_max_rank(scores)
     ranks.backward(torch.tensor(upstream, dtype=ranks.dtype))
     assert y.grad.dtype == dtype
@@ -199,13 +199,13 @@ def test_blackbox_backward_equals_definition(data, n, lam, dtype):
 
 @SETTINGS
 @given(data=st.data(), shape=st.sampled_from([(2, 5), (3, 1, 4), (1, 2, 2, 3)]), lam=st.sampled_from(LAMBDAS))
-def test_blackbox_backward_batched_rows_are_independent(data, shape, lam):
+def test_interpolated_rank_backward_batched_rows_are_independent(data, shape, lam):
     size = math.prod(shape)
     scores = data.draw(st.lists(st.sampled_from(GRID), min_size=size, max_size=size))
     upstream = data.draw(st.lists(st.sampled_from(GRAD_GRID), min_size=size, max_size=size))
     y = torch.tensor(scores, dtype=torch.float64).reshape(shape).requires_grad_()
     g = torch.tensor(upstream, dtype=torch.float64).reshape(shape)
-    blackbox_rank(y, interpolation=lam, spread=unit_spread(y)).backward(g)
+    interpolated_rank(y, interpolation=lam, spread=unit_spread(y)).backward(g)
     n = shape[-1]
     expected = []
     for start in range(0, size, n):
@@ -213,7 +213,7 @@ def test_blackbox_backward_batched_rows_are_independent(data, shape, lam):
     assert y.grad.flatten().tolist() == expected
 
 
-def test_blackbox_backward_on_continuous_float64_input_with_the_default_spread():
+def test_interpolated_rank_backward_on_continuous_float64_input_with_the_default_spread():
     # Non-grid values: the reference applies the rule in python floats, the same IEEE operations, and
     # computes the spread itself (compared to the library's with a tolerance; the perturbation then uses
     # the library's value so that both add the same numbers).
@@ -223,16 +223,16 @@ def test_blackbox_backward_on_continuous_float64_input_with_the_default_spread()
         upstream = torch.randn(4, 11, generator=g, dtype=torch.float64)
         spread = score_spread(y)
         assert spread.flatten().tolist() == pytest.approx([ref_spread(row) for row in y.tolist()], rel=1e-12)
-        blackbox_rank(y, interpolation=lam).backward(upstream)
+        interpolated_rank(y, interpolation=lam).backward(upstream)
         for row in range(4):
             expected = ref_blackbox_grad(y[row].tolist(), upstream[row].tolist(), lam, float(spread[row]))
             assert y.grad[row].tolist() == expected
         assert y.grad.abs().sum() > 0  # the perturbation moved some ranks
 
 
-def test_blackbox_docstring_example_and_direction():
+def test_interpolated_rank_docstring_example_and_direction():
     y = torch.tensor([0.1, 0.5, 0.2], requires_grad=True)
-    rk = blackbox_rank(y, interpolation=1.0)
+    rk = interpolated_rank(y, interpolation=1.0)
     assert rk.tolist() == [3.0, 1.0, 2.0]
     rk[0].backward()
     # the loss is item 0's rank: descent (-grad) raises its score and lowers item 2's, which it passes
@@ -253,65 +253,65 @@ def test_score_spread_of_tied_rows_follows_the_documented_floor():
 
 
 @pytest.mark.parametrize("scale", [1e-2, 1.0, 1e2, 2.0**20])
-def test_blackbox_gradient_direction_does_not_depend_on_the_scale_of_the_scores(scale):
+def test_interpolated_rank_gradient_direction_does_not_depend_on_the_scale_of_the_scores(scale):
     g = torch.Generator().manual_seed(3)
     y = torch.randn(3, 40, generator=g, dtype=torch.float64)
     upstream = torch.randn(3, 40, generator=g, dtype=torch.float64)
     base = y.clone().requires_grad_()
-    blackbox_rank(base, interpolation=0.5).backward(upstream)
+    interpolated_rank(base, interpolation=0.5).backward(upstream)
     scaled = (y * scale).requires_grad_()
-    blackbox_rank(scaled, interpolation=0.5).backward(upstream)
+    interpolated_rank(scaled, interpolation=0.5).backward(upstream)
     assert base.grad.abs().sum() > 0
     # d/dy of a function of y / c: the same ranks move, the size scales as 1 / c
     torch.testing.assert_close(scaled.grad * scale, base.grad, rtol=1e-9, atol=0)
 
 
 @pytest.mark.parametrize("factor", [2.0**16, 1e-3, 0.37, 7.0])
-def test_blackbox_gradient_is_linear_in_the_upstream_gradient(factor):
+def test_interpolated_rank_gradient_is_linear_in_the_upstream_gradient(factor):
     g = torch.Generator().manual_seed(4)
     y = torch.randn(2, 50, generator=g)
     upstream = torch.randn(2, 50, generator=g)
     base, scaled = y.clone().requires_grad_(), y.clone().requires_grad_()
-    blackbox_rank(base, interpolation=0.5).backward(upstream)
-    blackbox_rank(scaled, interpolation=0.5).backward(upstream * factor)
+    interpolated_rank(base, interpolation=0.5).backward(upstream)
+    interpolated_rank(scaled, interpolation=0.5).backward(upstream * factor)
     assert base.grad.abs().sum() > 0
     torch.testing.assert_close(scaled.grad, factor * base.grad, rtol=1e-6, atol=0)
 
 
-def test_blackbox_tied_scores_get_a_gradient_that_orders_them():
+def test_interpolated_rank_tied_scores_get_a_gradient_that_orders_them():
     y = torch.zeros(6, requires_grad=True)  # a zero-initialised head
     upstream = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # the loss wants item 0 up
-    blackbox_rank(y, interpolation=0.5).backward(upstream)
+    interpolated_rank(y, interpolation=0.5).backward(upstream)
     # item 0 leaves the tie block (rank 6 -> 1); the others keep the block's largest rank, 6
     assert y.grad[0] < 0 and (y.grad[1:] == 0).all()
 
 
-def test_blackbox_float32_perturbation_does_not_round_away():
+def test_interpolated_rank_float32_perturbation_does_not_round_away():
     # float32 scores around 1000 have a spacing of 6e-5; a step of 1e-6 of the spread added in float32 would
     # round to nothing and give a zero gradient; in float64 it moves item 0 past its neighbours.
     y = torch.tensor([1000.0, 1000.0 + 2**-6, 1000.0 + 2**-5], requires_grad=True)
-    blackbox_rank(y, interpolation=4.0, spread=torch.tensor([[2**-5]], dtype=torch.float64)).backward(
+    interpolated_rank(y, interpolation=4.0, spread=torch.tensor([[2**-5]], dtype=torch.float64)).backward(
         torch.tensor([1.0, 0.0, 0.0])
     )
     assert y.grad[0] < 0
 
 
 @pytest.mark.parametrize("through_scores_too", [False, True])
-def test_blackbox_second_derivative_raises_instead_of_leaving_the_ranker_out(through_scores_too):
+def test_interpolated_rank_second_derivative_raises_instead_of_leaving_the_ranker_out(through_scores_too):
     # With once_differentiable, a loss that also uses the scores directly got a second derivative that
     # silently left the ranker's part out; the ranks alone gave a gradient with no graph at all.
     y = torch.tensor([0.1, 0.5, 0.2], requires_grad=True)
-    loss = (blackbox_rank(y, interpolation=1.0) * torch.tensor([1.0, 2.0, 3.0])).sum()
+    loss = (interpolated_rank(y, interpolation=1.0) * torch.tensor([1.0, 2.0, 3.0])).sum()
     if through_scores_too:
         loss = loss + (y**2).sum()
     (grad,) = torch.autograd.grad(loss, y, create_graph=True)
-    with pytest.raises(RuntimeError, match="second derivative was requested through metricopt's blackbox ranks"):
+    with pytest.raises(RuntimeError, match="second derivative was requested through metricopt's interpolated ranks"):
         grad.sum().backward()
 
 
-def test_blackbox_second_derivative_raises_under_torch_func():
+def test_interpolated_rank_second_derivative_raises_under_torch_func():
     def first(y):
-        return torch.func.grad(lambda s: (blackbox_rank(s, interpolation=1.0) * s).sum())(y).sum()
+        return torch.func.grad(lambda s: (interpolated_rank(s, interpolation=1.0) * s).sum())(y).sum()
 
     with pytest.raises(RuntimeError, match="second derivative"):
         torch.func.grad(first)(torch.tensor([0.1, 0.5, 0.2]))
@@ -319,75 +319,75 @@ def test_blackbox_second_derivative_raises_under_torch_func():
 
 @SETTINGS
 @given(row=grid_rows(), lam=st.sampled_from(LAMBDAS + [1e-6, 1e6]))
-def test_blackbox_zero_upstream_gives_exactly_zero_gradient(row, lam):
+def test_interpolated_rank_zero_upstream_gives_exactly_zero_gradient(row, lam):
     y = torch.tensor(row, requires_grad=True)
-    blackbox_rank(y, interpolation=lam).backward(torch.zeros(len(row)))
+    interpolated_rank(y, interpolation=lam).backward(torch.zeros(len(row)))
     assert torch.equal(y.grad, torch.zeros(len(row)))
 
 
-def test_blackbox_accepts_tensor_interpolation():
+def test_interpolated_rank_accepts_tensor_interpolation():
     y = torch.tensor([0.0, 1.0, 2.0], requires_grad=True)
     spread = unit_spread(y)
-    blackbox_rank(y, interpolation=torch.tensor(4.0), spread=spread).backward(torch.tensor([0.0, 0.0, 1.0]))
+    interpolated_rank(y, interpolation=torch.tensor(4.0), spread=spread).backward(torch.tensor([0.0, 0.0, 1.0]))
     assert y.grad.tolist() == ref_blackbox_grad([0.0, 1.0, 2.0], [0.0, 0.0, 1.0], 4.0)
 
 
-def test_blackbox_small_lambda_gives_zero_gradient_large_lambda_does_not():
+def test_interpolated_rank_small_lambda_gives_zero_gradient_large_lambda_does_not():
     # DESIGN.md section 3: a small lambda never moves a rank (the step is lambda spreads of the row).
     y = torch.linspace(0, 1, 50, requires_grad=True)
     upstream = torch.zeros(50)
     upstream[0] = 1.0  # d rank_0: lowest item wants to move up
-    blackbox_rank(y, interpolation=0.001).backward(upstream)
+    interpolated_rank(y, interpolation=0.001).backward(upstream)
     assert torch.equal(y.grad, torch.zeros(50))
     y.grad = None
-    blackbox_rank(y, interpolation=100.0).backward(upstream)
+    interpolated_rank(y, interpolation=100.0).backward(upstream)
     assert y.grad[0] < 0  # descent raises the lowest item's score
     assert (y.grad[1:] >= 0).all()
 
 
-# --- blackbox_rank: argument errors -----------------------------------------------------------------
+# --- interpolated_rank: argument errors -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
-def test_blackbox_rejects_nan_and_plus_inf_scores(bad):
+def test_interpolated_rank_rejects_nan_and_plus_inf_scores(bad):
     with pytest.raises(ValueError, match="`scores`"):
-        blackbox_rank(torch.tensor([0.0, bad, 1.0]), interpolation=1.0)
+        interpolated_rank(torch.tensor([0.0, bad, 1.0]), interpolation=1.0)
 
 
-def test_blackbox_minus_inf_ranks_last_and_gets_no_gradient():
+def test_interpolated_rank_minus_inf_ranks_last_and_gets_no_gradient():
     y = torch.tensor([0.0, -math.inf, 1.0], requires_grad=True)
-    ranks = blackbox_rank(y, interpolation=4.0)  # the step: 4 spreads of the finite scores, 4 * 0.5
+    ranks = interpolated_rank(y, interpolation=4.0)  # the step: 4 spreads of the finite scores, 4 * 0.5
     assert ranks.tolist() == [2.0, 3.0, 1.0]
     ranks.backward(torch.tensor([1.0, 1.0, 0.0]))
     assert y.grad[1] == 0 and y.grad[0] < 0
 
 
 @pytest.mark.parametrize("lam", [0.0, -1.0, math.nan, math.inf])
-def test_blackbox_rejects_non_positive_interpolation(lam):
+def test_interpolated_rank_rejects_non_positive_interpolation(lam):
     with pytest.raises(ValueError, match="`interpolation`"):
-        blackbox_rank(torch.tensor([0.0, 1.0]), interpolation=lam)
+        interpolated_rank(torch.tensor([0.0, 1.0]), interpolation=lam)
 
 
 @pytest.mark.parametrize("lam", ["1", None, True])
-def test_blackbox_rejects_non_number_interpolation(lam):
+def test_interpolated_rank_rejects_non_number_interpolation(lam):
     with pytest.raises(TypeError, match="`interpolation`"):
-        blackbox_rank(torch.tensor([0.0, 1.0]), interpolation=lam)
+        interpolated_rank(torch.tensor([0.0, 1.0]), interpolation=lam)
 
 
 @pytest.mark.parametrize("scores", [torch.tensor([1, 2, 3]), torch.tensor([True, False]), [0.1, 0.2]])
-def test_blackbox_rejects_non_floating_scores(scores):
+def test_interpolated_rank_rejects_non_floating_scores(scores):
     with pytest.raises(TypeError, match="`scores`"):
-        blackbox_rank(scores, interpolation=1.0)
+        interpolated_rank(scores, interpolation=1.0)
 
 
-def test_blackbox_rejects_a_non_positive_spread():
+def test_interpolated_rank_rejects_a_non_positive_spread():
     with pytest.raises(ValueError, match="`spread`"):
-        blackbox_rank(torch.tensor([[0.0, 1.0]]), interpolation=1.0, spread=torch.zeros(1, 1))
+        interpolated_rank(torch.tensor([[0.0, 1.0]]), interpolation=1.0, spread=torch.zeros(1, 1))
 
 
-def test_blackbox_rejects_zero_dim_scores():
+def test_interpolated_rank_rejects_zero_dim_scores():
     with pytest.raises(ValueError, match="`scores`"):
-        blackbox_rank(torch.tensor(1.0), interpolation=1.0)
+        interpolated_rank(torch.tensor(1.0), interpolation=1.0)
 
 
 # --- the authors' TrueRanker --------------------------------------------------------------------------
@@ -412,15 +412,15 @@ needs_true_ranker = pytest.mark.skipif(TRUE_RANKER is None, reason=f"blackbox-ba
 @needs_true_ranker
 @pytest.mark.parametrize("n", [8, 16, 13])
 @pytest.mark.parametrize("lam_official", [0.5, 2.0, 10.0])
-def test_blackbox_equals_official_true_ranker_on_tie_free_input(n, lam_official):
-    """Mapping between TrueRanker(seq, lambda_N) and blackbox_rank(seq, interpolation=lambda).
+def test_interpolated_rank_equals_official_true_ranker_on_tie_free_input(n, lam_official):
+    """Mapping between TrueRanker(seq, lambda_N) and interpolated_rank(seq, interpolation=lambda).
 
     TrueRanker returns *normalised* ranks rk_N = rk / n (its ``rank_normalised`` is
     ``(argsort(argsort(seq).flip(1)) + 1) / n``: 1/n for the highest score), takes a 2-D
     (rows, n) input, and in backward perturbs ``seq + lambda_N * g_N`` with g_N = dL/drk_N and
     returns ``-(rk_N - rk_N') / (lambda_N + 1e-8)``.
 
-    A loss written in normalised ranks has dL/drk = g = g_N / n in integer ranks. blackbox_rank
+    A loss written in normalised ranks has dL/drk = g = g_N / n in integer ranks. interpolated_rank
     perturbs ``y + interpolation * spread * g / max|g|`` per row and returns
     ``max|g| (rk' - rk) / (interpolation * spread)``; with interpolation 1 and the row's spread set
     to ``lambda_N max|g_N|`` the perturbation is ``y + lambda_N g_N``, TrueRanker's, and the returned
@@ -442,7 +442,7 @@ def test_blackbox_equals_official_true_ranker_on_tie_free_input(n, lam_official)
     ranks_official = TRUE_RANKER.apply(y_official, lam_official)
     ranks_official.backward(g_official)
 
-    ranks = blackbox_rank(y, interpolation=1.0, spread=_official_step(g_official, lam_official))
+    ranks = interpolated_rank(y, interpolation=1.0, spread=_official_step(g_official, lam_official))
     ranks.backward(g_official / n)
 
     # rk_N * n is an integer up to float32 rounding of k / n (exact for n a power of two)
@@ -452,7 +452,7 @@ def test_blackbox_equals_official_true_ranker_on_tie_free_input(n, lam_official)
 
 
 def _official_step(g_official: torch.Tensor, lam_official: float) -> torch.Tensor:
-    """The per-row spread that makes blackbox_rank's step TrueRanker's ``lambda_N g_N`` (see above)."""
+    """The per-row spread that makes interpolated_rank's step TrueRanker's ``lambda_N g_N`` (see above)."""
     step = (lam_official * g_official.abs().amax(-1, keepdim=True)).double()
     return torch.where(step > 0, step, 1.0)  # a zero upstream row: any unit, the gradient is zero
 
@@ -465,7 +465,7 @@ def assert_tie_free(rows: torch.Tensor) -> None:
 @needs_true_ranker
 @SETTINGS
 @given(data=st.data(), n=st.integers(2, 12), lam_official=st.sampled_from([0.25, 1.0, 4.0]))
-def test_blackbox_equals_official_true_ranker_hypothesis(data, n, lam_official):
+def test_interpolated_rank_equals_official_true_ranker_hypothesis(data, n, lam_official):
     # distinct grid values (multiples of 1/8) and power-of-two gradients keep everything exact
     values = data.draw(st.lists(st.integers(-40, 40), min_size=n, max_size=n, unique=True))
     upstream = data.draw(st.lists(st.sampled_from([-1.0, -0.5, 0.0, 0.5, 1.0]), min_size=n, max_size=n))
@@ -478,5 +478,14 @@ def test_blackbox_equals_official_true_ranker_hypothesis(data, n, lam_official):
     y_official = y.detach().clone().requires_grad_()
     g_official = torch.tensor([upstream])
     TRUE_RANKER.apply(y_official, lam_official).backward(g_official)
-    blackbox_rank(y, interpolation=1.0, spread=_official_step(g_official, lam_official)).backward(g_official / n)
+    interpolated_rank(y, interpolation=1.0, spread=_official_step(g_official, lam_official)).backward(g_official / n)
     torch.testing.assert_close(y.grad, y_official.grad)
+
+
+def test_blackbox_rank_is_a_deprecated_alias() -> None:
+    import metricopt
+
+    scores = torch.tensor([0.1, 0.5, 0.2])
+    with pytest.warns(DeprecationWarning, match="interpolated_rank"):
+        ranks = metricopt.blackbox_rank(scores, interpolation=1.0)
+    assert torch.equal(ranks, interpolated_rank(scores, interpolation=1.0))

@@ -53,7 +53,7 @@ from torch import nn
 
 from benchmarks.peers import classification as peers
 from metricopt.losses import APLoss, AUROCLoss
-from metricopt.training import make_loss
+from metricopt.app.recipes.classification import make_loss
 
 __all__ = ["METHODS", "BuildContext", "Method", "anyloss_method", "method_label", "resolve_methods"]
 

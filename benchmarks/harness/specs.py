@@ -57,7 +57,7 @@ __all__ = [
     "spec_to_dict",
 ]
 
-#: The imbalanced binary sets of shared/DATASETS.md (names in ``metricopt.data.DATASETS``).
+#: The imbalanced binary sets of shared/DATASETS.md (names in ``metricopt.app.data.DATASETS``).
 BINARY_DATASETS: tuple[str, ...] = (
     "caravan", "lending_club", "nass_crashes", "taxi", "hmda",
     "yeast4", "abalone19", "page_blocks0", "hiva", "breast_cancer",

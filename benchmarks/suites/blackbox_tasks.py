@@ -6,13 +6,13 @@
   validation, ``n_test`` images of the official test file (stratified); pixels
   / 255, then standardised with the training images' single mean and standard
   deviation; shape ``(N, 1, 28, 28)``. Tabular (imbalanced binary sets of
-  ``metricopt.data.DATASETS``): ``train_val_test_split`` 60/20/20 with
+  ``metricopt.app.data.DATASETS``): ``train_val_test_split`` 60/20/20 with
   ``random_state = seed`` (stratified, train-only standardisation).
 * :func:`pretrain`: the frozen backbone. Fashion-MNIST: :class:`SmallCNN`
   (conv 1->16 3x3, ReLU, max-pool 2, conv 16->32 3x3, ReLU, max-pool 2,
   flatten, Linear -> 64, ReLU, Linear -> 10; "same" padding, DECIDED: the
-  brief does not say) trained with cross-entropy by :func:`metricopt.training.fit`;
-  tabular: the MLP (64, 64) of :func:`metricopt.training.train_classifier`
+  brief does not say) trained with cross-entropy by :func:`metricopt.app.recipes.classification.fit`;
+  tabular: the MLP (64, 64) of :func:`metricopt.app.recipes.classification.train_classifier`
   (cross-entropy, the last epoch kept). Initialisation and batch order come
   from the seed alone.
 * :func:`make_adapter`: ``"input_bias"`` (:class:`~metricopt.blackbox.InputBias`,
@@ -90,7 +90,7 @@ class BenchData:
 def _fashion(seed: int, n_train: int, n_test: int) -> BenchData:
     from sklearn.model_selection import train_test_split
 
-    from metricopt.data import load_fashion_mnist
+    from metricopt.app.data import load_fashion_mnist
 
     X, y = load_fashion_mnist("train")
     X_te, y_te = load_fashion_mnist("test")
@@ -114,7 +114,7 @@ def load_data(dataset: str, seed: int, *, fashion_sizes: tuple[int, int] = (3000
     """
     if dataset == "fashion_mnist":
         return _fashion(seed, *fashion_sizes)
-    from metricopt.data import load_dataset, train_val_test_split
+    from metricopt.app.data import load_dataset, train_val_test_split
 
     data = load_dataset(dataset)
     split = train_val_test_split(data.X, data.y, test_size=0.2, val_size=0.2, random_state=seed)
@@ -138,7 +138,7 @@ class SmallCNN(nn.Sequential):
 def pretrain(data: BenchData, model: str, *, epochs: int, seed: int) -> nn.Module:
     """The backbone of ``model`` (``"cnn"`` or ``"mlp"``) trained with cross-entropy on ``data``'s training rows."""
     from metricopt.losses import cross_entropy_loss
-    from metricopt.training import fit, train_classifier
+    from metricopt.app.recipes.classification import fit, train_classifier
 
     if model == "cnn":
         network = SmallCNN(data.num_classes, seed=seed)

@@ -42,9 +42,10 @@ from benchmarks.harness.methods import BuildContext, Method
 from benchmarks.harness.results import collect_metadata, load_average, summarize
 from benchmarks.harness.specs import AblationSpec, QualitySpec, spec_to_dict
 from benchmarks.harness.threads import torch_threads
-from metricopt.data import Split, load_dataset, train_val_test_split
+from metricopt.app.data import Split, load_dataset, train_val_test_split
 from metricopt.evaluation import RANK_METRICS, report, tune_threshold
-from metricopt.training import fit, make_mlp, predict_proba
+from metricopt.app.recipes.classification import fit, make_mlp
+from metricopt.predict import predict_proba
 
 __all__ = ["methods_for", "run_suite", "run_task"]
 
@@ -174,7 +175,7 @@ def run_task(spec: QualitySpec | AblationSpec, dataset: str, seed: int, methods:
 
 def _task_cost(dataset: str) -> float:
     """Rough cost for scheduling big tasks first (rows; HIVA's 1617 columns count double)."""
-    from metricopt.data import DATASETS
+    from metricopt.app.data import DATASETS
 
     spec = DATASETS.get(dataset)
     n = float(getattr(spec, "n_samples", 0) or getattr(spec, "n", 0) or 0)

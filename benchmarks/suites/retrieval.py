@@ -1,6 +1,6 @@
 """Retrieval-quality runner: RaMBO's recall losses against metric-learning peers.
 
-Datasets (class-disjoint, :mod:`metricopt.data.retrieval`): UCI Letter
+Datasets (class-disjoint, :mod:`metricopt.app.data.retrieval`): UCI Letter
 (letters A..M train, N..Z test, 16 standardised features, used whole) and
 Fashion-MNIST (classes 0-4 of the official training file train, classes 5-9 of
 the official test file test; ``n_train`` / ``n_test`` stratified rows drawn
@@ -14,7 +14,7 @@ Protocol, per (dataset, seed), the same for every method:
    the *training* classes; test rows of classes never seen in training.
 2. One embedder initialisation per seed (``torch.manual_seed(seed)`` in a
    forked RNG), shared by every method: Letter an MLP 16 -> 128 -> 128 -> 64
-   (:func:`metricopt.training.make_mlp`), Fashion-MNIST a small CNN
+   (:func:`metricopt.app.recipes.classification.make_mlp`), Fashion-MNIST a small CNN
    (conv 32 3x3, max-pool 2, conv 64 3x3, max-pool 2, fc 128, fc 64; ReLU,
    "same" padding). The 64-d output is the embedding; every loss gets the raw
    ``(B, 64)`` output and labels (the losses L2-normalise as they need).
@@ -239,7 +239,7 @@ def load_data(spec: RetrievalSpec, dataset: str, seed: int) -> RetrievalData:
     """The class-disjoint split of ``dataset`` with ``spec.val_size`` of its training rows held out (stratified)."""
     from sklearn.model_selection import train_test_split
 
-    from metricopt.data.retrieval import fashion_mnist_retrieval, letter_retrieval
+    from metricopt.app.data.retrieval import fashion_mnist_retrieval, letter_retrieval
 
     if dataset == "letter":
         split = letter_retrieval()
@@ -270,7 +270,7 @@ class SmallCNN(nn.Sequential):
 
 def make_embedder(spec: RetrievalSpec, dataset: str, seed: int, input_shape: Sequence[int]) -> nn.Module:
     """The embedder of ``dataset``, initialised from ``seed`` alone (the same for every method)."""
-    from metricopt.training import make_mlp
+    from metricopt.app.recipes.classification import make_mlp
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -3,12 +3,21 @@
 * :func:`confusion_loss` / :class:`ConfusionLoss`: F1, G-mean, MCC, balanced
   accuracy and any f(TP, FP, FN, TN) as a loss (AnyLoss).
 * :class:`APLoss`, :class:`RecallLoss`, :class:`NDCGLoss`, :class:`AUROCLoss`
-  (and their functions): rank metrics as losses via :func:`blackbox_rank` (RaMBO).
+  (and their functions): rank metrics as losses via :func:`interpolated_rank` (RaMBO).
 * :mod:`metricopt.metrics`: the exact metrics, equal to scikit-learn's.
-* :class:`MetricClassifier`: a scikit-learn classifier trained for a metric.
+* :mod:`metricopt.blackbox`: any black-box metric, by fine-tuning adapter
+  parameters guided by a learned value function (MetricOpt).
+* :mod:`metricopt.distributed`: the global batch under ``torch.distributed``.
+
+This package is the core: it needs torch and numpy only, and importing it
+loads none of scikit-learn, scipy, pandas, matplotlib or tqdm. The
+application built on it (the scikit-learn estimator
+:class:`metricopt.app.MetricClassifier`, training recipes, dataset loaders,
+the command line) is :mod:`metricopt.app`.
 """
 
-from metricopt.estimators import MetricClassifier
+from typing import Any
+
 from metricopt.losses import (
     APLoss,
     AUROCLoss,
@@ -17,8 +26,9 @@ from metricopt.losses import (
     RecallLoss,
     auroc_loss,
     average_precision_loss,
-    blackbox_rank,
+    blackbox_rank,  # deprecated name of interpolated_rank, not in __all__
     confusion_loss,
+    interpolated_rank,
     ndcg_loss,
     recall_loss,
 )
@@ -31,15 +41,28 @@ __all__ = [
     "AUROCLoss",
     "ConfusionLoss",
     "METRIC_NAMES",
-    "MetricClassifier",
     "NDCGLoss",
     "RecallLoss",
     "auroc_loss",
     "average_precision_loss",
-    "blackbox_rank",
     "confusion_loss",
+    "interpolated_rank",
     "metric_score",
     "ndcg_loss",
     "recall_loss",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``metricopt.MetricClassifier``, deprecated: the estimator lives in :mod:`metricopt.app`."""
+    if name == "MetricClassifier":
+        import warnings
+
+        warnings.warn("metricopt.MetricClassifier moved to metricopt.app.MetricClassifier "
+                      "(`from metricopt.app import MetricClassifier`); the old name will be removed",
+                      DeprecationWarning, stacklevel=2)
+        from metricopt.app.estimator import MetricClassifier
+
+        return MetricClassifier
+    raise AttributeError(f"module 'metricopt' has no attribute {name!r}")

@@ -1,6 +1,6 @@
-"""``python -m metricopt``: the ``metricopt`` command line (see :mod:`metricopt.cli`)."""
+"""``python -m metricopt``: the ``metricopt`` command line (see :mod:`metricopt.app.cli`)."""
 
-from metricopt.cli import main
+from metricopt.app.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from metricopt.metrics import average_precision_score, metric_score, roc_auc_score
-from metricopt.training import predict_labels
+from metricopt.predict import predict_labels
 
 #: The metrics printed by the CLI and recorded by the benchmarks.
 REPORT_METRICS: tuple[str, ...] = ("f1", "gmean", "balanced_accuracy", "mcc", "accuracy", "precision", "recall")

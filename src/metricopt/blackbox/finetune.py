@@ -25,7 +25,7 @@ change" against the loss; the online adaptation; keeping the best observed
 Devices follow the adapter's ``phi``: the training data, a copy of the value
 function and the learned rule's computation move to its device; the
 trajectory is kept on the CPU (float32), the validation data goes to the
-metric as given (:func:`metricopt.training.predict_proba` moves it to the
+metric as given (:func:`metricopt.predict.predict_proba` moves it to the
 model).
 
 A metric evaluation that fails (raises, NaN, inf) raises by default

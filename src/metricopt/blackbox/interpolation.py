@@ -229,11 +229,14 @@ def _gaussian_process(
     fit_amplitude: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std at steps ``0 .. num_steps - 1`` of a GP fitted to standardised ``y``."""
-    # Imported here: scikit-learn's GP module costs a noticeable import time that users
-    # of the rest of the package should not pay.
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.gaussian_process import GaussianProcessRegressor
-    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+    # Imported here, on use: the core needs torch and numpy only (docs/developer.md).
+    try:
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+    except ImportError as error:
+        raise ImportError("the black-box family interpolates metric observations with scikit-learn's Gaussian "
+                          "process: pip install scikit-learn") from error
 
     amplitude = ConstantKernel(1.0, _AMPLITUDE_BOUNDS if fit_amplitude else "fixed")
     if length_scale is None:

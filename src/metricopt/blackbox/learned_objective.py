@@ -41,7 +41,7 @@ DECIDED here (both papers are silent or leave a choice):
   unrolled objective makes the pathwise estimator unbiased for the same
   smoothed objective that the ES estimator estimates, which their merge requires.
 * Once-differentiable losses: metricopt's rank losses (built on
-  :func:`~metricopt.losses.blackbox_rank`) have a gradient with no derivative
+  :func:`~metricopt.losses.interpolated_rank`) have a gradient with no derivative
   of its own; their backward marks it with a node whose Function says
   ``second_derivative = False`` (and raises if a double backward reaches it).
   A loss whose backward pass is marked ``@once_differentiable`` has a
@@ -183,7 +183,7 @@ def _advice(loss_fn: Any, found: str) -> str:
         f"`loss_fn` ({_name(loss_fn)}) cannot be differentiated twice: its gradient with respect to phi {found}. "
         "The learned optimizer's pathwise estimator differentiates through that gradient, so it would get the "
         "loss's second derivative wrong (autograd leaves it out without an error). metricopt's rank losses (built "
-        "on blackbox_rank) and the confusion loss (fused soft counts) are once-differentiable. Train with "
+        "on interpolated_rank) and the confusion loss (fused soft counts) are once-differentiable. Train with "
         "LearnedConfig(estimator='evolution') (the evolution-strategies estimator alone needs no derivative of the "
         "unroll), or fine-tune with a twice-differentiable loss such as cross_entropy_loss"
     )

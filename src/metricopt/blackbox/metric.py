@@ -11,10 +11,10 @@ Conventions:
 * A metric takes ``(y_true, y_score)`` (``takes="scores"``) or the model
   itself (``takes="model"``, e.g. a metric that runs its own evaluation).
   ``y_true`` holds ``(N,)`` integer labels; ``y_score`` is the output of
-  :func:`metricopt.training.predict_proba`: ``(N,)`` positive-class
+  :func:`metricopt.predict.predict_proba`: ``(N,)`` positive-class
   probabilities for a binary model, ``(N, C)`` class probabilities otherwise.
 * Decisions, where a built-in needs them, are ``p > 0.5`` for ``(N,)`` scores
-  and argmax for ``(N, C)`` scores (:func:`metricopt.training.predict_labels`,
+  and argmax for ``(N, C)`` scores (:func:`metricopt.predict.predict_labels`,
   as in :mod:`metricopt.evaluation`).
 * Direction: each metric reports its raw value; :meth:`BlackBoxMetric.cost` is
   the lower-is-better value used inside :mod:`metricopt.blackbox`
@@ -58,7 +58,7 @@ from torch import Tensor, nn
 from metricopt._checks import check_choice, check_nonnegative, describe
 from metricopt.evaluation import rank_score
 from metricopt.metrics import METRIC_NAMES, average_precision_score, metric_score
-from metricopt.training import predict_labels, predict_proba
+from metricopt.predict import predict_labels, predict_proba
 
 __all__ = [
     "BUILTIN_METRICS",
@@ -357,7 +357,7 @@ class BlackBoxMetric:
 
         A ``takes="model"`` metric is called with the model alone (``X`` and
         ``y`` are ignored); otherwise the scores are
-        :func:`metricopt.training.predict_proba` ``(model, X)``. The model runs
+        :func:`metricopt.predict.predict_proba` ``(model, X)``. The model runs
         without gradients and its training mode is restored afterwards.
 
         Example:

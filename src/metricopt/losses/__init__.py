@@ -2,7 +2,7 @@
 
 * :mod:`metricopt.losses.confusion`: confusion-matrix metrics (AnyLoss).
 * :mod:`metricopt.losses.ranking`: rank metrics (AP, recall@K, NDCG, AUROC) via
-  blackbox-differentiated exact ranks (RaMBO); :mod:`metricopt.losses.ranker`
+  exact ranks with an interpolated gradient (RaMBO); :mod:`metricopt.losses.ranker`
   holds the ranker, :mod:`metricopt.losses.memory` the batch memory.
 * :mod:`metricopt.losses.baselines`: the cross-entropy recipes metricopt is compared with.
 """
@@ -10,7 +10,7 @@
 from metricopt.losses.baselines import FocalLoss, cross_entropy_loss, focal_loss, inverse_frequency_weights
 from metricopt.losses.confusion import ConfusionLoss, confusion_loss
 from metricopt.losses.memory import BatchMemory
-from metricopt.losses.ranker import blackbox_rank, exact_rank
+from metricopt.losses.ranker import blackbox_rank, exact_rank, interpolated_rank
 from metricopt.losses.ranking import (
     APLoss,
     AUROCLoss,
@@ -33,8 +33,8 @@ __all__ = [
     "RecallLoss",
     "auroc_loss",
     "average_precision_loss",
-    "blackbox_rank",
     "exact_rank",
+    "interpolated_rank",
     "ndcg_loss",
     "recall_loss",
     "recall_loss_scores",

@@ -1,4 +1,4 @@
-"""Exact ranks, differentiated as a black box (RaMBO's building block).
+"""Exact ranks with an interpolated gradient (RaMBO's building block): :func:`interpolated_rank`.
 
 Method: "Differentiation of Blackbox Combinatorial Solvers" (Vlastelica et al.,
 ICLR 2020) applied to ranking (Rolinek et al., "Optimizing Rank-based Metrics
@@ -66,13 +66,14 @@ memory layout; this rule does not.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor
 
 from metricopt._checks import check_positive, check_tensor, describe
 
-__all__ = ["blackbox_rank", "exact_rank", "score_spread"]
+__all__ = ["exact_rank", "interpolated_rank", "score_spread"]
 
 
 def _rank_dtype(scores: Tensor) -> torch.dtype:
@@ -127,8 +128,8 @@ def score_spread(scores: Tensor, include: Tensor | None = None) -> Tensor:
     return torch.where(spread > 0, spread, torch.ones_like(spread))
 
 
-class _BlackboxRank(torch.autograd.Function):
-    """Exact ranks forward; blackbox-interpolated gradient backward (rules in the module docstring)."""
+class _InterpolatedRank(torch.autograd.Function):
+    """Exact ranks forward; the interpolated gradient backward (rules in the module docstring)."""
 
     @staticmethod
     def forward(scores: Tensor, interpolation: float, spread: Tensor) -> Tensor:  # type: ignore[override]
@@ -156,7 +157,7 @@ class _BlackboxRank(torch.autograd.Function):
 
 
 class _NoSecondDerivative(torch.autograd.Function):
-    """Identity on the blackbox gradient that raises when differentiated (module docstring).
+    """Identity on the interpolated gradient that raises when differentiated (module docstring).
 
     ``second_derivative = False`` lets a caller that needs second derivatives
     find it in a gradient's graph before differentiating
@@ -176,20 +177,20 @@ class _NoSecondDerivative(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads: Tensor):  # type: ignore[override]
         raise RuntimeError(
-            "a second derivative was requested through metricopt's blackbox ranks (blackbox_rank, and the AP, "
-            "AUROC, recall and NDCG losses built on them); their gradient is the blackbox interpolation's, "
+            "a second derivative was requested through metricopt's interpolated ranks (interpolated_rank, and the "
+            "AP, AUROC, recall and NDCG losses built on them); their gradient is the piecewise-linear interpolation's, "
             "which has no derivative of its own. Use a first-order method, or, for the learned optimizer, "
             "LearnedConfig(estimator='evolution')"
         )
 
 
-def blackbox_rank(scores: Tensor, *, interpolation: float | Tensor, spread: Tensor | None = None) -> Tensor:
+def interpolated_rank(scores: Tensor, *, interpolation: float | Tensor, spread: Tensor | None = None) -> Tensor:
     """Exact ranks (1 = highest) along the last dimension, differentiable.
 
     Args:
         scores: floating tensor ``(..., n)``; every leading dimension is a
             separate ranking (row). Must not hold NaN; ``-inf`` ranks last.
-        interpolation: lambda > 0 of blackbox differentiation, unitless: the
+        interpolation: lambda > 0 of RaMBO's interpolation, unitless: the
             item whose rank the loss pushes hardest moves by ``interpolation``
             times the row's spread (module docstring).
         spread: optional ``(..., 1)`` unit of each row's perturbation; default
@@ -204,9 +205,9 @@ def blackbox_rank(scores: Tensor, *, interpolation: float | Tensor, spread: Tens
         ValueError: for NaN or +inf scores, or ``interpolation`` <= 0.
 
     >>> y = torch.tensor([0.1, 0.5, 0.2], requires_grad=True)
-    >>> rk = blackbox_rank(y, interpolation=1.0)
+    >>> rk = interpolated_rank(y, interpolation=1.0)
     >>> rk
-    tensor([3., 1., 2.], grad_fn=<_BlackboxRankBackward>)
+    tensor([3., 1., 2.], grad_fn=<_InterpolatedRankBackward>)
     >>> rk[0].backward()   # loss = rank of item 0: descent raises its score
     >>> y.grad             # item 0 passes item 2 (spread 0.17): -1 and +1, over the step 0.17
     tensor([-5.8835,  0.0000,  5.8835])
@@ -225,4 +226,11 @@ def blackbox_rank(scores: Tensor, *, interpolation: float | Tensor, spread: Tens
         spread = score_spread(scores)
     elif not bool((spread > 0).all()):
         raise ValueError(f"`spread` must be > 0 in every row; got {describe(spread)} with minimum {spread.min().item()}")
-    return _BlackboxRank.apply(scores, lam, spread)
+    return _InterpolatedRank.apply(scores, lam, spread)
+
+
+def blackbox_rank(scores: Tensor, *, interpolation: float | Tensor, spread: Tensor | None = None) -> Tensor:
+    """Deprecated name of :func:`interpolated_rank` ("blackbox" now means the black-box metrics family)."""
+    warnings.warn("metricopt's blackbox_rank is now interpolated_rank; the old name will be removed",
+                  DeprecationWarning, stacklevel=2)
+    return interpolated_rank(scores, interpolation=interpolation, spread=spread)

@@ -3,7 +3,7 @@
 Method: Rolinek, Musil, Paulus, Vlastelica, Michaelis and Martius, "Optimizing
 Rank-based Metrics with Blackbox Differentiation", CVPR 2020. Every loss here is
 the exact metric written in ranks, and ranks come from
-:func:`metricopt.losses.ranker.blackbox_rank` (one sort forward, one sort
+:func:`metricopt.losses.ranker.interpolated_rank` (one sort forward, one sort
 backward), so time is O(n log n) and memory O(n) per ranking: no pairwise
 matrix, no sampler, no dataset index.
 
@@ -31,7 +31,7 @@ ranker's rule), as scikit-learn's average precision does.
 Gradient (DECIDED, measured; the paper and the official code differentiate
 both rankings): the gradient flows through ``rk`` only, and ``rk+`` is a
 constant. Swapping two relevant items leaves AP, recall and AUROC unchanged,
-but the blackbox gradients of the two rankings taken separately push a relevant
+but the interpolated gradients of the two rankings taken separately push a relevant
 item up among all items (``rk``) and down among the relevant ones (``rk+``);
 those pushes cancel only in the exact sum, and the leftover is noise. Without
 it, validation AP on 6 imbalanced datasets rose from 0.433 to 0.454 (2 seeds,
@@ -52,7 +52,7 @@ one only when its score is higher by more than ``alpha sigma`` (a gap of
 exactly that becomes a tie, and ties count against). Measured relative to the
 scores, the margin means the same for logits of any scale and for a
 zero-initialised head (on earlier versions a constant margin of 0.1 on tied
-logits put every positive below every negative, and the blackbox perturbation
+logits put every positive below every negative, and the interpolation's perturbation
 never undid it: exactly zero gradient). The shift is applied in float64. The
 margin is constant, as in the paper; the official code draws it at random per
 call, which DESIGN.md records as a quirk not to copy. With ``margin=0`` each
@@ -92,7 +92,7 @@ from metricopt._checks import (
 from metricopt._autocast import full_precision
 from metricopt.distributed import gather_batch
 from metricopt.losses.memory import BatchMemory
-from metricopt.losses.ranker import _BlackboxRank, score_spread
+from metricopt.losses.ranker import _InterpolatedRank, score_spread
 
 __all__ = [
     "APLoss",
@@ -112,14 +112,14 @@ __all__ = [
 # spread (metricopt.losses.ranker), the same for scores of any scale, except the recall loss's on
 # cosine similarities, which have a scale of their own (COSINE_UNIT).
 
-#: Blackbox lambda of the AP, AUROC and NDCG losses. Validation AP (6 datasets, 2 seeds; rule:
+#: RaMBO's lambda (interpolation) of the AP, AUROC and NDCG losses. Validation AP (6 datasets, 2 seeds; rule:
 #: highest mean) for lambda 0.0625 / 0.25 / 1 / 4 / 16 at margin 0.05: 0.420 / 0.454 / 0.441 /
 #: 0.444 / 0.432 (BCE 0.403). NDCG takes it unvalidated.
 DEFAULT_INTERPOLATION = 0.25
 #: Margin of the AP and AUROC losses, in spreads of the scores. Validation AP at lambda 0.25 for
 #: margin 0 / 0.05 / 0.2: 0.432 / 0.454 / 0.423.
 DEFAULT_MARGIN = 0.05
-#: Blackbox lambda of the recall loss, in cosine units (COSINE_UNIT). Letter A..I trained, J..M
+#: RaMBO's lambda (interpolation) of the recall loss, in cosine units (COSINE_UNIT). Letter A..I trained, J..M
 #: validated (3 seeds; rule: highest MAP@R) for lambda 0.5 / 2 / 8 / 32: MAP@R 0.485 / 0.508 /
 #: 0.506 / 0.504, R@1 0.9974 / 0.9971 / 0.9965 / 0.9968. In units of each query's spread the best
 #: was 0.481 (lambda 128, grid 0.5 to 512); the previous release's rule gave 0.497.
@@ -208,7 +208,7 @@ def _rank_rows(
     scores: Tensor, interpolation: float, *, relevant: Tensor | None = None, margin: float = 0.0,
     exclude: Tensor | None = None, unit: float | None = None,
 ) -> Tensor:
-    """Blackbox ranks of ``(B, L)`` rows after the margin shift, in the work dtype.
+    """Interpolated ranks of ``(B, L)`` rows after the margin shift, in the work dtype.
 
     ``unit`` is the unit of both the margin and the ranker's perturbation: by
     default the spread of each row (:func:`~metricopt.losses.ranker.score_spread`,
@@ -227,14 +227,14 @@ def _rank_rows(
         shifted = shifted + torch.where(relevant, -0.5 * margin, 0.5 * margin) * spread
     if exclude is not None:
         shifted = shifted.masked_fill(exclude, -math.inf)
-    return _BlackboxRank.apply(shifted, interpolation, spread).to(_work_dtype(scores))
+    return _InterpolatedRank.apply(shifted, interpolation, spread).to(_work_dtype(scores))
 
 
 def _ranks(
     scores: Tensor, relevant: Tensor, exclude: Tensor | None, interpolation: float, margin: float,
     unit: float | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Blackbox ranks among all items, and exact ranks (no gradient) among the relevant items only.
+    """Interpolated ranks among all items, and exact ranks (no gradient) among the relevant items only.
 
     ``rk+`` is meaningful at relevant positions; excluded items rank last in
     both (as ``-inf``) and never affect a relevant item's ranks.
@@ -286,7 +286,7 @@ def average_precision_loss(
             ``(N,)`` or ``(N, 1)`` binary; ``(N, C)`` multi-label or multi-class.
         target: ``(N,)`` in {0, 1} (binary), ``(N, C)`` in {0, 1} (multi-label)
             or ``(N,)`` class indices with ``(N, C)`` scores (one-vs-rest mAP).
-        interpolation: blackbox lambda > 0, in units of each ranking's spread
+        interpolation: RaMBO's lambda > 0, in units of each ranking's spread
             (:mod:`metricopt.losses.ranker`).
         margin: alpha >= 0, in units of each ranking's spread (the standard
             deviation of its scores); 0 makes the value exactly ``1 - AP``.
@@ -343,7 +343,7 @@ def auroc_loss(
     distributed: bool = True,
     validate: bool = True,
 ) -> Tensor:
-    """``1 - AUROC`` of ``scores`` via blackbox ranks (macro over ``(N, C)`` columns).
+    """``1 - AUROC`` of ``scores`` via interpolated ranks (macro over ``(N, C)`` columns).
 
     Same shapes and arguments as :func:`average_precision_loss`. A column
     without positives or without negatives is left out.
@@ -512,7 +512,7 @@ def ndcg_loss(
     distributed: bool = True,
     validate: bool = True,
 ) -> Tensor:
-    """``1 - NDCG@k`` with graded relevance, via blackbox ranks.
+    """``1 - NDCG@k`` with graded relevance, via interpolated ranks.
 
     Items ranked below ``k`` count 0 in the value but pass back the gradient of
     the uncut discount ``1 / log2(1 + rank)``: the cut-off's own gradient is 0

@@ -4,9 +4,7 @@
 * :func:`make_loss`: a loss by name (``"anyloss"`` and the cross-entropy baselines).
 * :func:`fit`: mini-batch Adam with per-epoch evaluation and model selection;
   under ``torch.distributed`` it trains with DDP, each process on its shard of
-  every batch (:func:`metricopt.launch.launch` starts the processes).
-* :func:`predict_proba` / :func:`predict_labels`: probabilities and the decisions
-  the exact metrics score (``p > threshold`` binary, argmax multi-class).
+  every batch (:func:`metricopt.app.launch.launch` starts the processes).
 
 Binary models have one output logit, multi-class models one per class.
 """
@@ -29,6 +27,7 @@ from metricopt._checks import check_choice, check_positive
 from metricopt.distributed import is_distributed
 from metricopt.metrics import metric_score
 from metricopt.losses import ConfusionLoss, cross_entropy_loss, focal_loss, inverse_frequency_weights
+from metricopt.predict import predict_labels, predict_proba
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -41,8 +40,6 @@ __all__ = [
     "fit",
     "make_loss",
     "make_mlp",
-    "predict_labels",
-    "predict_proba",
     "train_classifier",
 ]
 
@@ -237,25 +234,6 @@ def fit(
         result.best_epoch = epochs
     model.eval()
     return result
-
-
-@torch.no_grad()
-def predict_proba(model: nn.Module, X: np.ndarray | Tensor, *, batch_size: int = 8192) -> np.ndarray:
-    """Class probabilities: ``(N,)`` positive-class probabilities for a one-logit
-    model, ``(N, C)`` softmax rows otherwise."""
-    model.eval()
-    X = torch.as_tensor(X, dtype=torch.float32, device=next(model.parameters()).device)
-    logits = torch.cat([model(chunk) for chunk in X.split(batch_size)]) if len(X) else model(X)
-    if logits.shape[-1] == 1:
-        return torch.sigmoid(logits.squeeze(-1)).cpu().numpy()
-    return torch.softmax(logits, -1).cpu().numpy()
-
-
-def predict_labels(probs: np.ndarray, *, threshold: float = 0.5) -> np.ndarray:
-    """Decisions from :func:`predict_proba` output: ``p > threshold`` or argmax."""
-    if probs.ndim == 1:
-        return (probs > threshold).astype(np.int64)
-    return probs.argmax(-1).astype(np.int64)
 
 
 def train_classifier(

@@ -1,7 +1,7 @@
 """Training for rank metrics (AP, AUROC, NDCG@K, recall@K) with the RaMBO losses.
 
 The library half of ``metricopt train --metric ap|auroc|ndcg@K|recall@K``; the
-command line lives in :mod:`metricopt.cli`. Two methods are trained the same
+command line lives in :mod:`metricopt.app.cli`. Two methods are trained the same
 way (same MLP body and initialisation seed, split, batch order, epochs, model
 selection by the exact metric on validation data):
 
@@ -10,7 +10,7 @@ selection by the exact metric on validation data):
 * ``"bce"``: the usual cross-entropy baseline (binary or multi-class).
 
 Classification metrics (``ap``, ``auroc``, ``ndcg@K``) on a tabular
-:class:`~metricopt.data.Split`:
+:class:`~metricopt.app.data.Split`:
 
 * Binary data: one output; its value is the ranking score.
 * Multi-class data: one output per class. ``ap`` is macro one-vs-rest average
@@ -68,8 +68,8 @@ import torch
 from torch import nn
 
 from metricopt._checks import check_choice, describe
-from metricopt.data import Split
-from metricopt.data.retrieval import (
+from metricopt.app.data import Split
+from metricopt.app.data.retrieval import (
     FASHION_MNIST_CLASSES,
     LETTER_CLASSES,
     RETRIEVAL_DATASETS,
@@ -79,14 +79,14 @@ from metricopt.data.retrieval import (
 from metricopt.evaluation import rank_score
 from metricopt.losses import APLoss, AUROCLoss, NDCGLoss, RecallLoss, cross_entropy_loss
 from metricopt.metrics import ndcg_at_k, retrieval_report
-from metricopt.training import (
+from metricopt.app.recipes.classification import (
     FitResult,
     LossFn,
     fit,
     make_mlp,
-    predict_proba,
     train_classifier,
 )
+from metricopt.predict import predict_proba
 
 __all__ = [
     "BASELINE_METHOD",
@@ -469,7 +469,7 @@ class RankFit:
             the last hidden layer's pre-activation).
         embedder: the network whose outputs are the embeddings (``recall@K``),
             else None.
-        result: :func:`metricopt.training.fit`'s history and selected epoch;
+        result: :func:`metricopt.app.recipes.classification.fit`'s history and selected epoch;
             ``val_score`` is the exact metric on the validation rows.
         test_metrics: exact test metrics (see :func:`classification_rank_metrics`
             and :func:`retrieval_metrics`).
@@ -543,7 +543,7 @@ def fit_rank_method(
         loss_fn: the loss to use (default :func:`make_method_loss`).
         hidden_sizes: MLP hidden widths.
         embedding_dim: output width of the ``rambo`` embedder (``recall@K``).
-        epochs, batch_size, learning_rate, seed: as :func:`metricopt.training.fit`.
+        epochs, batch_size, learning_rate, seed: as :func:`metricopt.app.recipes.classification.fit`.
         interpolation, margin, memory_size: rank-loss options (``rambo``).
         progress: called with each epoch's history row.
 

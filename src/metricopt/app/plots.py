@@ -1,6 +1,6 @@
 """Plots of training runs, written to image files.
 
-:func:`plot_learning_curves` draws what :func:`metricopt.training.fit` records
+:func:`plot_learning_curves` draws what :func:`metricopt.app.recipes.classification.fit` records
 (one history row per epoch) for several methods side by side: the training
 loss in one panel, the validation score of the target metric in the other,
 with each method's selected (best) epoch marked. :func:`plot_finetune_curves`
@@ -85,7 +85,7 @@ def plot_learning_curves(
     Args:
         histories: ``method name -> history``, a history being one dict per
             epoch with ``epoch``, ``train_loss`` and optionally ``val_score``
-            (the rows of :attr:`metricopt.training.FitResult.history`).
+            (the rows of :attr:`metricopt.app.recipes.classification.FitResult.history`).
         metric: name of the validation metric, used for the axis label (any
             text, e.g. ``"recall@4"``: it is drawn literally, never as mathtext).
         path: output file; the format follows the suffix (``.png``, ``.pdf``,
@@ -140,7 +140,7 @@ def plot_finetune_curves(
     Args:
         histories: ``run name -> rows``, one row per step with ``step``, ``loss``
             (steps that took an optimiser step) and ``val_score`` (steps where
-            the metric was observed), as ``metricopt train --method metricopt``
+            the metric was observed), as ``metricopt train --method blackbox``
             records them.
         metric: the metric's name, drawn literally (never as mathtext).
         path: output file; the format follows the suffix. Missing parent

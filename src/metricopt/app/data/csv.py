@@ -9,12 +9,12 @@ encode as all zeros.
 The target column may hold any values and must appear once in the header (a
 second copy would be renamed by pandas, e.g. ``label.1``, and leak the label
 into the features: an error). Classes are sorted; with two classes the
-positive class (``pos_label``, or by :mod:`metricopt.data.labels`' rule the
+positive class (``pos_label``, or by :mod:`metricopt.app.data.labels`' rule the
 value 1 or True, and otherwise an error naming the classes) becomes label 1,
 the other label 0. ``class_names`` records the original values as strings.
 
 Example:
-    >>> from metricopt.data import load_csv
+    >>> from metricopt.app.data import load_csv
     >>> train, test = load_csv("train.csv", "label", test_path="test.csv")  # doctest: +SKIP
 """
 
@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from metricopt.data._encoding import FrameEncoder
-from metricopt.data.datasets import TabularDataset
-from metricopt.data.labels import positive_class
+from metricopt.app.data._encoding import FrameEncoder
+from metricopt.app.data.datasets import TabularDataset
+from metricopt.app.data.labels import positive_class
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas as pd
@@ -103,7 +103,7 @@ def _matching_class(classes: list[Any], pos_label: Any) -> Any:
 
 
 def _class_order(values: pd.Series, raw: pd.Series, pos_label: Any, where: str) -> list[Any]:
-    """Class values in label order (binary: negative, then positive; see :mod:`metricopt.data.labels`).
+    """Class values in label order (binary: negative, then positive; see :mod:`metricopt.app.data.labels`).
 
     ``values`` are the matching values (:func:`_target_values`: text for a
     boolean column), ``raw`` the column as read (booleans stay booleans, so
@@ -189,7 +189,7 @@ def load_csv(
         pos_label: the positive class of a binary target: a value of the
             column or its text (``"yes"``, ``"1"`` for 1, ``"true"`` for
             True). None: 1 or True when it is one of the two classes, else a
-            ValueError naming them (:mod:`metricopt.data.labels`). Must be None
+            ValueError naming them (:mod:`metricopt.app.data.labels`). Must be None
             for more than two classes.
 
     Returns:
@@ -200,7 +200,7 @@ def load_csv(
             data rows; ``target`` is not a column (of either file) or is one
             several times; the target has missing values or a single class;
             the positive class is ambiguous or ``pos_label`` is not a class
-            (:class:`metricopt.data.labels.PositiveClassError`); there are no feature
+            (:class:`metricopt.app.data.labels.PositiveClassError`); there are no feature
             columns; the test target holds values unseen in training; the test
             file lacks a feature column or holds text in a numeric column.
     """

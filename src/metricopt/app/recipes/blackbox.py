@@ -1,12 +1,12 @@
-"""MetricOpt on tabular data: the library half of ``metricopt train --method metricopt``.
+"""MetricOpt on tabular data: the library half of ``metricopt train --method blackbox``.
 
-The command line lives in :mod:`metricopt.cli`, the method in
+The command line lives in :mod:`metricopt.app.cli`, the method in
 :mod:`metricopt.blackbox`. :func:`run_blackbox` optimises any black-box metric
 (a built-in of :data:`~metricopt.blackbox.metric.BUILTIN_METRICS` or an
 importable ``f(y_true, y_score) -> float`` / ``f(model) -> float``) in five
 stages:
 
-1. Pre-train a backbone: the MLP of :func:`metricopt.training.train_classifier`
+1. Pre-train a backbone: the MLP of :func:`metricopt.app.recipes.classification.train_classifier`
    with cross-entropy on the training rows (``epochs`` of Adam).
 2. Wrap it in an adapter: :class:`~metricopt.blackbox.adapters.InputBias`
    (``"input_bias"``, the default: phi is a dynamic bias of the first Linear
@@ -88,10 +88,11 @@ from metricopt.blackbox.finetune import (
 from metricopt.blackbox.meta import CHECKPOINT_FORMAT, MetaConfig, MetaResult, meta_train, read_checkpoint
 from metricopt.blackbox.metric import BUILTIN_METRICS, BlackBoxMetric, make_metric
 from metricopt.blackbox.trajectory import evaluation_count
-from metricopt.data import Split
+from metricopt.app.data import Split
 from metricopt.evaluation import REPORT_METRICS, report
 from metricopt.losses import cross_entropy_loss
-from metricopt.training import FitResult, predict_proba, train_classifier
+from metricopt.app.recipes.classification import FitResult, train_classifier
+from metricopt.predict import predict_proba
 
 __all__ = [
     "ADAPTERS",
@@ -113,18 +114,18 @@ __all__ = [
     "warmup_tasks",
 ]
 
-#: The method name (``--method metricopt``) and its baseline: the same fine-tuning without the value function.
-BLACKBOX_METHOD = "metricopt"
+#: The method name (``--method blackbox``) and its baseline: the same fine-tuning without the value function.
+BLACKBOX_METHOD = "blackbox"
 BASELINE_METHOD = "loss_only"
 #: The pre-trained model (phi = 0), reported beside both.
 PRETRAINED = "pretrained"
 RUNS = (PRETRAINED, BASELINE_METHOD, BLACKBOX_METHOD)
 ADAPTERS = ("input_bias", "film")
-#: Built-in black-box metrics that no other method trains for: naming one implies ``--method metricopt``.
+#: Built-in black-box metrics that no other method trains for: naming one implies ``--method blackbox``.
 BLACKBOX_ONLY_METRICS = ("mcr", "aucpr", "cost")
 RUN_RECORD_FORMAT = "metricopt.blackbox_training/1"
 _LABELS = {PRETRAINED: "pretrained (phi = 0)", BASELINE_METHOD: "loss-only fine-tuning",
-           BLACKBOX_METHOD: "metricopt"}
+           BLACKBOX_METHOD: "MetricOpt"}
 
 
 # --------------------------------------------------------------------------
@@ -634,7 +635,7 @@ def _mean(values: Sequence[float]) -> float | None:
 def blackbox_results(run: BlackBoxRun) -> dict[str, Any]:
     """The method's JSON-ready results (the CLI adds the dataset, config and versions).
 
-    Keys: ``metric``, ``method`` (``"metricopt"``), ``test_score`` (MetricOpt's
+    Keys: ``metric``, ``method`` (``"blackbox"``), ``test_score`` (MetricOpt's
     test metric), ``baseline`` (loss-only fine-tuning's), ``baseline_method``,
     ``pretrained_score`` (phi = 0), ``higher_is_better``, ``delta``
     (``test_score - baseline``), ``pretrained_delta`` (``pretrained_score -

@@ -15,7 +15,7 @@ defaults to it):
   AnyLoss confusion loss (or ``--loss weighted_bce`` / ``focal``).
 * Rank metrics (``ap``, ``auroc``, ``ndcg@K``, ``recall@K``): ``rambo``, the
   RaMBO rank losses (blackbox-differentiated exact ranks), trained and scored
-  by :mod:`metricopt.rank_training`; ``--interpolation``, ``--margin``,
+  by :mod:`metricopt.app.recipes.ranking`; ``--interpolation``, ``--margin``,
   ``--memory-size`` and ``--embedding-dim`` tune them. ``ap`` / ``auroc`` /
   ``ndcg@K`` rank the classifier's scores (multi-class: macro one-vs-rest;
   ``ndcg@K`` binary only); ``recall@K`` trains an embedding for retrieval,
@@ -24,7 +24,7 @@ defaults to it):
   ``--dataset letter`` and ``--dataset fashion_mnist`` are retrieval benchmarks
   whose test classes are never seen in training (``recall@K`` only).
 * Black-box metrics (any metric, never differentiated): ``metricopt``
-  (``--method metricopt``), run by :mod:`metricopt.blackbox_training`. It
+  (``--method blackbox``), run by :mod:`metricopt.app.recipes.blackbox`. It
   pre-trains the MLP with cross-entropy, freezes it, meta-learns a value
   function of a small adapter vector phi on fine-tuning tasks drawn from the
   training split, then fine-tunes phi on the whole training split loss-only
@@ -36,7 +36,7 @@ defaults to it):
   ``MODULE:FUNCTION``, an importable ``f(y_true, y_score) -> float`` or
   ``f(model) -> float`` whose direction ``--higher-is-better`` /
   ``--lower-is-better`` must be given. ``MODULE:FUNCTION``, ``mcr``, ``aucpr``
-  and ``cost`` imply ``--method metricopt``; its options (``--adapter``,
+  and ``cost`` imply ``--method blackbox``; its options (``--adapter``,
   ``--phi-size``, ``--meta-tasks``, ``--finetune-steps``, ``--evaluations``,
   ``--value-weight``, ``--optimizer``, ``--finetune-lr``, ``--checkpoint``)
   are errors with any other method.
@@ -53,7 +53,7 @@ Usage examples::
     metricopt train --dataset letter --metric recall@1        # retrieval, unseen classes
     metricopt train --dataset fashion_mnist --metric recall@4 --embedding-dim 64
     metricopt train --metric mcr --meta-tasks 20     # MetricOpt for the misclassification rate
-    metricopt train --method metricopt --metric f1 --adapter film --optimizer adam
+    metricopt train --method blackbox --metric f1 --adapter film --optimizer adam
     metricopt train --csv data.csv --target label --metric mymetrics:score --higher-is-better
     metricopt train --metric mcr --checkpoint meta.pt --output run.json   # resumable meta-training
     metricopt train --dataset yeast4 --metric f1 --nproc 2    # 2 processes (DDP), same results as 1
@@ -61,8 +61,8 @@ Usage examples::
     python -m metricopt --version
 
 The positive class of a binary target (what F1, precision, recall, AP, ...
-measure) follows one rule, the one of :class:`metricopt.MetricClassifier` and
-scikit-learn (:mod:`metricopt.data.labels`): ``--pos-label LABEL`` names it;
+measure) follows one rule, the one of :class:`metricopt.app.MetricClassifier` and
+scikit-learn (:mod:`metricopt.app.data.labels`): ``--pos-label LABEL`` names it;
 without it a CSV target with the label 1 (0/1, -1/1, 1/2) or True (True/False)
 makes that positive, and any other two labels (yes/no, bad/good) are an error
 naming them. A built-in dataset defines its positive class (the minority,
@@ -78,7 +78,7 @@ retrieval benchmarks keep their class-disjoint train/test parts and hold out
 metric on the validation split only; the test split is scored once per model.
 
 ``--nproc N`` (confusion-matrix and rank metrics) trains every method in ``N``
-processes joined by ``torch.distributed`` (:func:`metricopt.launch.launch`:
+processes joined by ``torch.distributed`` (:func:`metricopt.app.launch.launch`:
 gloo on CPU, NCCL with a GPU per process): each process trains on its share
 of every batch with DDP and the losses gather the global batch, so the
 reported metrics are those of one process up to float rounding.
@@ -117,7 +117,7 @@ from torch import nn
 from metricopt import __version__
 from metricopt.blackbox.finetune import OPTIMIZERS
 from metricopt.blackbox.metric import BUILTIN_METRICS
-from metricopt.blackbox_training import (
+from metricopt.app.recipes.blackbox import (
     ADAPTERS,
     BLACKBOX_METHOD,
     BLACKBOX_ONLY_METRICS,
@@ -129,7 +129,7 @@ from metricopt.blackbox_training import (
     parse_evaluations,
     run_blackbox,
 )
-from metricopt.data import (
+from metricopt.app.data import (
     DATASETS,
     RETRIEVAL_DATASETS,
     Split,
@@ -140,17 +140,17 @@ from metricopt.data import (
     split_with_test,
     train_val_test_split,
 )
-from metricopt.data.labels import PositiveClassError, positive_class
+from metricopt.app.data.labels import PositiveClassError, positive_class
 from metricopt.distributed import is_distributed, world_size
 from metricopt.evaluation import REPORT_METRICS, report
-from metricopt.launch import launch
+from metricopt.app.launch import launch
 from metricopt.losses.ranking import (
     DEFAULT_INTERPOLATION,
     DEFAULT_MARGIN,
     DEFAULT_RECALL_MARGIN,
 )
 from metricopt.metrics import METRIC_NAMES
-from metricopt.rank_training import (
+from metricopt.app.recipes.ranking import (
     DEFAULT_EMBEDDING_DIM,
     RANK_METHOD,
     RANK_METRICS,
@@ -164,13 +164,13 @@ from metricopt.rank_training import (
     make_method_loss,
     parse_rank_metric,
 )
-from metricopt.training import (
+from metricopt.app.recipes.classification import (
     LOSSES,
     FitResult,
     make_loss,
-    predict_proba,
     train_classifier,
 )
+from metricopt.predict import predict_proba
 
 __all__ = ["TrainConfig", "build_parser", "config_from_args", "format_table", "main", "run_train"]
 
@@ -204,7 +204,7 @@ class TrainConfig:
     ``metric`` is canonical (rank metrics lower case, e.g. ``"recall@4"``).
     ``interpolation``, ``margin`` (None: the loss's default), ``memory_size``
     and ``embedding_dim`` are used by rank metrics only. With ``loss ==
-    "metricopt"``, ``metric`` is a black-box metric (a built-in name or
+    "blackbox"``, ``metric`` is a black-box metric (a built-in name or
     ``MODULE:FUNCTION``), ``higher_is_better`` its resolved direction and
     ``blackbox`` holds MetricOpt's options; otherwise both are None.
     ``nproc`` is the number of training processes (not with ``metricopt``).
@@ -326,8 +326,21 @@ def _is_blackbox_only(metric: str) -> bool:
     return ":" in metric or metric.strip() in BLACKBOX_ONLY_METRICS
 
 
+#: Deprecated method names: the old name -> the new one (a note on stderr when used).
+_RENAMED_METHODS = {"metricopt": BLACKBOX_METHOD}
+
+
+def _method_name(value: str) -> str:
+    """``--method``'s value, with a renamed method's old name replaced by its new one (and a note)."""
+    if value in _RENAMED_METHODS:
+        print(f"{PROG}: note: --method {value} is now --method {_RENAMED_METHODS[value]}; the old name will be "
+              "removed", file=sys.stderr)
+        return _RENAMED_METHODS[value]
+    return value
+
+
 def _resolve_family(args: argparse.Namespace) -> str | None:
-    """``--loss``/``--method``, with ``metricopt`` implied by a black-box-only ``--metric``; reject mixtures."""
+    """``--loss``/``--method``, with ``blackbox`` implied by a black-box-only ``--metric``; reject mixtures."""
     if args.higher_is_better and args.lower_is_better:
         raise ValueError("--higher-is-better and --lower-is-better contradict each other; give one of them")
     if _is_blackbox_only(args.metric):
@@ -359,7 +372,7 @@ def _check_data_options(args: argparse.Namespace) -> None:
 
 
 def _blackbox_config(args: argparse.Namespace) -> TrainConfig:
-    """:func:`config_from_args` for ``--method metricopt``; the metric is resolved (imported) here, before any
+    """:func:`config_from_args` for ``--method blackbox``; the metric is resolved (imported) here, before any
     output, so a bad ``MODULE:FUNCTION`` fails first."""
     for option, name in (("--interpolation", "interpolation"), ("--margin", "margin"),
                          ("--memory-size", "memory_size"), ("--embedding-dim", "embedding_dim")):
@@ -412,7 +425,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Turn parsed ``train`` arguments into a :class:`TrainConfig`.
 
     Only the metric name and combinations of options are checked here (and,
-    for ``--method metricopt``, MetricOpt's options and that ``--metric``
+    for ``--method blackbox``, MetricOpt's options and that ``--metric``
     resolves to a callable with a direction); other values are checked by the
     library functions that use them.
     """
@@ -592,9 +605,9 @@ def run_train(config: TrainConfig, *, show_progress: bool = True,
     """Train the chosen method and the ``bce`` baseline; return the results.
 
     Rank metrics (``ap``, ``auroc``, ``ndcg@K``, ``recall@K``) go through
-    :mod:`metricopt.rank_training`; confusion-matrix metrics through
-    :mod:`metricopt.training` and :mod:`metricopt.evaluation`; ``--method
-    metricopt`` (black-box metrics) through :mod:`metricopt.blackbox_training`
+    :mod:`metricopt.app.recipes.ranking`; confusion-matrix metrics through
+    :mod:`metricopt.app.recipes.classification` and :mod:`metricopt.evaluation`; ``--method
+    metricopt`` (black-box metrics) through :mod:`metricopt.app.recipes.blackbox`
     (then the baseline is loss-only fine-tuning, not ``bce``).
 
     Args:
@@ -603,7 +616,7 @@ def run_train(config: TrainConfig, *, show_progress: bool = True,
         log: called with one-line status messages (``None``: silent).
 
     With ``config.nproc > 1`` (and no process group yet) the run happens in
-    that many processes (:func:`metricopt.launch.launch`); process 0 shows the
+    that many processes (:func:`metricopt.app.launch.launch`); process 0 shows the
     progress, logs with ``print`` when ``log`` is given, and returns the results.
 
     Returns:
@@ -701,7 +714,7 @@ def _run_rank(config: TrainConfig, *, show_progress: bool,
 
 def _run_blackbox(config: TrainConfig, *, show_progress: bool,
                   log: Callable[[str], None] | None) -> dict[str, Any]:
-    """:func:`run_train` for ``--method metricopt``: pre-trained, loss-only fine-tuning and MetricOpt."""
+    """:func:`run_train` for ``--method blackbox``: pre-trained, loss-only fine-tuning and MetricOpt."""
     if config.blackbox is None:
         raise ValueError(f"--method {BLACKBOX_METHOD} needs its options (TrainConfig.blackbox), got None")
     data, split = _load(config)
@@ -735,8 +748,8 @@ def _run_blackbox(config: TrainConfig, *, show_progress: bool,
 def format_table(results: dict[str, Any]) -> str:
     """The test metrics of the method and the baseline side by side, with the delta.
 
-    For ``--method metricopt``: the black-box metric of the pre-trained model,
-    loss-only fine-tuning and MetricOpt (:func:`metricopt.blackbox_training.format_blackbox_table`).
+    For ``--method blackbox``: the black-box metric of the pre-trained model,
+    loss-only fine-tuning and MetricOpt (:func:`metricopt.app.recipes.blackbox.format_blackbox_table`).
     """
     positive = results.get("positive_class")
     if results["method"] == BLACKBOX_METHOD:
@@ -800,7 +813,7 @@ def _output_paths(args: argparse.Namespace, config: TrainConfig) -> str | None:
     """Check ``--output`` and the plot path before any training; return the plot path (None: no plot)."""
     plot = None
     if not args.no_plot:
-        from metricopt.plots import default_plot_path
+        from metricopt.app.plots import default_plot_path
 
         name = Path(config.csv).stem if config.csv is not None else str(config.dataset)
         plot = args.plot if args.plot is not None else default_plot_path(name, config.metric)
@@ -829,7 +842,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(format_table(results))
     plot = None
     if path is not None:
-        from metricopt.plots import plot_finetune_curves, plot_learning_curves
+        from metricopt.app.plots import plot_finetune_curves, plot_learning_curves
 
         if config.loss == BLACKBOX_METHOD:
             plot = str(plot_finetune_curves(results["history"], config.metric, path,
@@ -924,7 +937,7 @@ def build_parser() -> argparse.ArgumentParser:
             f"({', '.join(BUILTIN_METRICS)}) or MODULE:FUNCTION, a function importable from the current directory "
             "that takes (y_true, y_score) (y_score: positive-class probabilities, or class probabilities for "
             "multi-class) or (model) and returns a number; give its direction with --higher-is-better or "
-            "--lower-is-better. MODULE:FUNCTION, mcr, aucpr and cost imply --method metricopt. The MLP is "
+            "--lower-is-better. MODULE:FUNCTION, mcr, aucpr and cost imply --method blackbox. The MLP is "
             "pre-trained with cross-entropy for --epochs (the last epoch is kept) and frozen; a value function of "
             "the adapter vector phi is meta-trained on --meta-tasks fine-tuning tasks drawn from the training split; "
             "then phi is fine-tuned on the whole training split for --finetune-steps, loss-only (the baseline) and "
@@ -939,7 +952,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  metricopt train --dataset yeast4 --metric ap\n"
                "  metricopt train --dataset letter --metric recall@1\n"
                "  metricopt train --metric mcr --meta-tasks 20\n"
-               "  metricopt train --method metricopt --metric f1 --adapter film\n"
+               "  metricopt train --method blackbox --metric f1 --adapter film\n"
                "  metricopt train --csv data.csv --target label --metric mymetrics:score --higher-is-better "
                "--checkpoint meta.pt",
     )
@@ -969,8 +982,9 @@ def build_parser() -> argparse.ArgumentParser:
                              f"(multi-class: their default averaging): {', '.join(METRIC_NAMES)}. Rank metrics: "
                              f"{RANK_METRIC_FORMS} (K an integer >= 1, e.g. recall@4, ndcg@10). With --method "
                              f"{BLACKBOX_METHOD}: a built-in black-box metric ({', '.join(BUILTIN_METRICS)}) or "
-                             "MODULE:FUNCTION (implies --method metricopt, as do mcr, aucpr and cost)")
-    method.add_argument("--loss", "--method", dest="loss", choices=ALL_METHODS, default=None, metavar="NAME",
+                             "MODULE:FUNCTION (implies --method blackbox, as do mcr, aucpr and cost)")
+    method.add_argument("--loss", "--method", dest="loss", choices=ALL_METHODS, type=_method_name, default=None,
+                        metavar="NAME",
                         help="the method: anyloss (the confusion-matrix loss for --metric; the default for "
                              "confusion-matrix metrics), bce, weighted_bce (inverse class frequency), focal, "
                              "rambo (the RaMBO rank loss; the default and, with bce, the only choice for rank "
@@ -1042,7 +1056,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--nproc", metavar="N", type=int, default=1,
                         help="train in N processes with torch.distributed (DDP; gloo on CPU, NCCL with a GPU per "
                              "process). --batch-size stays the global batch and every loss sees all of it, so the "
-                             "metrics equal one process's up to float rounding. Not for --method metricopt")
+                             "metrics equal one process's up to float rounding. Not for --method blackbox")
 
     output = train.add_argument_group("output")
     output.add_argument("--output", "-o", metavar="FILE", default=None,

@@ -7,7 +7,7 @@ left unscaled (scale 1) instead of producing NaN or inf.
 
 Example:
     >>> import numpy as np
-    >>> from metricopt.data import train_val_test_split
+    >>> from metricopt.app.data import train_val_test_split
     >>> X = np.arange(200, dtype=float).reshape(100, 2)
     >>> y = np.array([0] * 80 + [1] * 20)
     >>> s = train_val_test_split(X, y, test_size=0.2, val_size=0.2)

@@ -22,7 +22,7 @@ is loaded, and Fashion-MNIST is read from its IDX files with :func:`read_idx`.
 
 Example:
     >>> import numpy as np
-    >>> from metricopt.data import class_disjoint_split
+    >>> from metricopt.app.data import class_disjoint_split
     >>> X = np.arange(12, dtype=np.float32).reshape(6, 2)
     >>> y = np.array([0, 1, 2, 0, 1, 2])
     >>> s = class_disjoint_split(X, y, [0, 1], name="toy")
@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from metricopt.data.splits import fit_standardization
+from metricopt.app.data.splits import fit_standardization
 
 __all__ = [
     "FASHION_MNIST_CLASSES",

@@ -25,10 +25,11 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from metricopt._checks import check_choice
-from metricopt.data.labels import positive_class
-from metricopt.data.splits import fit_standardization
+from metricopt.app.data.labels import positive_class
+from metricopt.app.data.splits import fit_standardization
 from metricopt.metrics import METRIC_NAMES, metric_score
-from metricopt.training import LOSSES, make_loss, predict_labels, predict_proba, train_classifier
+from metricopt.app.recipes.classification import LOSSES, make_loss, train_classifier
+from metricopt.predict import predict_labels, predict_proba
 
 __all__ = ["EXPECTED_FAILED_CHECKS", "MetricClassifier"]
 
@@ -72,7 +73,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
             ``{False, True}`` and ``{1, 2}`` train for ``1``/``True``. Other
             binary labels (such as ``"bad"``/``"good"``) have no convention:
             ``fit`` raises a ValueError naming them instead of guessing
-            (:mod:`metricopt.data.labels`). Must be None for multi-class
+            (:mod:`metricopt.app.data.labels`). Must be None for multi-class
             targets.
         validation_fraction: share of each class held out (at least one
             sample per class) to keep the epoch with the best ``metric``; 0,

@@ -17,15 +17,15 @@ Importing this package needs only numpy and scikit-learn; pandas and the
 optional dataset packages are imported when a loader needs them.
 """
 
-from metricopt.data.csv import load_csv
-from metricopt.data.datasets import (
+from metricopt.app.data.csv import load_csv
+from metricopt.app.data.datasets import (
     DATASETS,
     DatasetSpec,
     TabularDataset,
     available_datasets,
     load_dataset,
 )
-from metricopt.data.retrieval import (
+from metricopt.app.data.retrieval import (
     FASHION_MNIST_CLASSES,
     LETTER_CLASSES,
     RETRIEVAL_DATASETS,
@@ -38,7 +38,7 @@ from metricopt.data.retrieval import (
     load_retrieval,
     read_idx,
 )
-from metricopt.data.splits import (
+from metricopt.app.data.splits import (
     Split,
     fit_standardization,
     split_with_test,

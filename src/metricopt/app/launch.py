@@ -5,7 +5,7 @@ processes (``torch.multiprocessing``, spawn), joins them in a process group
 (gloo on CPU, NCCL when there is a GPU for every process), runs the same
 function in each and returns what process 0 returned. Inside, the library's
 losses gather their batch across the processes (:mod:`metricopt.distributed`)
-and :func:`metricopt.training.fit` shards each batch and wraps the model in
+and :func:`metricopt.app.recipes.classification.fit` shards each batch and wraps the model in
 DDP, so no code changes between one process and several.
 
 DECIDED:
@@ -193,7 +193,7 @@ def _raise_first_error(folder: Path, nproc: int, failure: Exception) -> None:
                     exc.add_note(where)
                     raise exc
                 raise exc from RuntimeError(where)
-    raise RuntimeError(f"a process of metricopt.launch(nproc={nproc}) failed: {failure}") from failure
+    raise RuntimeError(f"a process of metricopt.app.launch(nproc={nproc}) failed: {failure}") from failure
 
 
 def launch(fn: Callable[..., T], nproc: int, *args: Any, backend: str | None = None,

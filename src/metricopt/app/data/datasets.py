@@ -12,7 +12,7 @@ Each loader returns a :class:`TabularDataset` with a float32 feature matrix
 ``0..C-1``. For binary sets label 1 is the minority (positive) class.
 
 Example:
-    >>> from metricopt.data import load_dataset
+    >>> from metricopt.app.data import load_dataset
     >>> ds = load_dataset("breast_cancer")
     >>> ds.X.shape, ds.class_names, round(ds.positive_rate, 3)
     ((569, 30), ('benign', 'malignant'), 0.373)
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from metricopt.data._encoding import encode_frame
+from metricopt.app.data._encoding import encode_frame
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas as pd
