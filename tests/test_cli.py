@@ -227,7 +227,7 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     def train_classifier(*args: object, **kwargs: object) -> None:
         raise AssertionError("training started")
 
-    monkeypatch.setattr("metricopt.app.cli.train_classifier", train_classifier)
+    monkeypatch.setattr("metricopt.app.cli.confusion.train_classifier", train_classifier)
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
@@ -277,7 +277,7 @@ def test_library_errors_are_one_line_never_a_traceback(
     def run_train(*args: object, **kwargs: object) -> None:
         raise error
 
-    monkeypatch.setattr("metricopt.app.cli.run_train", run_train)
+    monkeypatch.setattr("metricopt.app.cli.train.run_train", run_train)
     monkeypatch.delenv("METRICOPT_TRACEBACK", raising=False)
     code, out, err = _run(capsys, "--no-plot", "-q")
     assert code == status
@@ -290,7 +290,7 @@ def test_metricopt_traceback_shows_the_traceback(capsys: pytest.CaptureFixture[s
     def run_train(*args: object, **kwargs: object) -> None:
         raise EOFError("Ran out of input")
 
-    monkeypatch.setattr("metricopt.app.cli.run_train", run_train)
+    monkeypatch.setattr("metricopt.app.cli.train.run_train", run_train)
     monkeypatch.setenv("METRICOPT_TRACEBACK", "1")
     with pytest.raises(EOFError, match="Ran out of input"):
         main(["--no-plot", "-q"])

@@ -78,3 +78,11 @@ def test_deprecated_estimator_alias() -> None:
         assert metricopt.MetricClassifier is MetricClassifier
     with pytest.raises(AttributeError, match="no_such_name"):
         metricopt.no_such_name  # noqa: B018
+
+
+def test_the_command_line_loads_torch_but_not_scikit_learn_or_plotting() -> None:
+    """``metricopt --help`` and the parser pay for torch, not for scikit-learn, pandas or matplotlib."""
+    code = "import json, sys\nimport metricopt.app.cli\nprint(json.dumps(sorted(sys.modules)))\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    loaded = {name.split(".")[0] for name in json.loads(done.stdout.strip().splitlines()[-1])}
+    assert not loaded & {"sklearn", "scipy", "pandas", "matplotlib"}, sorted(loaded & {"sklearn", "pandas"})

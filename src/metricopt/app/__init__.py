@@ -14,6 +14,18 @@ Needs scikit-learn, tqdm and matplotlib (installed with metricopt); pandas
 and the dataset packages only where a loader uses them.
 """
 
-from metricopt.app.estimator import MetricClassifier
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from metricopt.app.estimator import MetricClassifier
 
 __all__ = ["MetricClassifier"]
+
+
+def __getattr__(name: str) -> Any:
+    """``MetricClassifier``, imported on first use: the command line does not pay for scikit-learn's import."""
+    if name == "MetricClassifier":
+        from metricopt.app.estimator import MetricClassifier
+
+        return MetricClassifier
+    raise AttributeError(f"module 'metricopt.app' has no attribute {name!r}")

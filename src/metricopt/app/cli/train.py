@@ -1,0 +1,238 @@
+"""``metricopt train``: arguments to a configuration, the run of its family, the table and the files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from metricopt.app.cli.blackbox import (
+    blackbox_config,
+    resolve_family,
+    run_blackbox_command,
+)
+from metricopt.app.cli.common import (
+    BASELINE,
+    TrainConfig,
+    check_data_options,
+    parse_hidden,
+    shared_fields,
+)
+from metricopt.app.cli.confusion import run_confusion
+from metricopt.app.cli.ranking import RANK_METRIC_FORMS, rank_options, run_rank
+from metricopt.app.launch import launch
+from metricopt.app.recipes.blackbox import (
+    BLACKBOX_METHOD,
+    BLACKBOX_ONLY_METRICS,
+    format_blackbox_table,
+)
+from metricopt.app.recipes.ranking import (
+    RANK_METHOD,
+    RANK_METRICS,
+    is_rank_metric,
+    parse_rank_metric,
+)
+from metricopt.distributed import is_distributed
+from metricopt.metrics import METRIC_NAMES
+
+__all__ = ["command", "config_from_args", "format_table", "run_train"]
+
+#: Methods that can train for a rank metric.
+RANK_LOSSES = (RANK_METHOD, BASELINE)
+
+def _parse_metric(text: str) -> str:
+    """The canonical metric name: a confusion metric as given, a rank metric lower case."""
+    if text in METRIC_NAMES:
+        return text
+    if is_rank_metric(text):
+        return str(parse_rank_metric(text))
+    head = text.strip().lower().split("@")[0]
+    if head in RANK_METRICS and text.strip().lower() != "recall":
+        parse_rank_metric(text)  # raises the rank-metric error with the reason
+    raise ValueError(
+        f"--metric must be a confusion metric ({', '.join(METRIC_NAMES)}) or a rank metric ({RANK_METRIC_FORMS} "
+        f"with K an integer >= 1, e.g. recall@4), or with --method {BLACKBOX_METHOD} a black-box metric "
+        f"({', '.join(BLACKBOX_ONLY_METRICS)} or MODULE:FUNCTION); got --metric={text!r}"
+    )
+
+def _resolve_method(metric: str, loss: str | None) -> str:
+    """``--loss``, defaulting to ``rambo`` for a rank metric and ``anyloss`` otherwise."""
+    rank = is_rank_metric(metric)
+    if loss is None:
+        return RANK_METHOD if rank else "anyloss"
+    if rank and loss not in RANK_LOSSES:
+        raise ValueError(
+            f"--loss {loss} trains for confusion-matrix metrics, not for the rank metric --metric {metric}; "
+            f"use --loss {RANK_METHOD} (the default for rank metrics) or --loss {BASELINE}"
+        )
+    if not rank and loss == RANK_METHOD:
+        raise ValueError(
+            f"--loss {RANK_METHOD} needs a rank metric (--metric {RANK_METRIC_FORMS}); got --metric {metric}"
+        )
+    return loss
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Turn parsed ``train`` arguments into a :class:`TrainConfig`.
+
+    Only the metric name and combinations of options are checked here (and,
+    for ``--method blackbox``, MetricOpt's options and that ``--metric``
+    resolves to a callable with a direction); other values are checked by the
+    library functions that use them.
+    """
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be >= 1 (processes to train with); got {args.nproc}")
+    if resolve_family(args) == BLACKBOX_METHOD:
+        return blackbox_config(args)
+    metric = _parse_metric(args.metric)
+    method = _resolve_method(metric, args.loss)
+    rank_fields = rank_options(args, metric)
+    check_data_options(args)
+    return TrainConfig(**shared_fields(args), metric=metric, loss=method, hidden_sizes=parse_hidden(args.hidden),
+                       **rank_fields)
+
+def run_train(config: TrainConfig, *, show_progress: bool = True,
+              log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train the chosen method and the ``bce`` baseline; return the results.
+
+    Rank metrics (``ap``, ``auroc``, ``ndcg@K``, ``recall@K``) go through
+    :mod:`metricopt.app.recipes.ranking`; confusion-matrix metrics through
+    :mod:`metricopt.app.recipes.classification` and :mod:`metricopt.evaluation`; ``--method
+    metricopt`` (black-box metrics) through :mod:`metricopt.app.recipes.blackbox`
+    (then the baseline is loss-only fine-tuning, not ``bce``).
+
+    Args:
+        config: what to train.
+        show_progress: draw a tqdm bar per method (only on a terminal).
+        log: called with one-line status messages (``None``: silent).
+
+    With ``config.nproc > 1`` (and no process group yet) the run happens in
+    that many processes (:func:`metricopt.app.launch.launch`); process 0 shows the
+    progress, logs with ``print`` when ``log`` is given, and returns the results.
+
+    Returns:
+        The JSON-ready results (see :func:`main`'s ``--output``), without
+        ``elapsed_seconds`` and ``plot``.
+    """
+    if config.nproc > 1 and not is_distributed():
+        return launch(_train_process, config.nproc, config, show_progress, log is not None)
+    torch.manual_seed(config.seed)  # every call below is seeded; this guards any global-RNG use
+    if config.loss == BLACKBOX_METHOD:
+        return run_blackbox_command(config, show_progress=show_progress, log=log)
+    if is_rank_metric(config.metric):
+        return run_rank(config, show_progress=show_progress, log=log)
+    return run_confusion(config, show_progress=show_progress, log=log)
+
+def _train_process(config: TrainConfig, show_progress: bool, verbose: bool) -> dict[str, Any]:
+    """One process of ``--nproc``: :func:`run_train`, with progress and messages from process 0 only."""
+    lead = dist.get_rank() == 0
+    return run_train(config, show_progress=show_progress and lead, log=print if verbose and lead else None)
+
+def format_table(results: dict[str, Any]) -> str:
+    """The test metrics of the method and the baseline side by side, with the delta.
+
+    For ``--method blackbox``: the black-box metric of the pre-trained model,
+    loss-only fine-tuning and MetricOpt (:func:`metricopt.app.recipes.blackbox.format_blackbox_table`).
+    """
+    positive = results.get("positive_class")
+    if results["method"] == BLACKBOX_METHOD:
+        table = format_blackbox_table(results)
+        return table if positive is None else f"{table}\npositive class: {positive}"
+    method, baseline, metric = results["method"], results["baseline_method"], results["metric"]
+    ours, theirs = results["test_metrics"], results["baseline_metrics"]
+    label = f"{method}({metric})" if method in ("anyloss", RANK_METHOD) else method
+    rows = [(f"{name} *" if name == metric else name, f"{ours[name]:.4f}", f"{theirs[name]:.4f}",
+             f"{ours[name] - theirs[name]:+.4f}") for name in ours]
+    rows.append(("best epoch", str(results["best_epoch"]), str(results["baseline_best_epoch"]), ""))
+    header = ("test metric", label, baseline, "delta")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join([cells[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))]).rstrip()
+
+    scoring = results.get("scoring") or f"threshold {results['config']['threshold']:g}"
+    positive_text = "" if positive is None else f"positive class {positive}, "
+    title = (f"{results['dataset']}: exact metrics on the test split (n_test={results['n_test']}, "
+             f"{positive_text}{scoring}; * = trained-for metric; delta = {method} - {baseline})")
+    rule = "-" * len(line(header))
+    return "\n".join([title, line(header), rule, *(line(r) for r in rows)])
+
+def _check_output_file(option: str, path: str) -> None:
+    """``path`` can be written: not a folder, writable if it exists, its nearest existing folder writable.
+
+    Missing folders are fine (they are created when the file is written).
+    """
+    file = Path(path)
+    if not path.strip() or file.is_dir():
+        raise ValueError(f"{option} must be a file name, but {option}={path!r} is a folder")
+    if file.exists() and not os.access(file, os.W_OK):
+        raise ValueError(f"{option}={path!r} exists and is not writable")
+    folder = file.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"{option}={path!r} cannot be written: {str(folder)!r} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{option}={path!r} cannot be written: the folder {str(folder)!r} is not writable")
+
+def _check_plot_format(path: str) -> None:
+    """matplotlib picks the format from the extension; an unknown one would fail only after training."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in formats:
+        found = f"its extension {suffix!r} is not" if suffix else "it has no extension to name"
+        raise ValueError(f"--plot={path!r}: {found} an image format; use one of {', '.join(formats)}")
+
+def _output_paths(args: argparse.Namespace, config: TrainConfig) -> str | None:
+    """Check ``--output`` and the plot path before any training; return the plot path (None: no plot)."""
+    plot = None
+    if not args.no_plot:
+        from metricopt.app.plots import default_plot_path
+
+        name = Path(config.csv).stem if config.csv is not None else str(config.dataset)
+        plot = args.plot if args.plot is not None else default_plot_path(name, config.metric)
+        _check_output_file("--plot", plot)
+        _check_plot_format(plot)
+    if args.output is not None:
+        _check_output_file("--output", args.output)
+        if plot is not None and Path(plot).absolute() == Path(args.output).absolute():
+            raise ValueError(f"--output and --plot name the same file {args.output!r}; give two names")
+    return plot
+
+def _write_json(results: dict[str, Any], path: str) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return out
+
+def command(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    config = config_from_args(args)
+    path = _output_paths(args, config)  # before training: a bad path must not waste a run
+    log = None if args.quiet else print
+    results = run_train(config, show_progress=not args.quiet, log=log)
+    print(format_table(results))
+    plot = None
+    if path is not None:
+        from metricopt.app.plots import plot_finetune_curves, plot_learning_curves
+
+        if config.loss == BLACKBOX_METHOD:
+            plot = str(plot_finetune_curves(results["history"], config.metric, path,
+                                            higher_is_better=results["higher_is_better"]))
+            print(f"fine-tuning curves: {plot}")
+        else:
+            plot = str(plot_learning_curves(results["history"], config.metric, path))
+            print(f"learning curves: {plot}")
+    results["plot"] = plot
+    results["elapsed_seconds"] = round(time.perf_counter() - start, 3)
+    if args.output is not None:
+        print(f"results: {_write_json(results, args.output)}")
+    return 0
