@@ -204,8 +204,8 @@ def render(json_path: Path, output_dir: Path | None = None, *, plots: bool = Tru
     """
     import json
 
-    from benchmarks.suites.quality import refresh_summary
     from benchmarks.harness.results import write_json
+    from benchmarks.suites.quality import refresh_summary
 
     json_path = Path(json_path)
     payload = json.loads(json_path.read_text())

@@ -89,8 +89,8 @@ def run_ap(job: tuple[str, int, int]) -> dict:
     from sklearn.metrics import average_precision_score
 
     from metricopt.app.data import load_dataset, train_val_test_split
-    from metricopt.losses import APLoss, cross_entropy_loss
     from metricopt.app.recipes.classification import fit, make_mlp
+    from metricopt.losses import APLoss, cross_entropy_loss
     from metricopt.predict import predict_proba
 
     torch.set_num_threads(1)
@@ -110,9 +110,9 @@ def run_recall(job: tuple[int, int]) -> dict:
     import torch
 
     from metricopt.app.data import letter_retrieval
+    from metricopt.app.recipes.classification import fit, make_mlp
     from metricopt.losses import RecallLoss
     from metricopt.metrics import retrieval_report
-    from metricopt.app.recipes.classification import fit, make_mlp
 
     torch.set_num_threads(1)
     index, seed = job

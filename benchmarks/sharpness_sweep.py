@@ -32,8 +32,8 @@ def run_one(job: tuple[str, str, float, int]) -> dict:
     import torch
 
     from metricopt.app.data import load_dataset, train_val_test_split
-    from metricopt.metrics import metric_score
     from metricopt.app.recipes.classification import make_loss, train_classifier
+    from metricopt.metrics import metric_score
     from metricopt.predict import predict_labels, predict_proba
 
     torch.set_num_threads(1)

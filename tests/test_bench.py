@@ -10,9 +10,7 @@ import pytest
 import torch
 
 from benchmarks import main
-from benchmarks.peers import classification as peers
 from benchmarks.cli import run_named
-from benchmarks.suites.quality import _select, run_suite
 from benchmarks.harness.results import (
     aggregate,
     quality_markdown,
@@ -26,8 +24,10 @@ from benchmarks.harness.specs import (
     get_suite,
     spec_to_dict,
 )
-from benchmarks.suites.speed import run_speed
 from benchmarks.harness.threads import torch_threads
+from benchmarks.peers import classification as peers
+from benchmarks.suites.quality import _select, run_suite
+from benchmarks.suites.speed import run_speed
 
 METADATA_KEYS = {"git_commit", "versions", "torch_threads", "cpu_model", "date", "command", "argv"}
 

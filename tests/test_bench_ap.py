@@ -13,11 +13,11 @@ from sklearn.metrics import average_precision_score as sk_average_precision
 from sklearn.metrics import roc_auc_score as sk_roc_auc
 
 from benchmarks import main
-from benchmarks.peers import classification as peers
 from benchmarks.cli import run_named
 from benchmarks.harness.methods import METHODS, resolve_methods
-from benchmarks.suites.quality import run_task
 from benchmarks.harness.specs import BINARY_DATASETS, QualitySpec, get_suite
+from benchmarks.peers import classification as peers
+from benchmarks.suites.quality import run_task
 from metricopt.app.data import load_dataset, train_val_test_split
 from metricopt.evaluation import RANK_METRICS, rank_score, report, tune_threshold
 

@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.suites import blackbox as B
-from benchmarks.suites import blackbox_tasks as T
 from benchmarks import main
 from benchmarks.harness.specs import (
     BLACKBOX_METHODS,
@@ -24,6 +22,8 @@ from benchmarks.harness.specs import (
     get_suite,
     spec_to_dict,
 )
+from benchmarks.suites import blackbox as B
+from benchmarks.suites import blackbox_tasks as T
 from metricopt.blackbox import TaskDistribution
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -248,7 +248,7 @@ def test_summary_means_spreads_and_paired_counts() -> None:
     runs = [{**base, "seed": s, "task": t, "method": m, "test_cost": c, "best_step": 4 if m != "sgd" else 0}
             for (s, t), pair in costs.items() for m, c in zip(("sgd", "metricopt_sgd"), pair)]
     meta = [{"setting": "d/input_bias", "metric": "mcr", "variant": "default", "seed": s, "value_seconds": v,
-             "learned_seconds": l} for s, v, l in ((0, 10.0, 30.0), (1, 20.0, 40.0))]
+             "learned_seconds": learned} for s, v, learned in ((0, 10.0, 30.0), (1, 20.0, 40.0))]
     (group,) = B.refresh_summary(_payload(runs, meta))["summary"]["groups"]
     sgd, mo = group["methods"]["sgd"], group["methods"]["metricopt_sgd"]
     assert math.isclose(sgd["mean"], 0.3) and math.isclose(mo["mean"], 0.275)

@@ -14,9 +14,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.suites import blackbox as B
 from benchmarks import main
-from benchmarks.suites.blackbox_selection import Z, selection_summary
 from benchmarks.harness.specs import (
     SUITES,
     TASK_DISTRIBUTION_PRESETS,
@@ -26,6 +24,8 @@ from benchmarks.harness.specs import (
     get_suite,
     spec_to_dict,
 )
+from benchmarks.suites import blackbox as B
+from benchmarks.suites.blackbox_selection import Z, selection_summary
 from metricopt.blackbox import TaskDistribution
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from benchmarks import main
-from benchmarks.suites import rank_speed
 from benchmarks.cli import render
+from benchmarks.harness.specs import RankSpeedSpec, get_suite
+from benchmarks.harness.timing import interleaved_times
+from benchmarks.suites import rank_speed
 from benchmarks.suites.rank_speed import (
     RankLossEntry,
     goal_checks,
@@ -19,8 +21,6 @@ from benchmarks.suites.rank_speed import (
     measure_peak_memory,
     run_rank_speed,
 )
-from benchmarks.harness.specs import RankSpeedSpec, get_suite
-from benchmarks.harness.timing import interleaved_times
 
 MIB = 2**20
 

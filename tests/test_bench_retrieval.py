@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from benchmarks import main
-from benchmarks.suites import retrieval as R
-from benchmarks.peers.ranking import BLACKBOX_BACKPROP_ENV
 from benchmarks.harness.specs import SUITES, RetrievalSpec, get_suite, spec_to_dict
+from benchmarks.peers.ranking import BLACKBOX_BACKPROP_ENV
+from benchmarks.suites import retrieval as R
 
 
 def _need_letter() -> None:

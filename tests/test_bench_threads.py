@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 import torch
 
-from benchmarks.suites import blackbox as B
 from benchmarks import cli
+from benchmarks.harness.specs import get_suite
+from benchmarks.harness.threads import torch_threads
+from benchmarks.suites import blackbox as B
 from benchmarks.suites import quality as Q
 from benchmarks.suites import rank_speed as RS
 from benchmarks.suites import retrieval as R
-from benchmarks.harness.specs import get_suite
-from benchmarks.harness.threads import torch_threads
 
 
 class _Stop(Exception):

@@ -18,8 +18,8 @@ import pytest
 
 import metricopt
 from metricopt.app.cli import main
-from metricopt.evaluation import REPORT_METRICS
 from metricopt.app.plots import plot_learning_curves
+from metricopt.evaluation import REPORT_METRICS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # In-process training of tiny MLPs: one torch thread (a busy 2-core machine makes 2 threads far slower).

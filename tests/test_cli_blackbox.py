@@ -20,7 +20,9 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score
 
-from metricopt.blackbox.adapters import FiLM, InputBias
+from metricopt.app.cli import build_parser, config_from_args, main
+from metricopt.app.data import load_dataset, train_val_test_split
+from metricopt.app.plots import plot_finetune_curves
 from metricopt.app.recipes.blackbox import (
     BlackBoxOptions,
     make_adapter,
@@ -29,10 +31,8 @@ from metricopt.app.recipes.blackbox import (
     pretrain_backbone,
     warmup_tasks,
 )
-from metricopt.app.cli import build_parser, config_from_args, main
-from metricopt.app.data import load_dataset, train_val_test_split
-from metricopt.app.plots import plot_finetune_curves
 from metricopt.app.recipes.classification import make_mlp
+from metricopt.blackbox.adapters import FiLM, InputBias
 from metricopt.predict import predict_proba
 
 pytestmark = pytest.mark.usefixtures("one_thread")

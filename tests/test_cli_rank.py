@@ -19,8 +19,6 @@ import torch
 
 from metricopt.app.cli import build_parser, config_from_args, main
 from metricopt.app.data import load_dataset, train_val_test_split
-from metricopt.losses import APLoss, AUROCLoss, NDCGLoss, RecallLoss
-from metricopt.losses.ranking import DEFAULT_MARGIN
 from metricopt.app.plots import default_plot_path, plot_learning_curves
 from metricopt.app.recipes.ranking import (
     RankMetric,
@@ -32,6 +30,8 @@ from metricopt.app.recipes.ranking import (
     model_scores,
     parse_rank_metric,
 )
+from metricopt.losses import APLoss, AUROCLoss, NDCGLoss, RecallLoss
+from metricopt.losses.ranking import DEFAULT_MARGIN
 
 # In-process training of tiny models: one torch thread (a busy 2-core machine makes 2 threads far slower).
 pytestmark = pytest.mark.usefixtures("one_thread")

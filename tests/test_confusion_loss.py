@@ -289,7 +289,7 @@ def test_gradcheck(name, task):
     z.requires_grad_(True)
     for amplification in (5.0, 73.0):
         for average in averages(name, task):
-            def fn(logits):
+            def fn(logits, amplification=amplification, average=average):  # bound now: called in this iteration
                 return confusion_loss(logits, y, name, amplification=amplification, average=average, **beta_for(name))
 
             assert torch.autograd.gradcheck(fn, (z,)), (amplification, average)
@@ -766,7 +766,7 @@ def test_torch_func_grad_equals_autograd(task, name, device):
     z, y = contract_batch(task, device, n=16)
     _, expected = loss_and_gradient(z, y, name)
     for validate in (True, False):
-        grad = torch.func.grad(lambda logits: confusion_loss(logits, y, name, validate=validate))(z)
+        grad = torch.func.grad(lambda logits, validate=validate: confusion_loss(logits, y, name, validate=validate))(z)
         torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-9)
 
 

@@ -14,7 +14,7 @@ from metricopt.distributed import gather, is_distributed, world_size
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import ddp_workers  # spawned processes import it by this name, from HERE
+import ddp_workers  # noqa: E402 - spawned processes import it by this name, from HERE (on sys.path first)
 
 
 def _spawn(tmp_path: Path, worker: object, sizes: list[int], extra: tuple) -> list[dict]:

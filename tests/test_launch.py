@@ -22,8 +22,8 @@ import torch
 import torch.distributed as dist
 
 from metricopt.app.cli import main
-from metricopt.distributed import is_distributed
 from metricopt.app.launch import launch
+from metricopt.distributed import is_distributed
 
 
 def test_launch_joins_the_processes_in_one_group_and_returns_process_0s_result() -> None:

@@ -25,7 +25,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from metricopt.losses.ranker import interpolated_rank, exact_rank, score_spread
+from metricopt.losses.ranker import exact_rank, interpolated_rank, score_spread
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, database=None)
 

@@ -52,8 +52,8 @@ import numpy as np
 from torch import nn
 
 from benchmarks.peers import classification as peers
-from metricopt.losses import APLoss, AUROCLoss
 from metricopt.app.recipes.classification import make_loss
+from metricopt.losses import APLoss, AUROCLoss
 
 __all__ = ["METHODS", "BuildContext", "Method", "anyloss_method", "method_label", "resolve_methods"]
 

@@ -137,8 +137,8 @@ class SmallCNN(nn.Sequential):
 
 def pretrain(data: BenchData, model: str, *, epochs: int, seed: int) -> nn.Module:
     """The backbone of ``model`` (``"cnn"`` or ``"mlp"``) trained with cross-entropy on ``data``'s training rows."""
-    from metricopt.losses import cross_entropy_loss
     from metricopt.app.recipes.classification import fit, train_classifier
+    from metricopt.losses import cross_entropy_loss
 
     if model == "cnn":
         network = SmallCNN(data.num_classes, seed=seed)

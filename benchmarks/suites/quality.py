@@ -37,14 +37,14 @@ import numpy as np
 import torch
 
 from benchmarks.harness import methods as _methods
-from benchmarks.peers import classification as peers
 from benchmarks.harness.methods import BuildContext, Method
 from benchmarks.harness.results import collect_metadata, load_average, summarize
 from benchmarks.harness.specs import AblationSpec, QualitySpec, spec_to_dict
 from benchmarks.harness.threads import torch_threads
+from benchmarks.peers import classification as peers
 from metricopt.app.data import Split, load_dataset, train_val_test_split
-from metricopt.evaluation import RANK_METRICS, report, tune_threshold
 from metricopt.app.recipes.classification import fit, make_mlp
+from metricopt.evaluation import RANK_METRICS, report, tune_threshold
 from metricopt.predict import predict_proba
 
 __all__ = ["methods_for", "run_suite", "run_task"]

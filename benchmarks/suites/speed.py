@@ -46,11 +46,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmarks.peers import classification as peers
 from benchmarks.harness.results import collect_metadata, load_average
 from benchmarks.harness.specs import SpeedSpec, spec_to_dict
 from benchmarks.harness.threads import torch_threads
 from benchmarks.harness.timing import interleaved_times, time_once
+from benchmarks.peers import classification as peers
 from metricopt.losses import ConfusionLoss
 
 __all__ = ["LOSS_FACTORIES", "naive_soft_f1", "run_speed", "sigmoid_dice"]

@@ -26,11 +26,13 @@ from metricopt.losses import (
     RecallLoss,
     auroc_loss,
     average_precision_loss,
-    blackbox_rank,  # deprecated name of interpolated_rank, not in __all__
     confusion_loss,
     interpolated_rank,
     ndcg_loss,
     recall_loss,
+)
+from metricopt.losses import (
+    blackbox_rank as blackbox_rank,  # deprecated name of interpolated_rank, not in __all__
 )
 from metricopt.metrics import METRIC_NAMES, metric_score
 

@@ -10,7 +10,6 @@ similarities tie). The losses compute these in float32 inside
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
 
 import torch
 from torch import Tensor
@@ -21,7 +20,7 @@ __all__ = ["full_precision"]
 _UNCHANGED = contextlib.nullcontext()
 
 
-def full_precision(tensor: Tensor) -> ContextManager[None]:
+def full_precision(tensor: Tensor) -> contextlib.AbstractContextManager[None]:
     """A context with autocast off on ``tensor``'s device (no-op where autocast is off or unavailable there)."""
     device_type = tensor.device.type
     try:

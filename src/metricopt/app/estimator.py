@@ -27,8 +27,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from metricopt._checks import check_choice
 from metricopt.app.data.labels import positive_class
 from metricopt.app.data.splits import fit_standardization
-from metricopt.metrics import METRIC_NAMES, metric_score
 from metricopt.app.recipes.classification import LOSSES, make_loss, train_classifier
+from metricopt.metrics import METRIC_NAMES, metric_score
 from metricopt.predict import predict_labels, predict_proba
 
 __all__ = ["EXPECTED_FAILED_CHECKS", "MetricClassifier"]
@@ -180,7 +180,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
             rows.append(rng.permutation(np.flatnonzero(encoded == label))[:size])
         return np.sort(np.concatenate(rows))
 
-    def fit(self, X: Any, y: Any) -> "MetricClassifier":
+    def fit(self, X: Any, y: Any) -> MetricClassifier:
         """Train on ``X`` ``(n_samples, n_features)`` and labels ``y``.
 
         Raises:

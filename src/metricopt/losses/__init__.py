@@ -10,7 +10,8 @@
 from metricopt.losses.baselines import FocalLoss, cross_entropy_loss, focal_loss, inverse_frequency_weights
 from metricopt.losses.confusion import ConfusionLoss, confusion_loss
 from metricopt.losses.memory import BatchMemory
-from metricopt.losses.ranker import blackbox_rank, exact_rank, interpolated_rank
+from metricopt.losses.ranker import blackbox_rank as blackbox_rank  # deprecated alias, not in __all__
+from metricopt.losses.ranker import exact_rank, interpolated_rank
 from metricopt.losses.ranking import (
     APLoss,
     AUROCLoss,

@@ -31,13 +31,17 @@ batches estimate the metric better. Half-precision logits are computed in float3
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor, nn
 
 from metricopt._autocast import full_precision
 from metricopt._checks import check_finite, check_positive, check_tensor, describe
 from metricopt.distributed import gather_batch, is_distributed
+from metricopt.losses.soft_confusion import (
+    auto_amplification,
+    soft_confusion_matrix_here,
+    soft_counts_and_status,
+)
 from metricopt.metrics._average import (
     average_metric,
     both_classes,
@@ -45,11 +49,6 @@ from metricopt.metrics._average import (
     resolve_average,
 )
 from metricopt.metrics.confusion import MetricArg, resolve_metric
-from metricopt.losses.soft_confusion import (
-    auto_amplification,
-    soft_confusion_matrix_here,
-    soft_counts_and_status,
-)
 
 __all__ = ["confusion_loss", "ConfusionLoss", "infer_task"]
 

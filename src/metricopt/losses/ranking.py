@@ -80,6 +80,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metricopt._autocast import full_precision
 from metricopt._checks import (
     check_choice,
     check_finite,
@@ -89,7 +90,6 @@ from metricopt._checks import (
     check_tensor,
     describe,
 )
-from metricopt._autocast import full_precision
 from metricopt.distributed import gather_batch
 from metricopt.losses.memory import BatchMemory
 from metricopt.losses.ranker import _InterpolatedRank, score_spread

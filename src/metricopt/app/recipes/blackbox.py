@@ -77,6 +77,8 @@ import torch
 from torch import nn
 
 from metricopt._checks import describe
+from metricopt.app.data import Split
+from metricopt.app.recipes.classification import FitResult, train_classifier
 from metricopt.blackbox.adapters import Adapter, FiLM, InputBias
 from metricopt.blackbox.finetune import (
     OPTIMIZERS,
@@ -88,10 +90,8 @@ from metricopt.blackbox.finetune import (
 from metricopt.blackbox.meta import CHECKPOINT_FORMAT, MetaConfig, MetaResult, meta_train, read_checkpoint
 from metricopt.blackbox.metric import BUILTIN_METRICS, BlackBoxMetric, make_metric
 from metricopt.blackbox.trajectory import evaluation_count
-from metricopt.app.data import Split
 from metricopt.evaluation import REPORT_METRICS, report
 from metricopt.losses import cross_entropy_loss
-from metricopt.app.recipes.classification import FitResult, train_classifier
 from metricopt.predict import predict_proba
 
 __all__ = [

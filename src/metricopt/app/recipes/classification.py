@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import copy
 import numbers
-from functools import partial
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -25,8 +25,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from metricopt._checks import check_choice, check_positive
 from metricopt.distributed import is_distributed
-from metricopt.metrics import metric_score
 from metricopt.losses import ConfusionLoss, cross_entropy_loss, focal_loss, inverse_frequency_weights
+from metricopt.metrics import metric_score
 from metricopt.predict import predict_labels, predict_proba
 
 LossFn = Callable[[Tensor, Tensor], Tensor]

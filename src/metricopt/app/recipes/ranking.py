@@ -76,9 +76,6 @@ from metricopt.app.data.retrieval import (
     fashion_mnist_retrieval,
     letter_retrieval,
 )
-from metricopt.evaluation import rank_score
-from metricopt.losses import APLoss, AUROCLoss, NDCGLoss, RecallLoss, cross_entropy_loss
-from metricopt.metrics import ndcg_at_k, retrieval_report
 from metricopt.app.recipes.classification import (
     FitResult,
     LossFn,
@@ -86,6 +83,9 @@ from metricopt.app.recipes.classification import (
     make_mlp,
     train_classifier,
 )
+from metricopt.evaluation import rank_score
+from metricopt.losses import APLoss, AUROCLoss, NDCGLoss, RecallLoss, cross_entropy_loss
+from metricopt.metrics import ndcg_at_k, retrieval_report
 from metricopt.predict import predict_proba
 
 __all__ = [
