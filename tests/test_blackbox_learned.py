@@ -42,7 +42,7 @@ from metricopt.blackbox.learned import (
     smoothed_gradient,
     unroll,
 )
-from metricopt.blackbox.meta import CheckpointError, MetaConfig
+from metricopt.blackbox.meta import CHECKPOINT_FORMAT, CheckpointError, MetaConfig, meta_train
 from metricopt.blackbox.metric import BlackBoxMetric, make_metric
 from metricopt.blackbox.value import ValueFunction
 from metricopt.losses import auroc_loss, average_precision_loss, confusion_loss, cross_entropy_loss
@@ -438,11 +438,12 @@ def meta_setup():
     return adapter, pool
 
 
-def train(checkpoint=None, resume=True, progress=None, **changes):
+def train(checkpoint=None, resume=True, progress=None, metric=None, finetune_config=FINETUNE, **changes):
     adapter, pool = meta_setup()
-    return meta_train_learned(adapter, cross_entropy_loss, make_metric("mcr"), pool, finetune_config=FINETUNE,
-                              config=learned_config(**changes), checkpoint=checkpoint, resume=resume,
-                              progress=progress)
+    metric = metric if metric is not None else make_metric("mcr")
+    return meta_train_learned(adapter, cross_entropy_loss, metric, pool,
+                              finetune_config=finetune_config, config=learned_config(**changes),
+                              checkpoint=checkpoint, resume=resume, progress=progress)
 
 
 @pytest.fixture(scope="module")
@@ -567,6 +568,133 @@ def test_damaged_learned_checkpoints_name_the_file(trained, tmp_path):
     torch.save({"format": LEARNED_CHECKPOINT_FORMAT, "optimizer_config": {"hidden": 0}, "optimizer_state": {}}, path)
     with pytest.raises(CheckpointError, match=f"`path` {where} is a damaged .*`hidden`"):
         load_learned(path)
+
+
+# ---------------------------------------------------------------- the shared meta-training loop
+# meta_train (the value function) and meta_train_learned run one loop (metricopt.blackbox.meta.MetaLoop):
+# checkpoints, resuming, warm-up, normalisation. LearnedConfig.value is the matching value-only run.
+
+#: History columns that hold wall time (they differ between any two runs).
+TIME_COLUMNS = ("collect_seconds", "value_seconds", "optimizer_seconds", "seconds")
+
+
+def train_value(checkpoint=None, progress=None, metric=None, finetune_config=FINETUNE):
+    adapter, pool = meta_setup()
+    metric = metric if metric is not None else make_metric("mcr")
+    return meta_train(adapter, cross_entropy_loss, metric, pool,
+                      finetune_config=finetune_config, config=learned_config().value, checkpoint=checkpoint,
+                      progress=progress)
+
+
+TRAINERS = {"value": train_value, "learned": train}
+
+
+@pytest.fixture(scope="module")
+def value_trained(tmp_path_factory):
+    """The value-only run matching ``trained`` and its checkpoint."""
+    path = tmp_path_factory.mktemp("value") / "run.pt"
+    return train_value(checkpoint=path), path
+
+
+def assert_same_entries(a, b, where="checkpoint"):
+    """Equal to the bit, NaN equal to NaN; wall times are not compared."""
+    if isinstance(a, dict):
+        assert list(a) == list(b), where
+        for key in a:
+            if key not in TIME_COLUMNS:
+                assert_same_entries(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_entries(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a.isnan(), b.isnan()), where
+        assert torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0)), where
+    else:
+        assert a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b)), where
+
+
+@pytest.mark.parametrize("after_task", [1, 2])  # the last warm-up task (the normalisation is set), the first after
+@pytest.mark.parametrize("trainer", ["value", "learned"])
+def test_both_trainers_resume_a_mid_way_checkpoint_to_the_uninterrupted_checkpoint(
+        trainer, after_task, trained, value_trained, tmp_path):
+    uninterrupted = (value_trained if trainer == "value" else trained)[1]
+    path = tmp_path / "killed.pt"
+
+    class Killed(Exception):
+        pass
+
+    def kill(row):
+        if row["task"] == after_task:
+            raise Killed
+
+    with pytest.raises(Killed):
+        TRAINERS[trainer](checkpoint=path, progress=kill)
+    assert torch.load(path, weights_only=True)["next_task"] == after_task + 1  # checkpoint_every=1
+    rows = []
+    resumed = TRAINERS[trainer](checkpoint=path, progress=rows.append)
+    assert resumed.resumed_from == after_task + 1
+    assert [row["task"] for row in rows] == [float(t) for t in range(after_task + 1, 4)]
+    # Every entry: weights, Adam state, replay generator, trajectories, history (all but wall times).
+    assert_same_entries(torch.load(uninterrupted, weights_only=True), torch.load(path, weights_only=True))
+
+
+def test_checkpoints_keep_their_format_and_entry_order(trained, value_trained):
+    shared = ["value_config", "value_state", "trajectories", "history"]
+    value = torch.load(value_trained[1], weights_only=True)
+    assert value["format"] == CHECKPOINT_FORMAT == "metricopt.blackbox.meta/1"
+    assert list(value) == ["format", "next_task", "config", *shared, "replay_generator"]
+    assert list(value["config"]) == ["meta", "finetune", "distribution", "phi_size"]
+    learned = torch.load(trained[1], weights_only=True)
+    assert learned["format"] == LEARNED_CHECKPOINT_FORMAT == "metricopt.blackbox.learned/1"
+    assert list(learned) == ["format", "next_task", "config", "optimizer_config", "optimizer_state", "adam_state",
+                             *shared, "seconds"]
+    assert list(learned["config"]) == ["learned", "finetune", "distribution", "phi_size"]
+    # The matching runs draw the same warm-up tasks (the learned one never draws guided tasks).
+    for a, b in zip(value["trajectories"][:2], learned["trajectories"][:2]):
+        assert_same_entries(a, b)
+
+
+class _FailTask:
+    """mcr, NaN for every observation of one task (``evaluations`` calls per task)."""
+
+    def __init__(self, task: int, evaluations: int) -> None:
+        self.failing = range(task * evaluations + 1, (task + 1) * evaluations + 1)
+        self.calls, self.mcr = 0, make_metric("mcr")
+
+    def __call__(self, y_true, y_score):
+        self.calls += 1
+        return math.nan if self.calls in self.failing else self.mcr.function(y_true, y_score)
+
+
+def _normalisation(trajectories) -> tuple[float, float]:
+    costs = torch.cat([t["observed_costs"] for t in trajectories]).numpy()
+    mean = float(costs.mean())
+    return mean, max(float(costs.std()), 0.1 * abs(mean), 1e-6)
+
+
+def test_normalisation_is_set_until_the_value_function_trains_then_fixed(tmp_path):
+    # The last warm-up run (task 1) fails: the learned optimizer trains only on a task's own trajectory, so
+    # the normalisation set at task 1 from task 0's run is set again at task 2 from both runs, then fixed.
+    # The value-only trainer trains at task 1 on the newest stored run (task 0's), which fixes it there.
+    finetune_config = dataclasses.replace(FINETUNE, on_error="warn")
+    metric = BlackBoxMetric(_FailTask(1, FINETUNE.evaluations), "mcr", higher_is_better=False)
+    with pytest.warns(RuntimeWarning, match="returned nan"):
+        learned = train(checkpoint=tmp_path / "learned.pt", metric=metric, finetune_config=finetune_config)
+    metric = BlackBoxMetric(_FailTask(1, FINETUNE.evaluations), "mcr", higher_is_better=False)
+    with pytest.warns(RuntimeWarning, match="returned nan"):
+        value = train_value(checkpoint=tmp_path / "value.pt", metric=metric, finetune_config=finetune_config)
+    assert [math.isnan(row["value_loss"]) for row in learned.history] == [True, True, False, False]
+    assert [row["reptile_iterations"] > 0 for row in value.history] == [False, True, True, True]
+    stored = torch.load(tmp_path / "learned.pt", weights_only=True)["trajectories"]
+    assert len(stored) == 3  # tasks 0, 2 and 3
+    offset, scale = _normalisation(stored[:2])
+    assert float(learned.value.target_offset) == pytest.approx(offset, rel=1e-6)
+    assert float(learned.value.target_scale) == pytest.approx(scale, rel=1e-6)
+    stored = torch.load(tmp_path / "value.pt", weights_only=True)["trajectories"]
+    offset, scale = _normalisation(stored[:1])
+    assert float(value.value.target_offset) == pytest.approx(offset, rel=1e-6)
+    assert float(value.value.target_scale) == pytest.approx(scale, rel=1e-6)
 
 
 # ---------------------------------------------------------------- devices

@@ -54,7 +54,9 @@ DECIDED here (both papers are silent or leave a choice):
   ``phi_s`` and the rule's recorded state at ``s`` (running averages, first loss
   and cost), with the metric inputs of the collected trajectory held by step.
   A task collected with plain SGD (the last warm-up task) unrolls from ``s = 0``.
-* Meta-training loop: tasks come from
+* Meta-training loop: the one :func:`~metricopt.blackbox.meta.meta_train`
+  runs (:class:`~metricopt.blackbox.meta.MetaLoop`: checkpoints, resuming,
+  warm-up, normalisation, history). Tasks come from
   :meth:`~metricopt.blackbox.meta.TaskDistribution.sample`; the first
   ``warmup_tasks`` are collected with the hand-designed optimizer of the
   fine-tuning config (no value function) and fix the value function's
@@ -102,7 +104,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -122,16 +124,15 @@ from metricopt.blackbox.learned_objective import (
 )
 from metricopt.blackbox.learned_rule import FEATURES, LearnedOptimizer
 from metricopt.blackbox.meta import (
+    CheckpointEntry,
     MetaConfig,
+    MetaLoop,
+    Task,
     TaskDistribution,
-    atomic_save,
     interpolate_weights,
-    plain_record,
     read_checkpoint,
     reptile_step,
     restoring,
-    resumable_state,
-    set_normalisation_from,
 )
 from metricopt.blackbox.metric import BlackBoxMetric
 from metricopt.blackbox.smoothing import SmoothedGradient, smoothed_gradient
@@ -324,10 +325,6 @@ def _task_seed(seed: int, index: int, stream: int) -> int:
     return ((seed * 1_000_033 + index) * 7_919 + stream + 1) % (2**63 - 1)
 
 
-def _value_config(value: ValueFunction) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in value.config().items()}
-
-
 def load_learned(path: str | os.PathLike[str]) -> LearnedOptimizer:
     """The learned optimizer stored in a :func:`meta_train_learned` checkpoint (``weights_only`` load), on the CPU.
 
@@ -347,6 +344,119 @@ def load_learned(path: str | os.PathLike[str]) -> LearnedOptimizer:
         rule = LearnedOptimizer(**state["optimizer_config"])
         rule.load_state_dict(state["optimizer_state"])
     return rule
+
+
+class _LearnedTraining(MetaLoop):
+    """:func:`meta_train_learned` in the shared loop: Algorithm 1 per task (module docstring)."""
+
+    checkpoint_format = LEARNED_CHECKPOINT_FORMAT
+    kind = "learned-optimizer"
+    config_name = "learned"
+    guided = False  # the rule has no value weight to scale
+
+    def __init__(self, adapter: Adapter, loss_fn: LossFn, metric: BlackBoxMetric, pool: TaskData, *,
+                 config: LearnedConfig, finetune_config: FineTuneConfig, distribution: TaskDistribution,
+                 started: float) -> None:
+        self.config = config
+        self.rule = LearnedOptimizer(hidden=config.hidden, base_step=config.base_step, seed=config.seed)
+        self.rule.to(adapter.phi.device)
+        meta = cast(MetaConfig, config.value)  # never None after LearnedConfig.__post_init__
+        super().__init__(adapter, loss_fn, metric, pool, config=config, meta=meta, finetune_config=finetune_config,
+                         distribution=distribution)
+        self.adam = torch.optim.Adam(self.rule.parameters(), lr=config.learning_rate)
+        self.started, self.seconds_before = started, 0.0
+        budget = finetune_config.steps
+        self.length = min(config.unroll_steps, budget)
+        self.starts = list(range(0, budget - self.length + 1, self.length))
+        self.recorder: _Recorder | None = None
+
+    def seconds(self) -> float:
+        """Wall time of the meta-training, summed over resumed runs."""
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def _load_seconds(self, seconds: float) -> None:
+        self.seconds_before = float(seconds)
+
+    def checkpoint_entries(self) -> dict[str, CheckpointEntry]:
+        rule, adam = self.rule, self.adam
+        return {"optimizer_config": (rule.config, None), "optimizer_state": (rule.state_dict, rule.load_state_dict),
+                "adam_state": (adam.state_dict, adam.load_state_dict), **self.shared_entries(),
+                "seconds": (self.seconds, self._load_seconds)}
+
+    def collect(self, task: Task, data: TaskData, *, warmup: bool) -> tuple[Trajectory, dict[str, float]]:
+        learned, finetune_config = not warmup, self.finetune_config
+        self.recorder = _Recorder(self.rule, set(self.starts)) if learned else None
+        task_config = finetune_config if learned else dataclasses.replace(
+            finetune_config, learning_rate=finetune_config.learning_rate * task.learning_rate_factor)
+        run = finetune(self.adapter, self.loss_fn, self.metric, data, config=task_config, rule=self.recorder,
+                       initial_phi=task.initial_phi, seed=task.seed)
+        row = {"task": float(task.index), "learned_rule": float(learned), **self.cost_columns(run.trajectory),
+               "unroll_start": math.nan, "objective": math.nan, "pathwise_variance": math.nan,
+               "evolution_variance": math.nan, "nonfinite": 0.0, "skipped_updates": 0.0,
+               "collect_seconds": time.perf_counter() - self.task_started, "value_seconds": 0.0,
+               "optimizer_seconds": 0.0}
+        return run.trajectory, row
+
+    def update(self, task: Task, data: TaskData, row: dict[str, float], *, usable: bool) -> None:
+        if not usable:
+            return
+        config, meta, rule, value = self.config, self.meta, self.rule, self.value
+        index, trajectory, length = task.index, self.trajectories[-1], self.length
+        clock = time.perf_counter()
+        row["value_loss"] = adapt_value(value, trajectory, steps=0)
+        adapted = copy.deepcopy(value)
+        adapt_value(adapted, trajectory, steps=meta.inner_steps, learning_rate=meta.inner_learning_rate)
+        adapted.requires_grad_(False)
+        row["value_seconds"] += time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        states = self.recorder.states if self.recorder is not None else {}
+        candidates = [s for s in self.starts if s in states] or [0]
+        objectives, path_variances, es_variances = [], [], []
+        for number in range(config.optimizer_updates):
+            generator = torch.Generator().manual_seed(_task_seed(config.seed, index, number))
+            begin = candidates[int(torch.randint(len(candidates), (), generator=generator))]
+            batches = batch_indices(len(data.X_train), self.finetune_config.batch_size, length + 1,
+                                    int(torch.randint(2**31 - 1, (), generator=generator)))
+            held = _held_costs(trajectory, begin, length)
+
+            unrolled = functools.partial(
+                unroll, rule, self.adapter, self.loss_fn, adapted, data, steps=length, batches=batches,
+                initial_phi=trajectory.phis[begin], state=states.get(begin), costs=held,
+                metric_weight=config.metric_weight)
+            estimate = smoothed_gradient(lambda weights, unrolled=unrolled: unrolled(parameters=weights),
+                                         dict(rule.named_parameters()), sigma=config.sigma,
+                                         samples=config.samples, generator=generator,
+                                         pathwise=config.estimator == "merged")
+            row["unroll_start"] = float(begin)
+            row["nonfinite"] += estimate.nonfinite
+            objectives.append(estimate.objective)
+            path_variances.append(estimate.pathwise_variance)
+            es_variances.append(estimate.evolution_variance)
+            if estimate.gradient is None:
+                row["skipped_updates"] += 1
+                continue
+            for name, weight in rule.named_parameters():
+                weight.grad = estimate.gradient[name].to(weight)
+            self.adam.step()
+            self.adam.zero_grad(set_to_none=True)
+        row["objective"] = sum(objectives) / len(objectives)
+        row["pathwise_variance"] = sum(path_variances) / len(path_variances)
+        row["evolution_variance"] = sum(es_variances) / len(es_variances)
+        row["optimizer_seconds"] = time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        interpolate_weights(value, adapted, meta.meta_step)
+        replay = torch.Generator().manual_seed(_task_seed(config.seed, index, config.optimizer_updates))
+        for position in torch.randint(0, len(self.trajectories), (meta.replay,), generator=replay).tolist():
+            reptile_step(value, self.trajectories[position], meta)
+        row["value_seconds"] += time.perf_counter() - clock
+
+    def trained(self, row: dict[str, float]) -> bool:
+        return not math.isnan(row["value_loss"])
+
+    def finish_task(self, row: dict[str, float]) -> None:
+        row["seconds"] = time.perf_counter() - self.task_started
 
 
 _DEFAULT_FINETUNE, _DEFAULT_CONFIG, _DEFAULT_DISTRIBUTION = FineTuneConfig(), LearnedConfig(), TaskDistribution()
@@ -398,131 +508,15 @@ def meta_train_learned(
             be differentiated twice (the message says what to do).
         CheckpointError: ``checkpoint`` exists but cannot be resumed.
     """
-    if not isinstance(adapter, Adapter):
-        raise TypeError(f"`adapter` must be a metricopt.blackbox Adapter; got {type(adapter).__name__}")
+    MetaLoop.check_adapter(adapter)
     if not isinstance(config, LearnedConfig):
         raise TypeError(f"`config` must be a LearnedConfig; got {describe(config)}")
     started = time.perf_counter()
-    device = adapter.phi.device
     if config.estimator == "merged":  # fail before any training, not at the first update
         rows = min(len(pool.X_train), finetune_config.batch_size)
         check_second_order(loss_fn, adapter, pool.X_train[:rows], pool.y_train[:rows])
-    meta = cast(MetaConfig, config.value)  # never None after LearnedConfig.__post_init__
-    rule = LearnedOptimizer(hidden=config.hidden, base_step=config.base_step, seed=config.seed).to(device)
-    value = ValueFunction(adapter.phi_size, hidden_sizes=meta.hidden_sizes, seed=meta.seed).to(device)
-    adam = torch.optim.Adam(rule.parameters(), lr=config.learning_rate)
-    record = {"learned": plain_record(config), "finetune": plain_record(finetune_config),
-              "distribution": plain_record(distribution), "phi_size": adapter.phi_size}
-    result = LearnedResult(rule, value)
-    trajectories: list[Trajectory] = []
-    seconds_before = 0.0
-    path = Path(checkpoint) if checkpoint is not None else None
-    start = 0
-    state = resumable_state(path, resume, LEARNED_CHECKPOINT_FORMAT, record, kind="learned-optimizer",
-                            keys=("optimizer_state", "value_state", "adam_state", "trajectories", "history",
-                                  "seconds", "next_task"))
-    if state is not None:
-        with restoring(cast(Path, path), kind="learned-optimizer"):
-            rule.load_state_dict(state["optimizer_state"])
-            value.load_state_dict(state["value_state"])
-            adam.load_state_dict(state["adam_state"])
-            trajectories = [Trajectory.from_state(s) for s in state["trajectories"]]
-            result.history = [dict(row) for row in state["history"]]
-            seconds_before = float(state["seconds"])
-            start = result.resumed_from = int(state["next_task"])
-
-    def save(next_task: int) -> None:
-        if path is not None:
-            atomic_save(path, {"format": LEARNED_CHECKPOINT_FORMAT, "next_task": next_task, "config": record,
-                         "optimizer_config": rule.config(), "optimizer_state": rule.state_dict(),
-                         "adam_state": adam.state_dict(),
-                         "value_config": _value_config(value), "value_state": value.state_dict(),
-                         "trajectories": [t.state() for t in trajectories], "history": result.history,
-                         "seconds": seconds_before + time.perf_counter() - started})
-
-    labels = pool.y_train.long().cpu()
-    budget = finetune_config.steps
-    length = min(config.unroll_steps, budget)
-    starts = list(range(0, budget - length + 1, length))
-    for index in range(start, config.tasks):
-        task_started = time.perf_counter()
-        learned = index >= config.warmup_tasks
-        task = distribution.sample(index, seed=config.seed, labels=labels, phi_size=adapter.phi_size, guided=False)
-        data = TaskData(pool.X_train[task.indices], pool.y_train[task.indices], pool.X_val, pool.y_val)
-        recorder = _Recorder(rule, set(starts)) if learned else None
-        task_config = finetune_config if learned else dataclasses.replace(
-            finetune_config, learning_rate=finetune_config.learning_rate * task.learning_rate_factor)
-        run = finetune(adapter, loss_fn, metric, data, config=task_config, rule=recorder,
-                       initial_phi=task.initial_phi, seed=task.seed)
-        trajectory = run.trajectory
-        costs = trajectory.observed_costs
-        row = {"task": float(index), "learned_rule": float(learned),
-               "start_cost": costs[0] if costs else math.nan, "best_cost": min(costs, default=math.nan),
-               "final_cost": costs[-1] if costs else math.nan, "value_loss": math.nan, "unroll_start": math.nan,
-               "objective": math.nan, "pathwise_variance": math.nan, "evolution_variance": math.nan,
-               "nonfinite": 0.0, "skipped_updates": 0.0, "collect_seconds": time.perf_counter() - task_started,
-               "value_seconds": 0.0, "optimizer_seconds": 0.0}
-        usable = len(trajectory.observed_steps) >= 2
-        if usable:
-            trajectories.append(trajectory)
-        normalised = any(not math.isnan(r["value_loss"]) for r in result.history)  # fixed once
-        if index + 1 >= config.warmup_tasks and trajectories and not normalised:
-            set_normalisation_from(value, trajectories)
-        if index + 1 >= config.warmup_tasks and usable:
-            clock = time.perf_counter()
-            row["value_loss"] = adapt_value(value, trajectory, steps=0)
-            adapted = copy.deepcopy(value)
-            adapt_value(adapted, trajectory, steps=meta.inner_steps, learning_rate=meta.inner_learning_rate)
-            adapted.requires_grad_(False)
-            row["value_seconds"] += time.perf_counter() - clock
-
-            clock = time.perf_counter()
-            states = recorder.states if recorder is not None else {}
-            candidates = [s for s in starts if s in states] or [0]
-            objectives, path_variances, es_variances = [], [], []
-            for update in range(config.optimizer_updates):
-                generator = torch.Generator().manual_seed(_task_seed(config.seed, index, update))
-                begin = candidates[int(torch.randint(len(candidates), (), generator=generator))]
-                batches = batch_indices(len(data.X_train), finetune_config.batch_size, length + 1,
-                                         int(torch.randint(2**31 - 1, (), generator=generator)))
-                held = _held_costs(trajectory, begin, length)
-
-                unrolled = functools.partial(
-                    unroll, rule, adapter, loss_fn, adapted, data, steps=length, batches=batches,
-                    initial_phi=trajectory.phis[begin], state=states.get(begin), costs=held,
-                    metric_weight=config.metric_weight)
-                estimate = smoothed_gradient(lambda weights, unrolled=unrolled: unrolled(parameters=weights),
-                                             dict(rule.named_parameters()), sigma=config.sigma,
-                                             samples=config.samples, generator=generator,
-                                             pathwise=config.estimator == "merged")
-                row["unroll_start"] = float(begin)
-                row["nonfinite"] += estimate.nonfinite
-                objectives.append(estimate.objective)
-                path_variances.append(estimate.pathwise_variance)
-                es_variances.append(estimate.evolution_variance)
-                if estimate.gradient is None:
-                    row["skipped_updates"] += 1
-                    continue
-                for name, weight in rule.named_parameters():
-                    weight.grad = estimate.gradient[name].to(weight)
-                adam.step()
-                adam.zero_grad(set_to_none=True)
-            row["objective"] = sum(objectives) / len(objectives)
-            row["pathwise_variance"] = sum(path_variances) / len(path_variances)
-            row["evolution_variance"] = sum(es_variances) / len(es_variances)
-            row["optimizer_seconds"] = time.perf_counter() - clock
-
-            clock = time.perf_counter()
-            interpolate_weights(value, adapted, meta.meta_step)
-            replay = torch.Generator().manual_seed(_task_seed(config.seed, index, config.optimizer_updates))
-            for position in torch.randint(0, len(trajectories), (meta.replay,), generator=replay).tolist():
-                reptile_step(value, trajectories[position], meta)
-            row["value_seconds"] += time.perf_counter() - clock
-        row["seconds"] = time.perf_counter() - task_started
-        result.history.append(row)
-        if (index + 1) % config.checkpoint_every == 0 or index + 1 == config.tasks:
-            save(index + 1)
-        if progress is not None:
-            progress(row)
-    result.seconds = seconds_before + time.perf_counter() - started
-    return result
+    training = _LearnedTraining(adapter, loss_fn, metric, pool, config=config, finetune_config=finetune_config,
+                                distribution=distribution, started=started)
+    training.run(checkpoint, resume, progress)
+    return LearnedResult(training.rule, training.value, training.history, seconds=training.seconds(),
+                         resumed_from=training.resumed_from)

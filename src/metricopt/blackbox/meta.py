@@ -21,6 +21,11 @@ fewer than 2k meta-iterations. DECIDED (paper silent):
   trajectories are not.
 * :class:`TaskDistribution` defines the variation between tasks.
 
+The loop over tasks (resuming, warm-up, normalisation, history, checkpoints) is
+:class:`MetaLoop`, which the learned optimizer's meta-training
+(:func:`~metricopt.blackbox.learned.meta_train_learned`) shares; each method
+supplies its fine-tuning run, its update and what its checkpoint holds.
+
 Checkpoints (``checkpoint=PATH``) are written every ``checkpoint_every`` tasks
 and at the end, atomically (write, then rename). They hold only tensors,
 numbers, strings, lists and dicts, so they load with
@@ -40,18 +45,20 @@ adapter's device itself).
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import copy
 import dataclasses
 import math
 import os
 import pickle
+import time
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -65,9 +72,9 @@ from metricopt.blackbox.metric import BlackBoxMetric
 from metricopt.blackbox.trajectory import Trajectory
 from metricopt.blackbox.value import ValueFunction
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "MetaConfig", "MetaResult", "Task", "TaskDistribution",
-           "atomic_save", "interpolate_weights", "load_value", "meta_train", "plain_record", "read_checkpoint",
-           "reptile_step", "restoring", "resumable_state", "set_normalisation_from"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointEntry", "CheckpointError", "MetaConfig", "MetaLoop", "MetaResult", "Task",
+           "TaskDistribution", "atomic_save", "interpolate_weights", "load_value", "meta_train", "plain_record",
+           "read_checkpoint", "reptile_step", "restoring", "resumable_state", "set_normalisation_from"]
 
 CHECKPOINT_FORMAT = "metricopt.blackbox.meta/1"
 
@@ -405,6 +412,199 @@ def load_value(path: str | os.PathLike[str]) -> ValueFunction:
     return value
 
 
+#: A checkpoint entry of a :class:`MetaLoop`: how to read it from the training, and how to restore it
+#: on resuming (None: written for readers such as :func:`load_value`, not restored).
+CheckpointEntry = tuple[Callable[[], Any], Callable[[Any], object] | None]
+
+
+class MetaLoop(abc.ABC):
+    """The meta-training skeleton both MetricOpt trainers share: :func:`meta_train` (the value
+    function) and :func:`~metricopt.blackbox.learned.meta_train_learned` (the learned optimizer).
+
+    :meth:`run` owns the loop over tasks and everything the two have in common:
+
+    * resuming from ``checkpoint`` (:func:`resumable_state`, :func:`restoring`:
+      the :class:`CheckpointError` messages) and writing it (:func:`atomic_save`)
+      every ``checkpoint_every`` tasks and after the last;
+    * task ``i``: drawn by :meth:`TaskDistribution.sample` from ``(seed, i)``,
+      its rows of ``pool``, the warm-up (``i < warmup_tasks``);
+    * the trajectories: a run with two or more observations is stored;
+    * the normalisation: from the last warm-up task on, it is set from every
+      stored trajectory until the value function first trains, then fixed;
+    * the history rows and the ``progress`` callback.
+
+    A method is a subclass that supplies what differs: :meth:`collect` (fine-tune
+    on a task: the trajectory and the task's history row), :meth:`update` (train
+    on it), :meth:`trained` (whether a row's task trained the value function),
+    :meth:`checkpoint_entries` (what its checkpoint holds, in file order), and
+    the class attributes below. The value function, the trajectories and the
+    history are the loop's (:attr:`value`, :attr:`trajectories`, :attr:`history`).
+    """
+
+    #: The checkpoint's ``format`` string (read back by :func:`read_checkpoint`).
+    checkpoint_format: ClassVar[str]
+    #: The checkpoint kind the error messages name (``"meta-training"``, ``"learned-optimizer"``).
+    kind: ClassVar[str]
+    #: The name the checkpoint's record keeps the method's options under.
+    config_name: ClassVar[str]
+    #: Draw the tasks after the warm-up as guided (:meth:`TaskDistribution.sample` then draws a value weight).
+    guided: ClassVar[bool]
+
+    def __init__(self, adapter: Adapter, loss_fn: LossFn, metric: BlackBoxMetric, pool: TaskData, *, config: Any,
+                 meta: MetaConfig, finetune_config: FineTuneConfig, distribution: TaskDistribution) -> None:
+        """``config``: the method's options (recorded); ``meta``: the Reptile options and the loop's
+        (``tasks``, ``warmup_tasks``, ``checkpoint_every``, ``seed``)."""
+        self.adapter, self.loss_fn, self.metric, self.pool = adapter, loss_fn, metric, pool
+        self.meta, self.finetune_config, self.distribution = meta, finetune_config, distribution
+        self.value = ValueFunction(adapter.phi_size, hidden_sizes=meta.hidden_sizes, seed=meta.seed)
+        self.value.to(adapter.phi.device)
+        # The settings a checkpoint must have been written with to be resumed.
+        self.record = {self.config_name: plain_record(config), "finetune": plain_record(finetune_config),
+                       "distribution": plain_record(distribution), "phi_size": adapter.phi_size}
+        self.trajectories: list[Trajectory] = []
+        self.history: list[dict[str, float]] = []
+        self.resumed_from: int | None = None
+        self.task_started = math.nan  # the clock (time.perf_counter) at the start of the current task
+
+    @staticmethod
+    def check_adapter(adapter: Any) -> None:
+        """The argument check both trainers make first."""
+        if not isinstance(adapter, Adapter):
+            raise TypeError(f"`adapter` must be a metricopt.blackbox Adapter; got {type(adapter).__name__}")
+
+    @staticmethod
+    def cost_columns(trajectory: Trajectory) -> dict[str, float]:
+        """The history columns every method has: the observed costs, and the value loss (NaN until it trains)."""
+        costs = trajectory.observed_costs
+        return {"start_cost": costs[0] if costs else math.nan, "best_cost": min(costs, default=math.nan),
+                "final_cost": costs[-1] if costs else math.nan, "value_loss": math.nan}
+
+    @abc.abstractmethod
+    def collect(self, task: Task, data: TaskData, *, warmup: bool) -> tuple[Trajectory, dict[str, float]]:
+        """Fine-tune on ``task`` (its rows: ``data``): its trajectory and its history row."""
+
+    @abc.abstractmethod
+    def update(self, task: Task, data: TaskData, row: dict[str, float], *, usable: bool) -> None:
+        """Train after collecting ``task`` (from the last warm-up task on, the normalisation set); fill in ``row``.
+
+        ``usable``: this task's trajectory was stored (it is ``trajectories[-1]``).
+        """
+
+    @abc.abstractmethod
+    def trained(self, row: dict[str, float]) -> bool:
+        """Whether the task of history row ``row`` trained the value function (its normalisation is then fixed)."""
+
+    def finish_task(self, row: dict[str, float]) -> None:  # noqa: B027 (an optional hook)
+        """Last words on ``row`` before it joins the history (nothing by default)."""
+
+    def checkpoint_entries(self) -> dict[str, CheckpointEntry]:
+        """What a checkpoint holds besides ``format``, ``next_task`` and ``config``, in file order.
+
+        Resuming requires and restores, in this order, the entries with a restore function.
+        """
+        return self.shared_entries()
+
+    def shared_entries(self) -> dict[str, CheckpointEntry]:
+        """The entries every method's checkpoint holds: the value function, the trajectories, the history."""
+        return {"value_config": (self._value_config, None),
+                "value_state": (self.value.state_dict, self.value.load_state_dict),
+                "trajectories": (lambda: [t.state() for t in self.trajectories], self._load_trajectories),
+                "history": (lambda: self.history, self._load_history)}
+
+    def _value_config(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.value.config().items()}
+
+    def _load_trajectories(self, states: list[dict[str, Any]]) -> None:
+        self.trajectories = [Trajectory.from_state(s) for s in states]
+
+    def _load_history(self, rows: list[dict[str, float]]) -> None:
+        self.history = [dict(row) for row in rows]
+
+    def run(self, checkpoint: str | os.PathLike[str] | None, resume: bool,
+            progress: Callable[[dict[str, float]], None] | None) -> None:
+        """The tasks from the checkpoint's next one (or the first) to ``meta.tasks``; see the class docstring."""
+        meta, pool = self.meta, self.pool
+        path = Path(checkpoint) if checkpoint is not None else None
+        entries = self.checkpoint_entries()
+        restored = {name: load for name, (_, load) in entries.items() if load is not None}
+        start = 0
+        state = resumable_state(path, resume, self.checkpoint_format, self.record, kind=self.kind,
+                                keys=(*restored, "next_task"))
+        if state is not None:
+            with restoring(cast(Path, path), kind=self.kind):
+                for name, load in restored.items():
+                    load(state[name])
+                start = self.resumed_from = int(state["next_task"])
+
+        labels = pool.y_train.long().cpu()
+        for index in range(start, meta.tasks):
+            self.task_started = time.perf_counter()
+            warmup = index < meta.warmup_tasks
+            task = self.distribution.sample(index, seed=meta.seed, labels=labels, phi_size=self.adapter.phi_size,
+                                            guided=self.guided and not warmup)
+            data = TaskData(pool.X_train[task.indices], pool.y_train[task.indices], pool.X_val, pool.y_val)
+            trajectory, row = self.collect(task, data, warmup=warmup)
+            usable = len(trajectory.observed_steps) >= 2
+            if usable:
+                self.trajectories.append(trajectory)
+            if index + 1 >= meta.warmup_tasks:
+                # Fixed once the value function trains: its weights predict costs in these units.
+                if self.trajectories and not any(self.trained(r) for r in self.history):
+                    set_normalisation_from(self.value, self.trajectories)
+                self.update(task, data, row, usable=usable)
+            self.finish_task(row)
+            self.history.append(row)
+            if path is not None and ((index + 1) % meta.checkpoint_every == 0 or index + 1 == meta.tasks):
+                atomic_save(path, {"format": self.checkpoint_format, "next_task": index + 1, "config": self.record,
+                                   **{name: read() for name, (read, _) in entries.items()}})
+            if progress is not None:
+                progress(row)
+
+
+class _ValueTraining(MetaLoop):
+    """:func:`meta_train` in the shared loop: value-guided tasks after the warm-up, then Reptile."""
+
+    checkpoint_format = CHECKPOINT_FORMAT
+    kind = "meta-training"
+    config_name = "meta"
+    guided = True
+
+    def __init__(self, adapter: Adapter, loss_fn: LossFn, metric: BlackBoxMetric, pool: TaskData, *,
+                 config: MetaConfig, finetune_config: FineTuneConfig, distribution: TaskDistribution) -> None:
+        super().__init__(adapter, loss_fn, metric, pool, config=config, meta=config, finetune_config=finetune_config,
+                         distribution=distribution)
+        self.replay = torch.Generator().manual_seed(config.seed)
+
+    def checkpoint_entries(self) -> dict[str, CheckpointEntry]:
+        return {**self.shared_entries(), "replay_generator": (self.replay.get_state, self.replay.set_state)}
+
+    def collect(self, task: Task, data: TaskData, *, warmup: bool) -> tuple[Trajectory, dict[str, float]]:
+        guided, finetune_config = not warmup, self.finetune_config
+        task_config = dataclasses.replace(
+            finetune_config, learning_rate=finetune_config.learning_rate * task.learning_rate_factor,
+            value_weight=finetune_config.value_weight * task.value_weight_factor)
+        run = finetune(self.adapter, self.loss_fn, self.metric, data, config=task_config,
+                       value=self.value if guided else None, initial_phi=task.initial_phi, seed=task.seed)
+        row = {"task": float(task.index), "value_weight": task_config.value_weight if guided else 0.0,
+               **self.cost_columns(run.trajectory), "reptile_iterations": 0.0}
+        return run.trajectory, row
+
+    def update(self, task: Task, data: TaskData, row: dict[str, float], *, usable: bool) -> None:
+        # The newest stored trajectory: this task's, or an earlier one when this run got too few observations.
+        trajectories = self.trajectories
+        if not trajectories:
+            return
+        row["value_loss"] = adapt_value(self.value, trajectories[-1], steps=0)
+        iterations = [len(trajectories) - 1] + torch.randint(
+            0, len(trajectories), (self.meta.replay,), generator=self.replay).tolist()
+        for position in iterations:
+            reptile_step(self.value, trajectories[position], self.meta)
+        row["reptile_iterations"] = float(len(iterations))
+
+    def trained(self, row: dict[str, float]) -> bool:
+        return row["reptile_iterations"] > 0
+
+
 def meta_train(
     adapter: Adapter,
     loss_fn: LossFn,
@@ -438,69 +638,11 @@ def meta_train(
     Returns:
         A :class:`MetaResult`.
     """
-    if not isinstance(adapter, Adapter):
-        raise TypeError(f"`adapter` must be a metricopt.blackbox Adapter; got {type(adapter).__name__}")
-    value = ValueFunction(adapter.phi_size, hidden_sizes=config.hidden_sizes, seed=config.seed)
-    value.to(adapter.phi.device)
-    record = {"meta": plain_record(config), "finetune": plain_record(finetune_config),
-              "distribution": plain_record(distribution), "phi_size": adapter.phi_size}
-    result = MetaResult(value)
-    replay_generator = torch.Generator().manual_seed(config.seed)
-    path = Path(checkpoint) if checkpoint is not None else None
-    start = 0
-    state = resumable_state(path, resume, CHECKPOINT_FORMAT, record,
-                            keys=("value_state", "trajectories", "history", "replay_generator", "next_task"))
-    if state is not None:
-        with restoring(cast(Path, path)):
-            value.load_state_dict(state["value_state"])
-            result.trajectories = [Trajectory.from_state(s) for s in state["trajectories"]]
-            result.history = [dict(row) for row in state["history"]]
-            replay_generator.set_state(state["replay_generator"])
-            start = result.resumed_from = int(state["next_task"])
-
-    def save(next_task: int) -> None:
-        if path is not None:
-            atomic_save(path, {"format": CHECKPOINT_FORMAT, "next_task": next_task, "config": record,
-                         "value_config": {k: list(v) if isinstance(v, tuple) else v
-                                          for k, v in value.config().items()},
-                         "value_state": value.state_dict(),
-                         "trajectories": [t.state() for t in result.trajectories],
-                         "history": result.history, "replay_generator": replay_generator.get_state()})
-
-    labels = pool.y_train.long().cpu()
-    for index in range(start, config.tasks):
-        guided = index >= config.warmup_tasks
-        task = distribution.sample(index, seed=config.seed, labels=labels, phi_size=adapter.phi_size, guided=guided)
-        task_config = dataclasses.replace(
-            finetune_config, learning_rate=finetune_config.learning_rate * task.learning_rate_factor,
-            value_weight=finetune_config.value_weight * task.value_weight_factor)
-        data = TaskData(pool.X_train[task.indices], pool.y_train[task.indices], pool.X_val, pool.y_val)
-        run = finetune(adapter, loss_fn, metric, data, config=task_config, value=value if guided else None,
-                       initial_phi=task.initial_phi, seed=task.seed)
-        trajectory = run.trajectory
-        row = {"task": float(index), "value_weight": task_config.value_weight if guided else 0.0,
-               "start_cost": trajectory.observed_costs[0] if trajectory.observed_costs else math.nan,
-               "best_cost": min(trajectory.observed_costs, default=math.nan),
-               "final_cost": trajectory.observed_costs[-1] if trajectory.observed_costs else math.nan,
-               "value_loss": math.nan, "reptile_iterations": 0.0}
-        if len(trajectory.observed_steps) >= 2:
-            result.trajectories.append(trajectory)
-        started = any(r["reptile_iterations"] > 0 for r in result.history)  # normalisation is fixed once
-        if index + 1 >= config.warmup_tasks and result.trajectories and not started:
-            set_normalisation_from(value, result.trajectories)
-        if index + 1 >= config.warmup_tasks and result.trajectories:
-            row["value_loss"] = adapt_value(value, result.trajectories[-1], steps=0)
-            iterations = [len(result.trajectories) - 1] + torch.randint(
-                0, len(result.trajectories), (config.replay,), generator=replay_generator).tolist()
-            for position in iterations:
-                reptile_step(value, result.trajectories[position], config)
-            row["reptile_iterations"] = float(len(iterations))
-        result.history.append(row)
-        if (index + 1) % config.checkpoint_every == 0 or index + 1 == config.tasks:
-            save(index + 1)
-        if progress is not None:
-            progress(row)
-    if not any(r["reptile_iterations"] > 0 for r in result.history):
+    MetaLoop.check_adapter(adapter)
+    training = _ValueTraining(adapter, loss_fn, metric, pool, config=config, finetune_config=finetune_config,
+                              distribution=distribution)
+    training.run(checkpoint, resume, progress)
+    if not any(training.trained(row) for row in training.history):
         raise ValueError(f"meta-training got no run with 2 successful observations of metric {metric.name!r} "
                          f"in {config.tasks} tasks: the value function was never trained")
-    return result
+    return MetaResult(training.value, training.trajectories, training.history, training.resumed_from)
