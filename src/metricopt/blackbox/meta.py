@@ -269,7 +269,10 @@ _KINDS = {"metricopt.blackbox.meta": ("meta-training", "load_value"),
 
 
 def _torch_load(path: Path, where: str) -> Any:
-    """``torch.load(weights_only=True)`` on the CPU; every way a file can be unreadable is a :class:`CheckpointError`."""
+    """``torch.load(weights_only=True)`` on the CPU.
+
+    Every way a file can be unreadable is a :class:`CheckpointError`.
+    """
     if not path.exists():
         raise FileNotFoundError(f"{where} does not exist")
     if path.is_dir():
