@@ -70,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--threads", type=int, help="torch threads per process (default: the spec's)")
     p.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR,
-                   help=f"where result files go (default: ./{DEFAULT_OUTPUT_DIR}; the committed ones: benchmarks/results)")
+                   help=f"where result files go (default: ./{DEFAULT_OUTPUT_DIR}; "
+                        "the committed ones: benchmarks/results)")
     p.add_argument("--name", help="result file stem (default: the suite's name)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -132,7 +132,8 @@ def markdown(records: list[dict], metadata: dict) -> str:
         "",
         f"- command: `{metadata['command']}`",
         (f"- git commit: `{metadata.get('git_commit')}`; date {metadata.get('date')}; "
-        f"machine: {metadata.get('cpu_model', '?')}, {metadata.get('cpu_count', '?')} CPUs; torch {torch.__version__}, gloo, "
+        f"machine: {metadata.get('cpu_model', '?')}, {metadata.get('cpu_count', '?')} CPUs; "
+        f"torch {torch.__version__}, gloo, "
         f"1 thread per process{_oversubscribed(records, metadata)}"),
         (f"- MLP 32 -> 64 -> 1 (16-d embeddings for recall), global batch split evenly; median of {STEPS} steps "
         f"after {WARMUP} warm-up; gradient error: max |DDP - one process full batch| / max |full batch|"),

@@ -102,7 +102,8 @@ def run_ap(job: tuple[str, int, int]) -> dict:
     loss = cross_entropy_loss if options is None else APLoss(**options)
     with _gradient(gradient):
         result = fit(model, loss, split.X_train, split.y_train, epochs=40, batch_size=256, learning_rate=1e-3,
-                     seed=seed, evaluate=lambda m, e: average_precision_score(split.y_val, predict_proba(m, split.X_val)))
+                     seed=seed,
+                     evaluate=lambda m, e: average_precision_score(split.y_val, predict_proba(m, split.X_val)))
     return {"part": "ap", "variant": label, "dataset": dataset, "seed": seed, "ap": float(result.best_score)}
 
 
@@ -167,7 +168,8 @@ def markdown(records: list[dict], metadata: dict) -> str:
             by[r["variant"]].append(r)
         for label, _, _ in RECALL_VARIANTS:
             rows = by[label]
-            cells = [f"{np.mean([r[k] for r in rows]):.4f} ± {np.std([r[k] for r in rows]):.4f}" for k in ("R@1", "MAP@R")]
+            cells = [f"{np.mean([r[k] for r in rows]):.4f} ± {np.std([r[k] for r in rows]):.4f}"
+                     for k in ("R@1", "MAP@R")]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -181,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args(argv)
     metadata = collect_metadata(sys.argv)
-    metadata["command"] = "python -m benchmarks.rank_design_sweep " + " ".join(argv if argv is not None else sys.argv[1:])
+    metadata["command"] = ("python -m benchmarks.rank_design_sweep "
+                           + " ".join(argv if argv is not None else sys.argv[1:]))
     records: list[dict] = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         if args.part in ("ap", "both"):

@@ -68,7 +68,8 @@ def markdown(records: list[dict], metadata: dict) -> str:
         for dataset in DATASETS:
             cells = []
             for s in SHARPNESS:
-                values = [r["test"] for r in records if (r["dataset"], r["metric"], r["sharpness"]) == (dataset, metric, s)]
+                values = [r["test"] for r in records
+                          if (r["dataset"], r["metric"], r["sharpness"]) == (dataset, metric, s)]
                 means[s].append(np.mean(values))
                 cells.append(f"{np.mean(values):.3f} ± {np.std(values):.3f} (min {min(values):.3f})")
             lines.append(f"| {dataset} | " + " | ".join(cells) + " |")

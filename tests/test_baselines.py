@@ -18,7 +18,8 @@ def _binary(n: int = 12, seed: int = 0):
 
 def _multiclass(n: int = 12, c: int = 3, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, c, generator=g, dtype=torch.float64) * 2, torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 1, 2, 0, 1])[:n]
+    return (torch.randn(n, c, generator=g, dtype=torch.float64) * 2,
+            torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 1, 2, 0, 1])[:n])
 
 
 def test_binary_cross_entropy_equals_torch():
@@ -45,7 +46,8 @@ def test_multiclass_cross_entropy_equals_torch():
     z, y = _multiclass()
     assert torch.allclose(cross_entropy_loss(z, y), F.cross_entropy(z, y), rtol=1e-12)
     w = torch.tensor([0.5, 1.5, 4.0], dtype=torch.float64)
-    assert torch.allclose(cross_entropy_loss(z, y, class_weight=w), torch.nn.CrossEntropyLoss(weight=w)(z, y), rtol=1e-12)
+    assert torch.allclose(cross_entropy_loss(z, y, class_weight=w), torch.nn.CrossEntropyLoss(weight=w)(z, y),
+                          rtol=1e-12)
 
 
 def test_cross_entropy_gradient_equals_torch():
@@ -64,7 +66,8 @@ def test_focal_with_gamma_zero_is_cross_entropy(task, weighted):
     z, y = _binary() if task == "binary" else _multiclass()
     w = None
     if weighted:
-        w = torch.tensor([0.4, 3.0], dtype=torch.float64) if task == "binary" else torch.tensor([0.5, 1.5, 4.0], dtype=torch.float64)
+        w = (torch.tensor([0.4, 3.0], dtype=torch.float64) if task == "binary"
+             else torch.tensor([0.5, 1.5, 4.0], dtype=torch.float64))
     got = focal_loss(z, y, gamma=0, class_weight=w)
     assert torch.allclose(got, cross_entropy_loss(z, y, class_weight=w), rtol=1e-12)
 
@@ -86,7 +89,8 @@ def test_focal_matches_its_formula(gamma):
 def test_focal_down_weights_easy_examples():
     y = torch.tensor([1])
     easy, hard = torch.tensor([4.0], dtype=torch.float64), torch.tensor([-1.0], dtype=torch.float64)
-    ratio = {k: (focal_loss(z, y, gamma=2.0) / cross_entropy_loss(z, y)).item() for k, z in (("easy", easy), ("hard", hard))}
+    ratio = {k: (focal_loss(z, y, gamma=2.0) / cross_entropy_loss(z, y)).item()
+             for k, z in (("easy", easy), ("hard", hard))}
     assert ratio["easy"] < 0.001 < 0.5 < ratio["hard"] < 1.0
     # on a batch: focal never exceeds CE and shrinks easy samples' share of the gradient
     z, y = _binary()

@@ -60,7 +60,8 @@ def test_blackbox_suites_are_named_frozen_and_follow_the_brief() -> None:
                                                | {("page_blocks0", "film"), ("yeast4", "film")})
     assert all(s[1] == "mlp" and s[3] == ("mcr", "aucpr", "cost") for s in tabular)
     assert full.seeds == (0, 1, 2, 3, 4) and full.steps == 200 and full.evaluations == 0.05
-    assert (full.sgd_learning_rate, full.adam_learning_rate, full.batch_size, full.value_weight) == (0.05, 0.01, 128, 1.0)
+    assert ((full.sgd_learning_rate, full.adam_learning_rate, full.batch_size, full.value_weight)
+            == (0.05, 0.01, 128, 1.0))
     assert (full.meta_tasks, full.held_out_tasks, full.phi_size) == (24, 2, 128)
     assert full.fashion_sizes == (3000, 1000)
     assert full.methods == BLACKBOX_METHODS and full.epochs_for("mlp") == 30 and full.epochs_for("cnn") == 3

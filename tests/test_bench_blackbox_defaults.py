@@ -65,7 +65,8 @@ def test_variants_sweep_each_default_once_around_the_shared_point() -> None:
     assert reference.label == "lambda_v=1, tasks=medium"
     own = runs[reference.label]
     # value weight sweep at the spec's distribution, distribution sweep at the spec's value weight
-    at_own_distribution = sorted(r.value_weight for r in runs.values() if r.meta_distribution() == own.meta_distribution())
+    at_own_distribution = sorted(r.value_weight for r in runs.values()
+                                 if r.meta_distribution() == own.meta_distribution())
     assert at_own_distribution == sorted(spec.value_weight_grid)
     at_own_weight = [r.meta_distribution() for r in runs.values() if r.value_weight == spec.value_weight]
     assert len(at_own_weight) == len(spec.distribution_grid)
@@ -213,7 +214,8 @@ def test_blackbox_defaults_smoke_writes_every_variant_and_the_choice(tmp_path: P
     assert "Choice of defaults" in text and "Rule (fixed before the run)" in text
     assert all(f"`{v.label}`" in text for v in spec.variants())
     assert (tmp_path / "blackbox_defaults_smoke.png").stat().st_size > 1000
-    assert main(["render", str(tmp_path / "blackbox_defaults_smoke.json"), "--output-dir", str(tmp_path / "again")]) == 0
+    assert main(["render", str(tmp_path / "blackbox_defaults_smoke.json"),
+                 "--output-dir", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "blackbox_defaults_smoke.md").read_text() == text
 
 

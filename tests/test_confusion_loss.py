@@ -250,7 +250,8 @@ def test_multiclass_class_without_negatives_at_hard_inputs():
                     got = confusion_loss(z, y, name, average="none", **beta_for(name)).double().numpy()
                     expected = exact_loss(name, "multiclass", target, pred, "none", c)
                     if not np.allclose(got, expected, rtol=0, atol=1e-4):
-                        mismatches.append(f"n={n} C={c} {dtype} {name}: loss {got.round(4)} vs exact {expected.round(4)}")
+                        mismatches.append(f"n={n} C={c} {dtype} {name}: "
+                                          f"loss {got.round(4)} vs exact {expected.round(4)}")
     assert not mismatches, f"{len(mismatches)} mismatches:\n" + "\n".join(mismatches[:12])
 
 
@@ -513,7 +514,8 @@ def test_callable_metric_equals_named_metric():
     for task in TASKS:
         z, y = random_batch(task, seed=9)
         average = "auto" if task in BINARY_TASKS else "macro"
-        assert torch.allclose(confusion_loss(z, y, soft_f1, average=average), confusion_loss(z, y, "f1", average=average))
+        assert torch.allclose(confusion_loss(z, y, soft_f1, average=average),
+                              confusion_loss(z, y, "f1", average=average))
 
 
 # --- training -------------------------------------------------------------------------------------------
@@ -596,7 +598,8 @@ def test_float_multiclass_target():
 
 
 @pytest.mark.parametrize(
-    ("logit_shape", "target_shape"), [((4,), (3,)), ((4, 3), (3,)), ((4, 3), (4, 2)), ((4, 2, 2), (4,)), ((4, 1), (4, 2))]
+    ("logit_shape", "target_shape"),
+    [((4,), (3,)), ((4, 3), (3,)), ((4, 3), (4, 2)), ((4, 2, 2), (4,)), ((4, 1), (4, 2))],
 )
 def test_mismatched_shapes(logit_shape, target_shape):
     with pytest.raises(ValueError, match="`logits` and `target`"):
@@ -753,7 +756,8 @@ def test_half_logits_give_the_float32_result_of_their_values(task, dtype, device
     half = z.to(dtype)
     for name in ("f1", "mcc", "balanced_accuracy"):
         expected, expected_grad = loss_and_gradient(half.float(), y, name)
-        for context in (torch.autocast(device_type=device.type, dtype=dtype), torch.autocast(device.type, enabled=False)):
+        for context in (torch.autocast(device_type=device.type, dtype=dtype),
+                        torch.autocast(device.type, enabled=False)):
             loss, grad = loss_and_gradient(half, y, name, context)
             assert loss.dtype == torch.float32 and grad.dtype == dtype, (name, loss.dtype, grad.dtype)
             torch.testing.assert_close(loss, expected, rtol=0, atol=1e-5)
@@ -866,7 +870,9 @@ def test_float_targets_outside_0_1_are_named(target, device):
 @pytest.mark.parametrize("bad", [2, -1, 7, -(2**40)])
 def test_integer_targets_outside_0_1_are_named(bad, device):
     y = torch.tensor([0, 1, bad, 1, 0, 1], device=device)
-    with pytest.raises(ValueError, match=rf"binary `target` must hold only 0 and 1; got values from {min(0, bad)} to {max(1, bad)}"):
+    with pytest.raises(
+        ValueError, match=rf"binary `target` must hold only 0 and 1; got values from {min(0, bad)} to {max(1, bad)}"
+    ):
         confusion_loss(torch.randn(6, device=device), y)
     with pytest.raises(ValueError, match="multilabel `target`"):
         confusion_loss(torch.randn(6, 2, device=device), torch.stack([y, 1 - y.clamp(0, 1)], 1))

@@ -915,7 +915,8 @@ def test_memory_row_counts_stay_on_the_cpu_where_the_module_moves(device):
     assert loss_fn.memory.lengths.device.type == "cpu"
     for target in (device, "meta"):
         loss_fn.to(target)
-        assert loss_fn.memory.lengths.device.type == "cpu" and loss_fn.memory.values.device.type == torch.device(target).type
+        assert (loss_fn.memory.lengths.device.type == "cpu"
+                and loss_fn.memory.values.device.type == torch.device(target).type)
 
 
 def test_memory_entries_carry_no_gradient():

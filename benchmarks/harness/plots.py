@@ -161,6 +161,7 @@ def plot_speed(payload: dict[str, Any], path: Path) -> Path:
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-    fig.suptitle(f"{payload['title'].replace('`', '')} (CPU, {spec['threads']} threads; dashed: C={spec['num_classes']})",
+    fig.suptitle(f"{payload['title'].replace('`', '')} (CPU, {spec['threads']} threads; "
+                 f"dashed: C={spec['num_classes']})",
                  fontsize=10)
     return _save(plt, fig, path, dpi=110)

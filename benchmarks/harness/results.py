@@ -322,7 +322,8 @@ def _metadata_lines(payload: dict[str, Any]) -> list[str]:
     versions = ", ".join(f"{k} {v}" for k, v in md["versions"].items() if v is not None)
     lines = [
         f"- command: `{md['command']}`",
-        f"- git commit: `{md['git_commit']}`" + (" (working tree had uncommitted changes)" if md.get("git_dirty") else ""),
+        f"- git commit: `{md['git_commit']}`"
+        + (" (working tree had uncommitted changes)" if md.get("git_dirty") else ""),
         f"- date: {md['date']}; wall time {payload.get('wall_seconds', float('nan')):.0f} s",
         f"- machine: {md['cpu_model']}, {md['cpu_count']} CPUs, torch threads {md['torch_threads']}"
         + (f", worker processes {payload['jobs']}" if "jobs" in payload else "")

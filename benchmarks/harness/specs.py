@@ -826,8 +826,8 @@ SUITES: dict[str, Spec] = {
         name="blackbox_smoke",
         settings=(("breast_cancer", "mlp", "input_bias", ("mcr", "aucpr", "cost")),
                   ("fashion_mnist", "cnn", "film", ("aucpr",))),
-        seeds=(0,), pretrain_epochs=(("cnn", 1), ("mlp", 5)), fashion_sizes=(300, 100), steps=20, evaluations=4, batch_size=32,
-        meta_tasks=3, warmup_tasks=2, phi_size=8,
+        seeds=(0,), pretrain_epochs=(("cnn", 1), ("mlp", 5)), fashion_sizes=(300, 100), steps=20, evaluations=4,
+        batch_size=32, meta_tasks=3, warmup_tasks=2, phi_size=8,
     ),
     "blackbox_ablation": BlackBoxAblationSpec(),
     "blackbox_ablation_smoke": BlackBoxAblationSpec(
@@ -846,7 +846,8 @@ SUITES: dict[str, Spec] = {
 
 
 def get_suite(kind: str, *, smoke: bool = False) -> Spec:
-    """The named suite ``kind`` (``"quality"``, ``"ablation"``, ``"speed"``, ``"ap_quality"``...) or its smoke version."""
+    """The named suite ``kind`` (``"quality"``, ``"ablation"``, ``"speed"``, ``"ap_quality"``...) or its smoke
+    version."""
     key = f"{kind}_smoke" if smoke else kind
     if key not in SUITES:
         kinds = ", ".join(repr(k) for k in SUITES if not k.endswith("_smoke"))

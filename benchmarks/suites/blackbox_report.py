@@ -197,7 +197,8 @@ def _bars(ax: Any, payload: dict[str, Any], group: dict[str, Any], colors: dict[
 
 def _sweeps(payload: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
     spec, variants = payload["spec"], payload["variants"]
-    k_sweep = [v for v in variants if v["phi_size"] == spec["phi_size"] and v["evaluations"] in spec["evaluations_grid"]]
+    k_sweep = [v for v in variants if v["phi_size"] == spec["phi_size"]
+               and v["evaluations"] in spec["evaluations_grid"]]
     phi_sweep = [v for v in variants if v["evaluations"] == spec["evaluations"]
                  and v["phi_size"] in spec["phi_size_grid"]]
     return [("K (metric observations per run)", k_sweep), ("|phi|", sorted(phi_sweep, key=lambda v: v["phi_size"]))]

@@ -241,8 +241,8 @@ def _goal_notes(payload: dict[str, Any], spec: SpeedSpec) -> list[str]:
             notes.append(f"{row['label']}: {at_goal:.2f}x `{row['baseline']}` at N = {spec.goal_size}, forward + "
                          f"backward: {verdict} the {spec.goal_ratio}x goal.")
         elif row["task"] != "binary":
-            notes.append(f"{row['label']}: forward + backward {min(ratios.values()):.2f}x to {max(ratios.values()):.2f}x "
-                         f"`{row['baseline']}`.")
+            notes.append(f"{row['label']}: forward + backward {min(ratios.values()):.2f}x to "
+                         f"{max(ratios.values()):.2f}x `{row['baseline']}`.")
         to_reference = row.get("ratio_to_reference", {}).get("fwd_bwd")
         if to_reference:
             over = [n for n, r in to_reference.items() if r > spec.reference_goal_ratio]

@@ -68,7 +68,9 @@ def check_nonnegative(name: str, value: Any) -> float:
 def check_same_shape(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
     """Raise ``ValueError`` naming both arguments unless the tensors have the same shape."""
     if a.shape != b.shape:
-        raise ValueError(f"`{name_a}` and `{name_b}` must have the same shape; got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"`{name_a}` and `{name_b}` must have the same shape; got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
 
 
 def check_tensor(name: str, value: Any) -> Tensor:

@@ -466,7 +466,8 @@ def _select_film_layers(backbone: nn.Module, layers: Any) -> tuple[str, ...]:
             if isinstance(entry, str):
                 if entry not in modules:
                     raise ValueError(
-                        f"`layers` entry {entry!r} is not a module of the backbone; valid names include {_few(list(modules))}"
+                        f"`layers` entry {entry!r} is not a module of the backbone; "
+                        f"valid names include {_few(list(modules))}"
                     )
                 chosen.add(entry)
             elif isinstance(entry, type) and issubclass(entry, nn.Module):

@@ -165,7 +165,8 @@ def _scores(
             target = target.reshape(-1)
         steepness = auto_amplification(torch.sigmoid(logits)) if amplification == "auto" else amplification
         counts, status = soft_counts_and_status(logits, target, steepness, check=validate)
-        if validate and target.is_floating_point():  # float labels: confined to [0, 1], where sum y (1 - y) cannot cancel
+        # float labels: confined to [0, 1], where sum y (1 - y) cannot cancel
+        if validate and target.is_floating_point():
             status = status + _range_status(target, 1)
         if validate and not callable(metric):
             _check_inputs(status, logits, task, target)  # type: ignore[arg-type]
@@ -269,7 +270,9 @@ def confusion_loss(
         score_status = loss.detach().sum() * 0
         status = score_status if status is None else status + score_status
         if _check_inputs(status, logits, task, target) and not bool(torch.isfinite(loss).all()):
-            raise ValueError(f"`metric` {getattr(metric, '__name__', metric)!r} returned a non-finite score: {loss.tolist()}")
+            raise ValueError(
+                f"`metric` {getattr(metric, '__name__', metric)!r} returned a non-finite score: {loss.tolist()}"
+            )
     return loss
 
 

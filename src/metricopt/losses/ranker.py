@@ -225,7 +225,9 @@ def interpolated_rank(scores: Tensor, *, interpolation: float | Tensor, spread: 
     if spread is None:
         spread = score_spread(scores)
     elif not bool((spread > 0).all()):
-        raise ValueError(f"`spread` must be > 0 in every row; got {describe(spread)} with minimum {spread.min().item()}")
+        raise ValueError(
+            f"`spread` must be > 0 in every row; got {describe(spread)} with minimum {spread.min().item()}"
+        )
     return _InterpolatedRank.apply(scores, lam, spread)
 
 

@@ -287,7 +287,8 @@ def binary_soft_counts(
     Returns four tensors of shape ``(C,)``.
 
     Examples:
-        >>> tp, fp, fn, tn = binary_soft_counts(torch.tensor([[4.0], [-4.0], [3.0]]), torch.tensor([[1], [1], [0]]), 73.0)
+        >>> tp, fp, fn, tn = binary_soft_counts(
+        ...     torch.tensor([[4.0], [-4.0], [3.0]]), torch.tensor([[1], [1], [0]]), 73.0)
         >>> [round(float(c), 3) for c in (tp[0], fp[0], fn[0], tn[0])]
         [1.0, 1.0, 1.0, 0.0]
     """
