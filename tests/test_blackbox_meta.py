@@ -7,8 +7,8 @@ import fractions
 import math
 import re
 import shutil
-import zipfile
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -212,7 +212,8 @@ def test_meta_trained_value_points_toward_the_optimum_of_a_known_cost(adapter, p
     meta_cosines = _descent_cosines(result.value, seen)
     assert meta_cosines.mean() > 0.5 and (meta_cosines > 0).float().mean() >= 0.9
     # A new task from an unseen start: adapt a copy to its trajectory (what fine-tuning does online).
-    run = finetune(adapter, LOSS, metric, pool, config=finetune_config, initial_phi=torch.tensor([-1.0, 1.0, 1.0, -0.5]))
+    run = finetune(adapter, LOSS, metric, pool, config=finetune_config,
+                   initial_phi=torch.tensor([-1.0, 1.0, 1.0, -0.5]))
     adapted = copy.deepcopy(result.value)
     adapt_value(adapted, run.trajectory, steps=20, learning_rate=1e-2)
     assert _descent_cosines(adapted, run.trajectory.phi_matrix()).mean() > 0.7

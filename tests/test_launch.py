@@ -81,7 +81,8 @@ def _train(tmp_path: Path, nproc: int, *options: str) -> dict:
     ("--dataset", "breast_cancer", "--epochs", "3", "--batch-size", "170"),
     # multi-class MCC, weighted cross-entropy (a weighted mean, which DDP's average of shard means is not)
     ("--dataset", "wine", "--metric", "mcc", "--loss", "weighted_bce", "--epochs", "3", "--batch-size", "50"),
-    ("--dataset", "breast_cancer", "--metric", "ap", "--epochs", "3"),  # RaMBO's AP loss against BCE (data in scikit-learn)
+    # RaMBO's AP loss against BCE (data in scikit-learn)
+    ("--dataset", "breast_cancer", "--metric", "ap", "--epochs", "3"),
 ], ids=["f1 empty share", "weighted ce multi-class", "rambo ap"])
 def test_train_in_two_processes_reports_what_one_process_reports(tmp_path: Path, options: tuple) -> None:
     one, two = _train(tmp_path, 1, *options), _train(tmp_path, 2, *options)
