@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -488,3 +489,75 @@ def test_load_csv_errors(tmp_path: Path) -> None:
             good, "label", pos_label="yes",
             test_path=_write(tmp_path, "t4.csv", "size,color,flag,label\nbig,red,True,no\n"),
         )
+
+
+# ---------------------------------------------------------------------------
+# dropped columns and identifier-like columns
+
+
+def _id_rows(n: int) -> str:
+    """``id`` (one value per row), a number ``x`` and a three-level ``colour``; label 0/1."""
+    colours = ("red", "green", "blue")
+    return "id,x,colour,label\n" + "".join(f"u{i:04d},{i % 7}.5,{colours[i % 3]},{i % 2}\n" for i in range(n))
+
+
+def test_load_csv_drop(tmp_path: Path) -> None:
+    path = _write(tmp_path, "ids.csv", _id_rows(40))
+    test_path = _write(tmp_path, "ids_test.csv", "x,colour,label\n1.5,red,0\n2.5,blue,1\n")  # no id: fine
+    train, test = load_csv(path, "label", drop=["id"], test_path=test_path)
+    assert train.feature_names == ("x", "colour=blue", "colour=green", "colour=red")
+    assert test is not None and test.X.shape == (2, 4)
+    assert load_csv(path, "label", drop="id")[0].feature_names == train.feature_names  # a string is one name
+    assert load_csv(path, "label", drop=[" id ", "colour", "id"])[0].feature_names == ("x",)
+
+
+def test_load_csv_drop_errors(tmp_path: Path) -> None:
+    path = _write(tmp_path, "ids.csv", _id_rows(30))
+    with pytest.raises(ValueError, match=r"^`drop` names 'ID', which is not a column of path='.*ids\.csv'; "
+                                         r"available columns: \['id', 'x', 'colour', 'label'\]$"):
+        load_csv(path, "label", drop=["ID"])
+    with pytest.raises(ValueError, match=r"^`drop` names 'a', 'b', which are not columns"):
+        load_csv(path, "label", drop=["id", "a", "b"])
+    with pytest.raises(ValueError, match="`drop` names the target column 'label'"):
+        load_csv(path, "label", drop=["label"])
+    with pytest.raises(ValueError, match=r"no feature columns besides target='label' and the `drop` columns"):
+        load_csv(path, "label", drop=["id", "x", "colour"])
+    with pytest.raises(ValueError, match="`drop` must be column names"):
+        load_csv(path, "label", drop=["id", ""])
+    wide = ",".join(f"c{i}" for i in range(30)) + "\n" + ",".join("1" * 30) + "\n"
+    with pytest.raises(ValueError, match=r"'c19', '\.\.\. \(30 in all\)'\]$"):
+        load_csv(_write(tmp_path, "wide.csv", wide), "c0", drop=["nope"])
+
+
+def test_identifier_rule() -> None:
+    from metricopt.app.data._encoding import looks_like_identifier
+
+    assert looks_like_identifier(5600, 5600) and looks_like_identifier(20, 40) and looks_like_identifier(600, 1000)
+    assert not looks_like_identifier(19, 19)  # tiny tables: never
+    assert not looks_like_identifier(20, 41) and not looks_like_identifier(200, 10_000)
+
+
+def test_load_csv_warns_about_an_identifier_once(tmp_path: Path) -> None:
+    path = _write(tmp_path, "ids.csv", _id_rows(40))
+    with pytest.warns(UserWarning) as record:
+        data, _ = load_csv(path, "label")
+    messages = [str(w.message) for w in record]
+    assert messages == ["column 'id' has 40 distinct values in 40 rows and looks like an identifier (one-hot "
+                        "encoding makes a feature of each value): leave it out with `drop`='id'"]
+    assert data.n_features == 1 + 3 + 40
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_csv(path, "label", drop=["id"])  # no warning once it is dropped
+        load_csv(_write(tmp_path, "few.csv", _id_rows(19)), "label")  # too few rows to tell
+
+
+def test_many_categories_warn_once_per_column(tmp_path: Path) -> None:
+    from metricopt.app.data._encoding import FrameEncoder
+
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"city": [f"c{i % 300}" for i in range(3000)], "x": np.arange(3000.0)})
+    with pytest.warns(UserWarning) as record:
+        FrameEncoder.fit(frame)
+    assert [str(w.message) for w in record] == [
+        "column 'city' has 300 categories; one-hot encoding makes one feature per category (drop it if it is an "
+        "identifier)"]

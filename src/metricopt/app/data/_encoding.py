@@ -25,6 +25,39 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 #: they are usually identifiers that one-hot encoding would blow up.
 MANY_LEVELS = 200
 
+#: A non-numeric column looks like an identifier when its distinct values are
+#: at least this fraction of the rows (on average two rows or fewer per value:
+#: too few to learn anything about a category from) ...
+IDENTIFIER_FRACTION = 0.5
+#: ... and at least this many (tiny tables are never warned about).
+IDENTIFIER_MIN_VALUES = 20
+
+
+def looks_like_identifier(n_values: int, n_rows: int) -> bool:
+    """Whether a non-numeric column with ``n_values`` distinct values in ``n_rows`` rows looks like an identifier.
+
+    The rule: at least :data:`IDENTIFIER_MIN_VALUES` distinct values, and at
+    least :data:`IDENTIFIER_FRACTION` of the rows (a value per row is the
+    extreme case).
+
+    >>> looks_like_identifier(5600, 5600), looks_like_identifier(600, 1000), looks_like_identifier(40, 1000)
+    (True, True, False)
+    >>> looks_like_identifier(10, 10)  # too small a table to tell
+    False
+    """
+    return n_values >= IDENTIFIER_MIN_VALUES and n_values >= IDENTIFIER_FRACTION * n_rows
+
+
+def _level_warning(column: str, n_levels: int, n_rows: int, hint: str) -> str | None:
+    """The warning about a categorical column's many levels (None: nothing to say)."""
+    if looks_like_identifier(n_levels, n_rows):
+        return (f"column {column!r} has {n_levels} distinct values in {n_rows} rows and looks like an identifier "
+                f"(one-hot encoding makes a feature of each value): {hint}")
+    if n_levels > MANY_LEVELS:
+        return (f"column {column!r} has {n_levels} categories; one-hot encoding makes one feature per "
+                f"category ({hint} if it is an identifier)")
+    return None
+
 
 def _is_numeric(series: pd.Series) -> bool:
     """Whether a column is numeric; bool columns count as categorical."""
@@ -60,11 +93,17 @@ class FrameEncoder:
     feature_names: tuple[str, ...]
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame) -> FrameEncoder:
+    def fit(cls, frame: pd.DataFrame, *, hint: str = "drop it") -> FrameEncoder:
         """Learn column kinds, medians and categories from a training frame.
+
+        A categorical column that looks like an identifier
+        (:func:`looks_like_identifier`) or has more than :data:`MANY_LEVELS`
+        categories gets a ``UserWarning`` (one per column) ending in ``hint``.
 
         Args:
             frame: Feature columns only (no target).
+            hint: what to do about such a column; ``{column}`` is replaced by
+                its name (e.g. ``"leave it out with `drop`={column!r}"``).
 
         Returns:
             The fitted encoder.
@@ -83,13 +122,9 @@ class FrameEncoder:
             else:
                 levels = _as_category_strings(series).dropna().unique().tolist()
                 levels = tuple(sorted(levels))
-                if len(levels) > MANY_LEVELS:
-                    warnings.warn(
-                        f"column {key!r} has {len(levels)} categories; one-hot "
-                        "encoding makes one feature per category (drop it if "
-                        "it is an identifier)",
-                        stacklevel=3,
-                    )
+                message = _level_warning(key, len(levels), len(frame), hint.format(column=key))
+                if message is not None:
+                    warnings.warn(message, stacklevel=3)
                 categories[key] = levels
                 names.extend(f"{key}={level}" for level in levels)
         return cls(

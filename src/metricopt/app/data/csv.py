@@ -6,6 +6,13 @@ training categories. An optional test CSV is encoded with exactly the same
 columns, categories and medians; categories it has that training lacked
 encode as all zeros.
 
+``drop`` names columns left out of the features (identifiers, free text);
+a name that is not a column is an error listing the columns. A non-numeric
+column that looks like an identifier (at least 20 distinct values and at
+least half as many as rows, see
+:func:`metricopt.app.data._encoding.looks_like_identifier`) gets a
+``UserWarning`` suggesting ``drop``.
+
 The target column may hold any values and must appear once in the header (a
 second copy would be renamed by pandas, e.g. ``label.1``, and leak the label
 into the features: an error). Classes are sorted; with two classes the
@@ -21,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -155,6 +163,31 @@ def _check_target(frame: pd.DataFrame, target: str, argument: str, path: Any) ->
     return values
 
 
+def _drop_names(drop: Any) -> tuple[str, ...]:
+    """``drop`` as a tuple of stripped column names (a single string is one name)."""
+    if drop is None:
+        return ()
+    names = (drop,) if isinstance(drop, str) else tuple(drop)
+    if not all(isinstance(name, str) and name.strip() for name in names):
+        raise ValueError(f"`drop` must be column names; got {names!r}")
+    return tuple(dict.fromkeys(name.strip() for name in names))
+
+
+def _check_drop(frame: pd.DataFrame, drop: tuple[str, ...], target: str, path: Any) -> None:
+    """Every name in ``drop`` is a feature column of the training file."""
+    if target in drop:
+        raise ValueError(f"`drop` names the target column {target!r}; the target is never a feature")
+    columns = [str(c) for c in frame.columns]
+    missing = [name for name in drop if name not in columns]
+    if missing:
+        shown = columns[:20] + ([f"... ({len(columns)} in all)"] if len(columns) > 20 else [])
+        what = "is not a column" if len(missing) == 1 else "are not columns"
+        raise ValueError(
+            f"`drop` names {', '.join(map(repr, missing))}, which {what} of path={str(path)!r}; "
+            f"available columns: {shown}"
+        )
+
+
 def _dataset(
     name: str, X: np.ndarray, y: np.ndarray, encoder: FrameEncoder,
     class_names: tuple[str, ...], path: Any,
@@ -177,6 +210,7 @@ def load_csv(
     *,
     test_path: str | os.PathLike[str] | None = None,
     pos_label: Any = None,
+    drop: str | Sequence[str] | None = None,
 ) -> tuple[TabularDataset, TabularDataset | None]:
     """Load a training CSV (and optionally a test CSV) for classification.
 
@@ -191,6 +225,9 @@ def load_csv(
             True). None: 1 or True when it is one of the two classes, else a
             ValueError naming them (:mod:`metricopt.app.data.labels`). Must be None
             for more than two classes.
+        drop: columns of the training file to leave out of the features
+            (e.g. identifiers); a string is one column. Each must be a column
+            of ``path`` other than ``target``; the test file may lack them.
 
     Returns:
         ``(train, test)``; ``test`` is ``None`` without ``test_path``.
@@ -202,13 +239,20 @@ def load_csv(
             the positive class is ambiguous or ``pos_label`` is not a class
             (:class:`metricopt.app.data.labels.PositiveClassError`); there are no feature
             columns; the test target holds values unseen in training; the test
-            file lacks a feature column or holds text in a numeric column.
+            file lacks a feature column or holds text in a numeric column; a
+            name in ``drop`` is not a column or is ``target``.
+
+    Warns:
+        UserWarning: a non-numeric column looks like an identifier or has more
+            than 200 categories (one warning per column, suggesting ``drop``).
     """
     if not isinstance(target, str) or not target.strip():
         raise ValueError(f"target must be a column name, got target={target!r}")
     target = target.strip()
+    drop = _drop_names(drop)
     frame = _read(path, "path")
     values = _check_target(frame, target, "path", path)
+    _check_drop(frame, drop, target, path)
     distinct = values.unique()
     if len(distinct) < 2:
         raise ValueError(
@@ -218,12 +262,13 @@ def load_csv(
     order = _class_order(values, frame[target], pos_label, f"target={target!r} in path={str(path)!r}")
     index = {value: i for i, value in enumerate(order)}
     class_names = tuple(str(v) for v in order)
-    features = frame.drop(columns=[target])
+    features = frame.drop(columns=[target, *drop])
     if features.shape[1] == 0:
+        dropped = f" and the `drop` columns {list(drop)}" if drop else ""
         raise ValueError(
-            f"path={str(path)!r} has no feature columns besides target={target!r}"
+            f"path={str(path)!r} has no feature columns besides target={target!r}{dropped}"
         )
-    encoder = FrameEncoder.fit(features)
+    encoder = FrameEncoder.fit(features, hint="leave it out with `drop`={column!r}")
     X = encoder.transform(features, argument=f"path={str(path)!r}")
     y = values.map(index).to_numpy().astype(np.int64)
     train = _dataset(Path(path).stem, X, y, encoder, class_names, path)

@@ -76,7 +76,7 @@ def positive_class(classes: Sequence[Any], pos_label: Any = None, *, argument: s
     Args:
         classes: the distinct labels, sorted (e.g. ``np.unique(y).tolist()``).
         pos_label: the positive class chosen by the caller, or None for the convention.
-        argument: how the caller names ``pos_label`` in its messages (``"--pos-label"`` in the CLI).
+        argument: how the caller names ``pos_label`` in its messages (the command line passes its option).
         where: what the labels belong to, for the messages (``""``: "the labels").
 
     Returns:
