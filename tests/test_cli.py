@@ -133,6 +133,8 @@ def test_same_seed_same_results_other_seed_differs(workdir: Path, capsys: pytest
 
 def test_binary_csv_with_categorical_column(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     csv = _binary_csv(workdir / "train.csv")
+    (workdir / "figs").mkdir()  # the folders of --plot and --output must exist
+    (workdir / "out").mkdir()
     code, out, err = _run(capsys, "train", "--csv", str(csv), "--target", "label", "--pos-label", "yes",
                           "--metric", "mcc", "--epochs", "3", "--quiet", "--plot", "figs/curves.png",
                           "--output", "out/r.json")
@@ -320,12 +322,12 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
         (["--csv", "{binary}"], "--csv needs --target"),
         (["--test-csv", "{binary}"], "--test-csv needs --csv"),
         (["--target", "label"], "--target needs --csv"),
-        (["--epochs", "0"], "epochs"),
-        (["--lr=-0.001"], "learning_rate"),
-        (["--batch-size", "0"], "batch_size"),
-        (["--hidden", "64,x"], "--hidden"),
-        (["--hidden", "0"], "hidden_sizes"),
-        (["--amplification", "0"], "amplification"),
+        (["--epochs", "0"], "--epochs must be an integer >= 1; got 0"),
+        (["--lr=-0.001"], "--lr must be a finite number > 0; got -0.001"),
+        (["--batch-size", "0"], "--batch-size must be an integer >= 1; got 0"),
+        (["--hidden", "64,x"], "--hidden must be comma-separated layer widths"),
+        (["--hidden", "0"], "got --hidden='0'"),
+        (["--amplification", "0"], "--amplification must be a number > 0 or 'auto'; got --amplification='0'"),
         (["--amplification", "steep"], "--amplification"),
     ],
 )

@@ -204,7 +204,8 @@ def test_multiclass_builtin_with_explicit_method(workdir: Path, capsys: pytest.C
     results, _, _ = _train_json(workdir, capsys, "--dataset", "wine", "--method", "blackbox", "--metric", "aucpr",
                                 "--no-plot", "--quiet")
     assert results["task"] == "multiclass" and results["higher_is_better"] is True
-    assert 0.0 <= results["pretrained_score"] <= 1.0 and results["n_train"] + results["n_val"] + results["n_test"] == 178
+    assert 0.0 <= results["pretrained_score"] <= 1.0
+    assert results["n_train"] + results["n_val"] + results["n_test"] == 178
 
 
 def test_checkpoint_resumes(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -230,7 +231,7 @@ def test_checkpoint_resumes(workdir: Path, capsys: pytest.CaptureFixture[str]) -
     code, out, err = _run(capsys, "train", *TINY, *argv)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    assert "`--checkpoint` 'ck/meta.pt' is truncated or corrupt" in lines[0] and "pre-trained" not in out
+    assert "error: --checkpoint 'ck/meta.pt' is truncated or corrupt" in lines[0] and "pre-trained" not in out
     (workdir / "ck" / "meta.pt").write_bytes(good)
     (workdir / "ck" / "meta.pt.run.json").unlink()
     code, _, err = _run(capsys, "train", *TINY, *argv)
@@ -264,14 +265,15 @@ def test_checkpoint_resumes(workdir: Path, capsys: pytest.CaptureFixture[str]) -
         (["--metric", "mcr", "--loss", "bce"], "only --method blackbox trains for it"),
         (["--method", "blackbox", "--metric", "ndcg@10"], "is not a black-box metric"),
         (["--method", "blackbox", "--metric", "ap", "--margin", "0.1"], "--margin applies to the rank losses"),
-        (["--metric", "mcr", "--evaluations", "1"], "`evaluations` (--evaluations) must be at least 2"),
+        (["--metric", "mcr", "--evaluations", "1"], "--evaluations must be at least 2"),
         (["--metric", "mcr", "--evaluations", "1.5"], "must lie in (0, 1]"),
         (["--metric", "mcr", "--evaluations", "many"], "--evaluations must be a count"),
-        (["--metric", "mcr", "--phi-size", "0"], "`phi_size` (--phi-size) must be an integer >= 1"),
+        (["--metric", "mcr", "--phi-size", "0"], "--phi-size must be an integer >= 1"),
         (["--metric", "mcr", "--meta-tasks", "0"], "--meta-tasks"),
         (["--metric", "mcr", "--value-weight=-1"], "--value-weight"),
         (["--metric", "mcr", "--finetune-lr", "0"], "--finetune-lr"),
-        (["--metric", "mcr", "--adapter", "film", "--hidden", ""], "--adapter film modulates the hidden"),
+        (["--metric", "mcr", "--adapter", "film", "--hidden", ""],
+         "--adapter 'film' modulates the hidden Linear layers and this model has none (--hidden is empty)"),
         (["--metric", "cost", "--dataset", "wine"], "binary only"),
         (["--metric", "mcr", "--target", "y"], "--target needs --csv"),
     ],
@@ -333,13 +335,13 @@ def test_parse_evaluations_and_options() -> None:
     assert parse_evaluations(" 12 ") == 12 and parse_evaluations("0.1") == 0.1 and parse_evaluations("2.5%") == 0.025
     assert BlackBoxOptions(finetune_steps=200, evaluations=0.05).evaluation_count == 10
     assert BlackBoxOptions(finetune_steps=10, evaluations=50).evaluation_count == 11  # at most T + 1
-    with pytest.raises(ValueError, match="--evaluations must be a count"):
+    with pytest.raises(ValueError, match="`evaluations` must be a count"):
         parse_evaluations("ten")
-    with pytest.raises(ValueError, match=r"`adapter` \(--adapter\)"):
+    with pytest.raises(ValueError, match="`adapter` must be one of input_bias, film; got 'lora'"):
         BlackBoxOptions(adapter="lora")
-    with pytest.raises(ValueError, match=r"`optimizer` \(--optimizer\)"):
+    with pytest.raises(ValueError, match="`optimizer` must be one of"):
         BlackBoxOptions(optimizer="rmsprop")
-    with pytest.raises(ValueError, match="--checkpoint"):
+    with pytest.raises(ValueError, match="`checkpoint` must be a file path"):
         BlackBoxOptions(checkpoint=" ")
     assert [warmup_tasks(n) for n in (1, 3, 8, 16, 40, 2000)] == [1, 1, 2, 4, 4, 4]
     config = BlackBoxOptions(meta_tasks=8, finetune_steps=30, optimizer="adam").finetune_config(64)
@@ -362,7 +364,7 @@ def test_make_blackbox_metric_and_adapters() -> None:
     assert torch.equal(adapter(x), expected)
     adapter.remove()
     assert isinstance(make_adapter(make_mlp(5, 1, (4,)), phi_size=6), InputBias)
-    with pytest.raises(ValueError, match="--adapter film modulates"):
+    with pytest.raises(ValueError, match="`adapter` 'film' modulates"):
         make_adapter(make_mlp(5, 1, ()), "film")
 
 

@@ -115,7 +115,7 @@ def test_parse_rank_metric_accepts(text: str, expected: RankMetric) -> None:
              "map", "", "recall@@1", "f1"],
 )
 def test_parse_rank_metric_rejects(text: str) -> None:
-    with pytest.raises(ValueError, match=r"`metric` \(--metric\).*ap, auroc, ndcg@K or recall@K"):
+    with pytest.raises(ValueError, match=r"`metric` must be a rank metric.*ap, auroc, ndcg@K or recall@K"):
         parse_rank_metric(text)
     assert not is_rank_metric(text)
     assert not is_rank_metric(4)
@@ -195,6 +195,7 @@ def test_auroc_on_multiclass_wine_is_macro_one_vs_rest(workdir: Path, capsys: py
 def test_ndcg_on_breast_cancer(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from sklearn.metrics import ndcg_score
 
+    (workdir / "figs").mkdir()  # --plot's folder must exist
     results, _ = _train_json(workdir, capsys, "--dataset", "breast_cancer", "--metric", "NDCG@5",
                              "--interpolation", "1.0", "--plot", "figs/c.png", *TINY)
     _check_results(results, "ndcg@5")
@@ -262,7 +263,7 @@ def test_retrieval_data_split() -> None:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--metric", "recall@0"], "`metric` (--metric) must be a rank metric"),
+        (["--metric", "recall@0"], "--metric must be a rank metric"),
         (["--metric", "ndcg@x"], "ndcg@K or recall@K"),
         (["--metric", "ndcg"], "ndcg needs a cut-off"),
         (["--metric", "ap@3"], "ap takes no @K"),
@@ -274,12 +275,13 @@ def test_retrieval_data_split() -> None:
         (["--metric", "f1", "--margin", "0.1"], "--margin applies to rank metrics"),
         (["--interpolation", "2"], "--interpolation applies to rank metrics"),
         (["--metric", "ap", "--embedding-dim", "8"], "--embedding-dim applies to --metric recall@K"),
-        (["--metric", "recall@1", "--dataset", "wine", "--embedding-dim", "1"], "embedding_dim"),
-        (["--metric", "ap", "--interpolation", "0"], "interpolation"),
-        (["--metric", "ap", "--margin=-1"], "margin"),
-        (["--metric", "auroc", "--memory-size=-1"], "memory_size"),
-        (["--metric", "ndcg@5", "--margin", "0.1"], "margin"),
-        (["--metric", "ndcg@5", "--dataset", "wine"], "needs a binary dataset"),
+        (["--metric", "recall@1", "--dataset", "wine", "--embedding-dim", "1"],
+         "--embedding-dim must be an integer >= 2; got 1"),
+        (["--metric", "ap", "--interpolation", "0"], "--interpolation must be a finite number > 0; got 0.0"),
+        (["--metric", "ap", "--margin=-1"], "--margin must be a finite number >= 0; got -1.0"),
+        (["--metric", "auroc", "--memory-size=-1"], "--memory-size must be an integer >= 0"),
+        (["--metric", "ndcg@5", "--margin", "0.1"], "--margin does not apply to --metric 'ndcg@5'"),
+        (["--metric", "ndcg@5", "--dataset", "wine"], "--metric 'ndcg@5' needs a binary dataset"),
         (["--metric", "ap", "--dataset", "letter"], "retrieval benchmark"),
     ],
 )

@@ -47,7 +47,8 @@ Usage examples::
     metricopt train --dataset yeast4 --metric gmean --epochs 100
     metricopt train --csv data.csv --target label --pos-label yes --metric mcc --output run.json
     metricopt train --csv train.csv --test-csv test.csv --target label --no-plot
-    metricopt train --loss focal --hidden 128,64 --amplification auto --seed 3
+    metricopt train --metric mcc --hidden 128,64 --amplification auto --seed 3
+    metricopt train --csv data.csv --target label --drop id,name   # leave identifier columns out
     metricopt train --dataset yeast4 --metric ap              # RaMBO AP loss vs BCE
     metricopt train --dataset breast_cancer --metric ndcg@10 --margin 0.2
     metricopt train --dataset letter --metric recall@1        # retrieval, unseen classes
@@ -69,6 +70,19 @@ naming them. A built-in dataset defines its positive class (the minority,
 e.g. ``malignant``; ``--pos-label`` may name the other). The results table and
 the JSON (``positive_class``) show it.
 
+Metric names are case-insensitive (``F1`` is ``f1``, ``NDCG@10`` is ``ndcg@10``)
+and recorded in lower case; ``MODULE:FUNCTION`` is taken as written. Options
+of another family are errors naming the option and the metric: the rank
+options with a confusion-matrix or black-box metric, ``--amplification`` (AnyLoss)
+with a rank or black-box metric, MetricOpt's options with any other method.
+
+CSV columns: ``--drop COL[,COL...]`` leaves columns out of the features (a
+name that is not a column is an error listing the columns). A non-numeric
+column is one-hot encoded; one that looks like an identifier (a distinct value
+in every row, or at least 20 distinct values and at least half as many as
+rows: on average two rows or fewer per value, too few to learn a category
+from) gets a one-line warning suggesting ``--drop``.
+
 Splits: a built-in dataset or a single CSV is split 60/20/20 (stratified) into
 train/validation/test; with ``--test-csv`` that file is the test set and 20 %
 of the training CSV is held out for validation. Features are standardised with
@@ -87,9 +101,13 @@ Errors in the input (a missing file or column, a one-class target, an
 ambiguous positive class, an unknown or uninstalled dataset, out-of-range
 numbers, a ``MODULE:FUNCTION`` that cannot be imported or has the wrong
 signature, a missing or contradictory metric direction, options of another
-method, an ``--output`` or ``--plot`` path that cannot be written, checked
-before training) print one line ``metricopt: error: <message>`` on stderr and
-exit with status 2. Any other error prints one line ``metricopt: error:
+method or metric family, an ``--output`` or ``--plot`` path that cannot be
+written or whose folder does not exist, a ``--drop`` column that is not in
+the CSV; all checked before training) print one line ``metricopt: error:
+<message>`` on stderr and exit with status 2. The library's messages name its
+Python arguments (`` `learning_rate` ``); the command line names the options
+instead (``--lr``, :data:`metricopt.app.cli.common.FLAGS`). Warnings print as
+one line ``metricopt: warning: <message>``. Any other error prints one line ``metricopt: error:
 <type>: <message>`` and exits with status 1 (``METRICOPT_TRACEBACK=1`` shows
 the traceback instead). Ctrl-C (SIGINT) stops every training process, prints
 ``metricopt: error: interrupted`` and exits with status 130.
@@ -98,11 +116,14 @@ the traceback instead). Ctrl-C (SIGINT) stops every training process, prints
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any, TextIO
 
-from metricopt.app.cli.common import PROG, TrainConfig
+from metricopt.app.cli.common import PROG, TrainConfig, flag_wording
 from metricopt.app.cli.parser import build_parser
 from metricopt.app.cli.train import command, config_from_args, format_table, run_train
 
@@ -138,7 +159,30 @@ def _cmd_bench(argv: list[str]) -> int:
     return USAGE_ERROR
 
 def _print_error(message: str) -> None:
-    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+    print(f"{PROG}: error: {' '.join(flag_wording(message).split())}", file=sys.stderr)
+
+def _format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                    line: str | None = None) -> str:
+    """One line ``metricopt: warning: <message>``: no source path, line number or code line."""
+    return f"{PROG}: warning: {' '.join(flag_wording(str(message)).split())}\n"
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    stream = sys.stderr if file is None else file
+    try:
+        stream.write(_format_warning(message, category, filename, lineno, line))
+    except OSError:  # stderr closed: a warning is not worth an error
+        pass
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Warnings as one line while the command runs; the previous hooks are restored after it."""
+    saved: tuple[Any, Any] = (warnings.showwarning, warnings.formatwarning)
+    warnings.showwarning, warnings.formatwarning = _show_warning, _format_warning
+    try:
+        yield
+    finally:
+        warnings.showwarning, warnings.formatwarning = saved
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``metricopt`` command line; return the exit status.
@@ -151,11 +195,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 on success, 2 on bad arguments or input (one ``metricopt: error:``
         line on stderr), 1 on any other error (one line too, unless the
         environment variable ``METRICOPT_TRACEBACK`` is set), 130 when
-        interrupted (SIGINT, Ctrl-C).
+        interrupted (SIGINT, Ctrl-C). Warnings print as one line
+        ``metricopt: warning: <message>`` while it runs (the previous
+        :func:`warnings.showwarning` and :func:`warnings.formatwarning` are
+        restored on return).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv.insert(0, "train")
+    with _one_line_warnings():
+        return _main(argv)
+
+def _main(argv: list[str]) -> int:
     try:
         if argv[0] == "bench":
             return _cmd_bench(argv[1:])

@@ -11,6 +11,7 @@ from metricopt.app.cli.common import (
     check_data_options,
     dataset_info,
     load_data,
+    metric_name,
     parse_hidden,
     positive_text,
     provenance,
@@ -41,7 +42,7 @@ _BLACKBOX_OPTIONS = (
 
 def _is_blackbox_only(metric: str) -> bool:
     """``MODULE:FUNCTION`` and the built-ins no other method trains for (``mcr``, ``aucpr``, ``cost``)."""
-    return ":" in metric or metric.strip() in BLACKBOX_ONLY_METRICS
+    return ":" in metric or metric_name(metric) in BLACKBOX_ONLY_METRICS
 
 def resolve_family(args: argparse.Namespace) -> str | None:
     """``--loss``/``--method``, with ``blackbox`` implied by a black-box-only ``--metric``; reject mixtures."""
@@ -50,8 +51,8 @@ def resolve_family(args: argparse.Namespace) -> str | None:
     if _is_blackbox_only(args.metric):
         if args.loss not in (None, BLACKBOX_METHOD):
             raise ValueError(
-                f"--metric {args.metric!r} is a black-box metric: only --method {BLACKBOX_METHOD} trains for it; "
-                f"got --method {args.loss}"
+                f"--metric {metric_name(args.metric)!r} is a black-box metric: only --method {BLACKBOX_METHOD} "
+                f"trains for it; got --method {args.loss}"
             )
         return BLACKBOX_METHOD
     if args.loss != BLACKBOX_METHOD:
@@ -66,15 +67,18 @@ def resolve_family(args: argparse.Namespace) -> str | None:
 def blackbox_config(args: argparse.Namespace) -> TrainConfig:
     """:func:`config_from_args` for ``--method blackbox``; the metric is resolved (imported) here, before any
     output, so a bad ``MODULE:FUNCTION`` fails first."""
+    spec = metric_name(args.metric)
     for option, name in (("--interpolation", "interpolation"), ("--margin", "margin"),
                          ("--memory-size", "memory_size"), ("--embedding-dim", "embedding_dim")):
         if getattr(args, name) is not None:
             raise ValueError(f"{option} applies to the rank losses (--loss {RANK_METHOD}), not to --method "
-                             f"{BLACKBOX_METHOD}")
+                             f"{BLACKBOX_METHOD}; got --metric {spec}")
+    if args.amplification is not None:
+        raise ValueError(f"--amplification applies to the AnyLoss confusion loss, not to --method {BLACKBOX_METHOD}; "
+                         f"got --metric {spec}")
     if args.nproc != 1:
         raise ValueError(f"--nproc applies to the confusion-matrix and rank losses; --method {BLACKBOX_METHOD} "
                          f"runs in one process, got --nproc {args.nproc}")
-    spec = args.metric.strip()
     direction = True if args.higher_is_better else False if args.lower_is_better else None
     metric = make_blackbox_metric(spec, higher_is_better=direction)
     defaults = BlackBoxOptions()

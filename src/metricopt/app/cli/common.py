@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import math
 import platform
+import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from metricopt import __version__
+from metricopt._checks import check_integer, check_positive
 from metricopt.app.data import (
     Split,
     TabularDataset,
@@ -27,8 +30,9 @@ from metricopt.app.recipes.blackbox import BlackBoxOptions
 from metricopt.app.recipes.classification import FitResult
 from metricopt.app.recipes.ranking import DEFAULT_EMBEDDING_DIM, is_retrieval_dataset
 from metricopt.distributed import is_distributed, world_size
+from metricopt.losses.confusion import DEFAULT_AMPLIFICATION
 
-__all__ = ["BASELINE", "DEFAULT_DATASET", "PROG", "TrainConfig"]
+__all__ = ["BASELINE", "DEFAULT_DATASET", "FLAGS", "PROG", "TrainConfig", "flag_errors", "flag_wording"]
 
 PROG = "metricopt"
 
@@ -36,6 +40,64 @@ DEFAULT_DATASET = "breast_cancer"
 
 #: The loss every run is compared with.
 BASELINE = "bce"
+
+#: The library's argument names, as its messages write them (in backquotes), and the options that set them.
+#: The library never names an option; :func:`flag_wording` puts the option in place of the argument.
+FLAGS = {
+    "adapter": "--adapter",
+    "amplification": "--amplification",
+    "batch_size": "--batch-size",
+    "checkpoint": "--checkpoint",
+    "drop": "--drop",
+    "embedding_dim": "--embedding-dim",
+    "epochs": "--epochs",
+    "evaluations": "--evaluations",
+    "finetune_learning_rate": "--finetune-lr",
+    "finetune_steps": "--finetune-steps",
+    "hidden_sizes": "--hidden",
+    "higher_is_better=True": "--higher-is-better",
+    "higher_is_better=False": "--lower-is-better",
+    "interpolation": "--interpolation",
+    "learning_rate": "--lr",
+    "margin": "--margin",
+    "memory_size": "--memory-size",
+    "meta_tasks": "--meta-tasks",
+    "metric": "--metric",
+    "spec": "--metric",
+    "nproc": "--nproc",
+    "optimizer": "--optimizer",
+    "phi_size": "--phi-size",
+    "pos_label": "--pos-label",
+    "seed": "--seed",
+    "value_weight": "--value-weight",
+}
+
+_ARGUMENT = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*(?:=[A-Za-z0-9_]+)?)`")
+
+def flag_wording(message: str) -> str:
+    """``message`` with each backquoted library argument of :data:`FLAGS` replaced by its option.
+
+    >>> flag_wording("`learning_rate` must be a finite number > 0; got -1.0")
+    '--lr must be a finite number > 0; got -1.0'
+    """
+    return _ARGUMENT.sub(lambda match: FLAGS.get(match.group(1), match.group(0)), message)
+
+@contextlib.contextmanager
+def flag_errors() -> Iterator[None]:
+    """Re-raise the library's ``ValueError`` / ``TypeError`` worded with the options (:func:`flag_wording`)."""
+    try:
+        yield
+    except (ValueError, TypeError) as error:
+        message = flag_wording(str(error))
+        if message == str(error):
+            raise
+        raise (ValueError if isinstance(error, ValueError) else TypeError)(message) from error
+
+def metric_name(text: str) -> str:
+    """``--metric`` as the configuration records it: a built-in name in lower case (metric names are
+    case-insensitive: ``F1``, ``AP``, ``NDCG@10``), a ``MODULE:FUNCTION`` as given (Python names are not)."""
+    text = text.strip()
+    return text if ":" in text else text.lower()
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -53,7 +115,8 @@ class TrainConfig:
     ``blackbox`` holds MetricOpt's options; otherwise both are None.
     ``nproc`` is the number of training processes (not with ``metricopt``).
     ``pos_label`` is ``--pos-label`` as given (None: the default rule, see the
-    module docstring).
+    module docstring). ``drop`` names the columns of ``csv`` left out of the
+    features (``--drop``).
     """
 
     dataset: str | None
@@ -79,24 +142,58 @@ class TrainConfig:
     blackbox: BlackBoxOptions | None = None
     nproc: int = 1
     pos_label: str | None = None
+    drop: tuple[str, ...] = ()
 
 def parse_hidden(text: str) -> tuple[int, ...]:
     """``"64,64"`` -> ``(64, 64)``; an empty string means no hidden layer."""
     parts = [p.strip() for p in text.split(",")] if text.strip() else []
     try:
-        return tuple(int(p) for p in parts)
+        sizes = tuple(int(p) for p in parts)
     except ValueError:
-        raise ValueError(
-            f"--hidden must be comma-separated layer widths such as '64,64', got --hidden={text!r}"
-        ) from None
+        sizes = ()
+    if len(sizes) != len(parts) or any(size < 1 for size in sizes):
+        raise ValueError(f"--hidden must be comma-separated layer widths (integers >= 1) such as '64,64', or '' "
+                         f"for none; got --hidden={text!r}")
+    return sizes
 
-def parse_amplification(text: str) -> float | str:
+def parse_amplification(text: str | None) -> float | str:
+    """``--amplification``: a number > 0 or ``auto``; None (not given) is AnyLoss's default, 73."""
+    if text is None:
+        return DEFAULT_AMPLIFICATION
     if text.strip().lower() == "auto":
         return "auto"
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise ValueError(f"--amplification must be a number > 0 or 'auto', got --amplification={text!r}") from None
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise ValueError(f"--amplification must be a number > 0 or 'auto'; got --amplification={text!r}")
+    return value
+
+def parse_drop(values: Sequence[str] | None) -> tuple[str, ...]:
+    """``--drop A,B --drop C`` -> ``("A", "B", "C")`` (names stripped, repeats removed)."""
+    names: list[str] = []
+    for value in values or ():
+        parts = [part.strip() for part in value.split(",")]
+        if not all(parts):
+            raise ValueError(f"--drop must be comma-separated column names such as 'id,name'; got --drop={value!r}")
+        names.extend(part for part in parts if part not in names)
+    return tuple(names)
+
+#: The largest seed: the data splits (scikit-learn, numpy) take seeds below 2**32.
+MAX_SEED = 2**32 - 1
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """The numeric options every family shares, in range; checked before any output or data is read."""
+    with flag_errors():
+        check_integer("epochs", args.epochs, 1)
+        check_integer("batch_size", args.batch_size, 1)
+        check_positive("learning_rate", args.lr)
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be >= 1 (processes to train with); got {args.nproc}")
+    parse_hidden(args.hidden)
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ValueError(f"--seed must be an integer from 0 to {MAX_SEED}; got --seed={args.seed}")
 
 def check_data_options(args: argparse.Namespace) -> None:
     if args.pos_label is not None and not args.pos_label.strip():
@@ -105,6 +202,9 @@ def check_data_options(args: argparse.Namespace) -> None:
         for option, value in (("--target", args.target), ("--test-csv", args.test_csv)):
             if value is not None:
                 raise ValueError(f"{option} needs --csv (it describes a CSV file), got {option}={value!r}")
+        if args.drop:
+            raise ValueError(f"--drop needs --csv (it leaves columns of a CSV file out); got --drop="
+                             f"{','.join(args.drop)!r} with --dataset {args.dataset or DEFAULT_DATASET}")
     elif args.target is None:
         raise ValueError(f"--csv needs --target COLUMN naming the label column of --csv={args.csv!r}")
 
@@ -122,6 +222,7 @@ def shared_fields(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "nproc": args.nproc,
         "pos_label": args.pos_label,
+        "drop": parse_drop(args.drop),
     }
 
 def _with_pos_label(data: TabularDataset, pos_label: str | None) -> TabularDataset:
@@ -137,7 +238,8 @@ def _with_pos_label(data: TabularDataset, pos_label: str | None) -> TabularDatas
 def _load_csv(config: TrainConfig) -> tuple[TabularDataset, TabularDataset | None]:
     """:func:`load_csv` with its positive-class errors worded for the command line."""
     try:
-        return load_csv(config.csv, config.target, test_path=config.test_csv, pos_label=config.pos_label)
+        return load_csv(config.csv, config.target, test_path=config.test_csv, pos_label=config.pos_label,
+                        drop=config.drop)
     except PositiveClassError as exc:
         # Raise the same error again, naming --pos-label, --target and --csv instead of Python arguments.
         positive_class(exc.classes, exc.pos_label, argument="--pos-label",

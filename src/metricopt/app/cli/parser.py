@@ -18,6 +18,7 @@ from metricopt.app.recipes.classification import LOSSES
 from metricopt.app.recipes.ranking import DEFAULT_EMBEDDING_DIM, RANK_METHOD
 from metricopt.blackbox.finetune import OPTIMIZERS
 from metricopt.blackbox.metric import BUILTIN_METRICS
+from metricopt.losses.confusion import DEFAULT_AMPLIFICATION
 from metricopt.losses.ranking import (
     DEFAULT_INTERPOLATION,
     DEFAULT_MARGIN,
@@ -81,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Train an MLP with --loss for --metric and, identically, a cross-entropy (bce) baseline (same "
             "initialisation, seed, split, epochs; each keeps the epoch with the best validation --metric). "
             "Prints the exact test metrics of both, saves learning curves, optionally JSON.",
-            "Data: --dataset NAME (see 'metricopt datasets') or --csv FILE --target COLUMN [--test-csv FILE]. "
+            "Data: --dataset NAME (see 'metricopt datasets') or --csv FILE --target COLUMN [--test-csv FILE] "
+            "[--drop COL,...]. "
             "Without --test-csv the data are split 60/20/20 (stratified) into train/validation/test; with it, "
             "20% of --csv is held out for validation. Features are standardised with training statistics; "
             "decisions are p > 0.5 (binary) or argmax (multi-class). The positive class of a binary target: "
@@ -92,9 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
             "probabilities; multi-class ap and auroc are macro one-vs-rest; ndcg@K needs binary data and ranks "
             "the whole test split with the labels as gains). recall@K trains an embedding (--embedding-dim) and "
             "reports R@1,2,4,8, MAP@R and MRR of cosine retrieval within the test split; its bce baseline is a "
-            "classifier whose last hidden layer (before its ReLU) is the embedding. --dataset letter and fashion_mnist are "
-            "retrieval benchmarks with test classes unseen in training (fashion_mnist: 10000 train / 2000 test "
-            "images of 784 pixels); 20% of their training rows are held out for validation.",
+            "classifier whose last hidden layer (before its ReLU) is the embedding. --dataset letter and "
+            "fashion_mnist are retrieval benchmarks with test classes unseen in training (fashion_mnist: 10000 "
+            "train / 2000 test images of 784 pixels); 20% of their training rows are held out for validation.",
             f"Black-box metrics (--method {BLACKBOX_METHOD}, MetricOpt): --metric is a built-in "
             f"({', '.join(BUILTIN_METRICS)}) or MODULE:FUNCTION, a function importable from the current directory "
             "that takes (y_true, y_score) (y_score: positive-class probabilities, or class probabilities for "
@@ -133,14 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the positive class of a binary target, the one F1, precision, recall, AP, ... "
                            "measure. Default: for --csv the label 1 (0/1, -1/1, 1/2) or True (True/False), as "
                            "in scikit-learn; other labels (e.g. yes/no) are an error that asks for --pos-label. "
-                           "A built-in dataset brings its own, the minority class (e.g. malignant; see 'metricopt datasets'). "
-                           "Shown in the results table and the JSON (positive_class)")
+                           "A built-in dataset brings its own, the minority class (e.g. malignant; see "
+                           "'metricopt datasets'). Shown in the results table and the JSON (positive_class)")
     data.add_argument("--test-csv", metavar="PATH", default=None,
                       help="test data for --csv, encoded with the training file's categories and medians")
+    data.add_argument("--drop", metavar="COL[,COL...]", action="append", default=None,
+                      help="columns of --csv (and --test-csv) to leave out of the features, e.g. an identifier; "
+                           "may be repeated. A name that is not a column is an error. A non-numeric column with "
+                           "at least half as many distinct values as rows (at least 20 of them, or one per row) "
+                           "looks like an identifier: a warning suggests --drop")
 
     method = train.add_argument_group("method")
     method.add_argument("--metric", default="f1", metavar="NAME",
-                        help="the metric to train for, select epochs by and report. Confusion-matrix metrics "
+                        help="the metric to train for, select epochs by and report (names are "
+                             "case-insensitive: F1 is f1). Confusion-matrix metrics "
                              f"(multi-class: their default averaging): {', '.join(METRIC_NAMES)}. Rank metrics: "
                              f"{RANK_METRIC_FORMS} (K an integer >= 1, e.g. recall@4, ndcg@10). With --method "
                              f"{BLACKBOX_METHOD}: a built-in black-box metric ({', '.join(BUILTIN_METRICS)}) or "
@@ -153,8 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
                              f"metrics), or {BLACKBOX_METHOD} (MetricOpt for a black-box metric, compared with "
                              "loss-only fine-tuning instead of bce). The bce baseline is always trained as well, "
                              f"except with {BLACKBOX_METHOD}")
-    method.add_argument("--amplification", metavar="L", default="73",
-                        help="AnyLoss steepness L of sigmoid(L (p - 0.5)), a number > 0 or 'auto'")
+    method.add_argument("--amplification", metavar="L", default=None,
+                        help="AnyLoss steepness L of sigmoid(L (p - 0.5)), a number > 0 or 'auto'; default "
+                             f"{DEFAULT_AMPLIFICATION:g}. Confusion-matrix metrics only (an error with rank or "
+                             "black-box metrics)")
 
     rank = train.add_argument_group(
         "rank losses (--metric ap, auroc, ndcg@K, recall@K only; an error with other metrics)")
@@ -224,11 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--output", "-o", metavar="FILE", default=None,
                         help="write the results (metrics, best epochs, per-epoch history, config, versions; "
                              "metricopt: the three test scores, meta-training summary, fine-tuning history, "
-                             "seconds) as JSON")
+                             "seconds) as JSON. Its folder must exist (checked before training)")
     plot = output.add_mutually_exclusive_group()
     plot.add_argument("--plot", metavar="FILE", default=None,
                       help="learning-curve image, for metricopt the fine-tuning curves (default: "
-                           "metricopt-<dataset>-<metric>.png in the current directory)")
+                           "metricopt-<dataset>-<metric>.png in the current directory); its folder must exist")
     plot.add_argument("--no-plot", action="store_true", help="do not write the learning-curve image")
     output.add_argument("--quiet", "-q", action="store_true",
                         help="no progress bars or status line; the results table is still printed")

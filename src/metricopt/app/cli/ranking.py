@@ -29,6 +29,7 @@ from metricopt.app.recipes.ranking import (
     is_retrieval_dataset,
     load_retrieval_data,
     make_method_loss,
+    make_rank_loss,
     parse_rank_metric,
 )
 
@@ -38,7 +39,11 @@ __all__ = ["rank_options", "run_rank"]
 RANK_METRIC_FORMS = "ap, auroc, ndcg@K, recall@K"
 
 def rank_options(args: argparse.Namespace, metric: str) -> dict[str, Any]:
-    """``--interpolation``, ``--margin``, ``--memory-size``, ``--embedding-dim``; rank metrics only."""
+    """``--interpolation``, ``--margin``, ``--memory-size``, ``--embedding-dim``; rank metrics only.
+
+    Their values are checked here, before any output, by building the loss (the library's errors name
+    its arguments; :func:`~metricopt.app.cli.train.config_from_args` words them with the options).
+    """
     given = {option: value for option, value in (
         ("--interpolation", args.interpolation), ("--margin", args.margin),
         ("--memory-size", args.memory_size), ("--embedding-dim", args.embedding_dim)) if value is not None}
@@ -47,12 +52,17 @@ def rank_options(args: argparse.Namespace, metric: str) -> dict[str, Any]:
         raise ValueError(f"{option} applies to rank metrics ({RANK_METRIC_FORMS}) only; got --metric {metric}")
     if "--embedding-dim" in given and not parse_rank_metric(metric).is_retrieval:
         raise ValueError(f"--embedding-dim applies to --metric recall@K (an embedding) only; got --metric {metric}")
-    return {
+    options = {
         "interpolation": args.interpolation,
         "margin": args.margin,
         "memory_size": 0 if args.memory_size is None else args.memory_size,
         "embedding_dim": DEFAULT_EMBEDDING_DIM if args.embedding_dim is None else args.embedding_dim,
     }
+    if given:
+        make_rank_loss(metric, interpolation=options["interpolation"], margin=options["margin"],
+                       memory_size=options["memory_size"])
+        check_embedding_dim(options["embedding_dim"])
+    return options
 
 def _load_rank(config: TrainConfig, metric: RankMetric) -> tuple[dict[str, Any], Split, int]:
     """Data for a rank metric: ``(info, split, number of training classes)``."""

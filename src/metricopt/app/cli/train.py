@@ -22,6 +22,9 @@ from metricopt.app.cli.common import (
     BASELINE,
     TrainConfig,
     check_data_options,
+    check_numbers,
+    flag_errors,
+    metric_name,
     parse_hidden,
     shared_fields,
 )
@@ -48,18 +51,20 @@ __all__ = ["command", "config_from_args", "format_table", "run_train"]
 RANK_LOSSES = (RANK_METHOD, BASELINE)
 
 def _parse_metric(text: str) -> str:
-    """The canonical metric name: a confusion metric as given, a rank metric lower case."""
-    if text in METRIC_NAMES:
-        return text
-    if is_rank_metric(text):
-        return str(parse_rank_metric(text))
-    head = text.strip().lower().split("@")[0]
-    if head in RANK_METRICS and text.strip().lower() != "recall":
+    """The canonical metric name (lower case, see :func:`metric_name`) of a confusion or a rank metric."""
+    name = metric_name(text)
+    if name in METRIC_NAMES:
+        return name
+    if is_rank_metric(name):
+        return str(parse_rank_metric(name))
+    head = name.split("@")[0]
+    if head in RANK_METRICS and name != "recall":
         parse_rank_metric(text)  # raises the rank-metric error with the reason
     raise ValueError(
         f"--metric must be a confusion metric ({', '.join(METRIC_NAMES)}) or a rank metric ({RANK_METRIC_FORMS} "
         f"with K an integer >= 1, e.g. recall@4), or with --method {BLACKBOX_METHOD} a black-box metric "
-        f"({', '.join(BLACKBOX_ONLY_METRICS)} or MODULE:FUNCTION); got --metric={text!r}"
+        f"({', '.join(BLACKBOX_ONLY_METRICS)} or MODULE:FUNCTION); metric names are case-insensitive; "
+        f"got --metric={text!r}"
     )
 
 def _resolve_method(metric: str, loss: str | None) -> str:
@@ -79,23 +84,26 @@ def _resolve_method(metric: str, loss: str | None) -> str:
     return loss
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Turn parsed ``train`` arguments into a :class:`TrainConfig`.
+    """Turn parsed ``train`` arguments into a :class:`TrainConfig`; check them all, before any output.
 
-    Only the metric name and combinations of options are checked here (and,
-    for ``--method blackbox``, MetricOpt's options and that ``--metric``
-    resolves to a callable with a direction); other values are checked by the
-    library functions that use them.
+    Checked here: every numeric option's range, the metric name (case-insensitive, recorded in lower case),
+    options of another family (errors naming the option and the metric), combinations of options and, for
+    ``--method blackbox``, MetricOpt's options and that ``--metric`` resolves to a callable with a direction.
+    The library's errors name its Python arguments; they are re-raised naming the options (:func:`flag_errors`).
     """
-    if args.nproc < 1:
-        raise ValueError(f"--nproc must be >= 1 (processes to train with); got {args.nproc}")
-    if resolve_family(args) == BLACKBOX_METHOD:
-        return blackbox_config(args)
-    metric = _parse_metric(args.metric)
-    method = _resolve_method(metric, args.loss)
-    rank_fields = rank_options(args, metric)
-    check_data_options(args)
-    return TrainConfig(**shared_fields(args), metric=metric, loss=method, hidden_sizes=parse_hidden(args.hidden),
-                       **rank_fields)
+    with flag_errors():
+        check_numbers(args)
+        if resolve_family(args) == BLACKBOX_METHOD:
+            return blackbox_config(args)
+        metric = _parse_metric(args.metric)
+        method = _resolve_method(metric, args.loss)
+        if args.amplification is not None and is_rank_metric(metric):
+            raise ValueError(f"--amplification applies to the AnyLoss confusion loss (confusion-matrix metrics) "
+                             f"only; got --metric {metric}")
+        rank_fields = rank_options(args, metric)
+        check_data_options(args)
+        return TrainConfig(**shared_fields(args), metric=metric, loss=method,
+                           hidden_sizes=parse_hidden(args.hidden), **rank_fields)
 
 def run_train(config: TrainConfig, *, show_progress: bool = True,
               log: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -164,9 +172,10 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join([title, line(header), rule, *(line(r) for r in rows)])
 
 def _check_output_file(option: str, path: str) -> None:
-    """``path`` can be written: not a folder, writable if it exists, its nearest existing folder writable.
+    """``path`` can be written: not a folder, writable if it exists, in an existing writable folder.
 
-    Missing folders are fine (they are created when the file is written).
+    A missing folder is an error naming it (one rule for ``--output`` and ``--plot``): a mistyped folder
+    must not silently become a new tree of folders, and the check comes before training.
     """
     file = Path(path)
     if not path.strip() or file.is_dir():
@@ -174,8 +183,13 @@ def _check_output_file(option: str, path: str) -> None:
     if file.exists() and not os.access(file, os.W_OK):
         raise ValueError(f"{option}={path!r} exists and is not writable")
     folder = file.absolute().parent
-    while not folder.exists():
-        folder = folder.parent
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if existing.is_dir() and existing != folder:
+        raise ValueError(f"{option}={path!r} cannot be written: the folder {str(file.parent)!r} does not exist "
+                         "(create it first)")
+    folder = existing
     if not folder.is_dir():
         raise ValueError(f"{option}={path!r} cannot be written: {str(folder)!r} is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -208,8 +222,7 @@ def _output_paths(args: argparse.Namespace, config: TrainConfig) -> str | None:
     return plot
 
 def _write_json(results: dict[str, Any], path: str) -> Path:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(path)  # its folder exists: checked by _output_paths before training
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return out
 

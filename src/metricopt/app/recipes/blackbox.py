@@ -133,7 +133,7 @@ _LABELS = {PRETRAINED: "pretrained (phi = 0)", BASELINE_METHOD: "loss-only fine-
 
 
 def parse_evaluations(text: str) -> int | float:
-    """``--evaluations``: an integer count (``"10"``) or a fraction of the steps (``"0.05"`` or ``"5%"``).
+    """``evaluations`` from text: an integer count (``"10"``) or a fraction of the steps (``"0.05"`` or ``"5%"``).
 
     Raises:
         ValueError: anything else (the range is checked by :class:`BlackBoxOptions`).
@@ -147,30 +147,28 @@ def parse_evaluations(text: str) -> int | float:
         return float(value)
     except ValueError:
         raise ValueError(
-            f"--evaluations must be a count (an integer >= 2) or a fraction of --finetune-steps in (0, 1] "
-            f"(e.g. 10, 0.05 or 5%); got --evaluations={text!r}"
+            f"`evaluations` must be a count (an integer >= 2) or a fraction of `finetune_steps` in (0, 1] "
+            f"(e.g. 10, 0.05 or 5%); got {text!r}"
         ) from None
 
 
 def _integer(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"`{name}` (--{name.replace('_', '-')}) must be an integer >= {minimum}; "
-                         f"got {describe(value)}")
+        raise ValueError(f"`{name}` must be an integer >= {minimum}; got {describe(value)}")
     return int(value)
 
 
-def _number(name: str, option: str, value: Any, *, positive: bool) -> float:
+def _number(name: str, value: Any, *, positive: bool) -> float:
     bound = "> 0" if positive else ">= 0"
     if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
             or value < 0 or (positive and value == 0)):
-        raise ValueError(f"`{name}` ({option}) must be a finite number {bound}; "
-                         f"got {describe(value)}")
+        raise ValueError(f"`{name}` must be a finite number {bound}; got {describe(value)}")
     return float(value)
 
 
 @dataclasses.dataclass(frozen=True)
 class BlackBoxOptions:
-    """The options of MetricOpt on top of the backbone recipe (CLI names in brackets).
+    """The options of MetricOpt on top of the backbone recipe (``metricopt train``'s options in brackets).
 
     Attributes:
         adapter: ``"input_bias"`` or ``"film"`` (``--adapter``).
@@ -185,7 +183,7 @@ class BlackBoxOptions:
         checkpoint: meta-training checkpoint file, resumed when it exists (``--checkpoint``).
 
     Raises:
-        ValueError: a value out of range (the message names the option).
+        ValueError: a value out of range (the message names the attribute).
 
     >>> BlackBoxOptions(finetune_steps=100).evaluation_count
     5
@@ -203,26 +201,24 @@ class BlackBoxOptions:
 
     def __post_init__(self) -> None:
         if self.adapter not in ADAPTERS:
-            raise ValueError(f"`adapter` (--adapter) must be one of {', '.join(ADAPTERS)}; got {describe(self.adapter)}")
+            raise ValueError(f"`adapter` must be one of {', '.join(ADAPTERS)}; got {describe(self.adapter)}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"`optimizer` (--optimizer) must be one of {', '.join(OPTIMIZERS)}; "
-                             f"got {describe(self.optimizer)}")
+            raise ValueError(f"`optimizer` must be one of {', '.join(OPTIMIZERS)}; got {describe(self.optimizer)}")
         _integer("phi_size", self.phi_size, 1)
         _integer("meta_tasks", self.meta_tasks, 1)
         _integer("finetune_steps", self.finetune_steps, 1)
-        _number("value_weight", "--value-weight", self.value_weight, positive=False)
-        _number("finetune_learning_rate", "--finetune-lr", self.finetune_learning_rate, positive=True)
+        _number("value_weight", self.value_weight, positive=False)
+        _number("finetune_learning_rate", self.finetune_learning_rate, positive=True)
         evaluations = self.evaluations
         if isinstance(evaluations, bool) or not isinstance(evaluations, (numbers.Integral, float)):
-            raise TypeError(f"`evaluations` (--evaluations) must be a count or a fraction; got {describe(evaluations)}")
+            raise TypeError(f"`evaluations` must be a count or a fraction; got {describe(evaluations)}")
         if isinstance(evaluations, numbers.Integral) and evaluations < 2:
-            raise ValueError(f"`evaluations` (--evaluations) must be at least 2 (a metric curve needs two "
-                             f"points); got {evaluations}")
+            raise ValueError(f"`evaluations` must be at least 2 (a metric curve needs two points); got {evaluations}")
         if isinstance(evaluations, float) and not 0 < evaluations <= 1:
-            raise ValueError(f"`evaluations` (--evaluations) as a fraction of --finetune-steps must lie in (0, 1]; "
+            raise ValueError(f"`evaluations` as a fraction of `finetune_steps` must lie in (0, 1]; "
                              f"got {evaluations!r}")
         if self.checkpoint is not None and not str(self.checkpoint).strip():
-            raise ValueError("`checkpoint` (--checkpoint) must be a file path; got an empty string")
+            raise ValueError("`checkpoint` must be a file path; got an empty string")
 
     @property
     def evaluation_count(self) -> int:
@@ -251,7 +247,7 @@ def make_blackbox_metric(
     higher_is_better: bool | None = None,
     num_classes: int | None = None,
 ) -> BlackBoxMetric:
-    """The black-box metric ``--metric`` names: a built-in name or ``MODULE:FUNCTION``.
+    """The black-box metric ``spec`` names: a built-in name or ``MODULE:FUNCTION``.
 
     Args:
         spec: one of :data:`~metricopt.blackbox.metric.BUILTIN_METRICS` or
@@ -273,22 +269,22 @@ def make_blackbox_metric(
         return make_metric(spec, higher_is_better=higher_is_better)
     if not isinstance(spec, str) or (":" not in spec and spec not in BUILTIN_METRICS):
         raise ValueError(
-            f"--metric {spec!r} is not a black-box metric: --method {BLACKBOX_METHOD} takes a built-in "
+            f"`spec` {spec!r} is not a black-box metric: MetricOpt takes a built-in "
             f"({', '.join(BUILTIN_METRICS)}) or MODULE:FUNCTION, an importable function f(y_true, y_score) -> float "
             "or f(model) -> float"
         )
     if spec in BUILTIN_METRICS and higher_is_better is not None:
         direction = make_metric(spec).higher_is_better
         if direction != higher_is_better:
-            given, known = ("--higher-is-better", "lower") if higher_is_better else ("--lower-is-better", "higher")
-            raise ValueError(f"{given} contradicts the built-in metric {spec!r}, which is {known}-is-better; "
-                             "leave the direction out for built-in metrics")
+            known = "lower" if higher_is_better else "higher"
+            raise ValueError(f"`higher_is_better={higher_is_better}` contradicts the built-in metric {spec!r}, "
+                             f"which is {known}-is-better; give no direction for built-in metrics")
     try:
         return make_metric(spec, higher_is_better=higher_is_better, num_classes=num_classes)
     except TypeError as error:
         message = str(error)
         if message.startswith("metric function"):  # the library's hint names its takes= argument, not an option
-            raise TypeError(f"--metric {spec!r}: {message.split(' (pass takes=')[0]}") from error
+            raise TypeError(f"`spec` {spec!r}: {message.split(' (pass takes=')[0]}") from error
         raise
 
 
@@ -328,7 +324,7 @@ def make_adapter(backbone: nn.Module, kind: str = "input_bias", *, phi_size: int
         ValueError: unknown ``kind``; ``"film"`` on a model without a hidden layer.
     """
     if kind not in ADAPTERS:
-        raise ValueError(f"`adapter` (--adapter) must be one of {', '.join(ADAPTERS)}; got {describe(kind)}")
+        raise ValueError(f"`adapter` must be one of {', '.join(ADAPTERS)}; got {describe(kind)}")
     if kind == "input_bias":
         return InputBias(backbone, phi_size=phi_size, seed=seed)
     hidden_layers = sum(isinstance(module, nn.Linear) for module in backbone.modules()) - 1
@@ -339,17 +335,17 @@ def make_adapter(backbone: nn.Module, kind: str = "input_bias", *, phi_size: int
 def check_adapter(kind: str, hidden_sizes: int | Sequence[Any]) -> None:
     """Raise ``ValueError`` unless adapter ``kind`` fits an MLP with these hidden layers (FiLM needs one).
 
-    >>> check_adapter("film", ())
+    >>> check_adapter("film", ())  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: --adapter film modulates the hidden Linear layers and this model has none (--hidden ''); use --adapter input_bias or give --hidden
+    ValueError: `adapter` 'film' modulates the hidden Linear layers and this model has none ...
     """
     if kind not in ADAPTERS:
-        raise ValueError(f"`adapter` (--adapter) must be one of {', '.join(ADAPTERS)}; got {describe(kind)}")
+        raise ValueError(f"`adapter` must be one of {', '.join(ADAPTERS)}; got {describe(kind)}")
     hidden = (hidden_sizes,) if isinstance(hidden_sizes, numbers.Integral) else tuple(hidden_sizes)
     if kind == "film" and not hidden:
-        raise ValueError("--adapter film modulates the hidden Linear layers and this model has none "
-                         "(--hidden ''); use --adapter input_bias or give --hidden")
+        raise ValueError("`adapter` 'film' modulates the hidden Linear layers and this model has none "
+                         "(`hidden_sizes` is empty); use `adapter` 'input_bias' or hidden layers")
 
 
 # --------------------------------------------------------------------------
@@ -376,21 +372,22 @@ def _check_run_record(checkpoint: Path, record: dict[str, Any]) -> None:
     if checkpoint.exists():
         if not record_path.exists():
             raise ValueError(
-                f"--checkpoint {str(checkpoint)!r} exists but has no run record {record_path.name!r} beside it, so it "
-                "cannot be checked against this run; delete it or choose another path"
+                f"`checkpoint` {str(checkpoint)!r} exists but has no run record {record_path.name!r} beside it, so "
+                "it cannot be checked against this run; delete it or choose another path"
             )
         try:
             stored = json.loads(record_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
-            raise ValueError(f"cannot read the run record {str(record_path)!r} of --checkpoint: {error}") from None
+            raise ValueError(f"cannot read the run record {str(record_path)!r} of `checkpoint`: {error}") from None
         if not isinstance(stored, dict):
             stored = {}
-        differences = [f"{key} {stored.get(key)!r} -> {record[key]!r}" for key in record if stored.get(key) != record[key]]
+        differences = [f"{key} {stored.get(key)!r} -> {record[key]!r}"
+                       for key in record if stored.get(key) != record[key]]
         if differences:
             raise ValueError(
-                f"--checkpoint {str(checkpoint)!r} holds the meta-training of another run (changed: "
-                f"{'; '.join(differences[:4])}{'; ...' if len(differences) > 4 else ''}); delete it or choose another "
-                "path to start over"
+                f"`checkpoint` {str(checkpoint)!r} holds the meta-training of another run (changed: "
+                f"{'; '.join(differences[:4])}{'; ...' if len(differences) > 4 else ''}); delete it or choose "
+                "another path to start over"
             )
         return
     record_path.parent.mkdir(parents=True, exist_ok=True)
@@ -522,7 +519,7 @@ def run_blackbox(
             **{key: value for key, value in dataclasses.asdict(options).items() if key != "checkpoint"},
         })
         if checkpoint.exists():  # a truncated or foreign file fails now, not after pre-training
-            read_checkpoint(checkpoint, CHECKPOINT_FORMAT, argument="--checkpoint")
+            read_checkpoint(checkpoint, CHECKPOINT_FORMAT, argument="checkpoint")
     seconds: dict[str, float] = {}
     data = task_data(split, num_classes)
 

