@@ -365,9 +365,9 @@ def test_builtin_direction_cannot_be_contradicted():
 
 
 def test_user_metrics_need_a_direction():
-    with pytest.raises(ValueError, match="--higher-is-better or --lower-is-better"):
+    with pytest.raises(ValueError, match="`higher_is_better=True` or `higher_is_better=False`"):
         make_metric(lambda y_true, y_score: 0.0)
-    with pytest.raises(ValueError, match="'mymod:score'.*--higher-is-better"):
+    with pytest.raises(ValueError, match="'mymod:score'.*`higher_is_better=True`"):
         make_metric("mymod:score")
 
 
@@ -503,11 +503,11 @@ def test_load_function_errors_name_the_spec(workdir):
             "bbm_missing:f",
             ImportError,
             (
-                r"^cannot import module 'bbm_missing' for --metric 'bbm_missing:f': "
+                r"^cannot import module 'bbm_missing' for `spec` 'bbm_missing:f': "
                 r"ModuleNotFoundError: No module named 'bbm_missing'$"
             ),
         ),
-        ("bbm_broken:f", ImportError, r"module 'bbm_broken' for --metric 'bbm_broken:f': ZeroDivisionError"),
+        ("bbm_broken:f", ImportError, r"module 'bbm_broken' for `spec` 'bbm_broken:f': ZeroDivisionError"),
         ("bbm_errors:nope", ValueError, "module 'bbm_errors' has no attribute 'nope'.*'bbm_errors:nope'"),
         ("bbm_errors:Namespace.nope", ValueError, "'Namespace.nope'"),
         ("bbm_errors:NOT_CALLABLE", TypeError, "'bbm_errors:NOT_CALLABLE' names 3, which is not callable"),

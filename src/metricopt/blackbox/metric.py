@@ -414,7 +414,7 @@ def _import_module(module_name: str, spec: str) -> Any:
     except Exception as error:
         message = " ".join(str(error).split())
         raise ImportError(
-            f"cannot import module {module_name!r} for --metric {spec!r}: {type(error).__name__}: {message}"
+            f"cannot import module {module_name!r} for `spec` {spec!r}: {type(error).__name__}: {message}"
         ) from error
     finally:
         if added and cwd in sys.path:
@@ -440,12 +440,12 @@ def load_function(spec: str) -> Callable[..., Any]:
     module_name, colon, path = spec.partition(":")
     if not colon:
         raise ValueError(
-            f"--metric {spec!r} must be a built-in metric name or "
+            f"`spec` {spec!r} must be a built-in metric name or "
             "'MODULE:FUNCTION' (e.g. 'mymetrics:score'); it has no ':'"
         )
     if not module_name.strip() or not path.strip():
         raise ValueError(
-            f"--metric {spec!r} must be 'MODULE:FUNCTION' with "
+            f"`spec` {spec!r} must be 'MODULE:FUNCTION' with "
             "a module before and a function after the ':'"
         )
     module = _import_module(module_name, spec)
@@ -454,9 +454,9 @@ def load_function(spec: str) -> Callable[..., Any]:
         try:
             target = getattr(target, part)
         except AttributeError:
-            raise ValueError(f"module {module_name!r} has no attribute {path!r} (--metric {spec!r})") from None
+            raise ValueError(f"module {module_name!r} has no attribute {path!r} (`spec` {spec!r})") from None
     if not callable(target):
-        raise TypeError(f"--metric {spec!r} names {describe(target)}, which is not callable")
+        raise TypeError(f"`spec` {spec!r} names {describe(target)}, which is not callable")
     return target
 
 
@@ -489,8 +489,8 @@ def _infer_takes(function: Callable[..., Any], name: str) -> str:
 def _require_direction(name: str, higher_is_better: bool | None) -> bool:
     if higher_is_better is None:
         raise ValueError(
-            f"metric {name!r} is not built in, so its direction is unknown: pass --higher-is-better or "
-            "--lower-is-better (higher_is_better=True or False)"
+            f"metric {name!r} is not built in, so its direction is unknown: pass `higher_is_better=True` or "
+            "`higher_is_better=False`"
         )
     return higher_is_better
 
