@@ -19,13 +19,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from metricopt.metrics import average_precision_score, metric_score, roc_auc_score
+from metricopt.metrics.registry import REPORTED, THRESHOLD_FREE
 from metricopt.predict import predict_labels
 
 #: The metrics printed by the CLI and recorded by the benchmarks.
-REPORT_METRICS: tuple[str, ...] = ("f1", "gmean", "balanced_accuracy", "mcc", "accuracy", "precision", "recall")
+REPORT_METRICS: tuple[str, ...] = REPORTED
 
 #: Threshold-free metrics :func:`report` computes from the probabilities, not from decisions.
-RANK_METRICS: tuple[str, ...] = ("ap", "auroc")
+RANK_METRICS: tuple[str, ...] = THRESHOLD_FREE
 
 __all__ = ["RANK_METRICS", "REPORT_METRICS", "rank_score", "report", "tune_threshold"]
 

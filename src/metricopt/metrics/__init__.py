@@ -6,7 +6,6 @@ Rank metrics (average precision, ROC AUC, NDCG, recall@K, MRR, MAP@R and a
 retrieval report from embeddings) live in :mod:`metricopt.metrics.ranking`.
 """
 
-from metricopt.metrics._formulas import METRICS
 from metricopt.metrics.confusion import (
     accuracy_score,
     balanced_accuracy_score,
@@ -32,8 +31,10 @@ from metricopt.metrics.ranking import (
     retrieval_report,
     roc_auc_score,
 )
+from metricopt.metrics.registry import CONFUSION
 
-METRIC_NAMES: tuple[str, ...] = tuple(METRICS)
+#: The confusion-matrix metrics (:mod:`metricopt.metrics.registry`; each has a formula in ``_formulas.METRICS``).
+METRIC_NAMES: tuple[str, ...] = CONFUSION
 
 __all__ = [
     "METRIC_NAMES",

@@ -92,6 +92,7 @@ from metricopt.blackbox.metric import BUILTIN_METRICS, BlackBoxMetric, make_metr
 from metricopt.blackbox.trajectory import evaluation_count
 from metricopt.evaluation import REPORT_METRICS, report
 from metricopt.losses import cross_entropy_loss
+from metricopt.metrics.registry import BLACKBOX_ONLY
 from metricopt.predict import predict_proba
 
 __all__ = [
@@ -122,7 +123,7 @@ PRETRAINED = "pretrained"
 RUNS = (PRETRAINED, BASELINE_METHOD, BLACKBOX_METHOD)
 ADAPTERS = ("input_bias", "film")
 #: Built-in black-box metrics that no other method trains for: naming one implies ``--method blackbox``.
-BLACKBOX_ONLY_METRICS = ("mcr", "aucpr", "cost")
+BLACKBOX_ONLY_METRICS = BLACKBOX_ONLY
 RUN_RECORD_FORMAT = "metricopt.blackbox_training/1"
 _LABELS = {PRETRAINED: "pretrained (phi = 0)", BASELINE_METHOD: "loss-only fine-tuning",
            BLACKBOX_METHOD: "MetricOpt"}

@@ -86,6 +86,7 @@ from metricopt.app.recipes.classification import (
 from metricopt.evaluation import rank_score
 from metricopt.losses import APLoss, AUROCLoss, NDCGLoss, RecallLoss, cross_entropy_loss
 from metricopt.metrics import ndcg_at_k, retrieval_report
+from metricopt.metrics.registry import RANK, WITH_CUTOFF
 from metricopt.predict import predict_proba
 
 __all__ = [
@@ -115,8 +116,8 @@ __all__ = [
 ]
 
 #: Metric names; ``ndcg`` and ``recall`` take a cut-off ``@K``.
-RANK_METRICS = ("ap", "auroc", "ndcg", "recall")
-_WITH_K = ("ndcg", "recall")
+RANK_METRICS = RANK
+_WITH_K = WITH_CUTOFF
 #: The rank-loss method and the cross-entropy baseline it is compared with.
 RANK_METHOD = "rambo"
 BASELINE_METHOD = "bce"
