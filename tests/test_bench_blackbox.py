@@ -322,6 +322,7 @@ def _check_payload(payload: dict[str, Any], spec: BlackBoxSpec) -> None:
         assert row["value_seconds"] > 0 and row["threads"] == spec.threads
 
 
+@pytest.mark.slow
 def test_blackbox_smoke_writes_json_markdown_and_png(tmp_path: Path) -> None:
     argv = ["blackbox", "--smoke", "--output-dir", str(tmp_path), "--quiet"]
     assert main(argv) == 0

@@ -181,6 +181,7 @@ def fake_losses(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rank_speed, "RANKING_LOSSES", {**rank_speed.RANKING_LOSSES, **fakes})
 
 
+@pytest.mark.slow  # its time slopes need a quiet machine: the serial slow run
 def test_losses_over_a_budget_are_skipped_at_larger_sizes(fake_losses: None) -> None:
     spec = RankSpeedSpec(
         name="skips", ranking_sizes=(64, 256, 1024, 4096),
@@ -219,6 +220,7 @@ def test_losses_over_a_budget_are_skipped_at_larger_sizes(fake_losses: None) -> 
 # the suite end to end
 
 
+@pytest.mark.slow
 def test_rank_speed_smoke_suite_end_to_end(tmp_path) -> None:
     smoke = get_suite("rank_speed", smoke=True)
     full = get_suite("rank_speed")

@@ -164,6 +164,7 @@ def test_a_missing_peer_is_recorded_as_unavailable(tmp_path: Path, monkeypatch: 
 # smoke suite end to end
 
 
+@pytest.mark.slow
 def test_retrieval_smoke_writes_json_markdown_and_png(tmp_path: Path) -> None:
     _need_letter()
     argv = ["retrieval", "--smoke", "--epochs", "1", "--output-dir", str(tmp_path), "--quiet"]

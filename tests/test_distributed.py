@@ -55,7 +55,8 @@ def _max_relative_error(got: list[torch.Tensor], want: list[torch.Tensor]) -> fl
     return diff / scale if scale > 0 else (0.0 if diff < 1e-12 else float("inf"))
 
 
-@pytest.mark.parametrize("sizes", [[7, 7], [9, 4], [5, 4, 3, 6]], ids=["2 even", "2 uneven", "4 uneven"])
+@pytest.mark.parametrize("sizes", [[7, 7], [9, 4], pytest.param([5, 4, 3, 6], marks=pytest.mark.slow)],
+                         ids=["2 even", "2 uneven", "4 uneven"])  # 4 processes: the slow suite
 def test_ddp_gradients_with_gather_equal_one_process_holding_the_whole_batch(tmp_path: Path, sizes: list[int]) -> None:
     results = _run(tmp_path, sizes)
     reference = _reference(sum(sizes))
@@ -99,7 +100,8 @@ def _loss_reference(name: str, n: int, steps: int) -> tuple[list[list[torch.Tens
 
 
 @pytest.mark.parametrize("name", ddp_workers.LOSSES)
-@pytest.mark.parametrize("sizes", [[11, 6], [6, 5, 4, 7]], ids=["2 uneven", "4 uneven"])
+@pytest.mark.parametrize("sizes", [[11, 6], pytest.param([6, 5, 4, 7], marks=pytest.mark.slow)],
+                         ids=["2 uneven", "4 uneven"])  # 4 processes: the slow suite
 def test_every_loss_family_gives_one_process_gradients_and_equal_memories_under_ddp(
     tmp_path: Path, name: str, sizes: list[int]
 ) -> None:
@@ -128,6 +130,7 @@ def test_a_loss_called_on_one_process_without_gradient_does_not_block(tmp_path: 
     assert results[0]["no_grad"] == pytest.approx(expected) and results[0]["detached"] == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_ddp_scaling_benchmark_smoke() -> None:
     """python -m benchmarks.ddp_scaling --quick (2 processes, batch 256): runs, and its gathered gradients are exact."""
     import json

@@ -15,7 +15,7 @@ import metricopt
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("loss", ["f1", "ap"])
+@pytest.mark.parametrize("loss", ["f1", pytest.param("ap", marks=pytest.mark.slow)])
 def test_lightning_ddp_example_trains_on_two_processes_with_exact_gradients(tmp_path: Path, loss: str) -> None:
     pytest.importorskip("lightning", reason="the Lightning example needs `pip install lightning` (in .[test])")
     out = tmp_path / "lightning.json"
