@@ -1,4 +1,4 @@
-"""metricopt.app.launch and ``metricopt train --nproc``: real gloo processes on CPU.
+"""metricopt.app.launch, ``metricopt train --nproc`` and ``torchrun -m metricopt train``: real gloo processes on CPU.
 
 The multi-process runs must report what one process reports: every loss
 gathers the global batch and DDP averages exact gradients, so the histories
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import operator
 import os
 import signal
 import subprocess
@@ -22,16 +21,30 @@ import torch
 import torch.distributed as dist
 
 from metricopt.app.cli import main
-from metricopt.app.launch import launch
+from metricopt.app.launch import launch, torchrun_world_size
 from metricopt.distributed import is_distributed
+
+#: The signals torch's launcher installs handlers for (launch puts the caller's back).
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+#: What a process of launch sees, as an expression for ``eval`` (the processes are spawned: a function of
+#: this module would not import in them).
+GROUP_FACTS = ("(__import__('torch').distributed.get_world_size(), __import__('torch').distributed.get_rank(), "
+               "__import__('torch').distributed.get_backend(), __import__('torch').get_num_threads(), "
+               "__import__('os').environ.get('GLOO_SOCKET_IFNAME'))")
 
 
 def test_launch_joins_the_processes_in_one_group_and_returns_process_0s_result() -> None:
-    assert launch(dist.get_world_size, 2) == 2
-    assert launch(dist.get_rank, 2) == 0
-    assert launch(operator.add, 2, 2, 3) == 5
-    assert launch(dist.get_backend, 2) == "gloo"
+    environment, handlers = dict(os.environ), {signum: signal.getsignal(signum) for signum in SIGNALS}
+    world, rank, backend, threads, interface = launch(eval, 2, GROUP_FACTS)
+    assert (world, rank, backend) == (2, 0, "gloo")
+    assert threads == max(1, (os.cpu_count() or 1) // 2)
+    assert interface is not None and interface.startswith("lo")  # one machine: the loopback interface
     assert not is_distributed()  # the caller's process joins no group
+    # torch's launcher leaves its signal handlers and a variable behind; launch puts the caller's back
+    assert dict(os.environ) == environment
+    assert {signum: signal.getsignal(signum) for signum in SIGNALS} == handlers
 
 
 def test_one_process_runs_here_without_a_group() -> None:
@@ -41,14 +54,14 @@ def test_one_process_runs_here_without_a_group() -> None:
 
 def test_a_failing_process_raises_its_exception_here_with_its_rank() -> None:
     with pytest.raises(ValueError, match="invalid literal") as info:
-        launch(int, 2, "not a number")
-    assert any("in process 0 of 2" in note for note in getattr(info.value, "__notes__", []))
+        launch(int, 2, "not a number")  # both processes fail: the first to fail is reported
+    notes = getattr(info.value, "__notes__", [])
+    assert any("in process 0 of 2" in note or "in process 1 of 2" in note for note in notes), notes
 
 
-def test_launch_leaves_the_environment_as_it_was() -> None:
-    before = os.environ.get("GLOO_SOCKET_IFNAME")
-    launch(dist.get_rank, 2)
-    assert os.environ.get("GLOO_SOCKET_IFNAME") == before
+def test_a_process_that_dies_without_an_exception_is_a_runtime_error_naming_it() -> None:
+    with pytest.raises(RuntimeError, match=r"process [01] of 2 of metricopt.app.launch exited with status 3"):
+        launch(os._exit, 2, 3)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -105,6 +118,57 @@ def test_bad_nproc_is_one_line_and_status_2(argv: list[str], message: str, capsy
     assert main(["train", *argv, "--no-plot", "-q"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+
+
+# ---------------------------------------------------------------------------
+# torchrun: one job, process 0 reports
+
+TORCHRUN_ENVIRONMENT = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "localhost",
+                        "MASTER_PORT": "29500"}
+
+
+def test_torchrun_world_size_reads_torchruns_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in TORCHRUN_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    assert torchrun_world_size() == 1
+    for name, value in TORCHRUN_ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    assert torchrun_world_size() == 2
+    monkeypatch.delenv("MASTER_PORT")  # torchrun sets all five
+    assert torchrun_world_size() == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--nproc", "2"], "--nproc starts processes of its own; under torchrun (WORLD_SIZE=2) leave it out"),
+    (["--metric", "mcr"], "--method blackbox runs in one process; torchrun started 2 (WORLD_SIZE=2)"),
+])
+def test_under_torchrun_options_it_replaces_are_one_line_from_process_0_and_status_2(
+        argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    for name, value in TORCHRUN_ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    assert main(["train", *argv, "--no-plot", "-q"]) == 2  # before joining the group: no process waits
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    monkeypatch.setenv("RANK", "1")  # the same error in process 1: status 2, nothing printed
+    assert main(["train", *argv, "--no-plot", "-q"]) == 2
+    assert capsys.readouterr() == ("", "")
+    assert not dist.is_initialized()
+
+
+def test_torchrun_runs_one_job_that_reports_what_one_process_reports(tmp_path: Path) -> None:
+    options = ("--dataset", "breast_cancer", "--epochs", "3")
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "metricopt", "train", *options, "--no-plot", "--output", "torchrun.json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("exact metrics on the test split") == 1, run.stdout  # one table, not one per process
+    assert run.stdout.count("in 2 processes (gloo, DDP)") == 1, run.stdout
+    assert run.stdout.count("results: torchrun.json") == 1, run.stdout
+    two, one = json.loads((tmp_path / "torchrun.json").read_text()), _train(tmp_path, 1, *options)
+    assert (two["world_size"], two["backend"], two["config"]["nproc"]) == (2, "gloo", 2)
+    assert two["test_metrics"] == one["test_metrics"]
+    assert two["baseline_metrics"] == one["baseline_metrics"]
 
 
 # ---------------------------------------------------------------------------

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,7 @@ from metricopt.app.cli.common import (
 )
 from metricopt.app.cli.confusion import run_confusion
 from metricopt.app.cli.ranking import RANK_METRIC_FORMS, rank_options, run_rank
-from metricopt.app.launch import launch
+from metricopt.app.launch import launch, torchrun_group, torchrun_rank, torchrun_world_size
 from metricopt.app.recipes.blackbox import (
     BLACKBOX_METHOD,
     BLACKBOX_ONLY_METRICS,
@@ -121,8 +124,10 @@ def run_train(config: TrainConfig, *, show_progress: bool = True,
         log: called with one-line status messages (``None``: silent).
 
     With ``config.nproc > 1`` (and no process group yet) the run happens in
-    that many processes (:func:`metricopt.app.launch.launch`); process 0 shows the
-    progress, logs with ``print`` when ``log`` is given, and returns the results.
+    that many processes (:func:`metricopt.app.launch.launch`, torch's launcher); process 0
+    shows the progress, logs with ``print`` when ``log`` is given, and returns the results.
+    Within a process group (torchrun's, see :func:`command`) every process calls this function
+    and each gets the results.
 
     Returns:
         The JSON-ready results (see :func:`main`'s ``--output``), without
@@ -138,9 +143,30 @@ def run_train(config: TrainConfig, *, show_progress: bool = True,
     return run_confusion(config, show_progress=show_progress, log=log)
 
 def _train_process(config: TrainConfig, show_progress: bool, verbose: bool) -> dict[str, Any]:
-    """One process of ``--nproc``: :func:`run_train`, with progress and messages from process 0 only."""
+    """One process of ``--nproc``: :func:`run_train`, with progress, messages and warnings from process 0 only."""
+    from metricopt.app.cli import _one_line_warnings  # the command's format; a spawned process starts without it
+
     lead = dist.get_rank() == 0
-    return run_train(config, show_progress=show_progress and lead, log=print if verbose and lead else None)
+    with _one_line_warnings(), _warnings_from(lead):
+        return run_train(config, show_progress=show_progress and lead, log=print if verbose and lead else None)
+
+@contextlib.contextmanager
+def _warnings_from(lead: bool) -> Iterator[None]:
+    """Warnings shown by process 0 only: every process reads the same data and options, so they repeat its own."""
+    with warnings.catch_warnings():
+        if not lead:
+            warnings.simplefilter("ignore")
+        yield
+
+def _under_torchrun(config: TrainConfig, world: int) -> TrainConfig:
+    """The configuration of one process of a torchrun job of ``world`` processes (``nproc`` records them)."""
+    if config.loss == BLACKBOX_METHOD:
+        raise ValueError(f"--method {BLACKBOX_METHOD} runs in one process; torchrun started {world} "
+                         f"(WORLD_SIZE={world}): run it without torchrun")
+    if config.nproc != 1:
+        raise ValueError(f"--nproc starts processes of its own; under torchrun (WORLD_SIZE={world}) leave it out "
+                         f"and give the processes to torchrun (--nproc-per-node, --nnodes)")
+    return dataclasses.replace(config, nproc=world)
 
 def format_table(results: dict[str, Any]) -> str:
     """The test metrics of the method and the baseline side by side, with the delta.
@@ -227,11 +253,34 @@ def _write_json(results: dict[str, Any], path: str) -> Path:
     return out
 
 def command(args: argparse.Namespace) -> int:
+    """``metricopt train``; under torchrun every process runs it as one job, and process 0 reports.
+
+    Started by torchrun (its environment describes 2+ processes, no group yet), the process joins
+    that group for the run (:func:`metricopt.app.launch.torchrun_group`) and destroys it after;
+    process 0 alone prints the status line, the table and the warnings, and checks and writes
+    ``--output`` and ``--plot`` (on its machine: the files are written there). A bad option is
+    the same error in every process: process 0 prints it, the others exit with status 2 silently.
+    """
     start = time.perf_counter()
-    config = config_from_args(args)
-    path = _output_paths(args, config)  # before training: a bad path must not waste a run
-    log = None if args.quiet else print
-    results = run_train(config, show_progress=not args.quiet, log=log)
+    world = torchrun_world_size()
+    lead = world == 1 or torchrun_rank() == 0
+    with _warnings_from(lead):
+        try:
+            config = config_from_args(args)
+            if world > 1:
+                config = _under_torchrun(config, world)
+        except Exception as exc:
+            from metricopt.app.cli import USAGE_ERROR, USER_ERRORS
+
+            if lead or not isinstance(exc, USER_ERRORS):
+                raise
+            return USAGE_ERROR
+        path = _output_paths(args, config) if lead else None  # before training: a bad path must not waste a run
+        log = None if args.quiet or not lead else print
+        with torchrun_group() if world > 1 else contextlib.nullcontext():
+            results = run_train(config, show_progress=lead and not args.quiet, log=log)
+    if not lead:
+        return 0
     print(format_table(results))
     plot = None
     if path is not None:
