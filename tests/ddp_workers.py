@@ -1,12 +1,18 @@
 """Process bodies for the multi-process tests (tests/test_distributed.py).
 
-Spawned processes import these by module name, so they live in a plain module
-that the tests put on the children's path (this directory), not in a test file.
+The worker processes import these by module name (multiprocessing's fork
+server, which forks them, imports this module), so they live in a plain module
+that the tests put on the path (this directory), not in a test file. The tests
+start one group of processes per world size (:func:`serve`) and send it the
+workloads (the ``*_body`` functions), one per test.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
+import traceback
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -46,28 +52,17 @@ def shards(sizes: list[int]) -> list[slice]:
     return [slice(s, s + n) for s, n in zip(starts, sizes)]
 
 
-def gradient_worker(rank: int, sizes: list[int], init_file: str, out_dir: str, use_gather: bool) -> None:
+def gradient_body(rank: int, sizes: list[int], out_dir: str, use_gather: bool) -> None:
     """One DDP step of ``soft_f1_loss`` on this rank's shard (gathered or not); saves the gradients."""
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=len(sizes))
-    try:
-        X, y = data(sum(sizes))
-        rows = shards(sizes)[rank]
-        ddp = nn.parallel.DistributedDataParallel(model())
-        logits, target = ddp(X[rows]), y[rows]
-        if use_gather:
-            logits, target = gather(logits), gather(target)
-        soft_f1_loss(logits, target.double()).backward()
-        torch.save({"grads": [p.grad for p in ddp.parameters()], "world_size": world_size(),
-                    "distributed": is_distributed(), "rows": len(logits)}, Path(out_dir) / f"rank{rank}.pt")
-        del ddp
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-    # Reached only on success, with the results saved. Skip interpreter finalization: with torch 2.13 and gloo,
-    # about 1 run in 10 aborts there ("terminate called without an active exception", SIGABRT) after the
-    # process group is destroyed (measured with 20 repeated 2-process runs; pytorch/pytorch PR 179291
-    # describes gloo threads outliving the interpreter).
-    os._exit(0)
+    X, y = data(sum(sizes))
+    rows = shards(sizes)[rank]
+    ddp = nn.parallel.DistributedDataParallel(model())
+    logits, target = ddp(X[rows]), y[rows]
+    if use_gather:
+        logits, target = gather(logits), gather(target)
+    soft_f1_loss(logits, target.double()).backward()
+    torch.save({"grads": [p.grad for p in ddp.parameters()], "world_size": world_size(),
+                "distributed": is_distributed(), "rows": len(logits)}, Path(out_dir) / f"rank{rank}.pt")
 
 
 def _loss_factories() -> dict[str, tuple[Any, int, str]]:
@@ -115,48 +110,81 @@ def loss_outputs(name: str, model: nn.Module, X: torch.Tensor) -> torch.Tensor:
     return out.squeeze(1) if name == "ndcg" else out
 
 
-def loss_worker(rank: int, sizes: list[int], init_file: str, out_dir: str, name: str, steps: int) -> None:
+def loss_body(rank: int, sizes: list[int], out_dir: str, name: str, steps: int) -> None:
     """``steps`` DDP steps of loss ``name`` (the module, defaults) on this rank's shards; saves each step's
     gradients and the memory afterwards."""
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=len(sizes))
-    try:
-        criterion, model = loss_setup(name)
-        ddp = nn.parallel.DistributedDataParallel(model)
-        rows = shards(sizes)[rank]
-        grads = []
-        for step in range(steps):
-            X, y = loss_batch(name, sum(sizes), step)
-            ddp.zero_grad()
-            criterion(loss_outputs(name, ddp, X[rows]), y[rows]).backward()
-            grads.append([p.grad.clone() for p in ddp.parameters()])
-        memory = criterion.memory.contents() if hasattr(criterion, "memory") else None
-        torch.save({"grads": grads, "memory": list(memory) if memory is not None else None},
-                   Path(out_dir) / f"rank{rank}.pt")
-        del ddp
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-    os._exit(0)  # see gradient_worker
+    criterion, model = loss_setup(name)
+    ddp = nn.parallel.DistributedDataParallel(model)
+    rows = shards(sizes)[rank]
+    grads = []
+    for step in range(steps):
+        X, y = loss_batch(name, sum(sizes), step)
+        ddp.zero_grad()
+        criterion(loss_outputs(name, ddp, X[rows]), y[rows]).backward()
+        grads.append([p.grad.clone() for p in ddp.parameters()])
+    memory = criterion.memory.contents() if hasattr(criterion, "memory") else None
+    torch.save({"grads": grads, "memory": list(memory) if memory is not None else None},
+               Path(out_dir) / f"rank{rank}.pt")
 
 
-def one_process_loss_worker(rank: int, sizes: list[int], init_file: str, out_dir: str, name: str) -> None:
+def one_process_loss_body(rank: int, sizes: list[int], out_dir: str, name: str) -> None:
     """Process 0 alone calls loss ``name`` under ``torch.no_grad()`` and on inputs that do not require grad
-    (a validation or logging step); the other processes go straight to the barrier. A loss that all-gathered
-    there would block process 0 until the group's timeout (the test's failure), as it did on main."""
-    import datetime
+    (a validation or logging step); the other processes go straight to the barrier that ends every workload
+    (:func:`serve`). A loss that all-gathered there would block process 0 until the group's timeout (the
+    test's failure), as it did on main."""
+    values = {}
+    if rank == 0:
+        criterion, model = loss_setup(name)
+        X, y = loss_batch(name, sizes[0], 0)
+        with torch.no_grad():  # the value of process 0's own batch, as documented
+            values["no_grad"] = float(criterion(loss_outputs(name, model, X), y))
+        values["detached"] = float(criterion(loss_outputs(name, model, X).detach(), y))
+    torch.save(values, Path(out_dir) / f"rank{rank}.pt")
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=len(sizes),
-                            timeout=datetime.timedelta(seconds=30))
+
+#: The workloads :func:`serve` runs, by name: ``body(rank, sizes, out_dir, *args)``, each saving this rank's
+#: results to ``out_dir/rank{rank}.pt``.
+BODIES = {body.__name__: body for body in (gradient_body, loss_body, one_process_loss_body)}
+
+
+def serve(rank: int, world: int, init_file: str, conn: Connection, timeout_s: float, env: dict[str, str]) -> None:
+    """Process ``rank`` of a gloo group of ``world`` processes that runs workloads until told to stop; ``env`` is
+    set in ``os.environ`` first.
+
+    The protocol with the parent (tests/test_distributed.py), over ``conn``:
+
+    1. send ``("imported", None)`` once torch and metricopt are imported; wait for ``"init"`` (the parent sends it
+       when every process is imported, so no process waits in the group's rendezvous for another's imports);
+    2. join the group (``timeout_s``: a collective that some process never joins fails after this long), barrier,
+       send ``("ready", None)``;
+    3. for each ``(body name, sizes, out_dir, args)`` received: run the body, then a barrier (every process has
+       finished the workload before any starts the next), send ``("done", None)``. On an exception send
+       ``("error", traceback)`` and exit: the group may be left inside a collective, so the parent replaces it;
+    4. ``None`` (or the parent gone): leave the group and exit.
+    """
+    os.environ.update(env)
+    torch.set_num_threads(1)  # up to 4 processes on 2 cores: no OpenMP threads spinning against each other
     try:
-        values = {}
-        if rank == 0:
-            criterion, model = loss_setup(name)
-            X, y = loss_batch(name, sizes[0], 0)
-            with torch.no_grad():
-                values["no_grad"] = float(criterion(loss_outputs(name, model, X), y))
-            values["detached"] = float(criterion(loss_outputs(name, model, X).detach(), y))
-        torch.save(values, Path(out_dir) / f"rank{rank}.pt")
+        conn.send(("imported", None))
+        if conn.recv() != "init":
+            os._exit(0)
+        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                                timeout=datetime.timedelta(seconds=timeout_s))
         dist.barrier()
-    finally:
+        conn.send(("ready", None))
+        while (task := conn.recv()) is not None:
+            name, sizes, out_dir, args = task
+            BODIES[name](rank, sizes, out_dir, *args)
+            dist.barrier()
+            conn.send(("done", None))
         dist.destroy_process_group()
-    os._exit(0)  # see gradient_worker
+    except Exception:  # noqa: BLE001 - reported to the parent, which fails the test with it
+        try:
+            conn.send(("error", traceback.format_exc()))
+        except OSError:  # the parent is gone or gave up (it also sees EOFError on recv above)
+            pass
+        os._exit(1)
+    # Skip interpreter finalization: with torch 2.13 and gloo, about 1 run in 10 aborts there ("terminate called
+    # without an active exception", SIGABRT) after the process group is destroyed (measured with 20 repeated
+    # 2-process runs; pytorch/pytorch PR 179291 describes gloo threads outliving the interpreter).
+    os._exit(0)
