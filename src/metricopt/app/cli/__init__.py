@@ -116,14 +116,11 @@ the traceback instead). Ctrl-C (SIGINT) stops every training process, prints
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-import warnings
-from collections.abc import Iterator, Sequence
-from typing import Any, TextIO
+from collections.abc import Sequence
 
-from metricopt.app.cli.common import PROG, TrainConfig, flag_wording
+from metricopt.app.cli.common import PROG, TrainConfig, flag_wording, one_line_warnings
 from metricopt.app.cli.parser import build_parser
 from metricopt.app.cli.train import command, config_from_args, format_table, run_train
 
@@ -134,10 +131,12 @@ USER_ERRORS = (ValueError, TypeError, ImportError, OSError)
 
 USAGE_ERROR = 2
 
+
 #: Any other exception: one line on stderr, exit status 1 (this variable set: the traceback instead).
 TRACEBACK_VARIABLE = "METRICOPT_TRACEBACK"
 
 INTERRUPTED = 130
+
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
     from metricopt.app.data import available_datasets
@@ -152,37 +151,17 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
                          row[3].ljust(widths[3]), row[4]]))
     return 0
 
+
 def _cmd_bench(argv: list[str]) -> int:
     """The benchmarks left the installed package; say where they are."""
     _print_error("the benchmarks are not part of the installed package: from a clone of the repository, run "
                  "`python -m benchmarks " + (" ".join(argv) or "--help") + "` at its root")
     return USAGE_ERROR
 
+
 def _print_error(message: str) -> None:
     print(f"{PROG}: error: {' '.join(flag_wording(message).split())}", file=sys.stderr)
 
-def _format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                    line: str | None = None) -> str:
-    """One line ``metricopt: warning: <message>``: no source path, line number or code line."""
-    return f"{PROG}: warning: {' '.join(flag_wording(str(message)).split())}\n"
-
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  file: TextIO | None = None, line: str | None = None) -> None:
-    stream = sys.stderr if file is None else file
-    try:
-        stream.write(_format_warning(message, category, filename, lineno, line))
-    except OSError:  # stderr closed: a warning is not worth an error
-        pass
-
-@contextlib.contextmanager
-def _one_line_warnings() -> Iterator[None]:
-    """Warnings as one line while the command runs; the previous hooks are restored after it."""
-    saved: tuple[Any, Any] = (warnings.showwarning, warnings.formatwarning)
-    warnings.showwarning, warnings.formatwarning = _show_warning, _format_warning
-    try:
-        yield
-    finally:
-        warnings.showwarning, warnings.formatwarning = saved
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``metricopt`` command line; return the exit status.
@@ -203,8 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv.insert(0, "train")
-    with _one_line_warnings():
+    with one_line_warnings():
         return _main(argv)
+
 
 def _main(argv: list[str]) -> int:
     try:

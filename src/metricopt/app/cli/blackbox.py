@@ -40,9 +40,11 @@ _BLACKBOX_OPTIONS = (
     ("--higher-is-better", "higher_is_better"), ("--lower-is-better", "lower_is_better"),
 )
 
+
 def _is_blackbox_only(metric: str) -> bool:
     """``MODULE:FUNCTION`` and the built-ins no other method trains for (``mcr``, ``aucpr``, ``cost``)."""
     return ":" in metric or metric_name(metric) in BLACKBOX_ONLY_METRICS
+
 
 def resolve_family(args: argparse.Namespace) -> str | None:
     """``--loss``/``--method``, with ``blackbox`` implied by a black-box-only ``--metric``; reject mixtures."""
@@ -63,6 +65,7 @@ def resolve_family(args: argparse.Namespace) -> str | None:
                 f"{'no --method' if args.loss is None else '--method ' + args.loss} with --metric {args.metric}"
             )
     return args.loss
+
 
 def blackbox_config(args: argparse.Namespace) -> TrainConfig:
     """:func:`config_from_args` for ``--method blackbox``; the metric is resolved (imported) here, before any
@@ -98,6 +101,7 @@ def blackbox_config(args: argparse.Namespace) -> TrainConfig:
     check_data_options(args)
     return TrainConfig(**shared_fields(args), metric=spec, loss=BLACKBOX_METHOD, hidden_sizes=hidden_sizes,
                        higher_is_better=metric.higher_is_better, blackbox=options)
+
 
 def run_blackbox_command(config: TrainConfig, *, show_progress: bool,
                   log: Callable[[str], None] | None) -> dict[str, Any]:

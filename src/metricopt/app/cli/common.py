@@ -9,8 +9,9 @@ import math
 import platform
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 import torch.distributed as dist
@@ -31,8 +32,10 @@ from metricopt.app.recipes.classification import FitResult
 from metricopt.app.recipes.ranking import DEFAULT_EMBEDDING_DIM, is_retrieval_dataset
 from metricopt.distributed import is_distributed, world_size
 from metricopt.losses.confusion import DEFAULT_AMPLIFICATION
+from metricopt.metrics.registry import canonical_name
 
-__all__ = ["BASELINE", "DEFAULT_DATASET", "FLAGS", "PROG", "TrainConfig", "flag_errors", "flag_wording"]
+__all__ = ["BASELINE", "DEFAULT_DATASET", "FLAGS", "PROG", "TrainConfig", "flag_errors", "flag_wording",
+           "one_line_warnings"]
 
 PROG = "metricopt"
 
@@ -74,6 +77,7 @@ FLAGS = {
 
 _ARGUMENT = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*(?:=[A-Za-z0-9_]+)?)`")
 
+
 def flag_wording(message: str) -> str:
     """``message`` with each backquoted library argument of :data:`FLAGS` replaced by its option.
 
@@ -81,6 +85,7 @@ def flag_wording(message: str) -> str:
     '--lr must be a finite number > 0; got -1.0'
     """
     return _ARGUMENT.sub(lambda match: FLAGS.get(match.group(1), match.group(0)), message)
+
 
 @contextlib.contextmanager
 def flag_errors() -> Iterator[None]:
@@ -93,11 +98,38 @@ def flag_errors() -> Iterator[None]:
             raise
         raise (ValueError if isinstance(error, ValueError) else TypeError)(message) from error
 
+
+def _format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                    line: str | None = None) -> str:
+    """One line ``metricopt: warning: <message>``: no source path, line number or code line."""
+    return f"{PROG}: warning: {' '.join(flag_wording(str(message)).split())}\n"
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    stream = sys.stderr if file is None else file
+    try:
+        stream.write(_format_warning(message, category, filename, lineno, line))
+    except OSError:  # stderr closed: a warning is not worth an error
+        pass
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Warnings as one line while the command runs; the previous hooks are restored after it."""
+    saved: tuple[Any, Any] = (warnings.showwarning, warnings.formatwarning)
+    warnings.showwarning, warnings.formatwarning = _show_warning, _format_warning
+    try:
+        yield
+    finally:
+        warnings.showwarning, warnings.formatwarning = saved
+
+
 def metric_name(text: str) -> str:
     """``--metric`` as the configuration records it: a built-in name in lower case (metric names are
     case-insensitive: ``F1``, ``AP``, ``NDCG@10``), a ``MODULE:FUNCTION`` as given (Python names are not)."""
-    text = text.strip()
-    return text if ":" in text else text.lower()
+    return text.strip() if ":" in text else canonical_name(text)
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -144,6 +176,7 @@ class TrainConfig:
     pos_label: str | None = None
     drop: tuple[str, ...] = ()
 
+
 def parse_hidden(text: str) -> tuple[int, ...]:
     """``"64,64"`` -> ``(64, 64)``; an empty string means no hidden layer."""
     parts = [p.strip() for p in text.split(",")] if text.strip() else []
@@ -155,6 +188,7 @@ def parse_hidden(text: str) -> tuple[int, ...]:
         raise ValueError(f"--hidden must be comma-separated layer widths (integers >= 1) such as '64,64', or '' "
                          f"for none; got --hidden={text!r}")
     return sizes
+
 
 def parse_amplification(text: str | None) -> float | str:
     """``--amplification``: a number > 0 or ``auto``; None (not given) is AnyLoss's default, 73."""
@@ -170,6 +204,7 @@ def parse_amplification(text: str | None) -> float | str:
         raise ValueError(f"--amplification must be a number > 0 or 'auto'; got --amplification={text!r}")
     return value
 
+
 def parse_drop(values: Sequence[str] | None) -> tuple[str, ...]:
     """``--drop A,B --drop C`` -> ``("A", "B", "C")`` (names stripped, repeats removed)."""
     names: list[str] = []
@@ -180,8 +215,10 @@ def parse_drop(values: Sequence[str] | None) -> tuple[str, ...]:
         names.extend(part for part in parts if part not in names)
     return tuple(names)
 
+
 #: The largest seed: the data splits (scikit-learn, numpy) take seeds below 2**32.
 MAX_SEED = 2**32 - 1
+
 
 def check_numbers(args: argparse.Namespace) -> None:
     """The numeric options every family shares, in range; checked before any output or data is read."""
@@ -195,6 +232,7 @@ def check_numbers(args: argparse.Namespace) -> None:
     if not 0 <= args.seed <= MAX_SEED:
         raise ValueError(f"--seed must be an integer from 0 to {MAX_SEED}; got --seed={args.seed}")
 
+
 def check_data_options(args: argparse.Namespace) -> None:
     if args.pos_label is not None and not args.pos_label.strip():
         raise ValueError(f"--pos-label must name a class of the target, got --pos-label={args.pos_label!r}")
@@ -207,6 +245,7 @@ def check_data_options(args: argparse.Namespace) -> None:
                              f"{','.join(args.drop)!r} with --dataset {args.dataset or DEFAULT_DATASET}")
     elif args.target is None:
         raise ValueError(f"--csv needs --target COLUMN naming the label column of --csv={args.csv!r}")
+
 
 def shared_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`TrainConfig` fields every method family takes from the arguments as they are."""
@@ -225,6 +264,7 @@ def shared_fields(args: argparse.Namespace) -> dict[str, Any]:
         "drop": parse_drop(args.drop),
     }
 
+
 def _with_pos_label(data: TabularDataset, pos_label: str | None) -> TabularDataset:
     """A built-in dataset with ``--pos-label`` as label 1 (its own positive class, the minority, without)."""
     if pos_label is None:
@@ -234,6 +274,7 @@ def _with_pos_label(data: TabularDataset, pos_label: str | None) -> TabularDatas
     if positive == classes[1]:
         return data
     return dataclasses.replace(data, y=1 - data.y, class_names=(classes[1], classes[0]))
+
 
 def _load_csv(config: TrainConfig) -> tuple[TabularDataset, TabularDataset | None]:
     """:func:`load_csv` with its positive-class errors worded for the command line."""
@@ -245,6 +286,7 @@ def _load_csv(config: TrainConfig) -> tuple[TabularDataset, TabularDataset | Non
         positive_class(exc.classes, exc.pos_label, argument="--pos-label",
                        where=f"--target {config.target} in --csv {config.csv}")
         raise
+
 
 def load_data(config: TrainConfig) -> tuple[TabularDataset, Split]:
     if config.csv is None and is_retrieval_dataset(config.dataset):
@@ -267,6 +309,7 @@ def load_data(config: TrainConfig) -> tuple[TabularDataset, Split]:
         split = split_with_test(data.X, data.y, test.X, test.y, val_size=config.val_size, random_state=config.seed)
     return data, split
 
+
 @contextlib.contextmanager
 def progress_bar(name: str, config: TrainConfig, show: bool) -> Iterator[Callable[[dict[str, float]], None]]:
     """A tqdm bar for one method's epochs; yields the per-epoch callback of ``fit``."""
@@ -286,8 +329,10 @@ def progress_bar(name: str, config: TrainConfig, show: bool) -> Iterator[Callabl
     finally:
         bar.close()
 
+
 def methods_of(config: TrainConfig) -> list[str]:
     return [config.loss] if config.loss == BASELINE else [config.loss, BASELINE]
+
 
 def dataset_info(data: TabularDataset) -> dict[str, Any]:
     """What the results record about the data; ``positive_class`` is label 1's name (None: multi-class)."""
@@ -295,11 +340,13 @@ def dataset_info(data: TabularDataset) -> dict[str, Any]:
     return {"dataset": data.name, "source": data.source, "task": data.task, "class_names": list(data.class_names),
             "positive_class": positive, "n_features": data.n_features}
 
+
 def positive_text(data: TabularDataset) -> str:
     """The status line's words on the positive class (nothing for multi-class data)."""
     if data.positive_rate is None:
         return ""
     return f", positive class {data.class_names[1]}, positive rate {data.positive_rate:.3f}"
+
 
 def log_start(log: Callable[[str], None] | None, info: dict[str, Any], n_classes: int, split: Split,
                config: TrainConfig, detail: str = "") -> None:
@@ -308,6 +355,7 @@ def log_start(log: Callable[[str], None] | None, info: dict[str, Any], n_classes
         log(f"{info['dataset']}: {info['task']}, {n_classes} classes, {info['n_features']} features{detail}; "
             f"train {len(split.y_train)} / val {len(split.y_val)} / test {len(split.y_test)}; "
             f"training {' and '.join(methods_of(config))} for {config.metric}, {config.epochs} epochs{processes}")
+
 
 def results_of(config: TrainConfig, info: dict[str, Any], split: Split,
              fitted: dict[str, tuple[dict[str, float], FitResult]]) -> dict[str, Any]:
@@ -332,8 +380,10 @@ def results_of(config: TrainConfig, info: dict[str, Any], split: Split,
         **provenance(config),
     }
 
+
 def split_sizes(split: Split) -> dict[str, int]:
     return {"n_train": len(split.y_train), "n_val": len(split.y_val), "n_test": len(split.y_test)}
+
 
 def provenance(config: TrainConfig) -> dict[str, Any]:
     """The run's configuration and the versions it ran with (every results file ends with these keys)."""

@@ -25,6 +25,7 @@ from metricopt.predict import predict_proba
 
 __all__ = ["run_confusion"]
 
+
 def _train_one(
     name: str,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -42,8 +43,10 @@ def _train_one(
             batch_size=config.batch_size, learning_rate=config.learning_rate, progress=progress,
         )
 
+
 def _report_metrics(metric: str) -> tuple[str, ...]:
     return REPORT_METRICS if metric in REPORT_METRICS else (*REPORT_METRICS, metric)
+
 
 def run_confusion(config: TrainConfig, *, show_progress: bool,
                   log: Callable[[str], None] | None) -> dict[str, Any]:

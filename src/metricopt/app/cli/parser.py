@@ -34,9 +34,9 @@ METHODS = (*LOSSES, RANK_METHOD)
 #: Choices of --loss / --method: those plus MetricOpt for black-box metrics.
 ALL_METHODS = (*METHODS, BLACKBOX_METHOD)
 
-
 #: Deprecated method names: the old name -> the new one (a note on stderr when used).
 _RENAMED_METHODS = {"metricopt": BLACKBOX_METHOD}
+
 
 def _method_name(value: str) -> str:
     """``--method``'s value, with a renamed method's old name replaced by its new one (and a note)."""
@@ -46,9 +46,11 @@ def _method_name(value: str) -> str:
         return _RENAMED_METHODS[value]
     return value
 
+
 def _paragraphs(*texts: str) -> str:
     """Wrap description paragraphs (the raw formatter keeps the examples' layout)."""
     return "\n\n".join(textwrap.fill(text, 78) for text in texts)
+
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows real defaults; omits ``(default: None)`` and ``(default: False)``."""
@@ -57,6 +59,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         if action.default is None or action.default is False:
             return action.help
         return super()._get_help_string(action)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``metricopt`` argument parser (``bench`` arguments bypass it, see :func:`main`)."""

@@ -38,6 +38,7 @@ __all__ = ["rank_options", "run_rank"]
 #: How the rank metrics are written on the command line.
 RANK_METRIC_FORMS = "ap, auroc, ndcg@K, recall@K"
 
+
 def rank_options(args: argparse.Namespace, metric: str) -> dict[str, Any]:
     """``--interpolation``, ``--margin``, ``--memory-size``, ``--embedding-dim``; rank metrics only.
 
@@ -64,6 +65,7 @@ def rank_options(args: argparse.Namespace, metric: str) -> dict[str, Any]:
         check_embedding_dim(options["embedding_dim"])
     return options
 
+
 def _load_rank(config: TrainConfig, metric: RankMetric) -> tuple[dict[str, Any], Split, int]:
     """Data for a rank metric: ``(info, split, number of training classes)``."""
     if config.csv is None and is_retrieval_dataset(config.dataset) and metric.is_retrieval:
@@ -79,6 +81,7 @@ def _load_rank(config: TrainConfig, metric: RankMetric) -> tuple[dict[str, Any],
     data, split = load_data(config)
     return dataset_info(data), split, data.n_classes
 
+
 def _rank_scoring(metric: RankMetric, task: str, hidden_sizes: tuple[int, ...]) -> str:
     """How the test metrics were computed, for the table title and the JSON."""
     if metric.is_retrieval:
@@ -87,6 +90,7 @@ def _rank_scoring(metric: RankMetric, task: str, hidden_sizes: tuple[int, ...]) 
         return f"leave-one-out cosine retrieval in the test set, {unseen}; {BASELINE} embedding = its {layer}"
     ovr = "; multi-class: macro one-vs-rest" if task != "binary" else ""
     return f"scores: {RANK_METHOD} raw outputs, {BASELINE} probabilities{ovr}"
+
 
 def run_rank(config: TrainConfig, *, show_progress: bool,
               log: Callable[[str], None] | None) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from metricopt.app.cli.common import (
     check_numbers,
     flag_errors,
     metric_name,
+    one_line_warnings,
     parse_hidden,
     shared_fields,
 )
@@ -53,6 +54,7 @@ __all__ = ["command", "config_from_args", "format_table", "run_train"]
 #: Methods that can train for a rank metric.
 RANK_LOSSES = (RANK_METHOD, BASELINE)
 
+
 def _parse_metric(text: str) -> str:
     """The canonical metric name (lower case, see :func:`metric_name`) of a confusion or a rank metric."""
     name = metric_name(text)
@@ -70,6 +72,7 @@ def _parse_metric(text: str) -> str:
         f"got --metric={text!r}"
     )
 
+
 def _resolve_method(metric: str, loss: str | None) -> str:
     """``--loss``, defaulting to ``rambo`` for a rank metric and ``anyloss`` otherwise."""
     rank = is_rank_metric(metric)
@@ -85,6 +88,7 @@ def _resolve_method(metric: str, loss: str | None) -> str:
             f"--loss {RANK_METHOD} needs a rank metric (--metric {RANK_METRIC_FORMS}); got --metric {metric}"
         )
     return loss
+
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Turn parsed ``train`` arguments into a :class:`TrainConfig`; check them all, before any output.
@@ -107,6 +111,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         check_data_options(args)
         return TrainConfig(**shared_fields(args), metric=metric, loss=method,
                            hidden_sizes=parse_hidden(args.hidden), **rank_fields)
+
 
 def run_train(config: TrainConfig, *, show_progress: bool = True,
               log: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -142,13 +147,13 @@ def run_train(config: TrainConfig, *, show_progress: bool = True,
         return run_rank(config, show_progress=show_progress, log=log)
     return run_confusion(config, show_progress=show_progress, log=log)
 
+
 def _train_process(config: TrainConfig, show_progress: bool, verbose: bool) -> dict[str, Any]:
     """One process of ``--nproc``: :func:`run_train`, with progress, messages and warnings from process 0 only."""
-    from metricopt.app.cli import _one_line_warnings  # the command's format; a spawned process starts without it
-
     lead = dist.get_rank() == 0
-    with _one_line_warnings(), _warnings_from(lead):
+    with one_line_warnings(), _warnings_from(lead):  # a spawned process starts without the command's format
         return run_train(config, show_progress=show_progress and lead, log=print if verbose and lead else None)
+
 
 @contextlib.contextmanager
 def _warnings_from(lead: bool) -> Iterator[None]:
@@ -157,6 +162,7 @@ def _warnings_from(lead: bool) -> Iterator[None]:
         if not lead:
             warnings.simplefilter("ignore")
         yield
+
 
 def _under_torchrun(config: TrainConfig, world: int) -> TrainConfig:
     """The configuration of one process of a torchrun job of ``world`` processes (``nproc`` records them)."""
@@ -167,6 +173,7 @@ def _under_torchrun(config: TrainConfig, world: int) -> TrainConfig:
         raise ValueError(f"--nproc starts processes of its own; under torchrun (WORLD_SIZE={world}) leave it out "
                          f"and give the processes to torchrun (--nproc-per-node, --nnodes)")
     return dataclasses.replace(config, nproc=world)
+
 
 def format_table(results: dict[str, Any]) -> str:
     """The test metrics of the method and the baseline side by side, with the delta.
@@ -197,6 +204,7 @@ def format_table(results: dict[str, Any]) -> str:
     rule = "-" * len(line(header))
     return "\n".join([title, line(header), rule, *(line(r) for r in rows)])
 
+
 def _check_output_file(option: str, path: str) -> None:
     """``path`` can be written: not a folder, writable if it exists, in an existing writable folder.
 
@@ -221,6 +229,7 @@ def _check_output_file(option: str, path: str) -> None:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"{option}={path!r} cannot be written: the folder {str(folder)!r} is not writable")
 
+
 def _check_plot_format(path: str) -> None:
     """matplotlib picks the format from the extension; an unknown one would fail only after training."""
     from matplotlib.backend_bases import FigureCanvasBase
@@ -230,6 +239,7 @@ def _check_plot_format(path: str) -> None:
     if suffix not in formats:
         found = f"its extension {suffix!r} is not" if suffix else "it has no extension to name"
         raise ValueError(f"--plot={path!r}: {found} an image format; use one of {', '.join(formats)}")
+
 
 def _output_paths(args: argparse.Namespace, config: TrainConfig) -> str | None:
     """Check ``--output`` and the plot path before any training; return the plot path (None: no plot)."""
@@ -247,10 +257,12 @@ def _output_paths(args: argparse.Namespace, config: TrainConfig) -> str | None:
             raise ValueError(f"--output and --plot name the same file {args.output!r}; give two names")
     return plot
 
+
 def _write_json(results: dict[str, Any], path: str) -> Path:
     out = Path(path)  # its folder exists: checked by _output_paths before training
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return out
+
 
 def command(args: argparse.Namespace) -> int:
     """``metricopt train``; under torchrun every process runs it as one job, and process 0 reports.
