@@ -12,7 +12,7 @@ from metricopt.evaluation import RANK_METRICS as THRESHOLD_FREE_METRICS
 from metricopt.evaluation import REPORT_METRICS
 from metricopt.metrics import METRIC_NAMES
 from metricopt.metrics._formulas import METRICS
-from metricopt.metrics.registry import REGISTRY, canonical_name, metric_info, names
+from metricopt.metrics.registry import REGISTRY, MetricInfo, canonical_name, metric_info, names
 
 
 def test_every_confusion_name_has_a_formula_and_no_formula_lacks_a_name() -> None:
@@ -36,6 +36,11 @@ def test_aucpr_is_average_precision() -> None:
     y, scores = np.array([0, 1, 1, 0, 1]), np.array([0.1, 0.8, 0.4, 0.4, 0.3])
     ap, aucpr = make_metric("ap"), make_metric("aucpr")
     assert ap.function(y, scores) == aucpr.function(y, scores) == pytest.approx(0.8055555555555556)
+
+
+@pytest.mark.parametrize("info", [info for info in REGISTRY.values() if info.same_as], ids=lambda info: info.name)
+def test_a_name_same_as_another_is_computed_by_its_function(info: MetricInfo) -> None:
+    assert make_metric(info.name).function is make_metric(info.same_as).function
 
 
 def test_names_are_case_insensitive_and_recall_at_k_is_a_rank_metric() -> None:

@@ -58,7 +58,7 @@ from torch import Tensor, nn
 from metricopt._checks import check_choice, check_nonnegative, describe
 from metricopt.evaluation import rank_score
 from metricopt.metrics import METRIC_NAMES, average_precision_score, metric_score
-from metricopt.metrics.registry import THRESHOLD_FREE, metric_info
+from metricopt.metrics.registry import BLACKBOX_ONLY, THRESHOLD_FREE, metric_info
 from metricopt.predict import predict_labels, predict_proba
 
 __all__ = [
@@ -240,19 +240,20 @@ def _rank_score(y_true: Any, y_score: Any, *, metric: str, num_classes: int | No
     return rank_score(labels, scores, metric, num_classes=classes)
 
 
-#: name -> function(y_true, y_score, *, num_classes=None): the black-box-only metrics, then every confusion and
-#: threshold-free rank metric of the registry (aucpr and ap are one function: average precision).
+#: name -> function(y_true, y_score, *, num_classes=None), one per metric (a registry name that is
+#: ``same_as`` another, ``aucpr`` for ``ap``, has none of its own).
 _FUNCTIONS: dict[str, Callable[..., float]] = {
     "mcr": misclassification_rate,
-    "aucpr": aucpr,
     "cost": cost_weighted_error,
     **{name: functools.partial(_confusion_score, metric=name) for name in METRIC_NAMES},
     "ap": aucpr,
     **{name: functools.partial(_rank_score, metric=name) for name in THRESHOLD_FREE if name != "ap"},
 }
-#: name -> (function, higher_is_better), the direction from :mod:`metricopt.metrics.registry`.
+#: name -> (function, higher_is_better), in the registry's order: the black-box-only metrics, then every
+#: confusion and threshold-free rank metric; the direction and ``same_as`` from :mod:`metricopt.metrics.registry`.
 _BUILTINS: dict[str, tuple[Callable[..., float], bool]] = {
-    name: (function, metric_info(name).higher_is_better) for name, function in _FUNCTIONS.items()
+    name: (_FUNCTIONS[metric_info(name).same_as or name], metric_info(name).higher_is_better)
+    for name in (*BLACKBOX_ONLY, *METRIC_NAMES, *THRESHOLD_FREE)
 }
 
 #: Names :func:`make_metric` accepts as built-in metrics.
