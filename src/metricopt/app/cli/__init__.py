@@ -123,6 +123,7 @@ from collections.abc import Sequence
 from metricopt.app.cli.common import PROG, TrainConfig, flag_wording, one_line_warnings
 from metricopt.app.cli.parser import build_parser
 from metricopt.app.cli.train import command, config_from_args, format_table, run_train
+from metricopt.app.launch import end_process, torchrun_world_size
 
 __all__ = ["TrainConfig", "build_parser", "config_from_args", "format_table", "main", "run_train"]
 
@@ -177,13 +178,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         interrupted (SIGINT, Ctrl-C). Warnings print as one line
         ``metricopt: warning: <message>`` while it runs (the previous
         :func:`warnings.showwarning` and :func:`warnings.formatwarning` are
-        restored on return).
+        restored on return). A process that torchrun started (``argv`` None,
+        its environment set) ends here with the status instead of returning
+        (:func:`metricopt.app.launch.end_process`).
     """
+    own_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv.insert(0, "train")
     with one_line_warnings():
-        return _main(argv)
+        status = _main(argv)
+    if own_command_line and _torchrun_process():
+        end_process(status)  # skip the interpreter's teardown of torch's distributed objects (metricopt.app.launch)
+    return status
+
+
+def _torchrun_process() -> bool:
+    try:
+        return torchrun_world_size() > 1
+    except ValueError:  # a malformed variable: the command has said so already
+        return False
 
 
 def _main(argv: list[str]) -> int:
