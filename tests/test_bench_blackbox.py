@@ -180,20 +180,20 @@ def test_cnn_has_the_specified_layers_and_a_seeded_initialisation() -> None:
 
 
 def test_tabular_split_is_60_20_20_and_seeded() -> None:
-    data = T.load_data("breast_cancer", 1)
+    data, num_classes = T.load_data("breast_cancer", 1)
     n = len(data.y_train) + len(data.y_val) + len(data.y_test)
     assert n == 569 and abs(len(data.y_train) / n - 0.6) < 0.01 and abs(len(data.y_test) / n - 0.2) < 0.01
-    assert data.num_classes == 2 and data.X_train.dtype == np.float32
-    assert np.array_equal(T.load_data("breast_cancer", 1).X_test, data.X_test)
-    assert not np.array_equal(T.load_data("breast_cancer", 2).X_test, data.X_test)
+    assert num_classes == 2 and data.X_train.dtype == np.float32
+    assert np.array_equal(T.load_data("breast_cancer", 1)[0].X_test, data.X_test)
+    assert not np.array_equal(T.load_data("breast_cancer", 2)[0].X_test, data.X_test)
 
 
 def test_fashion_subset_sizes_and_standardisation() -> None:
     if not _fashion_installed():
         pytest.skip("Fashion-MNIST is not installed")
-    data = T.load_data("fashion_mnist", 0, fashion_sizes=(500, 200))
+    data, num_classes = T.load_data("fashion_mnist", 0, fashion_sizes=(500, 200))
     assert (len(data.y_train), len(data.y_val), len(data.y_test)) == (400, 100, 200)
-    assert data.X_train.shape[1:] == (1, 28, 28) and data.num_classes == 10
+    assert data.X_train.shape[1:] == (1, 28, 28) and num_classes == 10
     assert abs(float(data.X_train.mean())) < 1e-4 and abs(float(data.X_train.std()) - 1) < 1e-3
     assert np.bincount(data.y_train, minlength=10).min() == 40  # stratified
 

@@ -14,6 +14,7 @@ from benchmarks import main
 from benchmarks.harness.specs import SUITES, RetrievalSpec, get_suite, spec_to_dict
 from benchmarks.peers.ranking import BLACKBOX_BACKPROP_ENV
 from benchmarks.suites import retrieval as R
+from metricopt.app.data import Split
 
 
 def _need_letter() -> None:
@@ -108,14 +109,15 @@ def test_every_method_starts_from_the_same_weights(dataset: str, shape: tuple[in
     monkeypatch.setattr(R, "make_embedder", spy)
     rng = np.random.default_rng(0)
     n = 60
-    data = R.RetrievalData(dataset, rng.normal(size=(n, *shape)).astype(np.float32), np.arange(n) % 5,
-                           rng.normal(size=(20, *shape)).astype(np.float32), np.arange(20) % 5,
-                           rng.normal(size=(20, *shape)).astype(np.float32), 5 + np.arange(20) % 5)
+    data = Split(rng.normal(size=(n, *shape)).astype(np.float32), np.arange(n) % 5,
+                 rng.normal(size=(20, *shape)).astype(np.float32), np.arange(20) % 5,
+                 rng.normal(size=(20, *shape)).astype(np.float32), 5 + np.arange(20) % 5)
     torch.manual_seed(123)  # the global RNG must not matter
     for current in ("rambo_loglog", "rambo_loglog_memory", "pml_contrastive"):
         if R.method_status(current, spec) != "ok":
             continue
-        R.train_method(dataclasses.replace(spec, batches=((dataset, 5, 4),)), data, current, seed=7, epochs=1)
+        R.train_method(dataclasses.replace(spec, batches=((dataset, 5, 4),)), dataset, data, current, seed=7,
+                       epochs=1)
         torch.rand(5)
     assert len(built) >= 2
     first = next(iter(built.values()))

@@ -12,7 +12,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "metricopt"
 CORE_MODULES = ("metricopt", "metricopt.losses", "metricopt.metrics", "metricopt.blackbox", "metricopt.distributed",
-                "metricopt.predict", "metricopt.evaluation")
+                "metricopt.predict", "metricopt.evaluation", "metricopt.batches")
 APPLICATION_DEPENDENCIES = ("sklearn", "scipy", "pandas", "matplotlib", "tqdm")
 #: The one place the core names the application: the deprecated alias metricopt.MetricClassifier, imported on use.
 DEPRECATED_ALIASES = {("__init__.py", "metricopt.app.estimator")}

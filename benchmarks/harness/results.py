@@ -30,9 +30,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from importlib import metadata as _metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from metricopt.app.data import Split
 
 __all__ = [
     "METRIC_LABELS",
@@ -42,6 +45,7 @@ __all__ = [
     "quality_markdown",
     "seed_average_over_datasets",
     "speed_markdown",
+    "split_info",
     "summary_means",
     "wins_ties_losses",
     "write_json",
@@ -148,6 +152,27 @@ def _clean(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     return value
+
+
+def split_info(split: Split, *, num_classes: int | None = None) -> dict[str, Any]:
+    """A split's ``dataset_info`` record: its part sizes, input shape and classes.
+
+    With ``num_classes`` (classification: the same classes in every part) the
+    record holds ``"classes"`` and, for two classes, the positive rate of the
+    training and test labels (4 decimals); without it (retrieval: class-disjoint
+    training and test classes) the sorted ``"train_classes"`` and ``"test_classes"``.
+    """
+    out: dict[str, Any] = {"train": len(split.y_train), "val": len(split.y_val), "test": len(split.y_test),
+                           "input_shape": list(split.X_train.shape[1:])}
+    if num_classes is not None:
+        out["classes"] = num_classes
+        if num_classes == 2:
+            out["positive_rate"] = {part: round(float(y.mean()), 4)
+                                    for part, y in (("train", split.y_train), ("test", split.y_test))}
+    else:
+        out["train_classes"] = sorted(int(c) for c in np.unique(split.y_train))
+        out["test_classes"] = sorted(int(c) for c in np.unique(split.y_test))
+    return out
 
 
 # ---------------------------------------------------------------------------

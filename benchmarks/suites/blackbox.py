@@ -59,13 +59,16 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from benchmarks.harness.results import collect_metadata, load_average, write_suite_reports
+from benchmarks.harness.results import collect_metadata, load_average, split_info, write_suite_reports
 from benchmarks.harness.specs import BlackBoxSpec, BlackBoxVariant, spec_to_dict
 from benchmarks.harness.threads import torch_threads
+
+if TYPE_CHECKING:
+    from metricopt.app.data import Split
 
 __all__ = ["METHOD_LABELS", "PAIRS", "refresh_summary", "run_job", "run_suite", "setting_key", "write_reports"]
 
@@ -99,12 +102,13 @@ def _learned_api() -> tuple[Any, str | None]:
 # one (dataset, seed) job
 
 
-def _cell(spec: BlackBoxSpec, data: Any, backbone: Any, setting: Sequence[Any], metric_name: str,
-          variant: BlackBoxVariant, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _cell(spec: BlackBoxSpec, split: Split, num_classes: int, backbone: Any, setting: Sequence[Any],
+          metric_name: str, variant: BlackBoxVariant, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Meta-train and run every method on the held-out tasks of one (setting, metric, variant, seed)."""
     import torch
 
     from benchmarks.suites.blackbox_tasks import direct_loss, make_adapter
+    from metricopt.app.recipes.blackbox import task_data as pool_data
     from metricopt.blackbox import (
         FineTuneConfig,
         MetaConfig,
@@ -119,11 +123,8 @@ def _cell(spec: BlackBoxSpec, data: Any, backbone: Any, setting: Sequence[Any], 
     label, spec = variant.label, variant.apply(spec)  # the spec's values with the variant's overrides
     phi_size = spec.phi_size
     adapter = make_adapter(setting[2], copy.deepcopy(backbone), phi_size=phi_size, seed=seed)
-    metric = make_metric(metric_name, num_classes=data.num_classes)
-    binary = data.num_classes == 2
-    pool = TaskData(torch.as_tensor(data.X_train),
-                    torch.as_tensor(data.y_train, dtype=torch.float32 if binary else torch.long),
-                    torch.as_tensor(data.X_val), data.y_val)
+    metric = make_metric(metric_name, num_classes=num_classes)
+    pool = pool_data(split, num_classes)
     sgd = FineTuneConfig(steps=spec.steps, evaluations=spec.evaluations, optimizer="sgd",
                          learning_rate=spec.sgd_learning_rate, batch_size=spec.batch_size,
                          value_weight=spec.value_weight)
@@ -152,17 +153,17 @@ def _cell(spec: BlackBoxSpec, data: Any, backbone: Any, setting: Sequence[Any], 
                                              value=meta_config))
             rule = result.optimizer
             meta_row["learned_seconds"] = round(time.perf_counter() - start, 2)
-    direct = direct_loss(metric_name, data.num_classes)
+    direct = direct_loss(metric_name, num_classes)
     plans = {"sgd": (cross_entropy_loss, sgd, None, None), "adam": (cross_entropy_loss, adam, None, None),
              "metricopt_sgd": (cross_entropy_loss, sgd, meta.value, None),
              "metricopt_adam": (cross_entropy_loss, adam, meta.value, None),
              "metricopt_learned": (cross_entropy_loss, sgd, None, rule), "direct_loss": (direct, adam, None, None)}
 
     def costs() -> float:
-        return metric.cost(metric.evaluate(adapter, data.X_test, data.y_test))
+        return metric.cost(metric.evaluate(adapter, split.X_test, split.y_test))
 
     adapter.reset_phi()
-    pretrained = {"test_cost": costs(), "val_cost": metric.cost(metric.evaluate(adapter, data.X_val, data.y_val)),
+    pretrained = {"test_cost": costs(), "val_cost": metric.cost(metric.evaluate(adapter, split.X_val, split.y_val)),
                   "best_step": 0, "seconds": 0.0, "skipped": 0}
     runs = []
     for j in range(spec.held_out_tasks):
@@ -204,20 +205,21 @@ def _run_job(spec: BlackBoxSpec, dataset: str, seed: int) -> dict[str, Any]:
     start = time.perf_counter()
     out: dict[str, Any] = {"dataset": dataset, "seed": seed, "runs": [], "meta": [], "dataset_info": {}}
     try:
-        data = load_data(dataset, seed, fashion_sizes=spec.fashion_sizes)
+        split, num_classes = load_data(dataset, seed, fashion_sizes=spec.fashion_sizes)
     except (ImportError, FileNotFoundError) as exc:  # not installed here: record it, run the rest
         out["unavailable_dataset"] = f"{type(exc).__name__}: {exc}"
         out["seconds"] = time.perf_counter() - start
         return out
-    out["dataset_info"] = data.info()
+    out["dataset_info"] = split_info(split, num_classes=num_classes)
     backbones: dict[str, Any] = {}
     for setting in (s for s in spec.settings if s[0] == dataset):
         model = setting[1]
         if model not in backbones:
-            backbones[model] = pretrain(data, model, epochs=spec.epochs_for(model), seed=seed)
+            backbones[model] = pretrain(split, num_classes, model, epochs=spec.epochs_for(model), seed=seed)
         for metric_name in setting[3]:
             for variant in spec.variants():
-                runs, meta_row = _cell(spec, data, backbones[model], setting, metric_name, variant, seed)
+                runs, meta_row = _cell(spec, split, num_classes, backbones[model], setting, metric_name, variant,
+                                       seed)
                 out["runs"] += runs
                 out["meta"].append(meta_row)
     out["seconds"] = round(time.perf_counter() - start, 1)

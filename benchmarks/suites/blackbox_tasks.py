@@ -1,6 +1,7 @@
 """Data, backbones, adapters and direct losses of the black-box benchmark (:mod:`benchmarks.suites.blackbox`).
 
-* :func:`load_data`: one (dataset, seed)'s train / validation / test rows.
+* :func:`load_data`: one (dataset, seed)'s train / validation / test rows
+  (a :class:`metricopt.app.data.Split`) and its number of classes.
   Fashion-MNIST (10 classes): ``n_train`` images of the official training file
   drawn stratified with the seed, split 80/20 (stratified) into training and
   validation, ``n_test`` images of the official test file (stratified); pixels
@@ -30,19 +31,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from metricopt.app.data import Split
 
 __all__ = [
     "ADAPTERS",
     "DIRECT_LOSSES",
     "FN_COST",
     "FP_COST",
-    "BenchData",
     "SmallCNN",
     "cost_score",
     "direct_loss",
@@ -65,32 +67,10 @@ DIRECT_LOSSES: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
-class BenchData:
-    """One (dataset, seed)'s rows: ``X_*`` float32 (``(N, d)`` or ``(N, 1, 28, 28)``), ``y_*`` int64."""
-
-    name: str
-    X_train: np.ndarray
-    y_train: np.ndarray
-    X_val: np.ndarray
-    y_val: np.ndarray
-    X_test: np.ndarray
-    y_test: np.ndarray
-    num_classes: int
-
-    def info(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test),
-                               "input_shape": list(self.X_train.shape[1:]), "classes": self.num_classes}
-        if self.num_classes == 2:
-            out["positive_rate"] = {part: round(float(y.mean()), 4)
-                                    for part, y in (("train", self.y_train), ("test", self.y_test))}
-        return out
-
-
-def _fashion(seed: int, n_train: int, n_test: int) -> BenchData:
+def _fashion(seed: int, n_train: int, n_test: int) -> Split:
     from sklearn.model_selection import train_test_split
 
-    from metricopt.app.data import load_fashion_mnist
+    from metricopt.app.data import Split, load_fashion_mnist
 
     X, y = load_fashion_mnist("train")
     X_te, y_te = load_fashion_mnist("test")
@@ -103,23 +83,23 @@ def _fashion(seed: int, n_train: int, n_test: int) -> BenchData:
     mean, std = float(scaled[0].mean(dtype=np.float64)), float(scaled[0].std(dtype=np.float64)) or 1.0
     X_fit, X_val, X_te = (np.ascontiguousarray((a - mean) / std, dtype=np.float32) for a in scaled)
     as64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)
-    return BenchData("fashion_mnist", X_fit, as64(y_fit), X_val, as64(y_val), X_te, as64(y_te), 10)
+    return Split(X_fit, as64(y_fit), X_val, as64(y_val), X_te, as64(y_te))
 
 
-def load_data(dataset: str, seed: int, *, fashion_sizes: tuple[int, int] = (3000, 1000)) -> BenchData:
-    """The split of ``dataset`` for ``seed`` (see the module docstring).
+def load_data(dataset: str, seed: int, *, fashion_sizes: tuple[int, int] = (3000, 1000)) -> tuple[Split, int]:
+    """The split of ``dataset`` for ``seed`` (see the module docstring) and its number of classes.
+
+    ``X_*`` are float32 (``(N, d)`` or ``(N, 1, 28, 28)``), ``y_*`` int64.
 
     Raises:
         FileNotFoundError, ImportError: the data set is not installed here.
     """
     if dataset == "fashion_mnist":
-        return _fashion(seed, *fashion_sizes)
+        return _fashion(seed, *fashion_sizes), 10
     from metricopt.app.data import load_dataset, train_val_test_split
 
     data = load_dataset(dataset)
-    split = train_val_test_split(data.X, data.y, test_size=0.2, val_size=0.2, random_state=seed)
-    return BenchData(dataset, split.X_train, split.y_train, split.X_val, split.y_val, split.X_test,
-                     split.y_test, data.n_classes)
+    return train_val_test_split(data.X, data.y, test_size=0.2, val_size=0.2, random_state=seed), data.n_classes
 
 
 class SmallCNN(nn.Sequential):
@@ -135,16 +115,16 @@ class SmallCNN(nn.Sequential):
             )
 
 
-def pretrain(data: BenchData, model: str, *, epochs: int, seed: int) -> nn.Module:
-    """The backbone of ``model`` (``"cnn"`` or ``"mlp"``) trained with cross-entropy on ``data``'s training rows."""
+def pretrain(split: Split, num_classes: int, model: str, *, epochs: int, seed: int) -> nn.Module:
+    """The backbone of ``model`` (``"cnn"`` or ``"mlp"``) trained with cross-entropy on ``split``'s training rows."""
     from metricopt.app.recipes.classification import fit, train_classifier
     from metricopt.losses import cross_entropy_loss
 
     if model == "cnn":
-        network = SmallCNN(data.num_classes, seed=seed)
-        fit(network, cross_entropy_loss, data.X_train, torch.as_tensor(data.y_train), epochs=epochs, seed=seed)
+        network = SmallCNN(num_classes, seed=seed)
+        fit(network, cross_entropy_loss, split.X_train, torch.as_tensor(split.y_train), epochs=epochs, seed=seed)
     elif model == "mlp":
-        network, _ = train_classifier(cross_entropy_loss, data.X_train, data.y_train, num_classes=data.num_classes,
+        network, _ = train_classifier(cross_entropy_loss, split.X_train, split.y_train, num_classes=num_classes,
                                       hidden_sizes=(64, 64), seed=seed, epochs=epochs)
     else:
         raise ValueError(f"`model` must be 'cnn' or 'mlp'; got {model!r}")

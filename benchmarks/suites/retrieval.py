@@ -73,7 +73,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -87,16 +87,19 @@ from benchmarks.harness.results import (
     collect_metadata,
     format_mean_std,
     load_average,
+    split_info,
     wins_ties_losses,
     write_suite_reports,
 )
 from benchmarks.harness.specs import RetrievalSpec, spec_to_dict
 from benchmarks.harness.threads import torch_threads
 
+if TYPE_CHECKING:
+    from metricopt.app.data import Split
+
 __all__ = [
     "RETRIEVAL_METHODS",
     "ClassBalancedSampler",
-    "RetrievalData",
     "RetrievalMethod",
     "build_loss",
     "load_data",
@@ -214,31 +217,15 @@ def method_status(name: str, spec: RetrievalSpec) -> str:
 # data and models
 
 
-@dataclass(frozen=True)
-class RetrievalData:
-    """Training, validation (training classes) and test (unseen classes) rows of one (dataset, seed)."""
+def load_data(spec: RetrievalSpec, dataset: str, seed: int) -> Split:
+    """The class-disjoint split of ``dataset`` with ``spec.val_size`` of its training rows held out (stratified).
 
-    name: str
-    X_train: np.ndarray
-    y_train: np.ndarray
-    X_val: np.ndarray
-    y_val: np.ndarray
-    X_test: np.ndarray
-    y_test: np.ndarray
-
-    def info(self) -> dict[str, Any]:
-        return {
-            "train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test),
-            "input_shape": list(self.X_train.shape[1:]),
-            "train_classes": sorted(int(c) for c in np.unique(self.y_train)),
-            "test_classes": sorted(int(c) for c in np.unique(self.y_test)),
-        }
-
-
-def load_data(spec: RetrievalSpec, dataset: str, seed: int) -> RetrievalData:
-    """The class-disjoint split of ``dataset`` with ``spec.val_size`` of its training rows held out (stratified)."""
+    Training and validation rows hold the training classes, test rows the unseen classes;
+    ``X_*`` float32, ``y_*`` int64.
+    """
     from sklearn.model_selection import train_test_split
 
+    from metricopt.app.data import Split
     from metricopt.app.data.retrieval import fashion_mnist_retrieval, letter_retrieval
 
     if dataset == "letter":
@@ -252,8 +239,7 @@ def load_data(spec: RetrievalSpec, dataset: str, seed: int) -> RetrievalData:
         split.X_train, split.y_train, test_size=spec.val_size, random_state=seed, stratify=split.y_train
     )
     as32, as64 = (lambda a: np.ascontiguousarray(a, dtype=np.float32)), (lambda a: np.ascontiguousarray(a, np.int64))
-    return RetrievalData(dataset, as32(X_fit), as64(y_fit), as32(X_val), as64(y_val),
-                         as32(split.X_test), as64(split.y_test))
+    return Split(as32(X_fit), as64(y_fit), as32(X_val), as64(y_val), as32(split.X_test), as64(split.y_test))
 
 
 class SmallCNN(nn.Sequential):
@@ -366,18 +352,20 @@ def batch_shape(spec: RetrievalSpec, dataset: str, method: str) -> tuple[int, in
     return (P, P) if RETRIEVAL_METHODS[method].square_batch else (P, K)
 
 
-def train_method(spec: RetrievalSpec, data: RetrievalData, method: str, seed: int,
+def train_method(spec: RetrievalSpec, dataset: str, data: Split, method: str, seed: int,
                  *, epochs: int | None = None) -> dict[str, Any]:
-    """Train ``method`` on ``data`` with the seed's initialisation and batches; select by validation R@1.
+    """Train ``method`` on ``data``, the split of ``dataset``, with the seed's initialisation and batches.
+
+    The kept weights are those of the epoch with the best validation R@1.
 
     Returns:
         ``{"test": {metric: value}, "val": best validation R@1, "epoch": kept epoch, "val_curve": [...],
         "train_loss": [...], "skipped_steps": int, "seconds": float, "batch": [P, K], "steps": int}``.
     """
-    epochs = spec.epochs_for(data.name) if epochs is None else epochs
+    epochs = spec.epochs_for(dataset) if epochs is None else epochs
     loss_fn = build_loss(method, spec)
-    model = make_embedder(spec, data.name, seed, data.X_train.shape[1:])
-    P, K = batch_shape(spec, data.name, method)
+    model = make_embedder(spec, dataset, seed, data.X_train.shape[1:])
+    P, K = batch_shape(spec, dataset, method)
     sampler = ClassBalancedSampler(data.y_train, P, K, samples_per_epoch=len(data.y_train), seed=seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.learning_rate, weight_decay=spec.weight_decay)
     X, y = torch.as_tensor(data.X_train), torch.as_tensor(data.y_train)
@@ -436,16 +424,16 @@ def run_task(spec: RetrievalSpec, dataset: str, seed: int, method: str) -> dict[
             out["unavailable_dataset"] = f"{type(exc).__name__}: {exc}"
             out["seconds"] = time.perf_counter() - start
             return out
-        out["dataset_info"] = data.info()
+        out["dataset_info"] = split_info(data)
         if method in REFERENCES:
             out["reference_records"] = [
                 {"dataset": dataset, "task": TASK, "method": method, "metric": k, "seed": seed, "test": v}
-                for k, v in score_reference(spec, data, method, seed).items()
+                for k, v in score_reference(spec, dataset, data, method, seed).items()
             ]
             out["seconds"] = time.perf_counter() - start
             return out
         try:
-            run = train_method(spec, data, method, seed)
+            run = train_method(spec, dataset, data, method, seed)
         except ModuleNotFoundError as exc:
             out["skipped"] = f"not installed: {exc}"
             out["seconds"] = time.perf_counter() - start
@@ -462,10 +450,10 @@ def run_task(spec: RetrievalSpec, dataset: str, seed: int, method: str) -> dict[
         return out
 
 
-def score_reference(spec: RetrievalSpec, data: RetrievalData, reference: str, seed: int) -> dict[str, float]:
-    """Test metrics of an untrained reference (see :data:`REFERENCES`)."""
+def score_reference(spec: RetrievalSpec, dataset: str, data: Split, reference: str, seed: int) -> dict[str, float]:
+    """Test metrics of an untrained reference (see :data:`REFERENCES`) on ``data``, the split of ``dataset``."""
     if reference == "untrained":
-        embeddings = embed(make_embedder(spec, data.name, seed, data.X_train.shape[1:]), data.X_test)
+        embeddings = embed(make_embedder(spec, dataset, seed, data.X_train.shape[1:]), data.X_test)
     elif reference == "raw_input":
         embeddings = torch.as_tensor(data.X_test.reshape(len(data.X_test), -1))
     else:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 
 from metricopt._checks import check_choice, check_integer, check_nonnegative, check_positive, describe
+from metricopt.batches import shuffled_batches
 from metricopt.blackbox.adaptation import adapt_value
 from metricopt.blackbox.adapters import Adapter
 from metricopt.blackbox.metric import BlackBoxMetric
@@ -171,12 +172,6 @@ class FineTuneResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
-    """Shuffled mini-batch indices, epoch after epoch, forever."""
-    while True:
-        yield from torch.randperm(n, generator=generator).split(min(batch_size, n))
-
-
 def _make_optimizer(config: FineTuneConfig, phi: Tensor) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam([phi], lr=config.learning_rate)
@@ -240,7 +235,7 @@ def finetune(
     if rule is not None:
         rule.reset(phi.detach())
     observe_at = set(evaluation_steps(config.steps, config.evaluations).tolist())
-    batches = _batches(len(X_train), config.batch_size, torch.Generator().manual_seed(seed))
+    batches = shuffled_batches(len(X_train), config.batch_size, torch.Generator().manual_seed(seed))
     trajectory = Trajectory()
     result = FineTuneResult(trajectory, phi.detach().clone(), 0, None)
     best_cost = math.inf

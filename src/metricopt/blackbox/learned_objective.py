@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -81,6 +82,7 @@ from metricopt._checks import (
     check_tensor,
     describe,
 )
+from metricopt.batches import shuffled_batches
 from metricopt.blackbox.adapters import Adapter
 from metricopt.blackbox.finetune import LossFn, TaskData, logits_for_loss
 from metricopt.blackbox.learned_rule import COST_FLOOR, LOSS_EPS, LearnedOptimizer
@@ -276,12 +278,12 @@ def check_second_order(loss_fn: LossFn, adapter: Adapter, inputs: Tensor, target
 
 
 def batch_indices(n: int, batch_size: int, count: int, seed: int) -> list[Tensor]:
-    """``count`` mini-batches of shuffled indices, epoch after epoch (the fine-tuning scheme)."""
-    generator = torch.Generator().manual_seed(seed)
-    batches: list[Tensor] = []
-    while len(batches) < count:
-        batches.extend(torch.randperm(n, generator=generator).split(min(batch_size, n)))
-    return batches[:count]
+    """The first ``count`` mini-batches of :func:`~metricopt.batches.shuffled_batches` seeded with ``seed``.
+
+    The fine-tuning's scheme: shuffled indices, epoch after epoch, from a fresh generator.
+    """
+    batches = shuffled_batches(n, batch_size, torch.Generator().manual_seed(seed))
+    return list(itertools.islice(batches, check_integer("count", count, 0)))
 
 
 def unroll(

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from metricopt._checks import check_choice, check_positive
+from metricopt.batches import shuffled_batches
 from metricopt.distributed import is_distributed
 from metricopt.losses import ConfusionLoss, cross_entropy_loss, focal_loss, inverse_frequency_weights
 from metricopt.metrics import metric_score
@@ -118,11 +119,6 @@ class FitResult:
     best_score: float | None = None
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
-    order = torch.randperm(n, generator=generator)
-    return list(order.split(int(batch_size)))
-
-
 class _DataParallel:
     """What :func:`fit` does differently under ``torch.distributed`` (a process group of 2+ processes).
 
@@ -207,7 +203,7 @@ def fit(
     for epoch in range(1, epochs + 1):
         model.train()
         total, count = 0.0, 0
-        for index in _batches(len(X), batch_size, generator):
+        for index in shuffled_batches(len(X), batch_size, generator, epochs=1):
             local = index if parallel is None else parallel.shard(index)
             logits = train_model(X[local])
             loss = loss_fn(logits.squeeze(-1) if logits.shape[-1] == 1 else logits, y[local])

@@ -1,0 +1,127 @@
+"""metricopt.batches.shuffled_batches: the one batch iterator of the training loops."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from metricopt.batches import shuffled_batches
+from metricopt.blackbox.learned_objective import batch_indices
+
+
+def _generator(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _reference(n: int, batch_size: int, generator: torch.Generator, epochs: int) -> list[torch.Tensor]:
+    """The loops the iterator replaced: one ``randperm`` per epoch, cut into ``batch_size`` pieces."""
+    batches: list[torch.Tensor] = []
+    for _ in range(epochs):
+        batches.extend(torch.randperm(n, generator=generator).split(min(batch_size, n) if n else batch_size))
+    return batches
+
+
+@pytest.mark.parametrize(("n", "batch_size"), [(1, 1), (5, 2), (10, 5), (17, 4), (7, 7), (3, 100)])
+def test_every_epoch_holds_each_index_once_in_batches_of_batch_size(n: int, batch_size: int) -> None:
+    per_epoch = math.ceil(n / batch_size)
+    batches = list(shuffled_batches(n, batch_size, _generator(), epochs=3))
+    assert len(batches) == 3 * per_epoch
+    for epoch in range(3):
+        chunk = batches[epoch * per_epoch:(epoch + 1) * per_epoch]
+        assert [len(b) for b in chunk[:-1]] == [batch_size] * (per_epoch - 1)
+        assert 1 <= len(chunk[-1]) <= batch_size
+        assert sorted(torch.cat(chunk).tolist()) == list(range(n))
+        assert all(b.dtype == torch.int64 for b in chunk)
+
+
+@pytest.mark.parametrize(("n", "batch_size", "epochs"), [(10, 3, 4), (8, 8, 2), (5, 20, 3), (0, 4, 2), (1, 1, 1)])
+def test_draws_are_those_of_one_randperm_per_epoch(n: int, batch_size: int, epochs: int) -> None:
+    """Same batches as the replaced loops, and the generator left where they left it (fit shares it)."""
+    generator, reference_generator = _generator(11), _generator(11)
+    batches = list(shuffled_batches(n, batch_size, generator, epochs=epochs))
+    expected = _reference(n, batch_size, reference_generator, epochs)
+    assert len(batches) == len(expected)
+    assert all(torch.equal(a, b) for a, b in zip(batches, expected))
+    assert torch.equal(generator.get_state(), reference_generator.get_state())
+
+
+def test_epochs_are_drawn_lazily_one_randperm_each() -> None:
+    generator, reference = _generator(3), _generator(3)
+    batches = shuffled_batches(9, 4, generator)
+    assert torch.equal(generator.get_state(), reference.get_state())  # nothing drawn before the first batch
+    next(batches)
+    torch.randperm(9, generator=reference)
+    assert torch.equal(generator.get_state(), reference.get_state())
+    next(batches), next(batches)  # the rest of the first epoch: no new draw
+    assert torch.equal(generator.get_state(), reference.get_state())
+    next(batches)  # the first batch of the second epoch
+    torch.randperm(9, generator=reference)
+    assert torch.equal(generator.get_state(), reference.get_state())
+
+
+def test_reproducible_from_the_seed_and_different_for_another() -> None:
+    first = list(shuffled_batches(50, 8, _generator(5), epochs=2))
+    again = list(shuffled_batches(50, 8, _generator(5), epochs=2))
+    other = list(shuffled_batches(50, 8, _generator(6), epochs=2))
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other))
+    assert not torch.equal(torch.cat(first[:7]), torch.cat(first[7:]))  # the second epoch is a new order
+
+
+def test_epochs_none_goes_on_epoch_after_epoch() -> None:
+    n, batch_size = 7, 3
+    batches = list(itertools.islice(shuffled_batches(n, batch_size, _generator(2)), 3 * 40 + 1))
+    assert len(batches) == 121  # far past any single epoch, and not stopped
+    for epoch in range(40):
+        assert sorted(torch.cat(batches[3 * epoch:3 * epoch + 3]).tolist()) == list(range(n))
+    expected = _reference(n, batch_size, _generator(2), 41)[:121]
+    assert all(torch.equal(a, b) for a, b in zip(batches, expected))
+
+
+def test_a_fixed_number_of_epochs_stops_and_zero_epochs_is_empty() -> None:
+    assert len(list(shuffled_batches(6, 4, _generator(), epochs=2))) == 4
+    assert list(shuffled_batches(6, 4, _generator(), epochs=0)) == []
+    empty = list(shuffled_batches(0, 4, _generator(), epochs=2))  # n = 0: one empty batch per epoch
+    assert [b.numel() for b in empty] == [0, 0]
+
+
+@pytest.mark.parametrize(("n", "batch_size", "count", "seed"), [(10, 3, 9, 4), (10, 20, 5, 4), (100, 16, 40, 123)])
+def test_batch_indices_are_the_first_count_batches_of_a_fresh_seeded_stream(
+        n: int, batch_size: int, count: int, seed: int) -> None:
+    batches = batch_indices(n, batch_size, count, seed)
+    expected = _reference(n, batch_size, _generator(seed), count)[:count]
+    assert len(batches) == count
+    assert all(torch.equal(a, b) for a, b in zip(batches, expected))
+    assert batch_indices(n, batch_size, 0, seed) == []
+
+
+@pytest.mark.parametrize(
+    ("arguments", "name"),
+    [
+        ((-1, 4), "n"), ((2.5, 4), "n"), ((True, 4), "n"),
+        ((10, 0), "batch_size"), ((10, -3), "batch_size"), ((10, 1.5), "batch_size"), ((10, None), "batch_size"),
+    ],
+)
+def test_bad_sizes_raise_naming_the_argument_at_the_call(arguments: tuple, name: str) -> None:
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        shuffled_batches(*arguments, _generator())  # raised by the call itself, before any next()
+
+
+@pytest.mark.parametrize("epochs", [-1, 1.0, True, "2"])
+def test_bad_epochs_raise_naming_the_argument(epochs: object) -> None:
+    with pytest.raises(ValueError, match="`epochs`"):
+        shuffled_batches(10, 4, _generator(), epochs=epochs)
+
+
+@pytest.mark.parametrize("generator", [None, 0, torch.randn(3)])
+def test_a_generator_is_required(generator: object) -> None:
+    with pytest.raises(TypeError, match="`generator`"):
+        shuffled_batches(10, 4, generator)
+
+
+def test_batch_indices_checks_count() -> None:
+    with pytest.raises(ValueError, match="`count`"):
+        batch_indices(10, 4, -1, 0)
