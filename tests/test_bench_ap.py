@@ -19,7 +19,7 @@ from benchmarks.harness.specs import BINARY_DATASETS, QualitySpec, get_suite
 from benchmarks.peers import classification as peers
 from benchmarks.suites.quality import run_task
 from metricopt.app.data import load_dataset, train_val_test_split
-from metricopt.evaluation import RANK_METRICS, rank_score, report, tune_threshold
+from metricopt.evaluation import THRESHOLD_FREE_METRICS, rank_score, report, tune_threshold
 
 
 def _need_libauc() -> None:
@@ -45,9 +45,9 @@ def test_report_of_rank_metrics_equals_scikit_learn_ties_included(seed: int) -> 
 
 def test_rank_metrics_ignore_the_threshold_and_cannot_be_tuned() -> None:
     y, probs = np.array([0, 1, 1, 0, 1]), np.array([0.2, 0.7, 0.4, 0.6, 0.9])
-    assert report(y, probs, num_classes=2, metrics=RANK_METRICS, threshold=0.05) == report(
-        y, probs, num_classes=2, metrics=RANK_METRICS, threshold=0.95)
-    for metric in RANK_METRICS:
+    assert report(y, probs, num_classes=2, metrics=THRESHOLD_FREE_METRICS, threshold=0.05) == report(
+        y, probs, num_classes=2, metrics=THRESHOLD_FREE_METRICS, threshold=0.95)
+    for metric in THRESHOLD_FREE_METRICS:
         with pytest.raises(ValueError, match="rank metric"):
             tune_threshold(y, probs, metric)
     with pytest.raises(ValueError, match="metric"):

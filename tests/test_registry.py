@@ -8,8 +8,7 @@ import pytest
 from metricopt.app.recipes.blackbox import BLACKBOX_ONLY_METRICS
 from metricopt.app.recipes.ranking import RANK_METRICS, parse_rank_metric
 from metricopt.blackbox.metric import BUILTIN_METRICS, make_metric
-from metricopt.evaluation import RANK_METRICS as THRESHOLD_FREE_METRICS
-from metricopt.evaluation import REPORT_METRICS
+from metricopt.evaluation import REPORT_METRICS, THRESHOLD_FREE_METRICS
 from metricopt.metrics import METRIC_NAMES
 from metricopt.metrics._formulas import METRICS
 from metricopt.metrics.registry import REGISTRY, MetricInfo, canonical_name, metric_info, names
@@ -55,3 +54,12 @@ def test_names_are_case_insensitive_and_recall_at_k_is_a_rank_metric() -> None:
         metric_info("nope")
     with pytest.raises(ValueError, match="family"):
         names("other")
+
+
+def test_evaluation_rank_metrics_is_a_deprecated_name_of_threshold_free_metrics() -> None:
+    import metricopt.evaluation
+
+    with pytest.warns(DeprecationWarning, match="THRESHOLD_FREE_METRICS"):
+        assert metricopt.evaluation.RANK_METRICS == THRESHOLD_FREE_METRICS
+    with pytest.raises(AttributeError, match="RANK_METRIC"):
+        metricopt.evaluation.RANK_METRIC  # noqa: B018

@@ -37,7 +37,7 @@ Recipes:
                  threshold tuned; binary only; peer, optional.
 =============== ============================================================
 
-Rank metrics (``"ap"``, ``"auroc"``; :data:`metricopt.evaluation.RANK_METRICS`)
+Rank metrics (``"ap"``, ``"auroc"``; :data:`metricopt.evaluation.THRESHOLD_FREE_METRICS`)
 are scored from the probabilities, so ``tune`` never applies to them (their
 records carry threshold None).
 """

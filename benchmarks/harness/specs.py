@@ -116,7 +116,7 @@ class QualitySpec(TrainingProtocol):
         methods: method names (see :mod:`benchmarks.harness.methods`); binary-only
             methods are marked N/A on multi-class sets.
         metrics: target metrics (names from ``metricopt.METRIC_NAMES``, or the
-            threshold-free ``"ap"`` / ``"auroc"`` of ``metricopt.evaluation.RANK_METRICS``).
+            threshold-free ``"ap"`` / ``"auroc"`` of ``metricopt.evaluation.THRESHOLD_FREE_METRICS``).
         amplification: AnyLoss steepness L used by the ``anyloss`` method.
         focal_gamma: focusing parameter of the focal baseline.
         reference: the method compared with every other (wins/ties/losses).
@@ -796,7 +796,7 @@ SUITES: dict[str, Spec] = {
     ),
     "speed_smoke": SpeedSpec(name="speed_smoke", sizes=(256, 1024), repeats=5, warmup=2, min_repeats=3),
     # AP for imbalanced classification: RaMBO's rank losses against BCE and LibAUC's AP and AUC losses,
-    # scored by the threshold-free rank metrics (metricopt.evaluation.RANK_METRICS).
+    # scored by the threshold-free rank metrics (metricopt.evaluation.THRESHOLD_FREE_METRICS).
     "ap_quality": QualitySpec(
         name="ap_quality", binary_datasets=BINARY_DATASETS, multiclass_datasets=(),
         methods=("rambo_ap", "bce", "libauc_ap", "aucm", "rambo_auroc"), metrics=("ap", "auroc"),

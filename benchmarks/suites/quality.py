@@ -44,7 +44,7 @@ from benchmarks.harness.threads import torch_threads
 from benchmarks.peers import classification as peers
 from metricopt.app.data import Split, load_dataset, train_val_test_split
 from metricopt.app.recipes.classification import fit, make_mlp
-from metricopt.evaluation import RANK_METRICS, report, tune_threshold
+from metricopt.evaluation import THRESHOLD_FREE_METRICS, report, tune_threshold
 from metricopt.predict import predict_proba
 
 __all__ = ["methods_for", "run_suite", "run_task"]
@@ -80,7 +80,7 @@ def _evaluator(
     tuned = [m for m in members if m.tune]
     threshold_fixed = 0.5 if num_classes == 2 else None
     # Rank metrics are scored from the probabilities (no threshold), once for all members.
-    shared = targets if fixed else tuple(k for k in targets if k in RANK_METRICS)
+    shared = targets if fixed else tuple(k for k in targets if k in THRESHOLD_FREE_METRICS)
 
     def evaluate(net: torch.nn.Module, epoch: int) -> None:
         p_val, p_test = _probs(net, split.X_val), _probs(net, split.X_test)
@@ -89,11 +89,11 @@ def _evaluator(
             test = report(split.y_test, p_test, num_classes=num_classes, metrics=shared)
         for m in fixed:
             for k in targets:
-                threshold = None if k in RANK_METRICS else threshold_fixed
+                threshold = None if k in THRESHOLD_FREE_METRICS else threshold_fixed
                 history[(m.name, k)].append((epoch, val[k], test[k], threshold))
         for m in tuned:
             for k in targets:
-                if k in RANK_METRICS:
+                if k in THRESHOLD_FREE_METRICS:
                     history[(m.name, k)].append((epoch, val[k], test[k], None))
                     continue
                 threshold = tune_threshold(split.y_val, p_val, k)
@@ -325,7 +325,7 @@ def _protocol(spec: QualitySpec | AblationSpec) -> str:
             "amplification (steepness L of A(p) = sigmoid(L (p - 0.5))) differs. `auto` is "
             "`metricopt.losses.soft_confusion.auto_amplification` (L = clip(5 / median |p - 0.5|, 10, 73) per batch)."
         )
-    if any(k in RANK_METRICS for k in spec.metrics):
+    if any(k in THRESHOLD_FREE_METRICS for k in spec.metrics):
         return common + _rank_protocol(spec)
     from metricopt.losses import confusion as _confusion
 

@@ -5,7 +5,7 @@ binary decisions at ``p > threshold`` (0.5 unless tuned), multi-class at argmax,
 each metric with its ``"auto"`` averaging (binary; macro or scikit-learn's
 multi-class definition).
 
-Rank metrics (:data:`RANK_METRICS`: ``"ap"``, average precision, and
+Rank metrics (:data:`THRESHOLD_FREE_METRICS`: ``"ap"``, average precision, and
 ``"auroc"``, area under the ROC curve) are threshold-free: :func:`report`
 computes them exactly from the probabilities themselves
 (:mod:`metricopt.metrics.ranking`, equal to scikit-learn's), never from
@@ -26,9 +26,19 @@ from metricopt.predict import predict_labels
 REPORT_METRICS: tuple[str, ...] = REPORTED
 
 #: Threshold-free metrics :func:`report` computes from the probabilities, not from decisions.
-RANK_METRICS: tuple[str, ...] = THRESHOLD_FREE
+THRESHOLD_FREE_METRICS: tuple[str, ...] = THRESHOLD_FREE
 
-__all__ = ["RANK_METRICS", "REPORT_METRICS", "rank_score", "report", "tune_threshold"]
+__all__ = ["REPORT_METRICS", "THRESHOLD_FREE_METRICS", "rank_score", "report", "tune_threshold"]
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    if name == "RANK_METRICS":  # its old name: the rank-loss recipes' RANK_METRICS also holds ndcg and recall@K
+        import warnings
+
+        warnings.warn("metricopt.evaluation.RANK_METRICS is now THRESHOLD_FREE_METRICS; the old name will be removed",
+                      DeprecationWarning, stacklevel=2)
+        return THRESHOLD_FREE_METRICS
+    raise AttributeError(f"module 'metricopt.evaluation' has no attribute {name!r}")
 
 
 def rank_score(y_true: np.ndarray, probs: np.ndarray, metric: str, *, num_classes: int = 2) -> float:
@@ -43,8 +53,8 @@ def rank_score(y_true: np.ndarray, probs: np.ndarray, metric: str, *, num_classe
         >>> rank_score(np.array([0, 1, 1, 0]), np.array([0.1, 0.8, 0.4, 0.4]), "ap")
         0.8333333333333333
     """
-    if metric not in RANK_METRICS:
-        raise ValueError(f"`metric` must be one of {RANK_METRICS}; got {metric!r}")
+    if metric not in THRESHOLD_FREE_METRICS:
+        raise ValueError(f"`metric` must be one of {THRESHOLD_FREE_METRICS}; got {metric!r}")
     y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=np.float64)
     if probs.ndim == 1:
         positive = (y_true == 1).astype(np.int64)
@@ -76,7 +86,7 @@ def report(
         y_true: ``(N,)`` labels in ``[0, num_classes)``.
         probs: ``(N,)`` positive-class probabilities or ``(N, C)`` rows.
         num_classes: number of classes (fixes the label set).
-        metrics: names from ``metricopt.METRIC_NAMES`` or :data:`RANK_METRICS`.
+        metrics: names from ``metricopt.METRIC_NAMES`` or :data:`THRESHOLD_FREE_METRICS`.
         threshold: binary decision threshold (rank metrics ignore it).
 
     Example:
@@ -86,7 +96,7 @@ def report(
     out: dict[str, float] = {}
     y_pred = None
     for name in metrics:
-        if name in RANK_METRICS:
+        if name in THRESHOLD_FREE_METRICS:
             out[name] = rank_score(y_true, probs, name, num_classes=num_classes)
             continue
         if y_pred is None:
@@ -108,7 +118,7 @@ def tune_threshold(y_true: np.ndarray, probs: np.ndarray, metric: str, *, max_ca
         >>> tune_threshold(np.array([1, 1, 0, 0]), np.array([0.1, 0.2, 0.3, 0.4]), "recall") < 0.1
         True
     """
-    if metric in RANK_METRICS:
+    if metric in THRESHOLD_FREE_METRICS:
         raise ValueError(f"`metric` {metric!r} is a rank metric: it has no threshold to tune")
     y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=np.float64)
     if probs.ndim != 1:
