@@ -564,3 +564,12 @@ def test_task_data_errors(data):
 def test_bad_initial_phi(adapter, data):
     with pytest.raises(ValueError, match="`value`"):
         finetune(adapter, LOSS, make_metric("aucpr"), data, config=_config(), initial_phi=torch.zeros(PHI_SIZE + 1))
+
+
+def test_train_subset_keeps_the_chosen_training_rows_and_the_validation_part(data: TaskData) -> None:
+    indices = torch.tensor([4, 0, 7])
+    subset = data.train_subset(indices)
+    assert torch.equal(subset.X_train, data.X_train[indices]) and torch.equal(subset.y_train, data.y_train[indices])
+    assert subset.X_val is data.X_val and subset.y_val is data.y_val
+    with pytest.raises(ValueError, match="X_train"):
+        data.train_subset(torch.tensor([], dtype=torch.long))

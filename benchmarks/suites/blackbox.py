@@ -112,7 +112,6 @@ def _cell(spec: BlackBoxSpec, split: Split, num_classes: int, backbone: Any, set
     from metricopt.blackbox import (
         FineTuneConfig,
         MetaConfig,
-        TaskData,
         TaskDistribution,
         finetune,
         make_metric,
@@ -169,7 +168,7 @@ def _cell(spec: BlackBoxSpec, split: Split, num_classes: int, backbone: Any, set
     for j in range(spec.held_out_tasks):
         task = held_out.sample(1_000_000 + j, seed=seed, labels=pool.y_train.long(), phi_size=phi_size,
                                guided=False)
-        task_data = TaskData(pool.X_train[task.indices], pool.y_train[task.indices], pool.X_val, pool.y_val)
+        task_data = pool.train_subset(task.indices)
         for method in spec.methods:
             row = {**{k: meta_row[k] for k in ("setting", "metric", "variant", "seed")}, "task": j, "method": method}
             if method == "pretrained":

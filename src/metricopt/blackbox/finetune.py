@@ -101,6 +101,10 @@ class TaskData:
             raise ValueError(f"`X_val` and `y_val` must be non-empty with equal lengths; got "
                              f"{len(self.X_val)} and {len(self.y_val)}")
 
+    def train_subset(self, indices: Tensor) -> TaskData:
+        """This data with only the training rows ``indices`` (a task's share of a pool); the same validation part."""
+        return TaskData(self.X_train[indices], self.y_train[indices], self.X_val, self.y_val)
+
 
 @dataclass(frozen=True)
 class FineTuneConfig:

@@ -545,7 +545,7 @@ class MetaLoop(abc.ABC):
             warmup = index < meta.warmup_tasks
             task = self.distribution.sample(index, seed=meta.seed, labels=labels, phi_size=self.adapter.phi_size,
                                             guided=self.guided and not warmup)
-            data = TaskData(pool.X_train[task.indices], pool.y_train[task.indices], pool.X_val, pool.y_val)
+            data = pool.train_subset(task.indices)
             trajectory, row = self.collect(task, data, warmup=warmup)
             usable = len(trajectory.observed_steps) >= 2
             if usable:
