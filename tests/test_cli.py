@@ -411,6 +411,40 @@ def test_python_dash_m_help_in_subprocess(tmp_path: Path) -> None:
     assert "train" in result.stdout and "datasets" in result.stdout and "bench" in result.stdout
 
 
+#: Runs the command line in a fresh interpreter; prints the exit status and whether torch was imported.
+_FRESH_MAIN = """
+import sys
+from metricopt.app.cli import main
+status = main(sys.argv[1:])
+print(status, "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["-h"], ["--version"]])
+def test_help_and_version_answer_without_loading_torch(argv: list[str]) -> None:
+    result = subprocess.run([sys.executable, "-c", _FRESH_MAIN, *argv], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "0 False", result.stdout
+    assert "metricopt" in result.stdout
+
+
+def test_ctrl_c_while_torch_loads_is_one_line_and_status_130() -> None:
+    """Ctrl-C in the first second (torch importing) is the command's own interrupt, not a traceback."""
+    interrupt_torch = """
+import importlib.abc, sys
+class Interrupt(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "torch":
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, Interrupt())
+""" + _FRESH_MAIN
+    result = subprocess.run([sys.executable, "-c", interrupt_torch, "train", "--epochs", "1"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "130 False"
+    assert result.stderr == "metricopt: error: interrupted\n"
+
+
 # ---------------------------------------------------------------------------
 # plots
 

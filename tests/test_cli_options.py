@@ -274,7 +274,7 @@ def test_warnings_are_one_line_and_hooks_restored(workdir: Path, capsys: pytest.
 
 
 def test_flag_wording() -> None:
-    from metricopt.app.cli.common import FLAGS, flag_errors, flag_wording
+    from metricopt.app.cli.wording import FLAGS, flag_errors, flag_wording
 
     assert flag_wording("`adapter` must be one of input_bias, film; got 'x'") == \
         "--adapter must be one of input_bias, film; got 'x'"

