@@ -76,7 +76,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from metricopt._checks import describe
+from metricopt._checks import check_integer, check_nonnegative, check_positive, describe
 from metricopt.app.data import Split
 from metricopt.app.recipes.classification import FitResult, train_classifier
 from metricopt.blackbox.adapters import Adapter, FiLM, InputBias
@@ -153,20 +153,6 @@ def parse_evaluations(text: str) -> int | float:
         ) from None
 
 
-def _integer(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}; got {describe(value)}")
-    return int(value)
-
-
-def _number(name: str, value: Any, *, positive: bool) -> float:
-    bound = "> 0" if positive else ">= 0"
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
-            or value < 0 or (positive and value == 0)):
-        raise ValueError(f"`{name}` must be a finite number {bound}; got {describe(value)}")
-    return float(value)
-
-
 @dataclasses.dataclass(frozen=True)
 class BlackBoxOptions:
     """The options of MetricOpt on top of the backbone recipe (``metricopt train``'s options in brackets).
@@ -205,19 +191,12 @@ class BlackBoxOptions:
             raise ValueError(f"`adapter` must be one of {', '.join(ADAPTERS)}; got {describe(self.adapter)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"`optimizer` must be one of {', '.join(OPTIMIZERS)}; got {describe(self.optimizer)}")
-        _integer("phi_size", self.phi_size, 1)
-        _integer("meta_tasks", self.meta_tasks, 1)
-        _integer("finetune_steps", self.finetune_steps, 1)
-        _number("value_weight", self.value_weight, positive=False)
-        _number("finetune_learning_rate", self.finetune_learning_rate, positive=True)
-        evaluations = self.evaluations
-        if isinstance(evaluations, bool) or not isinstance(evaluations, (numbers.Integral, float)):
-            raise TypeError(f"`evaluations` must be a count or a fraction; got {describe(evaluations)}")
-        if isinstance(evaluations, numbers.Integral) and evaluations < 2:
-            raise ValueError(f"`evaluations` must be at least 2 (a metric curve needs two points); got {evaluations}")
-        if isinstance(evaluations, float) and not 0 < evaluations <= 1:
-            raise ValueError(f"`evaluations` as a fraction of `finetune_steps` must lie in (0, 1]; "
-                             f"got {evaluations!r}")
+        check_integer("phi_size", self.phi_size, 1)
+        check_integer("meta_tasks", self.meta_tasks, 1)
+        check_integer("finetune_steps", self.finetune_steps, 1)
+        check_nonnegative("value_weight", self.value_weight)
+        check_positive("finetune_learning_rate", self.finetune_learning_rate)
+        evaluation_count(self.finetune_steps, self.evaluations)  # checks `evaluations`
         if self.checkpoint is not None and not str(self.checkpoint).strip():
             raise ValueError("`checkpoint` must be a file path; got an empty string")
 
