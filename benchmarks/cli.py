@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -210,6 +211,8 @@ def render(json_path: Path, output_dir: Path | None = None, *, plots: bool = Tru
 
     json_path = Path(json_path)
     payload = json.loads(json_path.read_text())
+    if "kind" not in payload:  # written by one of the sweep scripts beside the suites
+        return _render_sweep(payload, json_path, output_dir)
     if payload["kind"] != "speed":
         if payload["kind"] == "retrieval":
             from benchmarks.suites.retrieval import refresh_summary as _refresh_retrieval
@@ -228,6 +231,27 @@ def render(json_path: Path, output_dir: Path | None = None, *, plots: bool = Tru
         if output_dir is None or Path(output_dir).resolve() == json_path.parent.resolve():
             write_json(payload, json_path)
     return write_reports(payload, json_path.parent if output_dir is None else output_dir, plots=plots)
+
+
+#: The scripts beside the suites whose results ``render`` re-creates: the module that wrote each.
+SWEEP_SCRIPTS = ("ddp_scaling", "gpu_rank_speed", "rank_design_sweep", "sharpness_sweep")
+
+
+def _render_sweep(payload: dict[str, Any], json_path: Path, output_dir: Path | None) -> dict[str, Path]:
+    """A sweep script's Markdown from its JSON: the script is named in the recorded command."""
+    import importlib
+
+    command = " ".join([str(payload.get("metadata", {}).get("command", "")),
+                        *map(str, payload.get("metadata", {}).get("argv", []))])
+    found = [name for name in SWEEP_SCRIPTS if re.search(rf"\b{name}\b", command)]
+    if len(found) != 1:
+        raise ValueError(f"{json_path} is neither a suite's result (no 'kind') nor one of a sweep script "
+                         f"({', '.join(SWEEP_SCRIPTS)}) named in its metadata's command {command.strip()!r}")
+    script = importlib.import_module(f"benchmarks.{found[0]}")
+    target = Path(json_path.parent if output_dir is None else output_dir) / f"{json_path.stem}.md"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(script.report(payload))
+    return {"md": target}
 
 
 def run_named(spec: Any, *, output_dir: Path, jobs: int = 1, progress: bool = True, plots: bool = True,

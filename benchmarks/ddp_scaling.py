@@ -159,6 +159,11 @@ def _sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def report(payload: dict) -> str:
+    """The Markdown file of a saved result (``python -m benchmarks render`` calls it)."""
+    return markdown(payload["records"], payload["metadata"]) + "\n"
+
+
 def main(argv: list[str]) -> int:
     from benchmarks.harness.results import collect_metadata
 
@@ -186,7 +191,7 @@ def main(argv: list[str]) -> int:
                 # rewritten after every record, so a run cut short keeps what it measured
                 (target / f"{stem}.json").write_text(json.dumps({"metadata": metadata, "records": records},
                                                                 indent=1) + "\n")
-                (target / f"{stem}.md").write_text(markdown(records, metadata) + "\n")
+                (target / f"{stem}.md").write_text(report({"metadata": metadata, "records": records}))
     print(f"wrote {target / (stem + '.md')}", file=sys.stderr)
     return 0
 

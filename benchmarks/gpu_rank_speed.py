@@ -57,15 +57,24 @@ def main() -> int:
         rows.append({"loss": "RecallLoss loglog, batch of 128-d embeddings", "n": n, "median_ms": round(ms, 3)})
     metadata = collect_metadata(sys.argv)
     metadata["gpu"] = torch.cuda.get_device_name(device)
+    metadata["torch_build"] = torch.__version__  # with its CUDA suffix (the package metadata has none)
+    payload = {"metadata": metadata, "rows": rows}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "gpu_rank_speed.json").write_text(json.dumps(payload, indent=1) + "\n")
+    (RESULTS / "gpu_rank_speed.md").write_text(report(payload))
+    print(report(payload), end="")
+    return 0
+
+
+def report(payload: dict) -> str:
+    """The Markdown file of a saved result (``python -m benchmarks render`` calls it)."""
+    metadata, rows = payload["metadata"], payload["rows"]
     lines = ["# RaMBO losses on a GPU: forward + backward, median ms", "",
-             f"- command: `python -m benchmarks.gpu_rank_speed`; GPU {metadata['gpu']}; torch {torch.__version__}",
+             f"- command: `{metadata['command']}`; GPU {metadata['gpu']}; "
+             f"torch {metadata.get('torch_build', metadata['versions']['torch'])}",
              f"- git commit: `{metadata.get('git_commit')}`", "", "| loss | N | median ms |", "| --- | --- | --- |"]
     lines += [f"| {r['loss']} | {r['n']:,} | {r['median_ms']:.2f} |" for r in rows]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "gpu_rank_speed.json").write_text(json.dumps({"metadata": metadata, "rows": rows}, indent=1) + "\n")
-    (RESULTS / "gpu_rank_speed.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -174,6 +174,11 @@ def markdown(records: list[dict], metadata: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report(payload: dict) -> str:
+    """The Markdown file of a saved result (``python -m benchmarks render`` calls it)."""
+    return markdown(payload["records"], payload["metadata"])
+
+
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.harness.results import collect_metadata
 
@@ -203,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         metadata["kept_from_earlier_run"] = {"part": "recall" if args.part == "ap" else "ap",
                                              "metadata": earlier["metadata"]}
     target.write_text(json.dumps({"metadata": metadata, "records": records}, indent=1) + "\n")
-    text = markdown(records, metadata)
+    text = report({"metadata": metadata, "records": records})
     (RESULTS / "rank_design.md").write_text(text)
     print(text)
     return 0

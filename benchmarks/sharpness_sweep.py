@@ -78,6 +78,11 @@ def markdown(records: list[dict], metadata: dict) -> str:
     return "\n".join(lines)
 
 
+def report(payload: dict) -> str:
+    """The Markdown file of a saved result (``python -m benchmarks render`` calls it)."""
+    return markdown(payload["records"], payload["metadata"]) + "\n"
+
+
 def main() -> int:
     from benchmarks.harness.results import collect_metadata
 
@@ -88,7 +93,7 @@ def main() -> int:
         records = list(pool.map(run_one, jobs))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "sharpness.json").write_text(json.dumps({"metadata": metadata, "records": records}, indent=1) + "\n")
-    (RESULTS / "sharpness.md").write_text(markdown(records, metadata) + "\n")
+    (RESULTS / "sharpness.md").write_text(report({"metadata": metadata, "records": records}))
     print(markdown(records, metadata))
     return 0
 

