@@ -128,6 +128,8 @@ def test_anyloss_beats_bce_on_f1_for_a_rare_class():
         (dict(metric="f1", beta=2.0), "beta"),
         (dict(metric="fbeta", beta=-1.0), "beta"),
         (dict(sharpness=0.0), "sharpness"),
+        (dict(tune_threshold="yes"), "tune_threshold"),
+        (dict(tune_threshold=True, validation_fraction=0.0), "needs validation_fraction > 0"),
     ],
 )
 def test_bad_parameters_raise_at_fit(cancer, params, match):
@@ -312,3 +314,28 @@ def test_a_class_with_one_sample_trains_without_validation_and_says_so():
 def test_one_sample_error_names_the_count():
     with pytest.raises(ValueError, match="n_samples=1"):
         MetricClassifier(max_epochs=1).fit(np.ones((1, 3)), [1])
+
+
+def test_tune_threshold_picks_the_validation_best_and_predicts_with_it(cancer):
+    """The tuned threshold maximises the metric on the validation rows fit held out, and predict uses it."""
+    X_train, X_test, y_train, y_test = cancer
+    plain = MetricClassifier("f1", loss="bce", **FAST).fit(X_train, y_train)
+    tuned = MetricClassifier("f1", loss="bce", tune_threshold=True, **FAST).fit(X_train, y_train)
+    assert plain.threshold_ == 0.5
+    np.testing.assert_array_equal(tuned.predict_proba(X_test), plain.predict_proba(X_test))  # same model
+    # the validation rows: refit's split is reproducible from the seed; recompute the best threshold there
+    rows = tuned._validation_rows((y_train == 1).astype(np.int64), FAST["random_state"])
+    from metricopt.evaluation import tune_threshold
+
+    expected = tune_threshold(y_train[rows], tuned.predict_proba(X_train[rows])[:, 1], "f1")
+    assert tuned.threshold_ == expected
+    proba = tuned.predict_proba(X_test)[:, 1]
+    np.testing.assert_array_equal(tuned.predict(X_test), (proba > tuned.threshold_).astype(int))
+    assert tuned.score(X_test, y_test) == pytest.approx(f1_score(y_test, tuned.predict(X_test)))
+
+
+def test_tune_threshold_is_for_binary_targets(wine):
+    X, y = wine
+    assert MetricClassifier("mcc", **FAST).fit(X, y).threshold_ is None
+    with pytest.raises(ValueError, match="binary targets; `y` has 3 classes"):
+        MetricClassifier("mcc", tune_threshold=True, **FAST).fit(X, y)

@@ -105,14 +105,16 @@ def report(
     return out
 
 
-def tune_threshold(y_true: np.ndarray, probs: np.ndarray, metric: str, *, max_candidates: int = 200) -> float:
+def tune_threshold(y_true: np.ndarray, probs: np.ndarray, metric: str, *, beta: float = 1.0,
+                   max_candidates: int = 200) -> float:
     """The binary threshold that maximises ``metric`` on ``(y_true, probs)``.
 
     Candidates are midpoints between sorted distinct probabilities (thinned to
     ``max_candidates`` quantiles), 0.5, and one below the smallest probability
     (everything positive); ties go to the candidate closest to 0.5. This is the
     usual "tune the threshold on validation data" recipe that AnyLoss is
-    designed to make unnecessary.
+    designed to make unnecessary. ``beta``: the weight of recall for
+    ``metric="fbeta"``.
 
     Example:
         >>> tune_threshold(np.array([1, 1, 0, 0]), np.array([0.1, 0.2, 0.3, 0.4]), "recall") < 0.1
@@ -130,7 +132,8 @@ def tune_threshold(y_true: np.ndarray, probs: np.ndarray, metric: str, *, max_ca
     candidates = np.concatenate([[0.5, np.nextafter(distinct[0], -np.inf)], candidates])
     best, best_score = 0.5, -np.inf
     for threshold in candidates:
-        score = float(metric_score(y_true, predict_labels(probs, threshold=threshold), metric, num_classes=2))
+        score = float(metric_score(y_true, predict_labels(probs, threshold=threshold), metric, beta=beta,
+                                   num_classes=2))
         if score > best_score or (score == best_score and abs(threshold - 0.5) < abs(best - 0.5)):
             best, best_score = float(threshold), score
     return best

@@ -3,7 +3,9 @@
 :class:`MetricClassifier` trains a small PyTorch MLP with the AnyLoss confusion
 loss for ``metric`` (or a cross-entropy baseline) and predicts at threshold 0.5
 (argmax for multi-class): the loss already targets the metric, so no threshold
-tuning is needed. It follows the scikit-learn estimator contract (``fit``,
+tuning is needed. ``tune_threshold=True`` tunes a binary threshold for
+``metric`` on the validation rows all the same, the practitioner's recipe
+(for a baseline loss, or to compare). It follows the scikit-learn estimator contract (``fit``,
 ``predict``, ``predict_proba``, ``score``, ``get_params``/``set_params``,
 ``clone``), so it works in ``Pipeline``, ``cross_val_score`` and ``GridSearchCV``,
 and passes scikit-learn's ``check_estimator`` except for the one check listed in
@@ -24,6 +26,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from metricopt import evaluation
 from metricopt._checks import check_choice
 from metricopt.app.data.labels import positive_class
 from metricopt.app.data.splits import fit_standardization
@@ -79,6 +82,12 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
             sample per class) to keep the epoch with the best ``metric``; 0,
             or a class with a single sample (with a warning), keeps the last
             epoch.
+        tune_threshold: binary targets: after training, choose the decision
+            threshold that maximises ``metric`` on the validation rows
+            (:func:`metricopt.evaluation.tune_threshold`) instead of 0.5. Needs
+            ``validation_fraction > 0``; with a class too small to hold out
+            (the warning above), the threshold stays 0.5. Not for multi-class
+            targets (argmax has no threshold).
         standardize: scale features to zero mean, unit variance (fitted on the
             training data).
         random_state: seed for initialisation, the split and the batch order:
@@ -95,6 +104,8 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         model_: the trained ``torch.nn.Module``.
         history_: per-epoch training loss and validation score.
         best_epoch_: the epoch whose weights are kept.
+        threshold_: the decision threshold on the positive class's
+            probability (0.5 unless tuned; None for multi-class).
 
     Example:
         >>> from sklearn.datasets import load_breast_cancer
@@ -124,6 +135,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         learning_rate: float = 1e-3,
         weight_decay: float = 0.0,
         validation_fraction: float = 0.1,
+        tune_threshold: bool = False,
         standardize: bool = True,
         random_state: int | None = None,
         verbose: bool = False,
@@ -140,6 +152,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.validation_fraction = validation_fraction
+        self.tune_threshold = tune_threshold
         self.standardize = standardize
         self.random_state = random_state
         self.verbose = verbose
@@ -149,6 +162,11 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         check_choice("loss", self.loss, LOSSES)
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"`validation_fraction` must be in [0, 1); got {self.validation_fraction!r}")
+        if not isinstance(self.tune_threshold, bool):
+            raise ValueError(f"`tune_threshold` must be True or False; got {self.tune_threshold!r}")
+        if self.tune_threshold and self.validation_fraction == 0:
+            raise ValueError("`tune_threshold=True` tunes on the validation rows: it needs validation_fraction > 0; "
+                             "got validation_fraction=0")
         for name in ("max_epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
@@ -198,6 +216,9 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         n_classes = len(self.classes_)
         if n_classes < 2:
             raise ValueError(f"`y` must contain at least 2 classes; got one class: {self.classes_.tolist()}")
+        if self.tune_threshold and n_classes > 2:
+            raise ValueError(f"`tune_threshold=True` applies to binary targets; `y` has {n_classes} classes "
+                             "(multi-class decisions are the argmax)")
         self.pos_label_ = positive_class(self.classes_.tolist(), self.pos_label)
         if self.pos_label_ is not None:
             # The model's one logit scores the positive class: label 1, whatever its place in classes_.
@@ -232,6 +253,10 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         )
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
+        self.threshold_ = None if n_classes > 2 else 0.5
+        if self.tune_threshold and X_val is not None:
+            self.threshold_ = evaluation.tune_threshold(y_val, predict_proba(self.model_, X_val), self.metric,
+                                                         beta=self.beta)
         return self
 
     def _positive_column(self) -> int:
@@ -248,12 +273,12 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         return np.stack(columns, axis=1)
 
     def predict(self, X: Any) -> np.ndarray:
-        """Labels: the positive class where its probability is > 0.5 (binary), argmax (multi-class)."""
+        """Labels: the positive class where its probability is > ``threshold_`` (binary), argmax (multi-class)."""
         probs = self.predict_proba(X)
         if probs.shape[1] > 2:
             return self.classes_[predict_labels(probs)]
         positive = self._positive_column()
-        is_positive = predict_labels(probs[:, positive]).astype(bool)
+        is_positive = predict_labels(probs[:, positive], threshold=self.threshold_).astype(bool)
         return np.where(is_positive, self.classes_[positive], self.classes_[1 - positive])
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
