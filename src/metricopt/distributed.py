@@ -2,10 +2,11 @@
 
 A confusion-matrix or rank loss is not a sum over samples: under data-parallel
 training (``torch.distributed``, DDP) each process sees only its shard, and a
-loss of the shard is a different function (measured in DESIGN.md: 2-7 %
-gradient error). :func:`gather` concatenates a tensor from every process in
-rank order, so every process computes the loss of the whole global batch, and
-lets gradients flow back to the process's own rows.
+loss of the shard is a different function (its gradient error is measured in
+the design notes: ``docs/design.md``, "Several processes"). :func:`gather`
+concatenates a tensor from every process in rank order, so every process
+computes the loss of the whole global batch, and lets gradients flow back to
+the process's own rows.
 
 Why the gradients come out exact under DDP (``W`` processes, parameters
 ``theta``, global loss ``L`` of the gathered scores ``s = [s_0, ..., s_{W-1}]``):

@@ -37,15 +37,9 @@ DECIDED:
   naming its rank and exit status.
 * A process that succeeded leaves through the interpreter's normal exit,
   after destroying the group: no workaround. The previous launcher (spawn
-  and a file store) ended each process with ``os._exit(0)`` because about one
-  in ten aborted at interpreter exit (SIGABRT, "terminate called without an
-  active exception"). Measured again with torch 2.13 on CPU (2 cores), 2
-  processes per run, an abort failing the run (the launcher reports a
-  process killed by a signal): through this launcher, 20 repeated
-  ``metricopt train --dataset breast_cancer --epochs 3 --nproc 2`` runs, 20
-  of ``--csv`` (200 rows, 2 epochs) and 60 of the same in one caller: 0 of
-  100 runs failed, nothing on stderr. The previous launcher with its
-  ``os._exit`` removed: 1 abort in 101 runs of the same. Under torchrun, the
+  and a file store) needed ``os._exit(0)`` because processes aborted at
+  interpreter exit; through this launcher no run aborted (the counts: the
+  design notes, ``docs/design.md``, "Several processes"). Under torchrun, the
   command line ends its processes with :func:`end_process` (see there).
 * Interrupting: the launcher turns SIGINT, SIGTERM, SIGHUP and SIGQUIT in
   the calling process into a stop of every process (the same signal, SIGKILL

@@ -37,8 +37,7 @@ DECIDED here (both papers are silent or leave a choice):
   differentiated, such as the unroll of a once-differentiable loss
   (:mod:`~metricopt.blackbox.learned_objective`); the objective is then only
   evaluated, without a graph: about half the time of the merged estimate
-  (0.09 s against 0.18 s per update for 4 pairs of 20-step unrolls of a small
-  MLP, one thread).
+  (measured: ``docs/design.md``, "Black-box metrics (MetricOpt)").
 * Non-finite values: a sample whose objective or gradient is not finite is
   dropped and counted; an estimator with fewer than 2 finite samples is left
   out of the merge; when neither is left, the update is skipped (counted in the

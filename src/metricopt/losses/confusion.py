@@ -54,7 +54,7 @@ __all__ = ["confusion_loss", "ConfusionLoss", "infer_task"]
 
 #: The paper's default steepness: the largest integer with A(1) < 1 in float64.
 DEFAULT_AMPLIFICATION = 73.0
-#: Multi-class softmax sharpness, chosen by the measurements in soft_confusion.py.
+#: Multi-class softmax sharpness, chosen by a sweep (docs/design.md, "Confusion-matrix losses (AnyLoss)").
 DEFAULT_SHARPNESS = 2.0
 
 

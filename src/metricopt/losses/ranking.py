@@ -30,15 +30,11 @@ ranker's rule), as scikit-learn's average precision does.
 
 Gradient (DECIDED, measured; the paper and the official code differentiate
 both rankings): the gradient flows through ``rk`` only, and ``rk+`` is a
-constant. Swapping two relevant items leaves AP, recall and AUROC unchanged,
-but the interpolated gradients of the two rankings taken separately push a relevant
-item up among all items (``rk``) and down among the relevant ones (``rk+``);
-those pushes cancel only in the exact sum, and the leftover is noise. Without
-it, validation AP on 6 imbalanced datasets rose from 0.433 to 0.454 (2 seeds,
-the default interpolation and margin) and, on UCI Letter's training letters
-split by class, MAP@R from 0.453 to 0.508 and R@1 from 0.9952 to 0.9971 (3
-seeds, the default interpolation); the backward pass needs one sort fewer
-(``benchmarks/rank_design_sweep.py``, ``benchmarks/results/rank_design.md``).
+constant. The interpolated gradients of the two rankings taken separately push
+a relevant item up among all items and down among the relevant ones, and cancel
+only in the exact sum: the leftover is noise, and without it validation AP and
+MAP@R rose, with one sort fewer in the backward pass (see the design notes:
+``docs/design.md``, "Rank losses (RaMBO)").
 
 Scores are rows: a ``(B, L)`` matrix is B rankings of L items (queries x
 gallery). Binary ``(N,)`` scores are one ranking; multi-label ``(N, C)`` scores
@@ -51,12 +47,12 @@ much before ranking, so a relevant item counts as ranked above an irrelevant
 one only when its score is higher by more than ``alpha sigma`` (a gap of
 exactly that becomes a tie, and ties count against). Measured relative to the
 scores, the margin means the same for logits of any scale and for a
-zero-initialised head (on earlier versions a constant margin of 0.1 on tied
-logits put every positive below every negative, and the interpolation's perturbation
-never undid it: exactly zero gradient). The shift is applied in float64. The
-margin is constant, as in the paper; the official code draws it at random per
-call, which DESIGN.md records as a quirk not to copy. With ``margin=0`` each
-loss's value equals 1 - its exact metric (:mod:`metricopt.metrics.ranking`).
+zero-initialised head, where a margin in score units put every positive below
+every negative with exactly zero gradient (``docs/design.md``, "Rank losses
+(RaMBO)"). The shift is applied in float64. The margin is constant, as in the
+paper; the official code draws it at random per call, a quirk not to copy. With
+``margin=0`` each loss's value equals 1 - its exact metric
+(:mod:`metricopt.metrics.ranking`).
 
 Interpolation (lambda) is unitless, per ranking: the item whose rank the loss
 pushes hardest moves by ``interpolation`` spreads of its ranking
@@ -107,25 +103,20 @@ __all__ = [
     "retrieval_scores",
 ]
 
-# The defaults below were chosen on validation data only (benchmarks/rank_design_sweep.py;
-# benchmarks/results/rank_design.md). Interpolation and margins are in units of each ranking's
+# The defaults below were chosen on validation data only (python -m benchmarks.rank_design_sweep; the
+# figures: docs/design.md, "Rank losses (RaMBO)"). Interpolation and margins are in units of each ranking's
 # spread (metricopt.losses.ranker), the same for scores of any scale, except the recall loss's on
 # cosine similarities, which have a scale of their own (COSINE_UNIT).
 
-#: RaMBO's lambda (interpolation) of the AP, AUROC and NDCG losses. Validation AP (6 datasets, 2 seeds; rule:
-#: highest mean) for lambda 0.0625 / 0.25 / 1 / 4 / 16 at margin 0.05: 0.420 / 0.454 / 0.441 /
-#: 0.444 / 0.432 (BCE 0.403). NDCG takes it unvalidated.
+#: RaMBO's lambda (interpolation) of the AP, AUROC and NDCG losses: the best mean validation AP of the design
+#: sweep (docs/design.md, "Rank losses (RaMBO)"). NDCG takes it unvalidated.
 DEFAULT_INTERPOLATION = 0.25
-#: Margin of the AP and AUROC losses, in spreads of the scores. Validation AP at lambda 0.25 for
-#: margin 0 / 0.05 / 0.2: 0.432 / 0.454 / 0.423.
+#: Margin of the AP and AUROC losses, in spreads of the scores: the best mean validation AP at lambda 0.25.
 DEFAULT_MARGIN = 0.05
-#: RaMBO's lambda (interpolation) of the recall loss, in cosine units (COSINE_UNIT). Letter A..I trained, J..M
-#: validated (3 seeds; rule: highest MAP@R) for lambda 0.5 / 2 / 8 / 32: MAP@R 0.485 / 0.508 /
-#: 0.506 / 0.504, R@1 0.9974 / 0.9971 / 0.9965 / 0.9968. In units of each query's spread the best
-#: was 0.481 (lambda 128, grid 0.5 to 512); the previous release's rule gave 0.497.
+#: RaMBO's lambda (interpolation) of the recall loss, in cosine units (COSINE_UNIT): the best mean validation
+#: MAP@R of the design sweep on UCI Letter's training letters (docs/design.md, "Rank losses (RaMBO)").
 DEFAULT_RECALL_INTERPOLATION = 2.0
-#: Margin for cosine similarities in the recall loss: 0 (at lambda 2, margin 0.05 gave MAP@R 0.443
-#: against 0.508).
+#: Margin for cosine similarities in the recall loss: 0 (a margin lowered validation MAP@R).
 DEFAULT_RECALL_MARGIN = 0.0
 #: The paper's mAP : cross-class AP mix of 2 : 1.
 DEFAULT_CROSS_CLASS_WEIGHT = 0.5
@@ -484,7 +475,7 @@ def recall_loss(
     and ``margin`` are in units of cosine similarity (``unit=1``): cosine
     similarities have a scale of their own, whatever the embeddings' scale, and
     a unit that shrank with their spread lowered validation MAP@R
-    (``benchmarks/results/rank_design.md``). ``distributed`` and ``validate``:
+    (``docs/design.md``, "Rank losses (RaMBO)"). ``distributed`` and ``validate``:
     as in :func:`average_precision_loss` (every process's embeddings are
     queries against the global batch).
 

@@ -34,20 +34,14 @@ weight), the backward pass three elementwise ones, and the labels are
 converted once. Everything runs in float32 (or float64) with autocast off, so
 mixed precision does not change the counts.
 
-Multi-class (beyond the paper, DECIDED by measurement): the test-time decision
-is the argmax, not ``p > 0.5``, so the soft prediction of a sample is a sharpened
-softmax, ``Â = softmax(sharpness * logits)``, and the soft ``(C, C)`` confusion
-matrix is ``Y^T Â``. Amplifying each softmax probability with ``A(p)`` and
-renormalising was tried first: a class whose probabilities fall well below 0.5
-gets ``A ~ 1e-16`` and no gradient back, so training stalled with classes never
-predicted (texture, 11 classes, multi-class MCC 0.73). Sharpening in logit space
-decays only exponentially in the logit margin, but too sharp a softmax starves
-classes the same way. ``benchmarks/sharpness_sweep.py`` (results in
-``benchmarks/results/sharpness.md``; 4 multi-class datasets, 5 seeds) gives mean
-test MCC 0.846 / 0.860 / 0.855 / 0.835 for sharpness 1 / 2 / 3 / 5 (texture alone
-0.987 / 0.990 / 0.974 / 0.920, worst seed 0.723 at 5) and balanced accuracy
-0.884 / 0.890 / 0.890 / 0.882; the default is 2. The sweep scores the same
-datasets the quality benchmark reports, so it is a choice made on them.
+Multi-class (beyond the paper): the test-time decision is the argmax, not
+``p > 0.5``, so the soft prediction of a sample is a sharpened softmax,
+``Â = softmax(sharpness * logits)``, and the soft ``(C, C)`` confusion matrix is
+``Y^T Â``. DECIDED by measurement: sharpening in logit space, because
+amplifying each softmax probability with ``A(p)`` leaves a class whose
+probabilities fall well below 0.5 with no gradient (``A ~ 1e-16``); sharpness 2
+by default, the best mean test MCC of a sharpness sweep (see the design notes:
+``docs/design.md``, "Confusion-matrix losses (AnyLoss)").
 """
 
 from __future__ import annotations
@@ -179,10 +173,9 @@ class _SoftCounts(torch.autograd.Function):
     The backward pass is :func:`_counts_backward`. This is the ``forward`` +
     ``setup_context`` form that ``torch.func.grad``, ``vmap``
     (``generate_vmap_rule``) and ``torch.compile`` need; :class:`_EagerSoftCounts`
-    is the same function in the older ``ctx`` form, which costs about 25 us
-    less per call (measured on the 2-core benchmark machine, one thread: 52
-    against 80 us for forward + backward at N = 256) and is used outside
-    ``torch.func`` transforms.
+    is the same function in the older ``ctx`` form, which costs less per call
+    (measured: ``docs/design.md``, "Confusion-matrix losses (AnyLoss)") and is
+    used outside ``torch.func`` transforms.
 
     A second derivative would treat the saved weight as a constant, so it is
     refused: the backward is ``@once_differentiable`` (autograd's marker, which

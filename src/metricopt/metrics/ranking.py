@@ -735,15 +735,13 @@ def retrieval_report(
     against 10,000 gallery items). A query's metrics need only its top R + 2
     or so scores in order (R its number of relevant items, or ``max(ks)`` if
     larger), so each chunk takes that many with ``topk`` instead of sorting
-    whole rows. On a CPU this takes about a tenth of the time and a fifth of
-    the memory of sorting every row: 10,000 x 10,000 (32-dim, 13 classes)
-    takes about 1.5 s of CPU time and 0.2 GB at the peak, where sorting took
-    about 15 s and 1.1 GB. A query whose ranking hinges on a tie (across the
-    cut, or between a relevant and another item among its top R) is sorted in
-    full, as is every chunk where a query's top R is over half the gallery;
-    that costs about 100 bytes per score of the rows sorted. The results are
-    the same floats either way. Everything runs on the embeddings' device (a
-    GPU handles 60,000 x 60,000 in about a quarter of a second).
+    whole rows, several times faster and leaner than sorting every row
+    (measured: ``docs/design.md``, "Exact metrics"). A query whose ranking
+    hinges on a tie (across the cut, or between a relevant and another item
+    among its top R) is sorted in full, as is every chunk where a query's top R
+    is over half the gallery; that costs about 100 bytes per score of the rows
+    sorted. The results are the same floats either way. Everything runs on the
+    embeddings' device.
 
     Args:
         query_emb: ``(Q, D)`` embeddings, finite, no zero rows.
