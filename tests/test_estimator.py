@@ -339,3 +339,41 @@ def test_tune_threshold_is_for_binary_targets(wine):
     assert MetricClassifier("mcc", **FAST).fit(X, y).threshold_ is None
     with pytest.raises(ValueError, match="binary targets; `y` has 3 classes"):
         MetricClassifier("mcc", tune_threshold=True, **FAST).fit(X, y)
+
+
+def test_lightgbm_model_trains_for_the_metric_and_decides_at_its_threshold(cancer):
+    pytest.importorskip("lightgbm")
+    X_train, X_test, y_train, y_test = cancer
+    clf = MetricClassifier("f1", model="lightgbm", random_state=0).fit(X_train, y_train)
+    from metricopt.app.recipes.boosting import BoostedClassifier
+
+    assert isinstance(clf.model_, BoostedClassifier) and clf.threshold_ == 0.5
+    assert clf.best_epoch_ == clf.model_.best_iteration >= 1 and len(clf.history_) >= clf.best_epoch_
+    proba = clf.predict_proba(X_test)
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    np.testing.assert_array_equal(clf.predict(X_test), (proba[:, 1] > 0.5).astype(int))
+    assert clf.score(X_test, y_test) == pytest.approx(f1_score(y_test, clf.predict(X_test)))
+    assert clf.score(X_test, y_test) > 0.8  # it trains (every row positive: 0.545); 0.841 measured, log-loss 0.929
+    again = clone(clf).fit(X_train, y_train)  # same seed, same trees
+    np.testing.assert_array_equal(again.predict_proba(X_test), proba)
+    tuned = MetricClassifier("f1", model="lightgbm", loss="bce", tune_threshold=True, random_state=0)
+    assert 0 < tuned.fit(X_train, y_train).threshold_ < 1
+
+
+@pytest.mark.parametrize("params, match", [
+    (dict(model="xgboost"), "`model` must be one of"),
+    (dict(model="lightgbm", loss="focal"), "with model='lightgbm'; got 'focal'"),
+    (dict(model="lightgbm", amplification="auto"), "amplification='auto'"),
+    (dict(model="lightgbm", amplification=-1.0), "amplification"),
+])
+def test_lightgbm_model_bad_parameters(cancer, params, match):
+    pytest.importorskip("lightgbm")
+    X_train, _, y_train, _ = cancer
+    with pytest.raises(ValueError, match=match):
+        MetricClassifier(**{**FAST, **params}).fit(X_train, y_train)
+
+
+def test_lightgbm_model_is_binary(wine):
+    X, y = wine
+    with pytest.raises(ValueError, match="model='lightgbm' trains binary targets; `y` has 3 classes"):
+        MetricClassifier("mcc", model="lightgbm").fit(X, y)

@@ -30,11 +30,18 @@ from metricopt import evaluation
 from metricopt._checks import check_choice
 from metricopt.app.data.labels import positive_class
 from metricopt.app.data.splits import fit_standardization
+from metricopt.app.recipes.boosting import DEFAULT_BOOSTING_AMPLIFICATION, BoostedClassifier, fit_lightgbm
 from metricopt.app.recipes.classification import LOSSES, make_loss, train_classifier
+from metricopt.losses.confusion import DEFAULT_AMPLIFICATION
 from metricopt.metrics import METRIC_NAMES, metric_score
 from metricopt.predict import predict_labels, predict_proba
 
-__all__ = ["EXPECTED_FAILED_CHECKS", "MetricClassifier"]
+__all__ = ["EXPECTED_FAILED_CHECKS", "MODELS", "MetricClassifier"]
+
+#: What MetricClassifier trains: a PyTorch MLP, or LightGBM boosted trees (binary targets).
+MODELS = ("mlp", "lightgbm")
+#: The losses LightGBM takes: AnyLoss as its objective, or its own log-loss.
+_BOOSTING_OBJECTIVES = {"anyloss": "anyloss", "bce": "binary"}
 
 #: The ``check_estimator`` checks MetricClassifier fails on purpose, with the reason
 #: (pass it as ``check_estimator(MetricClassifier(), expected_failed_checks=EXPECTED_FAILED_CHECKS)``).
@@ -48,7 +55,7 @@ EXPECTED_FAILED_CHECKS: dict[str, str] = {
 
 
 class MetricClassifier(ClassifierMixin, BaseEstimator):
-    """MLP classifier trained to maximise a confusion-matrix metric.
+    """Classifier trained to maximise a confusion-matrix metric: an MLP, or boosted trees.
 
     Args:
         metric: the metric to train for and to report in :meth:`score`
@@ -56,9 +63,19 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
             ``metricopt.METRIC_NAMES``).
         loss: ``"anyloss"`` (the confusion loss for ``metric``), or a baseline:
             ``"bce"``, ``"weighted_bce"``, ``"focal"``.
+        model: ``"mlp"``, a PyTorch MLP trained by Adam on mini-batches, or
+            ``"lightgbm"``, LightGBM boosted trees whose objective is AnyLoss on
+            the whole training set (``loss="anyloss"``) or its own log-loss
+            (``loss="bce"``), stopped early on ``metric`` on the validation rows
+            (:func:`metricopt.app.recipes.boosting.fit_lightgbm`; binary
+            targets; ``pip install 'metricopt[boosting]'``). The MLP's options
+            (``hidden_layer_sizes``, ``sharpness``, ``max_epochs``,
+            ``batch_size``, ``learning_rate``, ``weight_decay``) do not apply to it.
         hidden_layer_sizes: widths of the hidden ReLU layers.
-        amplification: AnyLoss steepness L for binary targets (float > 0 or
-            ``"auto"``).
+        amplification: AnyLoss steepness L for binary targets (float > 0, or
+            ``"auto"`` for the MLP); None: the model's default, 73 for the MLP
+            (the paper's), 20 for LightGBM (measured: the design notes,
+            "Gradient boosting with a confusion-metric objective").
         sharpness: multi-class targets: the soft prediction is
             ``softmax(sharpness * logits)``.
         beta: weight of recall for ``metric="fbeta"``.
@@ -101,9 +118,11 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         n_features_in_: number of features seen in ``fit``.
         feature_names_in_: the column names of a DataFrame ``X`` seen in ``fit``
             (only then); ``predict`` requires the same names in the same order.
-        model_: the trained ``torch.nn.Module``.
-        history_: per-epoch training loss and validation score.
-        best_epoch_: the epoch whose weights are kept.
+        model_: the trained ``torch.nn.Module`` (``model="lightgbm"``: a
+            :class:`~metricopt.app.recipes.boosting.BoostedClassifier`).
+        history_: per-epoch training loss and validation score (LightGBM: the
+            validation score after each round).
+        best_epoch_: the epoch whose weights are kept (LightGBM: the round).
         threshold_: the decision threshold on the positive class's
             probability (0.5 unless tuned; None for multi-class).
 
@@ -125,8 +144,9 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         metric: str = "f1",
         loss: str = "anyloss",
         *,
+        model: str = "mlp",
         hidden_layer_sizes: Sequence[int] = (64, 64),
-        amplification: float | str = 73.0,
+        amplification: float | str | None = None,
         sharpness: float = 2.0,
         beta: float = 1.0,
         pos_label: Any = None,
@@ -142,6 +162,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
     ) -> None:
         self.metric = metric
         self.loss = loss
+        self.model = model
         self.hidden_layer_sizes = hidden_layer_sizes
         self.amplification = amplification
         self.sharpness = sharpness
@@ -160,6 +181,13 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
     def _check_params(self) -> None:
         check_choice("metric", self.metric, METRIC_NAMES)
         check_choice("loss", self.loss, LOSSES)
+        check_choice("model", self.model, MODELS)
+        if self.model == "lightgbm" and self.loss not in _BOOSTING_OBJECTIVES:
+            raise ValueError(f"`loss` must be one of {', '.join(map(repr, _BOOSTING_OBJECTIVES))} with "
+                             f"model='lightgbm'; got {self.loss!r}")
+        if self.model == "lightgbm" and self.amplification == "auto":
+            raise ValueError("`amplification='auto'` is for the MLP's batches; with model='lightgbm' give a number "
+                             "or None (its default)")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"`validation_fraction` must be in [0, 1); got {self.validation_fraction!r}")
         if not isinstance(self.tune_threshold, bool):
@@ -216,6 +244,9 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         n_classes = len(self.classes_)
         if n_classes < 2:
             raise ValueError(f"`y` must contain at least 2 classes; got one class: {self.classes_.tolist()}")
+        if self.model == "lightgbm" and n_classes > 2:
+            raise ValueError(f"model='lightgbm' trains binary targets; `y` has {n_classes} classes "
+                             "(multi-class: model='mlp')")
         if self.tune_threshold and n_classes > 2:
             raise ValueError(f"`tune_threshold=True` applies to binary targets; `y` has {n_classes} classes "
                              "(multi-class decisions are the argmax)")
@@ -240,9 +271,21 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
             train[rows] = False
             X, X_val, encoded, y_val = X[train], X[rows], encoded[train], encoded[rows]
 
+        if self.model == "lightgbm":
+            if X_val is None:  # a class too small to hold out (warned above): stop early on the training rows
+                X_val, y_val = X, encoded
+            self.model_ = fit_lightgbm(
+                X, encoded, X_val, y_val, self.metric, objective=_BOOSTING_OBJECTIVES[self.loss],
+                amplification=DEFAULT_BOOSTING_AMPLIFICATION if self.amplification is None else self.amplification,
+                beta=self.beta, seed=seed)
+            self.history_ = [{"round": i + 1, "val_score": score} for i, score in enumerate(self.model_.history)]
+            self.best_epoch_ = self.model_.best_iteration
+            self._set_threshold(X_val, y_val, n_classes)
+            return self
         loss_fn = make_loss(
             self.loss, metric=self.metric, y_train=encoded, num_classes=n_classes,
-            amplification=self.amplification, sharpness=self.sharpness, beta=self.beta,
+            amplification=DEFAULT_AMPLIFICATION if self.amplification is None else self.amplification,
+            sharpness=self.sharpness, beta=self.beta,
         )
         progress = (lambda row: print(", ".join(f"{k}={v:.4g}" for k, v in row.items()))) if self.verbose else None
         self.model_, result = train_classifier(
@@ -253,11 +296,21 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         )
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
+        self._set_threshold(X_val, y_val, n_classes)
+        return self
+
+    def _set_threshold(self, X_val: np.ndarray | None, y_val: np.ndarray | None, n_classes: int) -> None:
+        """``threshold_``: 0.5, or tuned on the validation rows (``tune_threshold``); None for multi-class."""
         self.threshold_ = None if n_classes > 2 else 0.5
         if self.tune_threshold and X_val is not None:
-            self.threshold_ = evaluation.tune_threshold(y_val, predict_proba(self.model_, X_val), self.metric,
+            self.threshold_ = evaluation.tune_threshold(y_val, self._positive_probability(X_val), self.metric,
                                                          beta=self.beta)
-        return self
+
+    def _positive_probability(self, X: np.ndarray) -> np.ndarray:
+        """The model's probabilities of standardised rows: ``(n,)`` binary (positive class), ``(n, C)`` else."""
+        if isinstance(self.model_, BoostedClassifier):
+            return self.model_.predict_proba(X)[:, 1]
+        return predict_proba(self.model_, X)
 
     def _positive_column(self) -> int:
         return self.classes_.tolist().index(self.pos_label_)
@@ -266,7 +319,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         """Class probabilities ``(n_samples, n_classes)``, columns in ``classes_`` order."""
         check_is_fitted(self, "model_")
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        probs = predict_proba(self.model_, self._transform(X))
+        probs = self._positive_probability(self._transform(X))
         if probs.ndim == 2:
             return probs
         columns = [1 - probs, probs] if self._positive_column() == 1 else [probs, 1 - probs]
