@@ -1,6 +1,7 @@
 """Losses, one module per method family, each as a function and an ``nn.Module``.
 
-* :mod:`metricopt.losses.confusion`: confusion-matrix metrics (AnyLoss).
+* :mod:`metricopt.losses.confusion`: confusion-matrix metrics (AnyLoss);
+  :mod:`metricopt.losses.count_average` the running average of their counts.
 * :mod:`metricopt.losses.ranking`: rank metrics (AP, recall@K, NDCG, AUROC) via
   exact ranks with an interpolated gradient (RaMBO); :mod:`metricopt.losses.ranker`
   holds the ranker, :mod:`metricopt.losses.memory` the batch memory.
@@ -9,6 +10,7 @@
 
 from metricopt.losses.baselines import FocalLoss, cross_entropy_loss, focal_loss, inverse_frequency_weights
 from metricopt.losses.confusion import ConfusionLoss, confusion_loss
+from metricopt.losses.count_average import CountAverage
 from metricopt.losses.memory import BatchMemory
 from metricopt.losses.ranker import blackbox_rank as blackbox_rank  # deprecated alias, not in __all__
 from metricopt.losses.ranker import exact_rank, interpolated_rank
@@ -30,6 +32,7 @@ __all__ = [
     "AUROCLoss",
     "BatchMemory",
     "ConfusionLoss",
+    "CountAverage",
     "NDCGLoss",
     "RecallLoss",
     "auroc_loss",

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from metricopt._autocast import full_precision
 from metricopt._checks import check_finite, check_positive, check_tensor, describe
 from metricopt.distributed import gather_batch, is_distributed
+from metricopt.losses.count_average import CountAverage
 from metricopt.losses.soft_confusion import (
     auto_amplification,
     soft_confusion_matrix_here,
@@ -132,7 +133,7 @@ def _range_status(target: Tensor, top: int) -> Tensor:
 
 def _scores(
     logits: Tensor, target: Tensor, task: str, metric: MetricArg, amplification: float | str, sharpness: float,
-    average: str | None, beta: float, validate: bool,
+    average: str | None, beta: float, validate: bool, count_average: CountAverage | None = None,
 ) -> tuple[Tensor, float, Tensor | None]:
     """The soft metric score(s), the metric's lower bound, and an input status still to be checked.
 
@@ -154,9 +155,14 @@ def _scores(
         if validate:  # before one_hot, which fails on out-of-range classes with an error of its own
             _check_inputs(logits.detach().sum() * 0 + _range_status(target, logits.shape[-1] - 1), logits, task, target)
         cm = soft_confusion_matrix_here(logits, target.long(), sharpness)
+        support = None
+        if count_average is not None:  # the class supports (exact) are averaged with the matrix
+            support = torch.bincount(target.long(), minlength=logits.shape[-1]).to(cm.dtype)
+            cm, support = count_average.blend((cm, support), logits.shape[0])
         if average == "multiclass":
             return spec.multiclass(cm), spec.lower_bound, None  # type: ignore[union-attr]
-        support = torch.bincount(target.long(), minlength=logits.shape[-1])
+        if support is None:
+            support = torch.bincount(target.long(), minlength=logits.shape[-1])
         counts = counts_from_confusion_matrix(cm, support)
     else:
         if task == "binary" and logits.ndim == 2:  # (N,) logits give 0-d counts: no indexing for the binary average
@@ -165,6 +171,8 @@ def _scores(
             target = target.reshape(-1)
         steepness = auto_amplification(torch.sigmoid(logits)) if amplification == "auto" else amplification
         counts, status = soft_counts_and_status(logits, target, steepness, check=validate)
+        if count_average is not None:
+            counts = count_average.blend(counts, logits.shape[0])
         # float labels: confined to [0, 1], where sum y (1 - y) cannot cancel
         if validate and target.is_floating_point():
             status = status + _range_status(target, 1)
@@ -188,6 +196,7 @@ def confusion_loss(
     beta: float = 1.0,
     validate: bool = True,
     distributed: bool = True,
+    count_average: CountAverage | None = None,
 ) -> Tensor:
     """AnyLoss: ``1 - metric`` on a soft confusion matrix of amplified probabilities.
 
@@ -223,6 +232,11 @@ def confusion_loss(
             (:func:`metricopt.distributed.gather`), so DDP's averaged gradients
             equal one process's on the whole batch; False: this process's
             batch only.
+        count_average: a :class:`~metricopt.losses.count_average.CountAverage`
+            that blends the batch's soft counts with their running average
+            across batches while training (the metric at the average, the
+            gradient through the batch); None: the batch's counts alone.
+            :class:`ConfusionLoss` keeps one with ``count_momentum``.
 
     Returns:
         A scalar loss in [0, 1] (a ``(C,)`` vector for ``average="none"``).
@@ -264,7 +278,7 @@ def confusion_loss(
         logits = logits.float()  # float32 maths; autograd casts the gradient back to the half logits
     with full_precision(logits):  # the counts and the formula in float32, also under autocast
         score, lower_bound, status = _scores(
-            logits, target, task, metric, amplification, sharpness, average, beta, validate)
+            logits, target, task, metric, amplification, sharpness, average, beta, validate, count_average)
         loss = 1 - score if lower_bound == 0 else (1 - score) / (1 - lower_bound)
     if validate and callable(metric):  # the inputs (binary, multi-label) and the score in one sync
         score_status = loss.detach().sum() * 0
@@ -278,6 +292,12 @@ def confusion_loss(
 
 class ConfusionLoss(nn.Module):
     """Module form of :func:`confusion_loss`: stores the options, ``forward`` calls it.
+
+    ``count_momentum`` (in (0, 1], default None: off) keeps a
+    :class:`~metricopt.losses.count_average.CountAverage` of the soft counts
+    across training batches, the weight of each new batch; the loss is then
+    the metric of the running average (while ``self.training`` and gradients
+    are enabled) with the current batch's gradient.
 
     Examples:
         >>> criterion = ConfusionLoss("mcc")
@@ -301,6 +321,7 @@ class ConfusionLoss(nn.Module):
         beta: float = 1.0,
         validate: bool = True,
         distributed: bool = True,
+        count_momentum: float | None = None,
     ) -> None:
         super().__init__()
         resolve_metric(metric, beta)  # fail at construction, not at the first batch
@@ -313,13 +334,15 @@ class ConfusionLoss(nn.Module):
         self.beta = beta
         self.validate = validate
         self.distributed = distributed
+        #: The running average of the counts (``count_momentum``: the weight of each new batch), or None.
+        self.count_average = None if count_momentum is None else CountAverage(count_momentum)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Loss of a batch; see :func:`confusion_loss`."""
         return confusion_loss(
             logits, target, self.metric, amplification=self.amplification, sharpness=self.sharpness,
             average=self.average,
-            beta=self.beta, validate=self.validate, distributed=self.distributed,
+            beta=self.beta, validate=self.validate, distributed=self.distributed, count_average=self.count_average,
         )
 
     def extra_repr(self) -> str:
