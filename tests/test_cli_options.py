@@ -307,3 +307,38 @@ def test_library_messages_name_no_option(path: Path) -> None:
                     if "pip install" not in text:
                         found.append((part.lineno, text))
     assert not found, found
+
+
+# ---------------------------------------------------------------------------
+# --model lightgbm: boosted trees for binary confusion-matrix metrics
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--model", "lightgbm", "--metric", "ap"],
+     "--model lightgbm trains for confusion-matrix metrics; got --metric ap"),
+    (["--model", "lightgbm", "--loss", "focal"], "--model lightgbm takes --loss anyloss or bce; got --loss focal"),
+    (["--model", "lightgbm", "--nproc", "2"], "--model lightgbm trains in one process"),
+    (["--model", "lightgbm", "--amplification", "auto"], "--amplification auto is for the MLP's batches"),
+    (["--model", "lightgbm", "--metric", "mcr"], "--method blackbox fine-tunes an MLP's adapter"),
+])
+def test_lightgbm_model_option_errors(capsys: pytest.CaptureFixture[str], no_training: None,
+                                      argv: list[str], expected: str) -> None:
+    assert expected in _error(capsys, "--no-plot", *argv)
+
+
+def test_lightgbm_model_trains_both_methods_and_records_the_model(workdir: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("lightgbm")
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["train", "--model", "lightgbm"])).amplification == 20.0
+    assert config_from_args(parser.parse_args(["train", "--model", "lightgbm", "--amplification", "9"])).amplification \
+        == 9.0
+    assert main(["train", "--model", "lightgbm", "--metric", "mcc", "-q", "--plot", "curves.png",
+                 "--output", "run.json"]) == 0
+    results = json.loads((workdir / "run.json").read_text())
+    assert results["config"]["model"] == "lightgbm" and results["config"]["amplification"] == 20.0
+    assert results["test_score"] > 0.7 and results["baseline"] > 0.7  # every row malignant: MCC 0
+    assert results["best_epoch"] == max(range(len(results["history"]["anyloss"])),
+                                        key=lambda i: (results["history"]["anyloss"][i]["val_score"], -i)) + 1
+    assert (workdir / "curves.png").stat().st_size > 1000
+    capsys.readouterr()

@@ -84,7 +84,8 @@ def plot_learning_curves(
 
     Args:
         histories: ``method name -> history``, a history being one dict per
-            epoch with ``epoch``, ``train_loss`` and optionally ``val_score``
+            epoch (or boosting round) with ``epoch``, optionally ``train_loss``
+            and ``val_score``
             (the rows of :attr:`metricopt.app.recipes.classification.FitResult.history`).
         metric: name of the validation metric, used for the axis label (any
             text, e.g. ``"recall@4"``: it is drawn literally, never as mathtext).
@@ -109,8 +110,9 @@ def plot_learning_curves(
     fig, (loss_ax, score_ax) = _two_panels(histories, "method", "epochs")
     for index, (name, rows) in enumerate(histories.items()):
         color = f"C{index}"
-        epochs = [row["epoch"] for row in rows]
-        loss_ax.plot(epochs, [row["train_loss"] for row in rows], color=color, label=name)
+        losses = [(row["epoch"], row["train_loss"]) for row in rows if "train_loss" in row]
+        if losses:  # boosted trees (--model lightgbm) record validation scores only
+            loss_ax.plot(*zip(*losses), color=color, label=name)
         scored = [(row["epoch"], row["val_score"]) for row in rows if "val_score" in row]
         if scored:
             x, y = zip(*scored)
@@ -121,9 +123,14 @@ def plot_learning_curves(
                           label=f"{name} best: {best:.4f} @ epoch {best_epoch:g}")
 
     loss_ax.set(title="training loss", xlabel="epoch", ylabel="loss (epoch mean over batches)")
+    if not any("train_loss" in row for rows in histories.values() for row in rows):
+        loss_ax.text(0.5, 0.5, "no training loss recorded\n(boosted trees: the rounds' validation scores only)",
+                     ha="center", va="center", transform=loss_ax.transAxes)
+        score_ax.set_xlabel("boosting round")
     # usetex/mathtext off for the metric name: "$" or "_" in a name must print as typed.
     score_ax.set_title(f"validation {metric}", usetex=False, parse_math=False)
-    score_ax.set_xlabel("epoch")
+    if not score_ax.get_xlabel():
+        score_ax.set_xlabel("epoch")
     score_ax.set_ylabel(f"{metric} (higher is better)", usetex=False, parse_math=False)
     return _finish(fig, (loss_ax, score_ax), path)
 

@@ -63,7 +63,8 @@ class TrainConfig:
     ``nproc`` is the number of training processes (not with ``metricopt``).
     ``pos_label`` is ``--pos-label`` as given (None: the default rule, see the
     module docstring). ``drop`` names the columns of ``csv`` left out of the
-    features (``--drop``).
+    features (``--drop``). ``model`` is ``"mlp"`` or ``"lightgbm"`` (binary
+    confusion-matrix metrics; ``amplification`` then defaults to boosting's).
     """
 
     dataset: str | None
@@ -90,6 +91,7 @@ class TrainConfig:
     nproc: int = 1
     pos_label: str | None = None
     drop: tuple[str, ...] = ()
+    model: str = "mlp"
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,6 +45,20 @@ def _train_one(
         )
 
 
+def _boost_one(name: str, split: Split, n_classes: int, config: TrainConfig) -> tuple[np.ndarray, FitResult]:
+    """``--model lightgbm``: one method's boosted trees; their test probabilities and the per-round history."""
+    from metricopt.app.recipes.boosting import fit_lightgbm
+
+    if n_classes != 2:
+        raise ValueError(f"--model lightgbm trains binary targets; the data have {n_classes} classes")
+    booster = fit_lightgbm(split.X_train, split.y_train, split.X_val, split.y_val, config.metric,
+                           objective="anyloss" if name == "anyloss" else "binary",
+                           amplification=float(config.amplification), seed=config.seed)
+    history = [{"epoch": float(i + 1), "val_score": score} for i, score in enumerate(booster.history)]
+    result = FitResult(history=history, best_epoch=booster.best_iteration, best_score=booster.validation_score)
+    return booster.predict_proba(split.X_test)[:, 1], result
+
+
 def _report_metrics(metric: str) -> tuple[str, ...]:
     return REPORT_METRICS if metric in REPORT_METRICS else (*REPORT_METRICS, metric)
 
@@ -65,8 +80,11 @@ def run_confusion(config: TrainConfig, *, show_progress: bool,
 
     fitted: dict[str, tuple[dict[str, float], FitResult]] = {}
     for name in methods:
-        model, result = _train_one(name, losses[name], split, n_classes, config, show_progress=show_progress)
-        probs = predict_proba(model, split.X_test)
+        if config.model == "lightgbm":
+            probs, result = _boost_one(name, split, n_classes, config)
+        else:
+            model, result = _train_one(name, losses[name], split, n_classes, config, show_progress=show_progress)
+            probs = predict_proba(model, split.X_test)
         metrics = report(split.y_test, probs, num_classes=n_classes, metrics=_report_metrics(config.metric),
                          threshold=config.threshold)
         fitted[name] = (metrics, result)

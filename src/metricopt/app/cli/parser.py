@@ -181,6 +181,11 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
                              f"metrics), or {BLACKBOX_METHOD} (MetricOpt for a black-box metric, compared with "
                              "loss-only fine-tuning instead of bce). The bce baseline is always trained as well, "
                              f"except with {BLACKBOX_METHOD}")
+    method.add_argument("--model", choices=("mlp", "lightgbm"), default="mlp",
+                        help="what both methods train: an MLP (--hidden, --epochs, --batch-size, --lr), or LightGBM "
+                             "boosted trees with AnyLoss as the objective on the whole training set (--loss anyloss) "
+                             "or LightGBM's log-loss (the bce baseline), early-stopped on --metric on the validation "
+                             "split (binary confusion-matrix metrics; pip install 'metricopt[boosting]')")
     method.add_argument("--amplification", metavar="L", default=None,
                         help="AnyLoss steepness L of sigmoid(L (p - 0.5)), a number > 0 or 'auto'; default "
                              f"{DEFAULT_AMPLIFICATION:g}. Confusion-matrix metrics only (an error with rank or "

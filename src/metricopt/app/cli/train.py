@@ -100,6 +100,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     with flag_errors():
         check_numbers(args)
         if resolve_family(args) == BLACKBOX_METHOD:
+            if getattr(args, "model", "mlp") != "mlp":
+                raise ValueError(f"--model {args.model} is for confusion-matrix metrics; --method {BLACKBOX_METHOD} "
+                                 "fine-tunes an MLP's adapter")
             return blackbox_config(args)
         metric = _parse_metric(args.metric)
         method = _resolve_method(metric, args.loss)
@@ -108,8 +111,27 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                              f"only; got --metric {metric}")
         rank_fields = rank_options(args, metric)
         check_data_options(args)
-        return TrainConfig(**shared_fields(args), metric=metric, loss=method,
-                           hidden_sizes=parse_hidden(args.hidden), **rank_fields)
+        config = TrainConfig(**shared_fields(args), metric=metric, loss=method,
+                             hidden_sizes=parse_hidden(args.hidden), **rank_fields)
+        return _with_model(config, args)
+
+
+def _with_model(config: TrainConfig, args: argparse.Namespace) -> TrainConfig:
+    """``--model``: LightGBM takes binary confusion-matrix metrics, anyloss or bce, one process, a numeric L."""
+    if getattr(args, "model", "mlp") == "mlp":
+        return config
+    if is_rank_metric(config.metric):
+        raise ValueError(f"--model {args.model} trains for confusion-matrix metrics; got --metric {config.metric}")
+    if config.loss not in ("anyloss", BASELINE):
+        raise ValueError(f"--model {args.model} takes --loss anyloss or {BASELINE}; got --loss {config.loss}")
+    if config.nproc != 1:
+        raise ValueError(f"--model {args.model} trains in one process; got --nproc {config.nproc}")
+    if config.amplification == "auto":
+        raise ValueError(f"--amplification auto is for the MLP's batches; with --model {args.model} give a number")
+    from metricopt.app.recipes.boosting import DEFAULT_BOOSTING_AMPLIFICATION
+
+    amplification = DEFAULT_BOOSTING_AMPLIFICATION if args.amplification is None else config.amplification
+    return dataclasses.replace(config, model=args.model, amplification=amplification)
 
 
 def run_train(config: TrainConfig, *, show_progress: bool = True,
