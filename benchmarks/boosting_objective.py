@@ -90,11 +90,10 @@ def run_one(job: tuple[str, str, int, str, str]) -> dict:
     start = time.perf_counter()
     if method == "tuned_hgb":
         from sklearn.ensemble import HistGradientBoostingClassifier
-        from sklearn.metrics import make_scorer, matthews_corrcoef
-        from sklearn.model_selection import TunedThresholdClassifierCV
 
-        scoring = "f1" if metric == "f1" else make_scorer(matthews_corrcoef)
-        model = TunedThresholdClassifierCV(HistGradientBoostingClassifier(random_state=seed), scoring=scoring)
+        from benchmarks.peers.tabular import tuned_threshold_classifier
+
+        model = tuned_threshold_classifier(HistGradientBoostingClassifier(random_state=seed), metric)
         model.fit(np.vstack([s.X_train, s.X_val]), np.concatenate([s.y_train, s.y_val]))
         predict = model.predict
         rounds = None

@@ -11,6 +11,8 @@ Examples::
     python -m benchmarks blackbox --jobs 2            # black-box metrics: MetricOpt against loss-only
     python -m benchmarks blackbox_ablation --jobs 2   # MetricOpt: K and |phi| ablation
     python -m benchmarks blackbox_defaults --jobs 2   # MetricOpt: value_weight and task distribution
+    python -m benchmarks tabular --jobs 2             # 107 report tables, every method (resumable; hours)
+    python -m benchmarks tabular --datasets validation --seeds 2 --jobs 2   # the validation tables
     python -m benchmarks all --smoke --output-dir /tmp/bench
     python -m benchmarks render benchmarks/results/quality.json   # redraw .md/.png
 """
@@ -33,7 +35,8 @@ DEFAULT_OUTPUT_DIR = Path("benchmark-results")
 
 _KINDS = ("quality", "ablation", "speed")
 #: Further suites run by name only (not by ``all``).
-_NAMED_ONLY_KINDS = ("ap_quality", "retrieval", "rank_speed", "blackbox", "blackbox_ablation", "blackbox_defaults")
+_NAMED_ONLY_KINDS = ("ap_quality", "retrieval", "rank_speed", "blackbox", "blackbox_ablation", "blackbox_defaults",
+                     "tabular")
 _BLACKBOX_KINDS = ("blackbox", "blackbox_ablation", "blackbox_defaults")
 
 
@@ -66,7 +69,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="which suite to run ('all': quality, ablation, speed)")
     p.add_argument("--smoke", action="store_true", help="the tiny CI version of each suite (seconds)")
     p.add_argument("--seeds", type=_seeds, help="seed count N (seeds 0..N-1) or comma list")
-    p.add_argument("--datasets", type=_names, help="comma list of dataset names (quality/ablation/retrieval/blackbox)")
+    p.add_argument("--datasets", type=_names,
+                   help="comma list of dataset names (quality/ablation/retrieval/blackbox); tabular: 'report' "
+                        "(default), 'validation' or a comma list of collection tables")
     p.add_argument("--epochs", type=int, help="training epochs (quality/ablation/retrieval; blackbox: pre-training)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--threads", type=int, help="torch threads per process (default: the spec's)")
@@ -124,9 +129,31 @@ def _blackbox_changes(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
     return changes
 
 
+def _tabular_changes(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Command-line changes to a tabular spec (``--datasets report|validation|NAME,NAME``)."""
+    changes: dict[str, Any] = {}
+    if args.seeds is not None:
+        changes["seeds"] = args.seeds
+    if args.epochs is not None:
+        changes["epochs"] = _epochs(args)
+    if args.datasets is not None:
+        if args.datasets in (("report",), ("validation",)):
+            changes["tables"] = args.datasets[0]
+        else:
+            from benchmarks.suites.tabular import resolve_tables
+
+            try:
+                changes["tables"] = resolve_tables(args.datasets)
+            except ValueError as exc:
+                raise SystemExit(f"--datasets: {exc}") from None
+    return changes
+
+
 def _override(spec: Any, args: argparse.Namespace) -> Any:
     """``spec`` with the command line's overrides (``--threads`` and ``--name`` for every kind)."""
-    if spec.kind == "retrieval":
+    if spec.kind == "tabular":
+        changes = _tabular_changes(spec, args)
+    elif spec.kind == "retrieval":
         changes = _retrieval_changes(spec, args)
     elif spec.kind in _BLACKBOX_KINDS:
         changes = _blackbox_changes(spec, args)
@@ -171,6 +198,10 @@ def write_reports(payload: dict[str, Any], output_dir: Path, *, plots: bool = Tr
         from benchmarks.suites.retrieval import write_reports as _retrieval_reports
 
         return _retrieval_reports(payload, output_dir, plots=plots)
+    if payload["kind"] == "tabular":
+        from benchmarks.suites.tabular import write_reports as _tabular_reports
+
+        return _tabular_reports(payload, output_dir, plots=plots)
     if payload["kind"] == "rank_speed":
         from benchmarks.suites.rank_speed import write_reports as _rank_speed_reports
 
@@ -218,6 +249,10 @@ def render(json_path: Path, output_dir: Path | None = None, *, plots: bool = Tru
             from benchmarks.suites.retrieval import refresh_summary as _refresh_retrieval
 
             _refresh_retrieval(payload)
+        elif payload["kind"] == "tabular":
+            from benchmarks.suites import tabular
+
+            tabular.refresh_summary(payload)
         elif payload["kind"] == "rank_speed":
             from benchmarks.suites import rank_speed
 
@@ -259,7 +294,14 @@ def run_named(spec: Any, *, output_dir: Path, jobs: int = 1, progress: bool = Tr
     """Run one spec and write ``<name>.json``, ``<name>.md`` and PNGs to ``output_dir``; returns the paths."""
     from benchmarks.harness.results import write_json
 
-    if spec.kind == "speed":
+    partial = None
+    if spec.kind == "tabular":
+        from benchmarks.suites.tabular import run_suite as run_tabular
+
+        # finished tasks are appended here and skipped by a restarted run; removed once the JSON is written
+        partial = Path(output_dir) / f"{spec.name}.partial.jsonl"
+        payload = run_tabular(spec, jobs=jobs, progress=progress, command=command, partial_path=partial)
+    elif spec.kind == "speed":
         from benchmarks.suites.speed import run_speed
 
         payload = run_speed(spec, progress=progress, command=command)
@@ -280,6 +322,8 @@ def run_named(spec: Any, *, output_dir: Path, jobs: int = 1, progress: bool = Tr
 
         payload = run_suite(spec, jobs=jobs, progress=progress, command=command)
     json_path = write_json(payload, Path(output_dir) / f"{spec.name}.json")
+    if partial is not None:
+        partial.unlink(missing_ok=True)
     paths = write_reports(payload, output_dir, plots=plots)
     paths["json"] = json_path
     return paths

@@ -19,6 +19,10 @@ Recipes:
 ``focal``        focal loss (gamma from the spec).
 ``dice``         MONAI ``DiceLoss`` (batch-level soft Dice = soft F1; softmax
                  and macro over classes for multi-class); peer, optional.
+``sigmoid_f1``   a batch-level soft F1 on sigmoid probabilities, ``1 - 2 TP /
+                 (2 TP + FP + FN)`` (the naive 5-line soft F1 of
+                 :func:`benchmarks.suites.speed.naive_soft_f1`), decision at
+                 0.5; binary only.
 ``aucm``         LibAUC ``AUCMLoss`` on sigmoid scores, threshold tuned on
                  validation (an AUC loss has no natural threshold); binary
                  only; peer, optional.
@@ -133,6 +137,12 @@ def _dice(model: nn.Module, ctx: BuildContext) -> tuple[nn.Module, Any] | None:
     return None if fn is None else (model, fn)
 
 
+def _sigmoid_f1(model: nn.Module, ctx: BuildContext) -> tuple[nn.Module, Any]:
+    from benchmarks.suites.speed import naive_soft_f1
+
+    return model, naive_soft_f1
+
+
 def _aucm(model: nn.Module, ctx: BuildContext) -> tuple[nn.Module, Any] | None:
     criterion = peers.make_aucm(ctx.positive_rate)
     if criterion is None:
@@ -163,6 +173,7 @@ METHODS: dict[str, Method] = {
         Method("weighted_bce", "weighted BCE", _weighted_bce),
         Method("focal", "focal", _focal),
         Method("dice", "Dice (MONAI)", _dice, peer="monai"),
+        Method("sigmoid_f1", "sigmoid soft F1", _sigmoid_f1, tasks=("binary",)),
         Method("aucm", "AUCM (LibAUC, tuned)", _aucm, tune=True, tasks=("binary",), peer="libauc"),
         Method("rambo_ap", "APLoss (RaMBO)", _rambo_ap, tune=True, tasks=("binary",)),
         Method("rambo_auroc", "AUROCLoss (RaMBO)", _rambo_auroc, tune=True, tasks=("binary",)),

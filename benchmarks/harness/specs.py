@@ -53,6 +53,7 @@ __all__ = [
     "RetrievalSpec",
     "Spec",
     "SpeedSpec",
+    "TabularSpec",
     "get_suite",
     "spec_to_dict",
 ]
@@ -781,7 +782,62 @@ class BlackBoxDefaultsSpec(BlackBoxSpec):
                      for w, n in points)
 
 
-Spec = QualitySpec | AblationSpec | SpeedSpec | RetrievalSpec | RankSpeedSpec | BlackBoxSpec
+#: Methods of the tabular suite: MLP recipes of :mod:`benchmarks.harness.methods` and the baselines of
+#: :mod:`benchmarks.peers.tabular` (the recommended recipe first: the reference).
+TABULAR_METHODS: tuple[str, ...] = (
+    "recipe", "anyloss", "bce", "bce_tuned", "weighted_bce", "focal", "dice", "sigmoid_f1",
+    "tuned_hgb", "tuned_lr", "weighted_lr", "lgb_unbalance", "lgb_anyloss",
+)
+
+
+@dataclass(frozen=True)
+class TabularSpec(TrainingProtocol):
+    """The practitioner's tabular benchmark (issue 14): 100+ real imbalanced binary tables, every method.
+
+    Every (table, seed) gets one stratified 60/20/20 train/validation/test
+    split of the raw numeric features (``train_val_test_split(random_state=seed,
+    standardize=False)``). The MLP methods (names in
+    :mod:`benchmarks.harness.methods`) train on the train-standardised copy of
+    the same rows with the :class:`TrainingProtocol` budget and keep the epoch
+    with the best validation score of the target metric (the quality
+    protocol); the baselines of :mod:`benchmarks.peers.tabular` take the raw
+    rows (scikit-learn models fit on train + validation and select inside
+    them; LightGBM fits on train and stops early on validation). Run by
+    :mod:`benchmarks.suites.tabular` (resumable, parallel).
+
+    Attributes:
+        tables: ``"report"`` (the collection's report tables), ``"validation"``
+            (its validation tables) or a tuple of collection table names.
+        methods: method names; a method that cannot run here is recorded as
+            unavailable.
+        metrics: target metrics (each method is trained or tuned for each where it takes a target).
+        reference: the method compared with every other (wins/ties/losses, Wilcoxon).
+        recipe_params: ``MetricClassifier`` arguments beside ``metric`` and
+            ``random_state`` (empty: its defaults, the recommended recipe; the
+            smoke suite shortens training).
+        amplification: AnyLoss steepness L of the ``anyloss`` MLP method.
+        focal_gamma: focusing parameter of the focal baseline.
+    """
+
+    name: str = "tabular"
+    tables: str | tuple[str, ...] = "report"
+    methods: tuple[str, ...] = TABULAR_METHODS
+    metrics: tuple[str, ...] = ("f1", "mcc")
+    reference: str = "recipe"
+    recipe_params: tuple[tuple[str, Any], ...] = ()
+    amplification: float | str = 73.0
+    focal_gamma: float = 2.0
+
+    kind = "tabular"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tables, str) and self.tables not in ("report", "validation"):
+            raise ValueError(f"`tables` must be 'report', 'validation' or a tuple of table names; got {self.tables!r}")
+        if self.reference not in self.methods:
+            raise ValueError(f"`reference` {self.reference!r} must be one of `methods` {self.methods}")
+
+
+Spec = QualitySpec | AblationSpec | SpeedSpec | RetrievalSpec | RankSpeedSpec | BlackBoxSpec | TabularSpec
 
 SUITES: dict[str, Spec] = {
     "quality": QualitySpec(),
@@ -841,6 +897,13 @@ SUITES: dict[str, Spec] = {
         name="blackbox_defaults_smoke", settings=(("breast_cancer", "mlp", "input_bias", ("cost",)),),
         seeds=(10,), pretrain_epochs=(("mlp", 5),), steps=20, evaluations=4, meta_tasks=3, warmup_tasks=2,
         phi_size=8, held_out_tasks=2, value_weight_grid=(0.3, 1.0), distribution_grid=TASK_DISTRIBUTION_PRESETS[:2],
+    ),
+    # The practitioner's tabular benchmark (issue 14): the collection's report tables, every method, 5 seeds.
+    "tabular": TabularSpec(),
+    "tabular_smoke": TabularSpec(
+        name="tabular_smoke", tables=("appendicitis", "new_thyroid1"), seeds=(0,), epochs=3,
+        methods=("recipe", "anyloss", "bce", "bce_tuned", "tuned_hgb", "weighted_lr", "lgb_anyloss"),
+        recipe_params=(("max_epochs", 3),),
     ),
 }
 

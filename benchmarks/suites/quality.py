@@ -47,7 +47,7 @@ from metricopt.app.recipes.classification import fit, make_mlp
 from metricopt.evaluation import THRESHOLD_FREE_METRICS, report, tune_threshold
 from metricopt.predict import predict_proba
 
-__all__ = ["methods_for", "run_suite", "run_task"]
+__all__ = ["methods_for", "run_suite", "run_task", "train_mlp_methods"]
 
 
 def methods_for(spec: QualitySpec | AblationSpec) -> list[Method]:
@@ -119,58 +119,75 @@ def run_task(spec: QualitySpec | AblationSpec, dataset: str, seed: int, methods:
                     "unavailable_dataset": str(exc), "seconds": time.perf_counter() - start}
         split = train_val_test_split(ds.X, ds.y, test_size=spec.test_size, val_size=spec.val_size, random_state=seed)
         num_classes, task = ds.n_classes, ds.task
-        outputs = 1 if num_classes == 2 else num_classes
         info = {
             "task": task, "n": ds.n_samples, "features": ds.n_features, "classes": num_classes,
             "positive_rate": ds.positive_rate, "train": len(split.y_train), "val": len(split.y_val),
             "test": len(split.y_test),
         }
-        groups: dict[str, list[Method]] = {}
-        for m in methods:
-            if task in m.tasks:
-                groups.setdefault(m.group, []).append(m)
-        records: list[dict[str, Any]] = []
-        skipped: dict[str, str] = {}
-        default_amplification = getattr(spec, "amplification", 73.0)
-        for members in groups.values():
-            first = members[0]
-            for train_metric in (spec.metrics if first.per_metric else (None,)):
-                targets = (train_metric,) if train_metric else tuple(spec.metrics)
-                context = BuildContext(
-                    num_classes=num_classes,
-                    y_train=split.y_train,
-                    metric=train_metric or spec.metrics[0],
-                    amplification=default_amplification if first.amplification is None else first.amplification,
-                    focal_gamma=getattr(spec, "focal_gamma", 2.0),
-                )
-                built = first.build(make_mlp(ds.n_features, outputs, spec.hidden_sizes, seed=seed), context)
-                if built is None:
-                    for m in members:
-                        skipped[m.name] = peers.peer_status(m.peer) if m.peer else "not available"
-                    break
-                model, loss_fn = built
-                history: History = {(m.name, k): [] for m in members for k in targets}
-
-                evaluate = _evaluator(split, members, targets, history, num_classes)
-
-                y_fit = split.y_train
-                if first.indexed_targets:  # (N, 2) [label, training row index], for losses with per-sample state
-                    y_fit = np.stack([split.y_train, np.arange(len(split.y_train))], axis=1).astype(np.int64)
-                t0 = time.perf_counter()
-                fit(
-                    model, loss_fn, split.X_train, y_fit, epochs=spec.epochs, batch_size=spec.batch_size,
-                    learning_rate=spec.learning_rate, weight_decay=spec.weight_decay, seed=seed, evaluate=evaluate,
-                )
-                seconds = time.perf_counter() - t0
-                for (name, metric), rows in history.items():
-                    epoch, val, test, threshold = _select(rows)
-                    records.append({
-                        "dataset": dataset, "task": task, "method": name, "metric": metric, "seed": seed,
-                        "test": test, "val": val, "epoch": epoch, "threshold": threshold,
-                        "train_seconds": round(seconds, 3),
-                    })
+        records, skipped = train_mlp_methods(spec, split, methods, dataset=dataset, task=task,
+                                             num_classes=num_classes, n_features=ds.n_features, seed=seed)
         return {"records": records, "dataset_info": info, "skipped": skipped, "dataset": dataset,
                 "seconds": time.perf_counter() - start}
+
+
+def train_mlp_methods(
+    spec: Any, split: Split, methods: Sequence[Method], *, dataset: str, task: str, num_classes: int,
+    n_features: int, seed: int,
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Train and score the MLP methods that run on ``task`` on one standardised split (the quality protocol).
+
+    ``spec`` gives the budget (``hidden_sizes``, ``epochs``, ``batch_size``,
+    ``learning_rate``, ``weight_decay``), the target ``metrics`` and, where it
+    has them, ``amplification`` and ``focal_gamma``. Returns the records (one
+    per method and target metric, with ``train_seconds``) and the methods
+    skipped with the reason (a peer that is not installed).
+    """
+    outputs = 1 if num_classes == 2 else num_classes
+    groups: dict[str, list[Method]] = {}
+    for m in methods:
+        if task in m.tasks:
+            groups.setdefault(m.group, []).append(m)
+    records: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+    default_amplification = getattr(spec, "amplification", 73.0)
+    for members in groups.values():
+        first = members[0]
+        for train_metric in (spec.metrics if first.per_metric else (None,)):
+            targets = (train_metric,) if train_metric else tuple(spec.metrics)
+            context = BuildContext(
+                num_classes=num_classes,
+                y_train=split.y_train,
+                metric=train_metric or spec.metrics[0],
+                amplification=default_amplification if first.amplification is None else first.amplification,
+                focal_gamma=getattr(spec, "focal_gamma", 2.0),
+            )
+            built = first.build(make_mlp(n_features, outputs, spec.hidden_sizes, seed=seed), context)
+            if built is None:
+                for m in members:
+                    skipped[m.name] = peers.peer_status(m.peer) if m.peer else "not available"
+                break
+            model, loss_fn = built
+            history: History = {(m.name, k): [] for m in members for k in targets}
+
+            evaluate = _evaluator(split, members, targets, history, num_classes)
+
+            y_fit = split.y_train
+            if first.indexed_targets:  # (N, 2) [label, training row index], for losses with per-sample state
+                y_fit = np.stack([split.y_train, np.arange(len(split.y_train))], axis=1).astype(np.int64)
+            t0 = time.perf_counter()
+            fit(
+                model, loss_fn, split.X_train, y_fit, epochs=spec.epochs, batch_size=spec.batch_size,
+                learning_rate=spec.learning_rate, weight_decay=spec.weight_decay, seed=seed, evaluate=evaluate,
+            )
+            seconds = time.perf_counter() - t0
+            for (name, metric), rows in history.items():
+                epoch, val, test, threshold = _select(rows)
+                records.append({
+                    "dataset": dataset, "task": task, "method": name, "metric": metric, "seed": seed,
+                    "test": test, "val": val, "epoch": epoch, "threshold": threshold,
+                    "train_seconds": round(seconds, 3),
+                })
+    return records, skipped
 
 
 def _task_cost(dataset: str) -> float:

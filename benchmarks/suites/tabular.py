@@ -1,0 +1,656 @@
+"""The practitioner's tabular benchmark: the recommended recipe against every baseline, 100+ real tables.
+
+Protocol (:class:`benchmarks.harness.specs.TabularSpec`), the same for every method:
+
+1. Per (table, seed) one stratified 60/20/20 train / validation / test split of
+   the raw numeric features (``train_val_test_split(random_state=seed,
+   standardize=False)``) of a table of :mod:`metricopt.app.data.collection`.
+2. MLP methods (:mod:`benchmarks.harness.methods`: AnyLoss, BCE, BCE with a
+   tuned threshold, weighted BCE, focal, MONAI Dice, sigmoid soft F1) train on
+   the train-standardised copy of the same rows, with the quality suite's
+   protocol (:func:`benchmarks.suites.quality.train_mlp_methods`: one
+   initialisation per seed, the epoch with the best validation score of the
+   target metric kept).
+3. The baselines of :mod:`benchmarks.peers.tabular` (the recommended recipe
+   ``MetricClassifier(metric=...)``, tuned-threshold HistGradientBoosting and
+   logistic regression, class-weighted logistic regression, LightGBM with
+   ``is_unbalance`` and with AnyLoss) take the raw rows.
+4. Every method that takes a target is trained (or tuned, or early-stopped)
+   once per target metric; the test value of that metric is recorded with the
+   seconds of the fit.
+
+Work is split into tasks (table, seed, unit), a unit being one MLP training
+group or one baseline; tasks run in ``jobs`` worker processes (one thread
+each, torch and OpenMP alike). Each finished task is appended to a partial
+file (JSON lines, after a header holding the spec); a run started again with
+the same spec skips the tasks the file holds. :func:`refresh_summary` computes
+per method the mean over tables, wins / ties / losses of the reference,
+average ranks and Wilcoxon signed-rank tests, over all tables and per
+imbalance-ratio group, from the records alone (``python -m benchmarks render``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.harness import methods as _methods
+from benchmarks.harness.results import (
+    METRIC_LABELS,
+    _metadata_lines,
+    aggregate,
+    collect_metadata,
+    load_average,
+    summary_means,
+    wins_ties_losses,
+    write_suite_reports,
+)
+from benchmarks.harness.specs import TabularSpec, spec_to_dict
+from benchmarks.harness.stats import average_ranks, subtable, wilcoxon_vs
+from benchmarks.harness.threads import torch_threads
+from benchmarks.peers import classification as peers
+from benchmarks.peers.tabular import TABULAR_PEERS, tabular_peer_status
+
+__all__ = [
+    "compare",
+    "load_partial",
+    "method_label",
+    "refresh_summary",
+    "resolve_tables",
+    "run_suite",
+    "run_task",
+    "tabular_markdown",
+    "units_of",
+    "write_reports",
+]
+
+#: Imbalance-ratio groups in report order (labels of :func:`metricopt.app.data.collection.ir_group`).
+GROUP_ORDER = ("IR <3", "IR 3-9", "IR 9-30", "IR >=30")
+
+Task = tuple[str, int, str]
+
+
+# ---------------------------------------------------------------------------
+# what runs
+
+
+def resolve_tables(tables: str | Sequence[str]) -> tuple[str, ...]:
+    """The table names of ``"report"``, ``"validation"`` or a list of names (checked; ValueError if unknown)."""
+    from metricopt.app.data import collection
+
+    if tables == "report":
+        return tuple(t.name for t in collection.report_tables())
+    if tables == "validation":
+        return tuple(t.name for t in collection.validation_tables())
+    if isinstance(tables, str):
+        raise ValueError(f"`tables` must be 'report', 'validation' or a list of names; got {tables!r}")
+    return tuple(collection.table_info(name).name for name in tables)
+
+
+def method_label(name: str) -> str:
+    """Column header of a method."""
+    return TABULAR_PEERS[name].label if name in TABULAR_PEERS else _methods.method_label(name)
+
+
+def _check_methods(names: Sequence[str]) -> None:
+    unknown = [n for n in names if n not in TABULAR_PEERS and n not in _methods.METHODS]
+    if unknown:
+        raise ValueError(f"unknown tabular method(s) {unknown}; known: {sorted({*TABULAR_PEERS, *_methods.METHODS})}")
+
+
+def units_of(methods: Sequence[str]) -> list[str]:
+    """The work units of one (table, seed): one per MLP training group (BCE and BCE tuned share one), one per
+    baseline, in the methods' order."""
+    _check_methods(methods)
+    out: list[str] = []
+    for name in methods:
+        unit = name if name in TABULAR_PEERS else _methods.METHODS[name].group
+        if unit not in out:
+            out.append(unit)
+    return out
+
+
+def _unavailable(methods: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name in methods:
+        if name in TABULAR_PEERS:
+            status = tabular_peer_status(name)
+            if status is not None:
+                out[name] = status
+        else:
+            peer = _methods.METHODS[name].peer
+            if peer and peers.load_peer(peer) is None:
+                out[name] = peers.peer_status(peer)
+    return out
+
+
+def _table_info(name: str) -> dict[str, Any]:
+    from metricopt.app.data import collection
+
+    t = collection.table_info(name)
+    return {"n": t.n_samples, "features": t.n_features, "positives": t.n_positive,
+            "imbalance_ratio": round(t.imbalance_ratio, 2), "ir_group": t.ir_group, "family": t.family,
+            "source": t.source}
+
+
+# ---------------------------------------------------------------------------
+# one task
+
+
+def _record(table: str, seed: int, method: str, metric: str, test: float, seconds: float,
+            **extra: Any) -> dict[str, Any]:
+    out = {"dataset": table, "task": "binary", "method": method, "metric": metric, "seed": seed,
+           "test": float(test), "val": None, "epoch": None, "threshold": None, "train_seconds": round(seconds, 3)}
+    out.update(extra)
+    return out
+
+
+def _run_baseline(spec: TabularSpec, ds: Any, table: str, seed: int, name: str) -> list[dict[str, Any]]:
+    from metricopt.app.data import train_val_test_split
+    from metricopt.metrics import metric_score
+
+    raw = train_val_test_split(ds.X, ds.y, test_size=spec.test_size, val_size=spec.val_size, random_state=seed,
+                               standardize=False)
+    peer = TABULAR_PEERS[name]
+    options = dict(spec.recipe_params) if name == "recipe" else {}
+    records = []
+    for target in (spec.metrics if peer.per_metric else (None,)):
+        start = time.perf_counter()
+        predict = peer.fit(raw, target, seed, spec.threads, options)
+        seconds = time.perf_counter() - start
+        decided = np.asarray(predict(raw.X_test)).astype(np.int64)
+        for k in (target,) if target else spec.metrics:
+            records.append(_record(table, seed, name, k, metric_score(raw.y_test, decided, k), seconds))
+    return records
+
+
+def _run_mlp(spec: TabularSpec, ds: Any, table: str, seed: int, unit: str) -> tuple[list[dict[str, Any]],
+                                                                                  dict[str, str]]:
+    from benchmarks.suites.quality import train_mlp_methods
+    from metricopt.app.data import train_val_test_split
+
+    split = train_val_test_split(ds.X, ds.y, test_size=spec.test_size, val_size=spec.val_size, random_state=seed)
+    members = [m for m in _methods.resolve_methods(tuple(n for n in spec.methods if n in _methods.METHODS))
+               if m.group == unit]
+    return train_mlp_methods(spec, split, members, dataset=table, task="binary", num_classes=2,
+                             n_features=ds.n_features, seed=seed)
+
+
+def run_task(spec: TabularSpec, table: str, seed: int, unit: str) -> dict[str, Any]:
+    """Run one unit (an MLP training group or a baseline) on one (table, seed).
+
+    Returns ``{"key": [table, seed, unit], "records": [...], "skipped": {method: reason},
+    "failed": {unit: error}, "seconds": float}``. An error inside the unit is
+    recorded under ``"failed"``, not raised: one method failing on one table
+    does not end a run of hours (the report lists the failures).
+    """
+    from threadpoolctl import threadpool_limits
+
+    from metricopt.app.data.collection import load_table
+
+    with torch_threads(spec.threads), threadpool_limits(limits=spec.threads):
+        start = time.perf_counter()
+        out: dict[str, Any] = {"key": [table, seed, unit], "records": [], "skipped": {}, "failed": {}}
+        try:
+            ds = load_table(table)
+            if unit in TABULAR_PEERS:
+                out["records"] = _run_baseline(spec, ds, table, seed, unit)
+            else:
+                out["records"], out["skipped"] = _run_mlp(spec, ds, table, seed, unit)
+        except Exception as exc:  # noqa: BLE001 - recorded and reported, see the docstring
+            out["failed"][unit] = f"{type(exc).__name__}: {exc}"
+        out["seconds"] = round(time.perf_counter() - start, 3)
+        return out
+
+
+# ---------------------------------------------------------------------------
+# the partial file
+
+
+def _header(spec: TabularSpec) -> dict[str, Any]:
+    return json.loads(json.dumps({"header": spec_to_dict(spec)}))
+
+
+def load_partial(path: Path | None, spec: TabularSpec) -> dict[Task, dict[str, Any]]:
+    """The finished tasks a partial file holds (``{}`` if it does not exist; a line cut short is ignored).
+
+    Raises:
+        ValueError: the file was written for another spec (its header differs).
+    """
+    if path is None or not Path(path).exists():
+        return {}
+    lines = Path(path).read_text().splitlines()
+    try:
+        header = json.loads(lines[0]) if lines else None
+    except json.JSONDecodeError:
+        header = None
+    if header is None:  # killed while writing the header: nothing finished
+        return {}
+    if header != _header(spec):
+        raise ValueError(f"{path} holds the tasks of another spec than this run's (its header differs); "
+                         "delete it to start afresh, or give the run another --name")
+    done: dict[Task, dict[str, Any]] = {}
+    for line in lines[1:]:
+        try:
+            out = json.loads(line)
+            table, seed, unit = out["key"]
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+        done[(str(table), int(seed), str(unit))] = out
+    return done
+
+
+def _start_partial(path: Path, spec: TabularSpec, done: dict[Task, Any]) -> None:
+    """Write the header and the finished tasks afresh (drops a line cut short, which a later append would join)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(x) + "\n" for x in (_header(spec), *done.values())))
+
+
+def _append(path: Path | None, out: dict[str, Any]) -> None:
+    if path is None:
+        return
+    with Path(path).open("a") as handle:
+        handle.write(json.dumps(out) + "\n")
+        handle.flush()
+
+
+# ---------------------------------------------------------------------------
+# the run
+
+
+def _cost(task: Task) -> float:
+    from metricopt.app.data import collection
+
+    info = collection.table_info(task[0])
+    weight = 4.0 if task[2] in ("recipe", "anyloss") else 1.0  # MLP epochs x targets
+    return info.n_samples * (1.0 + info.n_features / 100.0) * weight
+
+
+def run_suite(
+    spec: TabularSpec,
+    *,
+    jobs: int = 1,
+    progress: bool = True,
+    command: Sequence[str] | None = None,
+    partial_path: Path | None = None,
+    runner: Callable[[TabularSpec, str, int, str], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Run the tabular spec; returns the JSON-ready payload.
+
+    Args:
+        jobs: worker processes (spawned; 1: in this process).
+        partial_path: the partial file: finished tasks are appended to it and
+            skipped when a run with the same spec starts again (None: no file).
+        runner: the task function (default :func:`run_task`; tests replace it, with ``jobs=1``).
+    """
+    from tqdm.auto import tqdm
+
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"`jobs` must be a positive integer; got {jobs!r}")
+    runner = run_task if runner is None else runner
+    with torch_threads(spec.threads):
+        metadata = collect_metadata(command)
+        tables = resolve_tables(spec.tables)
+        _check_methods(spec.methods)
+        unavailable = _unavailable(spec.methods)
+        units = units_of([m for m in spec.methods if m not in unavailable])
+        tasks: list[Task] = sorted(((t, s, u) for t in tables for s in spec.seeds for u in units),
+                                   key=lambda task: (-_cost(task), task))
+        done = load_partial(partial_path, spec)
+        if partial_path is not None:
+            _start_partial(Path(partial_path), spec, done)
+        outputs = [done[t] for t in tasks if t in done]
+        todo = [t for t in tasks if t not in done]
+        start = time.perf_counter()
+        bar = tqdm(total=len(tasks), initial=len(outputs), desc=spec.name, unit="task", disable=not progress,
+                   dynamic_ncols=True)
+        if jobs == 1:
+            for task in todo:
+                bar.set_postfix_str(f"{task[0]} seed {task[1]} {task[2]}")
+                out = runner(spec, *task)
+                _append(partial_path, out)
+                outputs.append(out)
+                bar.update()
+        elif todo:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+                futures = {pool.submit(runner, spec, *task): task for task in todo}
+                for future in as_completed(futures):
+                    out = future.result()
+                    _append(partial_path, out)
+                    outputs.append(out)
+                    task = futures[future]
+                    bar.set_postfix_str(f"done {task[0]} seed {task[1]} {task[2]}")
+                    bar.update()
+        bar.close()
+        wall = time.perf_counter() - start
+        for out in outputs:
+            for method, reason in out.get("skipped", {}).items():
+                unavailable.setdefault(method, reason)
+        failures = sorted(
+            ({"table": out["key"][0], "seed": out["key"][1], "unit": unit, "error": error}
+             for out in outputs for unit, error in out.get("failed", {}).items()),
+            key=lambda f: (f["table"], f["seed"], f["unit"]))
+        records = sorted((r for out in outputs for r in out["records"]),
+                         key=lambda r: (r["dataset"], r["metric"], r["method"], r["seed"]))
+        metadata["load_average_at_end"] = load_average()
+        versions = peers.peer_versions()
+        for name in ("lightgbm", "scipy"):
+            versions[name] = _package_status(name)
+        payload: dict[str, Any] = {
+            "suite": spec.name,
+            "kind": spec.kind,
+            "title": f"Tabular benchmark (`{spec.name}`): the recommended recipe against the practitioner's "
+                     "baselines",
+            "protocol": _protocol(spec, len(tables)),
+            "spec": spec_to_dict(spec),
+            "metadata": metadata,
+            "jobs": jobs,
+            "wall_seconds": round(wall, 1),
+            "tasks": len(tasks),
+            "resumed_tasks": len(tasks) - len(todo),
+            "task_seconds": round(sum(out.get("seconds", 0.0) for out in outputs), 1),
+            "peers": versions,
+            "methods": {m: {"label": method_label(m), "kind": "baseline" if m in TABULAR_PEERS else "mlp",
+                            "trained_per_metric": _per_metric(m)} for m in spec.methods},
+            "unavailable": unavailable,
+            "failures": failures,
+            "reference": spec.reference,
+            "datasets": {t: _table_info(t) for t in sorted(tables)},
+            "records": records,
+        }
+        return refresh_summary(payload)
+
+
+def _package_status(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return f"installed {metadata.version(name)}"
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _per_metric(name: str) -> bool:
+    if name in TABULAR_PEERS:
+        return TABULAR_PEERS[name].per_metric
+    m = _methods.METHODS[name]
+    return m.per_metric or m.tune
+
+
+def _protocol(spec: TabularSpec, n_tables: int) -> str:
+    which = spec.tables if isinstance(spec.tables, str) else "listed"
+    recipe = ("with its defaults" if not spec.recipe_params else
+              "with " + ", ".join(f"{k}={v!r}" for k, v in spec.recipe_params) + " (not its defaults)")
+    return (
+        f"Protocol: {n_tables} {which} tables of `metricopt.app.data.collection`, seeds {tuple(spec.seeds)}; per "
+        "(table, seed) one stratified 60/20/20 train / validation / test split of the raw numeric features "
+        f"(`train_val_test_split(random_state=seed, standardize=False)`). Every method that takes a target is "
+        f"trained, tuned or early-stopped for each target metric ({', '.join(spec.metrics)}) and scored on test "
+        "by that metric; the others are fit once and scored by each. "
+        f"`MetricClassifier (recipe)` is `metricopt.app.MetricClassifier(metric=..., random_state=seed)` {recipe}, "
+        "fit on train + validation (it standardises and holds out its own validation rows). "
+        "`tuned HGB` / `tuned LR`: `TunedThresholdClassifierCV` (5-fold CV, scoring = the target metric: `f1`, "
+        "`make_scorer(matthews_corrcoef)` for MCC) over `HistGradientBoostingClassifier(random_state=seed)` / "
+        "`StandardScaler` + `LogisticRegression(max_iter=1000)`, fit on train + validation; `weighted LR`: the "
+        "same logistic regression with `class_weight='balanced'` at its default threshold. LightGBM "
+        "(`fit_lightgbm`: log-loss with `is_unbalance=True`, or the AnyLoss objective with its defaults) fits on "
+        "train and stops early on the target metric of the validation rows (decision p > 0.5). MLP methods train "
+        f"on the train-standardised rows: MLP {tuple(spec.hidden_sizes)}, Adam lr {spec.learning_rate}, batch "
+        f"{spec.batch_size}, {spec.epochs} epochs, one initialisation per seed; the epoch with the best "
+        "validation score of the target metric is kept; decisions at p > 0.5 except `BCE tuned` (threshold tuned "
+        f"on validation); AnyLoss L = {spec.amplification}, focal gamma {spec.focal_gamma}. Seconds: wall time "
+        "of one fit on one thread (MLP fits include the per-epoch scoring of validation and test). Wins / ties / "
+        f"losses of the reference by table seed-means, tie = |difference| < {spec.tie_tolerance}; average rank "
+        "over the tables where every method ran (1 = best); Wilcoxon signed-rank test (two-sided, zero "
+        "differences dropped) of the table seed-means."
+    )
+
+
+# ---------------------------------------------------------------------------
+# the summary
+
+
+def compare(table: dict[str, Any], methods: Sequence[str], metrics: Sequence[str], reference: str,
+            tolerance: float) -> dict[str, Any]:
+    """Means, average ranks, wins / ties / losses and Wilcoxon tests of ``reference`` against every other method,
+    on one task's :func:`~benchmarks.harness.results.aggregate` table (or a part of it)."""
+    out: dict[str, Any] = {"datasets": sorted(table), "per_metric": {}}
+    for k in metrics:
+        ranks = average_ranks(table, k, methods)
+        against = {}
+        if reference in methods:
+            for base in methods:
+                if base == reference:
+                    continue
+                against[base] = wins_ties_losses(table, reference, base, k, tolerance=tolerance)
+                against[base]["wilcoxon"] = wilcoxon_vs(table, reference, base, k)
+        out["per_metric"][k] = {
+            "mean": summary_means(table, k, methods),
+            "datasets_per_method": {m: sum(1 for cells in table.values() if m in cells.get(k, {})) for m in methods},
+            "average_rank": ranks["ranks"],
+            "ranked_datasets": ranks["n"],
+            "against": against,
+        }
+    return out
+
+
+def _seconds(records: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[str, dict[str, float | None]]:
+    by_method: dict[str, list[float]] = {m: [] for m in methods}
+    for r in records:
+        if r["method"] in by_method and r.get("train_seconds") is not None:
+            by_method[r["method"]].append(float(r["train_seconds"]))
+    return {m: {"mean": float(np.mean(v)) if v else None, "median": float(np.median(v)) if v else None,
+                "max": float(np.max(v)) if v else None} for m, v in by_method.items()}
+
+
+def refresh_summary(payload: dict[str, Any]) -> dict[str, Any]:
+    """(Re)compute ``payload["summary"]`` from its records and table records, in place; returns the payload."""
+    spec = payload["spec"]
+    metrics, reference, tolerance = spec["metrics"], payload["reference"], spec["tie_tolerance"]
+    methods = [m for m in payload["methods"] if m not in payload.get("unavailable", {})]
+    table = aggregate(payload["records"]).get("binary", {})
+    groups: dict[str, list[str]] = {}
+    for name, info in payload["datasets"].items():
+        groups.setdefault(info["ir_group"], []).append(name)
+    ordered = [g for g in GROUP_ORDER if g in groups] + sorted(g for g in groups if g not in GROUP_ORDER)
+    payload["summary"] = {
+        "all": compare(table, methods, metrics, reference, tolerance),
+        "groups": {g: compare(subtable(table, groups[g]), methods, metrics, reference, tolerance) for g in ordered},
+        "seconds": _seconds(payload["records"], methods),
+    }
+    payload["records"] = payload.pop("records")  # keep the records last in the file
+    return payload
+
+
+# ---------------------------------------------------------------------------
+# Markdown and plot
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "N/A" if value is None else f"{value:.{digits}f}"
+
+
+def _p(value: float | None) -> str:
+    if value is None:
+        return "N/A"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _best(values: dict[str, float | None], *, low: bool = False) -> set[str]:
+    valid = {m: round(v, 3) for m, v in values.items() if v is not None}
+    if not valid:
+        return set()
+    top = min(valid.values()) if low else max(valid.values())
+    return {m for m, v in valid.items() if v == top}
+
+
+def _wtl(r: dict[str, Any]) -> str:
+    return "N/A" if r["n"] == 0 else f"{r['wins']}/{r['ties']}/{r['losses']}"
+
+
+def _overview(part: dict[str, Any], methods: Sequence[str], metrics: Sequence[str],
+              seconds: dict[str, Any] | None) -> list[str]:
+    heads = ["method"] + [f"{METRIC_LABELS.get(k, k)} mean" for k in metrics] + [
+        f"{METRIC_LABELS.get(k, k)} rank" for k in metrics]
+    if seconds is not None:
+        heads.append("s / fit (mean, max)")
+    lines = [_row(heads), _row(["---"] * len(heads))]
+    best_mean = {k: _best(part["per_metric"][k]["mean"]) for k in metrics}
+    best_rank = {k: _best(part["per_metric"][k]["average_rank"], low=True) for k in metrics}
+    for m in methods:
+        cells = [method_label(m)]
+        for k in metrics:
+            v = part["per_metric"][k]["mean"][m]
+            n = part["per_metric"][k]["datasets_per_method"][m]
+            text = _num(v)
+            if v is not None and n < len(part["datasets"]):
+                text += f" ({n} tables)"
+            cells.append(f"**{text}**" if m in best_mean[k] else text)
+        for k in metrics:
+            text = _num(part["per_metric"][k]["average_rank"][m], 2)
+            cells.append(f"**{text}**" if m in best_rank[k] else text)
+        if seconds is not None:
+            s = seconds[m]
+            cells.append("N/A" if s["mean"] is None else f"{s['mean']:.2f}, {s['max']:.2f}")
+        lines.append(_row(cells))
+    ranked = ", ".join(f"{METRIC_LABELS.get(k, k)} {part['per_metric'][k]['ranked_datasets']}" for k in metrics)
+    return lines + ["", f"Tables ranked (every method ran): {ranked}.", ""]
+
+
+def _against(part: dict[str, Any], reference: str, metrics: Sequence[str]) -> list[str]:
+    heads = ["against"]
+    for k in metrics:
+        label = METRIC_LABELS.get(k, k)
+        heads += [f"{label} W/T/L", f"{label} mean diff", f"{label} worst", f"{label} Wilcoxon p"]
+    lines = [_row(heads), _row(["---"] * len(heads))]
+    bases = list(part["per_metric"][metrics[0]]["against"])
+    for base in bases:
+        cells = [method_label(base)]
+        for k in metrics:
+            r = part["per_metric"][k]["against"][base]
+            if r["n"] == 0:
+                cells += ["N/A"] * 4
+                continue
+            cells += [_wtl(r), f"{r['mean_diff']:+.3f}", f"{r['worst_diff']:+.3f} {r['worst_dataset']}",
+                      _p(r["wilcoxon"]["p_value"])]
+        lines.append(_row(cells))
+    return lines + [""]
+
+
+#: Issue 14's goal: the recipe never more than this below tuned-threshold HistGradientBoosting on any group's mean.
+GOAL_MARGIN = 0.02
+GOAL_BASELINE = "tuned_hgb"
+
+
+def _goal_lines(payload: dict[str, Any], methods: Sequence[str]) -> list[str]:
+    """The goal's check: reference minus tuned HGB on the mean over all tables and over each group."""
+    reference, metrics = payload["reference"], payload["spec"]["metrics"]
+    if GOAL_BASELINE not in methods or reference not in methods or reference == GOAL_BASELINE:
+        return []
+    summary = payload["summary"]
+    parts = {"all tables": summary["all"], **summary["groups"]}
+    heads = ["tables", *(METRIC_LABELS.get(k, k) for k in metrics)]
+    lines = [f"### Goal: {method_label(reference)} minus {method_label(GOAL_BASELINE)} on the mean, at most "
+             f"{GOAL_MARGIN} behind on any group", "", _row(heads), _row(["---"] * len(heads))]
+    for name, part in parts.items():
+        cells = [f"{name} ({len(part['datasets'])})"]
+        for k in metrics:
+            means = part["per_metric"][k]["mean"]
+            if means[reference] is None or means[GOAL_BASELINE] is None:
+                cells.append("N/A")
+                continue
+            diff = means[reference] - means[GOAL_BASELINE]
+            cells.append(f"{diff:+.3f}" + (" (missed)" if diff < -GOAL_MARGIN else ""))
+        lines.append(_row(cells))
+    return lines + [""]
+
+
+def tabular_markdown(payload: dict[str, Any]) -> str:
+    """The Markdown report of a tabular payload."""
+    spec = payload["spec"]
+    metrics = spec["metrics"]
+    reference = payload["reference"]
+    summary = payload["summary"]
+    methods = [m for m in payload["methods"] if m not in payload.get("unavailable", {})]
+    ref_label = method_label(reference)
+    lines = [f"# {payload['title']}", "", *_metadata_lines(payload),
+             f"- tasks: {payload['tasks']} ({payload['resumed_tasks']} resumed from the partial file); task "
+             f"seconds summed over workers {payload['task_seconds']:.0f}", "", payload["protocol"], ""]
+    if payload.get("unavailable"):
+        lines += ["Not run: " + "; ".join(f"{k} ({v})" for k, v in payload["unavailable"].items()), ""]
+    if payload.get("failures"):
+        shown = payload["failures"][:20]
+        lines += [f"Failed fits ({len(payload['failures'])}; their tables are missing for that method): "
+                  + "; ".join(f"{f['unit']} on {f['table']} seed {f['seed']}: {f['error']}" for f in shown)
+                  + (" ..." if len(payload["failures"]) > len(shown) else ""), ""]
+    everything = summary["all"]
+    lines += [f"## All {len(everything['datasets'])} tables: mean test score, average rank, seconds per fit", ""]
+    lines += _overview(everything, methods, metrics, summary["seconds"])
+    if reference in methods:
+        lines += [f"### {ref_label} against each method", "",
+                  f"W/T/L: tables where {ref_label} wins / ties / loses (seed-means, tie = |difference| < "
+                  f"{spec['tie_tolerance']}); mean diff and worst: {ref_label} minus the other; Wilcoxon: "
+                  "two-sided signed-rank test over the tables' seed-means.", ""]
+        lines += _against(everything, reference, metrics)
+    lines += _goal_lines(payload, methods)
+    lines += ["## By imbalance-ratio group", ""]
+    for group, part in summary["groups"].items():
+        lines += [f"### {group}: {len(part['datasets'])} tables", ""]
+        lines += _overview(part, methods, metrics, None)
+        if reference in methods:
+            lines += _against(part, reference, metrics)
+    table = aggregate(payload["records"]).get("binary", {})
+    for k in metrics:
+        lines += [f"## Per table: {METRIC_LABELS.get(k, k)} (test, mean over seeds)", ""]
+        heads = ["table", "IR group", *(method_label(m) for m in methods)]
+        lines += [_row(heads), _row(["---"] * len(heads))]
+        for name in everything["datasets"]:
+            cells_k = table[name].get(k, {})
+            values = {m: cells_k[m]["mean"] if m in cells_k else None for m in methods}
+            bold = _best(values)
+            lines.append(_row([name, payload["datasets"][name]["ir_group"]] + [
+                "N/A" if values[m] is None else (f"**{values[m]:.3f}**" if m in bold else f"{values[m]:.3f}")
+                for m in methods]))
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def plot_tabular(payload: dict[str, Any], path: Path) -> Path:
+    """One horizontal bar chart per metric: each method's mean test score over all tables (reference in red)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = payload["spec"]["metrics"]
+    part = payload["summary"]["all"]
+    methods = [m for m in payload["methods"] if m not in payload.get("unavailable", {})]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 0.4 * len(methods) + 1.5), squeeze=False)
+    for ax, k in zip(axes[0], metrics):
+        means = part["per_metric"][k]["mean"]
+        shown = sorted((m for m in methods if means[m] is not None), key=lambda m: means[m])
+        colors = ["tab:red" if m == payload["reference"] else "tab:blue" for m in shown]
+        ax.barh([method_label(m) for m in shown], [means[m] for m in shown], color=colors)
+        ax.set_xlabel(f"mean test {METRIC_LABELS.get(k, k)} over {len(part['datasets'])} tables")
+    fig.suptitle(payload["title"], fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_reports(payload: dict[str, Any], output_dir: Path, *, plots: bool = True) -> dict[str, Path]:
+    """Write ``<suite>.md`` and (``plots``) ``<suite>.png``; returns the paths."""
+    return write_suite_reports(payload, output_dir, markdown=tabular_markdown, plot=plot_tabular, plots=plots)

@@ -1,0 +1,228 @@
+"""Tests of the tabular benchmark (benchmarks.suites.tabular): statistics, resuming, the smoke suite end to end."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy.stats import wilcoxon
+
+from benchmarks import main
+from benchmarks.cli import _override, render
+from benchmarks.harness.results import aggregate
+from benchmarks.harness.specs import TabularSpec, get_suite
+from benchmarks.harness.stats import average_ranks, rank_row, wilcoxon_signed_rank, wilcoxon_vs
+from benchmarks.suites import tabular as T
+
+# ---------------------------------------------------------------------------
+# statistics
+
+
+def _records(scores: dict[str, dict[str, list[float]]], metric: str = "f1") -> list[dict[str, Any]]:
+    """Records of ``scores[dataset][method] = [seed 0, seed 1, ...]``."""
+    return [{"dataset": d, "task": "binary", "method": m, "metric": metric, "seed": s, "test": v}
+            for d, by_method in scores.items() for m, values in by_method.items() for s, v in enumerate(values)]
+
+
+def test_rank_row_best_is_one_and_ties_share_the_average_rank() -> None:
+    assert rank_row([0.5, 0.9, 0.5, 0.1]) == [2.5, 1.0, 2.5, 4.0]
+    assert rank_row([0.3, 0.2, 0.1]) == [1.0, 2.0, 3.0]
+    assert rank_row([0.7, 0.7, 0.7]) == [2.0, 2.0, 2.0]
+    # within the tolerance of the group's top: tied
+    assert rank_row([0.800, 0.797, 0.5], tolerance=0.005) == [1.5, 1.5, 3.0]
+    assert rank_row([0.800, 0.797, 0.5]) == [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match="tolerance"):
+        rank_row([0.1], tolerance=-1)
+
+
+def test_average_ranks_uses_only_the_tables_where_every_method_ran() -> None:
+    table = aggregate(_records({
+        "a": {"x": [0.9], "y": [0.5], "z": [0.1]},
+        "b": {"x": [0.2], "y": [0.6], "z": [0.6]},
+        "c": {"x": [0.9], "y": [0.1]},  # z missing: not ranked
+    }))["binary"]
+    result = average_ranks(table, "f1", ["x", "y", "z"])
+    assert result["n"] == 2
+    assert result["ranks"] == {"x": pytest.approx(2.0), "y": pytest.approx(1.75), "z": pytest.approx(2.25)}
+    assert average_ranks({}, "f1", ["x"]) == {"ranks": {"x": None}, "n": 0}
+
+
+def test_wilcoxon_wrapper_matches_scipy_and_handles_degenerate_inputs() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(size=12), rng.uniform(size=12)
+    got = wilcoxon_signed_rank(a, b)
+    want = wilcoxon(a, b)
+    assert got["p_value"] == pytest.approx(want.pvalue) and got["statistic"] == pytest.approx(want.statistic)
+    assert got["n"] == got["n_nonzero"] == 12
+    assert got["median_diff"] == pytest.approx(float(np.median(a - b)))
+    # the reference ahead on all 10 tables by distinct amounts: exact two-sided p = 2 / 2**10
+    ahead = wilcoxon_signed_rank(np.arange(10) * 0.01 + 0.5, np.full(10, 0.49))
+    assert ahead["p_value"] == pytest.approx(2 / 1024) and ahead["median_diff"] > 0
+    # zero differences are dropped; all zero: nothing to test, p = 1
+    same = wilcoxon_signed_rank([0.3, 0.4], [0.3, 0.4])
+    assert same["p_value"] == 1.0 and same["statistic"] is None and same["n_nonzero"] == 0
+    empty = wilcoxon_signed_rank([], [])
+    assert empty["p_value"] is None and empty["n"] == 0
+    with pytest.raises(ValueError, match="one length"):
+        wilcoxon_signed_rank([0.1, 0.2], [0.1])
+
+
+def test_compare_counts_wins_ties_losses_on_seed_means_with_the_tolerance() -> None:
+    scores = {
+        "win": {"ref": [0.8, 0.6], "base": [0.5, 0.5]},      # +0.2
+        "tie": {"ref": [0.502, 0.5], "base": [0.5, 0.5]},    # +0.001 < 0.005
+        "loss": {"ref": [0.3, 0.3], "base": [0.4, 0.4]},     # -0.1
+        "loss2": {"ref": [0.1, 0.1], "base": [0.2, 0.3]},    # -0.15
+    }
+    table = aggregate(_records(scores))["binary"]
+    part = T.compare(table, ["ref", "base"], ["f1"], "ref", 0.005)["per_metric"]["f1"]
+    r = part["against"]["base"]
+    assert (r["wins"], r["ties"], r["losses"], r["n"]) == (1, 1, 2, 4)
+    assert r["worst_dataset"] == "loss2" and r["worst_diff"] == pytest.approx(-0.15)
+    assert r["mean_diff"] == pytest.approx((0.2 + 0.001 - 0.1 - 0.15) / 4)
+    assert r["wilcoxon"] == wilcoxon_vs(table, "ref", "base", "f1")
+    assert r["wilcoxon"]["p_value"] == pytest.approx(wilcoxon([0.7, 0.501, 0.3, 0.1], [0.5, 0.5, 0.4, 0.25]).pvalue)
+    assert part["average_rank"] == {"ref": pytest.approx(1.5), "base": pytest.approx(1.5)}
+    assert part["mean"]["ref"] == pytest.approx(np.mean([0.7, 0.501, 0.3, 0.1]))
+    assert "ref" not in part["against"]
+
+
+def _payload(scores: dict[str, dict[str, list[float]]], groups: dict[str, str]) -> dict[str, Any]:
+    return {
+        "spec": {"metrics": ["f1"], "tie_tolerance": 0.005}, "reference": "ref", "unavailable": {},
+        "methods": {"ref": {}, "base": {}}, "datasets": {d: {"ir_group": g} for d, g in groups.items()},
+        "records": [dict(r, train_seconds=1.0) for r in _records(scores)],
+    }
+
+
+def test_refresh_summary_compares_within_each_imbalance_group() -> None:
+    scores = {"a": {"ref": [0.9], "base": [0.5]}, "b": {"ref": [0.9], "base": [0.5]},
+              "c": {"ref": [0.1], "base": [0.5]}}
+    payload = T.refresh_summary(_payload(scores, {"a": "IR >=30", "b": "IR >=30", "c": "IR <3"}))
+    summary = payload["summary"]
+    assert list(summary["groups"]) == ["IR <3", "IR >=30"]  # report order, not insertion order
+    low, high = (summary["groups"][g]["per_metric"]["f1"]["against"]["base"] for g in ("IR <3", "IR >=30"))
+    assert (low["wins"], low["losses"], high["wins"], high["losses"]) == (0, 1, 2, 0)
+    overall = summary["all"]["per_metric"]["f1"]["against"]["base"]
+    assert (overall["wins"], overall["losses"]) == (2, 1)
+    assert summary["seconds"]["ref"]["mean"] == 1.0
+    assert list(payload)[-1] == "records"
+
+
+# ---------------------------------------------------------------------------
+# tasks, resuming, the command line
+
+
+def test_units_group_the_mlp_methods_that_share_a_training_run() -> None:
+    assert T.units_of(["recipe", "bce", "bce_tuned", "anyloss", "tuned_hgb"]) == [
+        "recipe", "bce", "anyloss", "tuned_hgb"]
+    with pytest.raises(ValueError, match="unknown tabular method"):
+        T.units_of(["recipe", "xgboost"])
+
+
+def test_spec_checks_its_tables_and_reference() -> None:
+    smoke = get_suite("tabular", smoke=True)
+    assert len(smoke.seeds) == 1 and len(smoke.tables) == 2 and smoke.epochs < get_suite("tabular").epochs
+    assert get_suite("tabular").tables == "report" and len(get_suite("tabular").seeds) == 5
+    with pytest.raises(ValueError, match="tables"):
+        TabularSpec(tables="all")
+    with pytest.raises(ValueError, match="reference"):
+        TabularSpec(methods=("bce",))
+    assert len(T.resolve_tables("report")) >= 100 and len(T.resolve_tables("validation")) >= 20
+    with pytest.raises(ValueError, match="unknown collection table"):
+        T.resolve_tables(["no_such_table"])
+
+
+def _args(**kw: Any) -> argparse.Namespace:
+    base = {"seeds": None, "epochs": None, "datasets": None, "threads": None, "name": None, "suite": "tabular"}
+    return argparse.Namespace(**(base | kw))
+
+
+def test_command_line_datasets_option() -> None:
+    spec = get_suite("tabular")
+    assert _override(spec, _args(datasets=("validation",))).tables == "validation"
+    assert _override(spec, _args(datasets=("Yeast4", "vowel0"), seeds=(0, 1))).tables == ("yeast4", "vowel0")
+    with pytest.raises(SystemExit, match="--datasets"):
+        _override(spec, _args(datasets=("no_such_table",)))
+
+
+class _FakeRunner:
+    """Records the tasks it runs; raises after ``stop_after`` of them (a run killed part way)."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.calls: list[tuple[str, int, str]] = []
+        self.stop_after = stop_after
+
+    def __call__(self, spec: TabularSpec, table: str, seed: int, unit: str) -> dict[str, Any]:
+        if self.stop_after is not None and len(self.calls) == self.stop_after:
+            raise KeyboardInterrupt
+        self.calls.append((table, seed, unit))
+        names = ("bce", "bce_tuned") if unit == "bce" else (unit,)
+        records = [{"dataset": table, "task": "binary", "method": m, "metric": k, "seed": seed,
+                    "test": 0.5 + 0.01 * seed, "val": None, "epoch": None, "threshold": None, "train_seconds": 0.1}
+                   for m in names for k in spec.metrics]
+        return {"key": [table, seed, unit], "records": records, "skipped": {}, "failed": {}, "seconds": 0.1}
+
+
+def test_a_restarted_run_skips_the_tasks_of_the_partial_file(tmp_path: Path) -> None:
+    spec = TabularSpec(name="t", tables=("appendicitis", "new_thyroid1"), seeds=(0, 1),
+                       methods=("recipe", "bce", "bce_tuned", "weighted_lr"))
+    partial = tmp_path / "t.partial.jsonl"
+    first = _FakeRunner(stop_after=5)
+    with pytest.raises(KeyboardInterrupt):
+        T.run_suite(spec, progress=False, partial_path=partial, runner=first)
+    assert len(first.calls) == 5
+    with partial.open("a") as handle:  # a line cut short by the kill is ignored
+        handle.write('{"key": ["appendicitis", 0, "bc')
+    second = _FakeRunner()
+    payload = T.run_suite(spec, progress=False, partial_path=partial, runner=second)
+    all_tasks = {(t, s, u) for t in spec.tables for s in spec.seeds for u in ("recipe", "bce", "weighted_lr")}
+    assert not set(first.calls) & set(second.calls)
+    assert set(first.calls) | set(second.calls) == all_tasks
+    assert payload["tasks"] == 12 and payload["resumed_tasks"] == 5
+    assert len(payload["records"]) == 2 * 2 * 4 * 2  # tables x seeds x methods x metrics
+    assert payload["datasets"]["appendicitis"]["ir_group"] == "IR 3-9"
+    # a third run finds everything done; another spec refuses the file
+    third = _FakeRunner()
+    T.run_suite(spec, progress=False, partial_path=partial, runner=third)
+    assert third.calls == []
+    with pytest.raises(ValueError, match="another spec"):
+        T.run_suite(TabularSpec(name="t", tables=("appendicitis",), seeds=(0,), methods=("recipe",)),
+                    progress=False, partial_path=partial, runner=_FakeRunner())
+
+
+def test_markdown_of_a_fake_run_re_renders_identically(tmp_path: Path) -> None:
+    spec = TabularSpec(name="t", tables=("appendicitis", "new_thyroid1"), seeds=(0,),
+                       methods=("recipe", "bce", "bce_tuned", "tuned_hgb"))
+    payload = T.run_suite(spec, progress=False, runner=_FakeRunner())
+    from benchmarks.harness.results import write_json
+
+    path = write_json(payload, tmp_path / "t.json")
+    first = T.write_reports(payload, tmp_path, plots=False)["md"].read_text()
+    again = render(path, tmp_path / "again", plots=False)["md"].read_text()
+    assert first == again
+    assert "Goal: MetricClassifier (recipe) minus tuned HGB" in first and "Wilcoxon" in first
+
+
+# ---------------------------------------------------------------------------
+# end to end
+
+
+@pytest.mark.slow
+def test_tabular_smoke_end_to_end(tmp_path: Path) -> None:
+    assert main(["tabular", "--smoke", "--output-dir", str(tmp_path), "--quiet", "--no-plots"]) == 0
+    payload = json.loads((tmp_path / "tabular_smoke.json").read_text())
+    spec = get_suite("tabular", smoke=True)
+    assert payload["failures"] == [] and payload["unavailable"] == {}
+    assert not (tmp_path / "tabular_smoke.partial.jsonl").exists()
+    got = {(r["dataset"], r["method"], r["metric"]) for r in payload["records"]}
+    assert got == {(t, m, k) for t in spec.tables for m in spec.methods for k in spec.metrics}
+    assert all(0 <= r["train_seconds"] < 60 and -1 <= r["test"] <= 1 for r in payload["records"])
+    against = payload["summary"]["all"]["per_metric"]["mcc"]["against"]
+    assert set(against) == set(spec.methods) - {"recipe"} and all(r["n"] == 2 for r in against.values())
+    rendered = render(tmp_path / "tabular_smoke.json", tmp_path / "again", plots=False)["md"].read_text()
+    assert rendered == (tmp_path / "tabular_smoke.md").read_text()
