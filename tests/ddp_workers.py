@@ -72,6 +72,8 @@ def _loss_factories() -> dict[str, tuple[Any, int, str]]:
         "cross_entropy": (lambda: cross_entropy_loss, 1, "binary"),
         "confusion_f1": (lambda: ConfusionLoss("f1"), 1, "binary"),
         "confusion_mcc_multiclass": (lambda: ConfusionLoss("mcc"), 3, "classes"),
+        "confusion_f1_count_average": (lambda: ConfusionLoss("f1", count_momentum=0.3), 1, "binary"),
+        "confusion_mcc_count_average": (lambda: ConfusionLoss("mcc", count_momentum=0.3), 3, "classes"),
         "ap_with_memory": (lambda: APLoss(memory_size=2), 1, "binary"),
         "auroc": (lambda: AUROCLoss(), 1, "binary"),
         "recall_with_memory": (lambda: RecallLoss(memory_size=2), 4, "classes"),
@@ -79,7 +81,8 @@ def _loss_factories() -> dict[str, tuple[Any, int, str]]:
     }
 
 
-LOSSES = ("confusion_f1", "confusion_mcc_multiclass", "ap_with_memory", "auroc", "recall_with_memory", "ndcg")
+LOSSES = ("confusion_f1", "confusion_mcc_multiclass", "confusion_f1_count_average", "confusion_mcc_count_average",
+          "ap_with_memory", "auroc", "recall_with_memory", "ndcg")
 #: Every family, cross-entropy included: none may all-gather where no gradient can flow.
 ONE_PROCESS_LOSSES = (*LOSSES, "cross_entropy")
 
@@ -105,6 +108,15 @@ def loss_setup(name: str) -> tuple[nn.Module, nn.Module]:
     return factory(), nn.Linear(FEATURES, outputs).double()
 
 
+def loss_state(criterion: Any) -> list[torch.Tensor] | None:
+    """What a loss carries from batch to batch: the rank losses' memory, the confusion loss's count average."""
+    if hasattr(criterion, "memory"):
+        contents = criterion.memory.contents()
+        return None if contents is None else list(contents)
+    average = getattr(criterion, "count_average", None)
+    return None if average is None else list(average.rates)
+
+
 def loss_outputs(name: str, model: nn.Module, X: torch.Tensor) -> torch.Tensor:
     out = model(X)
     return out.squeeze(1) if name == "ndcg" else out
@@ -122,9 +134,7 @@ def loss_body(rank: int, sizes: list[int], out_dir: str, name: str, steps: int) 
         ddp.zero_grad()
         criterion(loss_outputs(name, ddp, X[rows]), y[rows]).backward()
         grads.append([p.grad.clone() for p in ddp.parameters()])
-    memory = criterion.memory.contents() if hasattr(criterion, "memory") else None
-    torch.save({"grads": grads, "memory": list(memory) if memory is not None else None},
-               Path(out_dir) / f"rank{rank}.pt")
+    torch.save({"grads": grads, "memory": loss_state(criterion)}, Path(out_dir) / f"rank{rank}.pt")
 
 
 def one_process_loss_body(rank: int, sizes: list[int], out_dir: str, name: str) -> None:

@@ -226,3 +226,19 @@ def test_tabular_smoke_end_to_end(tmp_path: Path) -> None:
     assert set(against) == set(spec.methods) - {"recipe"} and all(r["n"] == 2 for r in against.values())
     rendered = render(tmp_path / "tabular_smoke.json", tmp_path / "again", plots=False)["md"].read_text()
     assert rendered == (tmp_path / "tabular_smoke.md").read_text()
+
+
+def test_a_failed_task_is_run_again_on_restart(tmp_path: Path) -> None:
+    spec = TabularSpec(name="t", tables=("appendicitis",), seeds=(0,), methods=("recipe", "weighted_lr"))
+    partial = tmp_path / "t.partial.jsonl"
+    T._start_partial(partial, spec, {})
+    with partial.open("a") as handle:  # one unit finished, one failed
+        for unit, failed in (("recipe", {}), ("weighted_lr", {"weighted_lr": "RuntimeError: transient"})):
+            handle.write(json.dumps({"key": ["appendicitis", 0, unit], "records": [], "skipped": {},
+                                     "failed": failed}) + "\n")
+    assert set(T.load_partial(partial, spec)) == {("appendicitis", 0, "recipe")}
+
+
+def test_rank_row_refuses_scores_that_are_not_finite() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        rank_row([0.5, float("nan"), 0.7])

@@ -24,8 +24,10 @@ def test_momentum_one_is_the_batch_loss_value_and_gradient() -> None:
     criterion = ConfusionLoss("f1", count_momentum=1.0)
     for logits, target in _batches(3):
         mine, plain = logits.clone().requires_grad_(), logits.clone().requires_grad_()
-        criterion(mine, target).backward()
-        confusion_loss(plain, target, "f1").backward()
+        averaged, batch = criterion(mine, target), confusion_loss(plain, target, "f1")
+        torch.testing.assert_close(averaged, batch)
+        averaged.backward()
+        batch.backward()
         torch.testing.assert_close(mine.grad, plain.grad)
 
 
@@ -105,3 +107,23 @@ def test_counts_of_another_shape_are_an_error_until_reset() -> None:
         average.blend((torch.ones(4),), 4)
     average.reset()
     average.blend((torch.ones(4),), 4)
+
+
+def test_a_rejected_or_non_finite_batch_leaves_the_average() -> None:
+    (first, second) = _batches(2)
+    criterion = ConfusionLoss("f1", count_momentum=0.5)
+    criterion(*first)
+    saved = [r.clone() for r in criterion.count_average.rates]
+    bad = first[0].clone()
+    bad[3] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        criterion(bad, first[1])  # validated: rejected before it reaches the average
+    with pytest.raises(ValueError):
+        criterion(first[0], first[1] * 2)  # a label 2 in a binary target
+    unchecked = ConfusionLoss("f1", count_momentum=0.5, validate=False)
+    unchecked(*first)
+    unchecked(bad, first[1])  # validation off: the NaN batch is not averaged in
+    for before, mine, theirs in zip(saved, criterion.count_average.rates, unchecked.count_average.rates):
+        torch.testing.assert_close(before, mine)
+        torch.testing.assert_close(before, theirs)
+    assert torch.isfinite(unchecked(*second)).all()

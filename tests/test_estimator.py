@@ -377,3 +377,13 @@ def test_lightgbm_model_is_binary(wine):
     X, y = wine
     with pytest.raises(ValueError, match="model='lightgbm' trains binary targets; `y` has 3 classes"):
         MetricClassifier("mcc", model="lightgbm").fit(X, y)
+
+
+def test_lightgbm_model_without_validation_rows_keeps_threshold_one_half():
+    """A class too small to hold out: boosting stops early on the training rows, and nothing is tuned on them."""
+    pytest.importorskip("lightgbm")
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(300, 3)), np.array([1] + [0] * 299)
+    with pytest.warns(UserWarning, match="validation"):
+        clf = MetricClassifier("f1", model="lightgbm", tune_threshold=True, random_state=0).fit(X, y)
+    assert clf.threshold_ == 0.5

@@ -141,6 +141,7 @@ def test_torchrun_world_size_reads_torchruns_environment(monkeypatch: pytest.Mon
 @pytest.mark.parametrize("argv, message", [
     (["--nproc", "2"], "--nproc starts processes of its own; under torchrun (WORLD_SIZE=2) leave it out"),
     (["--metric", "mcr"], "--method blackbox runs in one process; torchrun started 2 (WORLD_SIZE=2)"),
+    (["--model", "lightgbm"], "--model lightgbm trains in one process; torchrun started 2 (WORLD_SIZE=2)"),
 ])
 def test_under_torchrun_options_it_replaces_are_one_line_from_process_0_and_status_2(
         argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -86,3 +86,12 @@ def test_the_command_line_loads_torch_but_not_scikit_learn_or_plotting() -> None
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     loaded = {name.split(".")[0] for name in json.loads(done.stdout.strip().splitlines()[-1])}
     assert not loaded & {"sklearn", "scipy", "pandas", "matplotlib"}, sorted(loaded & {"sklearn", "pandas"})
+
+
+def test_submodules_are_attributes_of_the_package_in_a_fresh_interpreter() -> None:
+    """``import metricopt`` is lazy, yet ``metricopt.losses.X`` works as it did when the package imported eagerly."""
+    code = ("import metricopt, sys; assert 'torch' not in sys.modules; "
+            "print(metricopt.losses.ConfusionLoss.__name__, metricopt.metrics.metric_score.__name__, "
+            "metricopt.evaluation.report.__name__, 'losses' in dir(metricopt))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.split() == ["ConfusionLoss", "metric_score", "report", "True"]

@@ -33,6 +33,8 @@ def rank_row(values: Sequence[float], *, tolerance: float = 0.0) -> list[float]:
     """
     if tolerance < 0:
         raise ValueError(f"`tolerance` must be >= 0; got {tolerance!r}")
+    if not all(math.isfinite(float(v)) for v in values):
+        raise ValueError(f"`values` must be finite scores to rank; got {list(values)!r}")
     order = sorted(range(len(values)), key=lambda i: -float(values[i]))
     ranks = [0.0] * len(values)
     start = 0

@@ -221,6 +221,8 @@ def _header(spec: TabularSpec) -> dict[str, Any]:
 def load_partial(path: Path | None, spec: TabularSpec) -> dict[Task, dict[str, Any]]:
     """The finished tasks a partial file holds (``{}`` if it does not exist; a line cut short is ignored).
 
+    A task whose unit failed is not finished: a restart runs it again (a transient error, or a bug fixed since).
+
     Raises:
         ValueError: the file was written for another spec (its header differs).
     """
@@ -243,7 +245,8 @@ def load_partial(path: Path | None, spec: TabularSpec) -> dict[Task, dict[str, A
             table, seed, unit = out["key"]
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             continue
-        done[(str(table), int(seed), str(unit))] = out
+        if not out.get("failed"):
+            done[(str(table), int(seed), str(unit))] = out
     return done
 
 

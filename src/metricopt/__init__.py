@@ -67,12 +67,18 @@ _PUBLIC: dict[str, str] = {
 }
 
 
+#: The subpackages and modules reachable as attributes (``metricopt.losses.APLoss``), imported on first use.
+_SUBMODULES = ("app", "batches", "blackbox", "distributed", "evaluation", "losses", "metrics", "predict")
+
+
 def __getattr__(name: str) -> Any:
     """The public names, imported on first use; ``metricopt.MetricClassifier``, deprecated (:mod:`metricopt.app`)."""
     if name in _PUBLIC:
         value = getattr(importlib.import_module(_PUBLIC[name]), name)
         globals()[name] = value  # the next lookup is a plain attribute
         return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"metricopt.{name}")  # the import sets the attribute
     if name == "MetricClassifier":
         import warnings
 
@@ -86,4 +92,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    return sorted({*globals(), *__all__, *_SUBMODULES})

@@ -30,18 +30,19 @@ from metricopt import evaluation
 from metricopt._checks import check_choice
 from metricopt.app.data.labels import positive_class
 from metricopt.app.data.splits import fit_standardization
-from metricopt.app.recipes.boosting import DEFAULT_BOOSTING_AMPLIFICATION, BoostedClassifier, fit_lightgbm
+from metricopt.app.recipes.boosting import (
+    DEFAULT_BOOSTING_AMPLIFICATION,
+    MODELS,
+    OBJECTIVE_OF_LOSS,
+    BoostedClassifier,
+    fit_lightgbm,
+)
 from metricopt.app.recipes.classification import LOSSES, make_loss, train_classifier
 from metricopt.losses.confusion import DEFAULT_AMPLIFICATION
 from metricopt.metrics import METRIC_NAMES, metric_score
 from metricopt.predict import predict_labels, predict_proba
 
 __all__ = ["EXPECTED_FAILED_CHECKS", "MODELS", "MetricClassifier"]
-
-#: What MetricClassifier trains: a PyTorch MLP, or LightGBM boosted trees (binary targets).
-MODELS = ("mlp", "lightgbm")
-#: The losses LightGBM takes: AnyLoss as its objective, or its own log-loss.
-_BOOSTING_OBJECTIVES = {"anyloss": "anyloss", "bce": "binary"}
 
 #: The ``check_estimator`` checks MetricClassifier fails on purpose, with the reason
 #: (pass it as ``check_estimator(MetricClassifier(), expected_failed_checks=EXPECTED_FAILED_CHECKS)``).
@@ -182,8 +183,8 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         check_choice("metric", self.metric, METRIC_NAMES)
         check_choice("loss", self.loss, LOSSES)
         check_choice("model", self.model, MODELS)
-        if self.model == "lightgbm" and self.loss not in _BOOSTING_OBJECTIVES:
-            raise ValueError(f"`loss` must be one of {', '.join(map(repr, _BOOSTING_OBJECTIVES))} with "
+        if self.model == "lightgbm" and self.loss not in OBJECTIVE_OF_LOSS:
+            raise ValueError(f"`loss` must be one of {', '.join(map(repr, OBJECTIVE_OF_LOSS))} with "
                              f"model='lightgbm'; got {self.loss!r}")
         if self.model == "lightgbm" and self.amplification == "auto":
             raise ValueError("`amplification='auto'` is for the MLP's batches; with model='lightgbm' give a number "
@@ -272,10 +273,10 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
             X, X_val, encoded, y_val = X[train], X[rows], encoded[train], encoded[rows]
 
         if self.model == "lightgbm":
-            if X_val is None:  # a class too small to hold out (warned above): stop early on the training rows
-                X_val, y_val = X, encoded
+            # a class too small to hold out (warned above): stop early on the training rows; the threshold stays 0.5
+            stop_X, stop_y = (X, encoded) if X_val is None else (X_val, y_val)
             self.model_ = fit_lightgbm(
-                X, encoded, X_val, y_val, self.metric, objective=_BOOSTING_OBJECTIVES[self.loss],
+                X, encoded, stop_X, stop_y, self.metric, objective=OBJECTIVE_OF_LOSS[self.loss],
                 amplification=DEFAULT_BOOSTING_AMPLIFICATION if self.amplification is None else self.amplification,
                 beta=self.beta, seed=seed)
             self.history_ = [{"round": i + 1, "val_score": score} for i, score in enumerate(self.model_.history)]
@@ -303,10 +304,10 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         """``threshold_``: 0.5, or tuned on the validation rows (``tune_threshold``); None for multi-class."""
         self.threshold_ = None if n_classes > 2 else 0.5
         if self.tune_threshold and X_val is not None:
-            self.threshold_ = evaluation.tune_threshold(y_val, self._positive_probability(X_val), self.metric,
+            self.threshold_ = evaluation.tune_threshold(y_val, self._model_proba(X_val), self.metric,
                                                          beta=self.beta)
 
-    def _positive_probability(self, X: np.ndarray) -> np.ndarray:
+    def _model_proba(self, X: np.ndarray) -> np.ndarray:
         """The model's probabilities of standardised rows: ``(n,)`` binary (positive class), ``(n, C)`` else."""
         if isinstance(self.model_, BoostedClassifier):
             return self.model_.predict_proba(X)[:, 1]
@@ -319,7 +320,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         """Class probabilities ``(n_samples, n_classes)``, columns in ``classes_`` order."""
         check_is_fitted(self, "model_")
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        probs = self._positive_probability(self._transform(X))
+        probs = self._model_proba(self._transform(X))
         if probs.ndim == 2:
             return probs
         columns = [1 - probs, probs] if self._positive_column() == 1 else [probs, 1 - probs]

@@ -84,8 +84,8 @@ def plot_learning_curves(
 
     Args:
         histories: ``method name -> history``, a history being one dict per
-            epoch (or boosting round) with ``epoch``, optionally ``train_loss``
-            and ``val_score``
+            epoch with ``epoch``, ``train_loss`` and optionally ``val_score``, or
+            one dict per boosting round with ``round`` and ``val_score``
             (the rows of :attr:`metricopt.app.recipes.classification.FitResult.history`).
         metric: name of the validation metric, used for the axis label (any
             text, e.g. ``"recall@4"``: it is drawn literally, never as mathtext).
@@ -113,14 +113,15 @@ def plot_learning_curves(
         losses = [(row["epoch"], row["train_loss"]) for row in rows if "train_loss" in row]
         if losses:  # boosted trees (--model lightgbm) record validation scores only
             loss_ax.plot(*zip(*losses), color=color, label=name)
-        scored = [(row["epoch"], row["val_score"]) for row in rows if "val_score" in row]
+        step = "epoch" if all("epoch" in row for row in rows) else "round"  # boosted trees count rounds
+        scored = [(row[step], row["val_score"]) for row in rows if "val_score" in row]
         if scored:
             x, y = zip(*scored)
             score_ax.plot(x, y, color=color, label=name)
             # fit() keeps the first epoch with the highest score: mark that one.
             best_epoch, best = max(scored, key=lambda item: (item[1], -item[0]))
             score_ax.plot([best_epoch], [best], marker="o", color=color, linestyle="none",
-                          label=f"{name} best: {best:.4f} @ epoch {best_epoch:g}")
+                          label=f"{name} best: {best:.4f} @ {step} {best_epoch:g}")
 
     loss_ax.set(title="training loss", xlabel="epoch", ylabel="loss (epoch mean over batches)")
     if not any("train_loss" in row for rows in histories.values() for row in rows):

@@ -171,14 +171,14 @@ def _scores(
             target = target.reshape(-1)
         steepness = auto_amplification(torch.sigmoid(logits)) if amplification == "auto" else amplification
         counts, status = soft_counts_and_status(logits, target, steepness, check=validate)
-        if count_average is not None:
-            counts = count_average.blend(counts, logits.shape[0])
         # float labels: confined to [0, 1], where sum y (1 - y) cannot cancel
         if validate and target.is_floating_point():
             status = status + _range_status(target, 1)
-        if validate and not callable(metric):
+        if validate and (not callable(metric) or count_average is not None):  # a bad batch never enters the average
             _check_inputs(status, logits, task, target)  # type: ignore[arg-type]
             status = None
+        if count_average is not None:
+            counts = count_average.blend(counts, logits.shape[0])
         if task == "binary" and average != "binary":
             counts = both_classes(*(c.reshape(1) for c in counts))
     score = average_metric(spec, formula, *counts, average)

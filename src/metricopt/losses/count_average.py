@@ -17,13 +17,17 @@ the running estimate of the dataset's counts instead of the batch's. The
 confusion metrics are ratios of counts, so scaling the rates back by ``N``
 changes nothing but keeps a callable metric's input in count units.
 
-The average updates only while training: in a module in training mode
+A batch whose counts are not finite (NaN or inf logits with validation off,
+say an overflowing step that AMP's loss scaler then skips) leaves the average
+as it was. The average updates only while training: in a module in training mode
 (``module.train()``) with gradients enabled. Under ``module.eval()`` or
 ``torch.no_grad()`` (a validation step) the loss is the batch's own, and the
 average is left alone. Under ``torch.distributed`` the counts are those of the
 global batch (the loss gathers it), so every process keeps the same average.
-The average is part of ``state_dict()`` (as the module's extra state) and
-follows ``module.to(device)``.
+The average is part of ``state_dict()`` (as the module's extra state,
+``count_average._extra_state``) and follows ``module.to(device)``; a
+checkpoint of a ``ConfusionLoss`` without ``count_momentum`` has no such key,
+so load one into the other with ``load_state_dict(..., strict=False)``.
 
 Whether, and with which momentum, it trains better than the batch counts is
 measured on validation data, not assumed (issue 14's ablation).
@@ -48,6 +52,13 @@ def check_momentum(momentum: Any) -> float:
         raise ValueError(f"`count_momentum` must lie in (0, 1] (the weight of each new batch); "
                          f"got {describe(momentum)}")
     return float(momentum)
+
+
+def _moved(old: Tensor, new: Tensor, momentum: float) -> Tensor:
+    """``old`` moved toward ``new``; a non-finite new rate (a batch a loss scaler will skip, with
+    validation off) leaves the old one, and a non-finite old one is replaced. No host sync."""
+    moved = torch.where(torch.isfinite(old), old.lerp(new, momentum), new)
+    return torch.where(torch.isfinite(new), moved, old)
 
 
 class CountAverage(nn.Module):
@@ -90,7 +101,7 @@ class CountAverage(nn.Module):
         if self.rates is None:
             self.rates = fresh
         else:
-            self.rates = [old.to(new).lerp(new, self.momentum) for old, new in zip(self.rates, fresh)]
+            self.rates = [_moved(old.to(new), new, self.momentum) for old, new in zip(self.rates, fresh)]
         return tuple((average + (rate - rate.detach())) * n for average, rate in zip(self.rates, rates))
 
     def reset(self) -> None:

@@ -47,14 +47,14 @@ def _train_one(
 
 def _boost_one(name: str, split: Split, n_classes: int, config: TrainConfig) -> tuple[np.ndarray, FitResult]:
     """``--model lightgbm``: one method's boosted trees; their test probabilities and the per-round history."""
-    from metricopt.app.recipes.boosting import fit_lightgbm
+    from metricopt.app.recipes.boosting import OBJECTIVE_OF_LOSS, fit_lightgbm
 
     if n_classes != 2:
         raise ValueError(f"--model lightgbm trains binary targets; the data have {n_classes} classes")
     booster = fit_lightgbm(split.X_train, split.y_train, split.X_val, split.y_val, config.metric,
-                           objective="anyloss" if name == "anyloss" else "binary",
+                           objective=OBJECTIVE_OF_LOSS[name],
                            amplification=float(config.amplification), seed=config.seed)
-    history = [{"epoch": float(i + 1), "val_score": score} for i, score in enumerate(booster.history)]
+    history = [{"round": i + 1, "val_score": score} for i, score in enumerate(booster.history)]
     result = FitResult(history=history, best_epoch=booster.best_iteration, best_score=booster.validation_score)
     return booster.predict_proba(split.X_test)[:, 1], result
 

@@ -86,6 +86,7 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
     from metricopt.app.cli.ranking import RANK_METRIC_FORMS
     from metricopt.app.data import DATASETS, RETRIEVAL_DATASETS
     from metricopt.app.recipes.blackbox import ADAPTERS, BLACKBOX_METHOD, BlackBoxOptions
+    from metricopt.app.recipes.boosting import DEFAULT_BOOSTING_AMPLIFICATION, MODELS
     from metricopt.app.recipes.classification import LOSSES
     from metricopt.app.recipes.ranking import DEFAULT_EMBEDDING_DIM, RANK_METHOD
     from metricopt.blackbox.finetune import OPTIMIZERS
@@ -181,15 +182,16 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
                              f"metrics), or {BLACKBOX_METHOD} (MetricOpt for a black-box metric, compared with "
                              "loss-only fine-tuning instead of bce). The bce baseline is always trained as well, "
                              f"except with {BLACKBOX_METHOD}")
-    method.add_argument("--model", choices=("mlp", "lightgbm"), default="mlp",
+    method.add_argument("--model", choices=MODELS, default="mlp",
                         help="what both methods train: an MLP (--hidden, --epochs, --batch-size, --lr), or LightGBM "
                              "boosted trees with AnyLoss as the objective on the whole training set (--loss anyloss) "
                              "or LightGBM's log-loss (the bce baseline), early-stopped on --metric on the validation "
                              "split (binary confusion-matrix metrics; pip install 'metricopt[boosting]')")
     method.add_argument("--amplification", metavar="L", default=None,
-                        help="AnyLoss steepness L of sigmoid(L (p - 0.5)), a number > 0 or 'auto'; default "
-                             f"{DEFAULT_AMPLIFICATION:g}. Confusion-matrix metrics only (an error with rank or "
-                             "black-box metrics)")
+                        help="AnyLoss steepness L of sigmoid(L (p - 0.5)), a number > 0 or 'auto' (MLP only); "
+                             f"default {DEFAULT_AMPLIFICATION:g}, with --model lightgbm "
+                             f"{DEFAULT_BOOSTING_AMPLIFICATION:g}. Confusion-matrix metrics only (an error with rank "
+                             "or black-box metrics)")
 
     rank = train.add_argument_group(
         "rank losses (--metric ap, auroc, ndcg@K, recall@K only; an error with other metrics)")

@@ -122,14 +122,15 @@ def _with_model(config: TrainConfig, args: argparse.Namespace) -> TrainConfig:
         return config
     if is_rank_metric(config.metric):
         raise ValueError(f"--model {args.model} trains for confusion-matrix metrics; got --metric {config.metric}")
-    if config.loss not in ("anyloss", BASELINE):
-        raise ValueError(f"--model {args.model} takes --loss anyloss or {BASELINE}; got --loss {config.loss}")
+    from metricopt.app.recipes.boosting import DEFAULT_BOOSTING_AMPLIFICATION, OBJECTIVE_OF_LOSS
+
+    if config.loss not in OBJECTIVE_OF_LOSS:
+        raise ValueError(f"--model {args.model} takes --loss {' or '.join(OBJECTIVE_OF_LOSS)}; "
+                         f"got --loss {config.loss}")
     if config.nproc != 1:
         raise ValueError(f"--model {args.model} trains in one process; got --nproc {config.nproc}")
     if config.amplification == "auto":
         raise ValueError(f"--amplification auto is for the MLP's batches; with --model {args.model} give a number")
-    from metricopt.app.recipes.boosting import DEFAULT_BOOSTING_AMPLIFICATION
-
     amplification = DEFAULT_BOOSTING_AMPLIFICATION if args.amplification is None else config.amplification
     return dataclasses.replace(config, model=args.model, amplification=amplification)
 
@@ -190,6 +191,8 @@ def _under_torchrun(config: TrainConfig, world: int) -> TrainConfig:
     if config.loss == BLACKBOX_METHOD:
         raise ValueError(f"--method {BLACKBOX_METHOD} runs in one process; torchrun started {world} "
                          f"(WORLD_SIZE={world}): run it without torchrun")
+    if config.model != "mlp":
+        raise ValueError(f"--model {config.model} trains in one process; torchrun started {world} (WORLD_SIZE={world})")
     if config.nproc != 1:
         raise ValueError(f"--nproc starts processes of its own; under torchrun (WORLD_SIZE={world}) leave it out "
                          f"and give the processes to torchrun (--nproc-per-node, --nnodes)")

@@ -40,6 +40,10 @@ __all__ = ["DEFAULT_BOOSTING_AMPLIFICATION", "BoostedClassifier", "fit_lightgbm"
 #: The steepness L of the boosting objective (a validation sweep; the MLP's default is the paper's 73).
 DEFAULT_BOOSTING_AMPLIFICATION = 20.0
 OBJECTIVES = ("anyloss", "binary")
+#: The models MetricClassifier and ``metricopt train --model`` train: a PyTorch MLP, or LightGBM (binary targets).
+MODELS = ("mlp", "lightgbm")
+#: LightGBM's objective for each loss it takes: AnyLoss, or its own log-loss for the ``bce`` baseline.
+OBJECTIVE_OF_LOSS = {"anyloss": "anyloss", "bce": "binary"}
 STARTS = ("zero", "prior")
 LIGHTGBM_INSTALL = "pip install 'metricopt[boosting]' (or: pip install lightgbm>=4)"
 
