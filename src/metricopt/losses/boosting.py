@@ -115,17 +115,22 @@ def soft_counts(scores: Any, target: Any, amplification: float) -> np.ndarray:
     amplification = check_positive("amplification", amplification)
     z, y = _as_inputs(scores, target)
     _, _, a, b = _amplified(z, amplification)
+    return _counts(y, a, b)
+
+
+def _counts(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``[TP, FP, FN, TN]`` from labels, ``A`` and ``1 - A``."""
     return np.array([y @ a, (1 - y) @ a, y @ b, (1 - y) @ b])
 
 
 def count_derivatives(
-    counts: Any, metric: MetricArg = "f1", *, beta: float = 1.0, scale: float = 1.0
-) -> tuple[float, np.ndarray, np.ndarray]:
+    counts: Any, metric: MetricArg = "f1", *, beta: float = 1.0, scale: float = 1.0, hessian: bool = True
+) -> tuple[float, np.ndarray, np.ndarray | None]:
     """Loss, gradient ``(4,)`` and Hessian ``(4, 4)`` of ``scale (1 - M) / (1 - m)`` in ``[TP, FP, FN, TN]``.
 
     ``M`` is the metric's formula from the registry (or a callable
     ``f(tp, fp, fn, tn)`` in torch operations); derivatives by torch autograd
-    in float64.
+    in float64. ``hessian=False`` skips the Hessian (None), the costly part.
 
     Examples:
         >>> loss, grad, hess = count_derivatives([2.0, 1.0, 1.0, 4.0], "f1")
@@ -143,27 +148,28 @@ def count_derivatives(
     if not bool(torch.isfinite(value)):
         raise ValueError(f"`metric` returned a non-finite score at counts {c.tolist()}")
     grad = torch.autograd.functional.jacobian(loss, c)
-    hess = torch.autograd.functional.hessian(loss, c)
-    return float(value), grad.numpy(), hess.numpy()
+    hess = torch.autograd.functional.hessian(loss, c).numpy() if hessian else None
+    return float(value), grad.numpy(), hess
 
 
 def _derivatives(
-    z: np.ndarray, y: np.ndarray, metric: MetricArg, amplification: float, beta: float, scale: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per sample: the gradient ``g``, ``|g| L p (1 - p)`` (Gauss-Newton) and the exact Hessian diagonal."""
+    z: np.ndarray, y: np.ndarray, metric: MetricArg, amplification: float, beta: float, scale: float, rule: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample: the gradient ``g`` and the curvature of ``rule`` (``"exact"``: the unclipped diagonal)."""
     p, q, a, b = _amplified(z, amplification)
     pq = p * q
-    counts = np.array([y @ a, (1 - y) @ a, y @ b, (1 - y) @ b])
-    _, g_c, h_c = count_derivatives(counts, metric, beta=beta, scale=scale)
+    _, g_c, h_c = count_derivatives(_counts(y, a, b), metric, beta=beta, scale=scale, hessian=rule == "exact")
     positive = y == 1
     w = np.where(positive, g_c[0] - g_c[2], g_c[1] - g_c[3])  # G . s_i = dLoss/dA_i, one value per class
     slope = amplification * a * b * pq  # A' = dA/dz = L A (1 - A) p (1 - p)
     grad = w * slope
-    gauss_newton = np.abs(grad) * amplification * pq
+    if rule == "constant":
+        return grad, np.ones_like(grad)
+    if rule == "gauss_newton":
+        return grad, np.abs(grad) * amplification * pq
     # s^T H s, one value per class; A'' = A' (L p q (1 - 2A) + (1 - 2p)), with 1 - 2A = (1 - A) - A
     curvature = np.where(positive, h_c[0, 0] - 2 * h_c[0, 2] + h_c[2, 2], h_c[1, 1] - 2 * h_c[1, 3] + h_c[3, 3])
-    exact = curvature * slope**2 + w * slope * (amplification * pq * (b - a) + (q - p))
-    return grad, gauss_newton, exact
+    return grad, curvature * slope**2 + w * slope * (amplification * pq * (b - a) + (q - p))
 
 
 def confusion_objective(
@@ -213,13 +219,13 @@ def confusion_objective(
     resolve_metric(metric, beta)  # the metric's error before the inputs'
     z, y = _as_inputs(scores, target)
     scale = float(z.size) if scale is None else check_positive("scale", scale)
-    grad, gauss_newton, exact = _derivatives(z, y, metric, amplification, beta, scale)
+    grad, curvature = _derivatives(z, y, metric, amplification, beta, scale, hessian)
     if hessian == "constant":
-        return grad, np.ones_like(grad)
+        return grad, curvature
     if hessian == "gauss_newton":
         # a saturated sample (A (1 - A) = 0 in float64) has g = 0 too: the tiny floor only keeps h > 0
-        return grad, np.maximum(gauss_newton, np.finfo(np.float64).tiny)
-    return grad, np.maximum(exact, min_hessian)
+        return grad, np.maximum(curvature, np.finfo(np.float64).tiny)
+    return grad, np.maximum(curvature, min_hessian)
 
 
 def exact_hessian_diagonal(
@@ -236,4 +242,4 @@ def exact_hessian_diagonal(
     amplification = check_positive("amplification", amplification)
     z, y = _as_inputs(scores, target)
     scale = float(z.size) if scale is None else check_positive("scale", scale)
-    return _derivatives(z, y, metric, amplification, beta, scale)[2]
+    return _derivatives(z, y, metric, amplification, beta, scale, "exact")[1]
