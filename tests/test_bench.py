@@ -342,3 +342,16 @@ def test_render_names_the_sweep_scripts_when_a_json_is_neither(tmp_path: Path) -
     path.write_text(json.dumps({"metadata": {"command": "python other.py"}, "records": []}))
     with pytest.raises(ValueError, match="sharpness_sweep"):
         render(path, tmp_path)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_run_tasks_yields_every_task_with_its_output(jobs: int) -> None:
+    import operator
+
+    from benchmarks.harness.jobs import run_tasks
+
+    tasks = [(1,), (2,), (3,)]
+    got = list(run_tasks(operator.mul, tasks, args=(10,), jobs=jobs))
+    assert sorted(got) == [((1,), 10), ((2,), 20), ((3,), 30)]
+    if jobs == 1:
+        assert got == sorted(got)  # in order, in this process

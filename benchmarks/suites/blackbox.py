@@ -56,13 +56,12 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from benchmarks.harness.jobs import run_tasks
 from benchmarks.harness.results import collect_metadata, load_average, split_info, write_suite_reports
 from benchmarks.harness.specs import BlackBoxSpec, BlackBoxVariant, spec_to_dict
 from benchmarks.harness.threads import torch_threads
@@ -265,14 +264,8 @@ def run_suite(spec: BlackBoxSpec, *, jobs: int = 1, progress: bool = True,
                           f"{out['seconds']:.1f} s{status}; elapsed {time.perf_counter() - start:.1f} s",
                           file=sys.stderr)
 
-        if jobs == 1:
-            for d, s in pending:
-                finished(run_job(spec, d, s))
-        else:
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(run_job, spec, d, s) for d, s in pending]
-                for future in as_completed(futures):
-                    finished(future.result())
+        for _, out in run_tasks(run_job, pending, args=(spec,), jobs=jobs):
+            finished(out)
         bar.close()
         datasets: dict[str, Any] = {}
         for out in sorted(outputs, key=lambda o: o["seed"]):

@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from typing import Any
 
 import numpy as np
 import torch
 
 from benchmarks.harness import methods as _methods
+from benchmarks.harness.jobs import run_tasks
 from benchmarks.harness.methods import BuildContext, Method
 from benchmarks.harness.results import collect_metadata, load_average, summarize
 from benchmarks.harness.specs import AblationSpec, QualitySpec, spec_to_dict
@@ -222,19 +221,10 @@ def run_suite(
         start = time.perf_counter()
         outputs: list[dict[str, Any]] = []
         bar = tqdm(total=len(tasks), desc=spec.name, unit="task", disable=not progress, dynamic_ncols=True)
-        if jobs == 1:
-            for dataset, seed in tasks:
-                bar.set_postfix_str(f"{dataset} seed {seed}")
-                outputs.append(run_task(spec, dataset, seed, runnable))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-                futures = {pool.submit(run_task, spec, d, s, runnable): (d, s) for d, s in tasks}
-                for future in as_completed(futures):
-                    outputs.append(future.result())
-                    d, s = futures[future]
-                    bar.set_postfix_str(f"done {d} seed {s}")
-                    bar.update()
+        for (d, s, _), out in run_tasks(run_task, [(d, s, runnable) for d, s in tasks], args=(spec,), jobs=jobs):
+            outputs.append(out)
+            bar.set_postfix_str(f"done {d} seed {s}")
+            bar.update()
         bar.close()
         wall = time.perf_counter() - start
         records = sorted(

@@ -69,9 +69,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +77,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from benchmarks.harness.jobs import run_tasks
 from benchmarks.harness.results import (
     _bold_max,
     _metadata_lines,
@@ -494,19 +493,10 @@ def run_suite(spec: RetrievalSpec, *, jobs: int = 1, progress: bool = True,
         start = time.perf_counter()
         outputs: list[dict[str, Any]] = []
         bar = tqdm(total=len(tasks), desc=spec.name, unit="run", disable=not progress, dynamic_ncols=True)
-        if jobs == 1:
-            for d, s, m in tasks:
-                bar.set_postfix_str(f"{d} seed {s} {m}")
-                outputs.append(run_task(spec, d, s, m))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-                futures = {pool.submit(run_task, spec, d, s, m): (d, s, m) for d, s, m in tasks}
-                for future in as_completed(futures):
-                    outputs.append(future.result())
-                    d, s, m = futures[future]
-                    bar.set_postfix_str(f"done {d} seed {s} {m}")
-                    bar.update()
+        for (d, s, m), out in run_tasks(run_task, tasks, args=(spec,), jobs=jobs):
+            outputs.append(out)
+            bar.set_postfix_str(f"done {d} seed {s} {m}")
+            bar.update()
         bar.close()
         wall = time.perf_counter() - start
         records = sorted((r for out in outputs for r in out["records"]),

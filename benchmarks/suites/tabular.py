@@ -34,14 +34,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks.harness import methods as _methods
+from benchmarks.harness.jobs import run_tasks
 from benchmarks.harness.results import (
     METRIC_LABELS,
     _metadata_lines,
@@ -314,23 +313,11 @@ def run_suite(
         start = time.perf_counter()
         bar = tqdm(total=len(tasks), initial=len(outputs), desc=spec.name, unit="task", disable=not progress,
                    dynamic_ncols=True)
-        if jobs == 1:
-            for task in todo:
-                bar.set_postfix_str(f"{task[0]} seed {task[1]} {task[2]}")
-                out = runner(spec, *task)
-                _append(partial_path, out)
-                outputs.append(out)
-                bar.update()
-        elif todo:
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-                futures = {pool.submit(runner, spec, *task): task for task in todo}
-                for future in as_completed(futures):
-                    out = future.result()
-                    _append(partial_path, out)
-                    outputs.append(out)
-                    task = futures[future]
-                    bar.set_postfix_str(f"done {task[0]} seed {task[1]} {task[2]}")
-                    bar.update()
+        for task, out in run_tasks(runner, todo, args=(spec,), jobs=jobs):
+            _append(partial_path, out)  # as each finishes, so a killed run keeps it
+            outputs.append(out)
+            bar.set_postfix_str(f"done {task[0]} seed {task[1]} {task[2]}")
+            bar.update()
         bar.close()
         wall = time.perf_counter() - start
         for out in outputs:
