@@ -316,7 +316,8 @@ def test_library_messages_name_no_option(path: Path) -> None:
 @pytest.mark.parametrize(("argv", "expected"), [
     (["--model", "lightgbm", "--metric", "ap"],
      "--model lightgbm trains for confusion-matrix metrics; got --metric ap"),
-    (["--model", "lightgbm", "--loss", "focal"], "--model lightgbm takes --loss anyloss or bce; got --loss focal"),
+    (["--model", "lightgbm", "--loss", "focal"],
+     "--model lightgbm takes --loss anyloss, bce, weighted_bce; got --loss focal"),
     (["--model", "lightgbm", "--nproc", "2"], "--model lightgbm trains in one process"),
     (["--model", "lightgbm", "--amplification", "auto"], "--amplification auto is for the MLP's batches"),
     (["--model", "lightgbm", "--metric", "mcr"], "--method blackbox fine-tunes an MLP's adapter"),

@@ -130,6 +130,9 @@ def test_anyloss_beats_bce_on_f1_for_a_rare_class():
         (dict(sharpness=0.0), "sharpness"),
         (dict(tune_threshold="yes"), "tune_threshold"),
         (dict(tune_threshold=True, validation_fraction=0.0), "needs validation_fraction > 0"),
+        (dict(batching="balanced"), "`batching` must be one of"),
+        (dict(count_momentum=0.0), "`count_momentum` must lie in"),
+        (dict(count_momentum=0.5, loss="bce"), "needs loss='anyloss' and an MLP; got loss='bce'"),
     ],
 )
 def test_bad_parameters_raise_at_fit(cancer, params, match):
@@ -365,6 +368,8 @@ def test_lightgbm_model_trains_for_the_metric_and_decides_at_its_threshold(cance
     (dict(model="lightgbm", loss="focal"), "with model='lightgbm'; got 'focal'"),
     (dict(model="lightgbm", amplification="auto"), "amplification='auto'"),
     (dict(model="lightgbm", amplification=-1.0), "amplification"),
+    (dict(model="mlp+lightgbm", loss="focal"), "with model='mlp\\+lightgbm'; got 'focal'"),
+    (dict(model="lightgbm", count_momentum=0.5), "needs loss='anyloss' and an MLP"),
 ])
 def test_lightgbm_model_bad_parameters(cancer, params, match):
     pytest.importorskip("lightgbm")
@@ -387,3 +392,34 @@ def test_lightgbm_model_without_validation_rows_keeps_threshold_one_half():
     with pytest.warns(UserWarning, match="validation"):
         clf = MetricClassifier("f1", model="lightgbm", tune_threshold=True, random_state=0).fit(X, y)
     assert clf.threshold_ == 0.5
+
+
+@pytest.mark.parametrize("params", [dict(batching="stratified"), dict(count_momentum=0.1),
+                                    dict(batching="stratified", count_momentum=0.5)])
+def test_class_aware_batches_and_averaged_counts_reach_the_training(cancer, params):
+    """Each option changes what is trained (other weights than the defaults give) and still learns."""
+    X_train, X_test, y_train, y_test = cancer
+    plain = MetricClassifier(**FAST).fit(X_train, y_train)
+    other = MetricClassifier(**{**FAST, **params}).fit(X_train, y_train)
+    assert other.history_[0]["train_loss"] != plain.history_[0]["train_loss"]
+    assert other.score(X_test, y_test) > 0.8
+    assert MetricClassifier(**{**FAST, **params}).fit(X_train, y_train).history_ == other.history_  # seeded
+
+
+def test_mlp_plus_lightgbm_averages_the_two_models_trained_on_the_same_rows(cancer):
+    pytest.importorskip("lightgbm")
+    X_train, X_test, y_train, y_test = cancer
+    options = dict(metric="mcc", loss="weighted_bce", tune_threshold=True, validation_fraction=0.25, **FAST)
+    both = MetricClassifier(model="mlp+lightgbm", **options).fit(X_train, y_train)
+    mlp = MetricClassifier(model="mlp", **options).fit(X_train, y_train)
+    trees = MetricClassifier(model="lightgbm", **options).fit(X_train, y_train)
+    np.testing.assert_allclose(both.predict_proba(X_test),
+                               (mlp.predict_proba(X_test) + trees.predict_proba(X_test)) / 2, atol=1e-6)
+    assert both.history_ == mlp.history_ and both.best_epoch_ == mlp.best_epoch_  # the MLP's epochs
+    assert both.model_.booster.best_iteration == trees.best_epoch_
+    assert 0 < both.threshold_ < 1  # tuned on the averaged probabilities of the validation rows
+    np.testing.assert_array_equal(both.predict(X_test), (both.predict_proba(X_test)[:, 1] > both.threshold_))
+    assert both.score(X_test, y_test) == pytest.approx(matthews_corrcoef(y_test, both.predict(X_test)))
+    assert both.score(X_test, y_test) > 0.7  # it trains: 0.796 measured (8 epochs); a constant prediction scores 0
+    with pytest.raises(ValueError, match="model='mlp\\+lightgbm' trains binary targets"):
+        MetricClassifier(model="mlp+lightgbm", **FAST).fit(*load_wine(return_X_y=True))

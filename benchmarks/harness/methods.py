@@ -12,6 +12,8 @@ Recipes:
 =============== ============================================================
 ``anyloss``      AnyLoss for the target metric (``ConfusionLoss``), decision
                  at 0.5 (argmax multi-class); trained once per target metric.
+``anyloss_tuned`` the same network, threshold tuned on validation for the
+                 target metric; binary only.
 ``bce``          (binary) cross-entropy, decision at 0.5 / argmax.
 ``bce_tuned``    the same network, threshold tuned on validation for the
                  target metric (``evaluation.tune_threshold``); binary only.
@@ -168,6 +170,8 @@ METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method("anyloss", "AnyLoss", _anyloss, per_metric=True),
+        Method("anyloss_tuned", "AnyLoss tuned", _anyloss, per_metric=True, tune=True, tasks=("binary",),
+               train_group="anyloss"),
         Method("bce", "BCE", _bce, train_group="bce"),
         Method("bce_tuned", "BCE tuned", _bce, tune=True, tasks=("binary",), train_group="bce"),
         Method("weighted_bce", "weighted BCE", _weighted_bce),

@@ -19,6 +19,10 @@ table and returns the fitted predictor's ``predict`` (labels 0/1 of raw rows):
   (:func:`metricopt.app.recipes.boosting.fit_lightgbm` defaults), fit on train,
   early-stopped on the target metric of the validation rows.
 
+``candidate_*``: the candidates for the recipe (:data:`RECIPE_CANDIDATES`,
+every option that differs from MetricClassifier's constructor defaults spelled
+out, so a candidate stays the same when the defaults change), fit as ``recipe``.
+
 Methods fit on train + validation do their own model selection inside those
 rows; the others select on the validation rows. A peer whose package is
 missing (LightGBM) is reported by :func:`tabular_peer_status` and skipped by
@@ -37,6 +41,7 @@ import numpy as np
 from metricopt.app.data import Split
 
 __all__ = [
+    "RECIPE_CANDIDATES",
     "TABULAR_PEERS",
     "TabularPeer",
     "metric_scorer",
@@ -88,6 +93,34 @@ def _recipe(split: Split, metric: str | None, seed: int, threads: int, options: 
 
     model = MetricClassifier(metric=metric, random_state=seed, **dict(options)).fit(*_train_and_val(split))
     return model.predict
+
+
+def _options(model: str, loss: str, *, booster_loss: str | None = None, tune_threshold: bool = True,
+             validation_fraction: float = 0.25, batching: str = "shuffled",
+             count_momentum: float | None = None) -> dict[str, Any]:
+    return dict(model=model, loss=loss, booster_loss=booster_loss, tune_threshold=tune_threshold,
+                validation_fraction=validation_fraction, batching=batching, count_momentum=count_momentum)
+
+
+#: The candidates for the recommended recipe, compared on the validation tables by the rule fixed before the
+#: run (docs/benchmarks/tabular.md, "Choosing the recipe"): MetricClassifier options, all spelled out.
+RECIPE_CANDIDATES: dict[str, dict[str, Any]] = {
+    # the defaults before the selection: AnyLoss MLP at p > 0.5, 10 % of the rows held out
+    "mlp_anyloss": _options("mlp", "anyloss", tune_threshold=False, validation_fraction=0.1),
+    "mlp_anyloss_tuned": _options("mlp", "anyloss"),
+    "mlp_anyloss_tuned_averaged": _options("mlp", "anyloss", count_momentum=0.1),
+    "ensemble_anyloss_tuned": _options("mlp+lightgbm", "anyloss"),
+    "ensemble_weighted_tuned": _options("mlp+lightgbm", "weighted_bce"),
+    "ensemble_weighted_mlp_tuned": _options("mlp+lightgbm", "weighted_bce", booster_loss="bce"),
+    "ensemble_weighted_tuned_stratified": _options("mlp+lightgbm", "weighted_bce", batching="stratified"),
+}
+
+
+def _candidate(options: Mapping[str, Any]) -> Callable[..., Predictor]:
+    def fit(split: Split, metric: str | None, seed: int, threads: int, extra: Mapping[str, Any]) -> Predictor:
+        return _recipe(split, metric, seed, threads, {**options, **extra})
+
+    return fit
 
 
 def _tuned_hgb(split: Split, metric: str | None, seed: int, threads: int, options: Mapping[str, Any]) -> Predictor:
@@ -150,6 +183,9 @@ TABULAR_PEERS: dict[str, TabularPeer] = {
                     requires="lightgbm", install="pip install lightgbm"),
         TabularPeer("lgb_anyloss", "LightGBM AnyLoss", _lightgbm("anyloss", {}), requires="lightgbm",
                     install="pip install lightgbm"),
+        *(TabularPeer(f"candidate_{name}", f"candidate {name}", _candidate(options),
+                      requires="lightgbm" if options["model"] != "mlp" else None, install="pip install lightgbm")
+          for name, options in RECIPE_CANDIDATES.items()),
     )
 }
 

@@ -32,13 +32,14 @@ from metricopt.app.data.labels import positive_class
 from metricopt.app.data.splits import fit_standardization
 from metricopt.app.recipes.boosting import (
     DEFAULT_BOOSTING_AMPLIFICATION,
-    MODELS,
     OBJECTIVE_OF_LOSS,
     BoostedClassifier,
     fit_lightgbm,
 )
-from metricopt.app.recipes.classification import LOSSES, make_loss, train_classifier
+from metricopt.app.recipes.classification import BATCHINGS, LOSSES, make_loss, train_classifier
+from metricopt.app.recipes.ensemble import MODELS, AveragedClassifier
 from metricopt.losses.confusion import DEFAULT_AMPLIFICATION
+from metricopt.losses.count_average import check_momentum
 from metricopt.metrics import METRIC_NAMES, metric_score
 from metricopt.predict import predict_labels, predict_proba
 
@@ -71,7 +72,9 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
             (:func:`metricopt.app.recipes.boosting.fit_lightgbm`; binary
             targets; ``pip install 'metricopt[boosting]'``). The MLP's options
             (``hidden_layer_sizes``, ``sharpness``, ``max_epochs``,
-            ``batch_size``, ``learning_rate``, ``weight_decay``) do not apply to it.
+            ``batch_size``, ``batching``, ``learning_rate``, ``weight_decay``) do not apply to it.
+        booster_loss: ``model="mlp+lightgbm"``: LightGBM's loss (one of
+            ``"anyloss"``, ``"bce"``, ``"weighted_bce"``); None: ``loss``.
         hidden_layer_sizes: widths of the hidden ReLU layers.
         amplification: AnyLoss steepness L for binary targets (float > 0, or
             ``"auto"`` for the MLP); None: the model's default, 73 for the MLP
@@ -84,6 +87,14 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         batch_size: mini-batch size. AnyLoss is a batch-level loss; batches
             should hold a few minority samples (the default 256 does for a
             positive rate of a few percent).
+        batching: ``"shuffled"`` (a plain shuffle each epoch) or
+            ``"stratified"`` (class-aware: every batch holds each class in its
+            share of the training rows; :func:`metricopt.batches.stratified_batches`).
+        count_momentum: ``loss="anyloss"`` on the MLP: None (the batch's own
+            soft counts), or the weight in (0, 1] of each batch in a moving
+            average of the soft counts across batches, so that the loss
+            follows the dataset's metric rather than the batch's
+            (:class:`metricopt.losses.count_average.CountAverage`).
         learning_rate: Adam step size.
         weight_decay: Adam L2 penalty.
         pos_label: the positive class of binary targets, the one ``metric``
@@ -146,6 +157,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         loss: str = "anyloss",
         *,
         model: str = "mlp",
+        booster_loss: str | None = None,
         hidden_layer_sizes: Sequence[int] = (64, 64),
         amplification: float | str | None = None,
         sharpness: float = 2.0,
@@ -153,6 +165,8 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         pos_label: Any = None,
         max_epochs: int = 100,
         batch_size: int = 256,
+        batching: str = "shuffled",
+        count_momentum: float | None = None,
         learning_rate: float = 1e-3,
         weight_decay: float = 0.0,
         validation_fraction: float = 0.1,
@@ -164,6 +178,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         self.metric = metric
         self.loss = loss
         self.model = model
+        self.booster_loss = booster_loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.amplification = amplification
         self.sharpness = sharpness
@@ -171,6 +186,8 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         self.pos_label = pos_label
         self.max_epochs = max_epochs
         self.batch_size = batch_size
+        self.batching = batching
+        self.count_momentum = count_momentum
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.validation_fraction = validation_fraction
@@ -183,12 +200,23 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         check_choice("metric", self.metric, METRIC_NAMES)
         check_choice("loss", self.loss, LOSSES)
         check_choice("model", self.model, MODELS)
-        if self.model == "lightgbm" and self.loss not in OBJECTIVE_OF_LOSS:
+        check_choice("batching", self.batching, BATCHINGS)
+        if self.count_momentum is not None:
+            check_momentum(self.count_momentum)
+            if self.loss != "anyloss" or self.model == "lightgbm":
+                raise ValueError("`count_momentum` averages the MLP's AnyLoss counts across batches: it needs "
+                                 f"loss='anyloss' and an MLP; got loss={self.loss!r}, model={self.model!r}")
+        if self.booster_loss is not None:
+            check_choice("booster_loss", self.booster_loss, tuple(OBJECTIVE_OF_LOSS))
+            if self.model != "mlp+lightgbm":
+                raise ValueError(f"`booster_loss` is LightGBM's loss in model='mlp+lightgbm'; got it with "
+                                 f"model={self.model!r} (use `loss`)")
+        if self._booster_loss() not in OBJECTIVE_OF_LOSS and self.model != "mlp":
             raise ValueError(f"`loss` must be one of {', '.join(map(repr, OBJECTIVE_OF_LOSS))} with "
-                             f"model='lightgbm'; got {self.loss!r}")
-        if self.model == "lightgbm" and self.amplification == "auto":
-            raise ValueError("`amplification='auto'` is for the MLP's batches; with model='lightgbm' give a number "
-                             "or None (its default)")
+                             f"model={self.model!r}; got {self.loss!r}")
+        if self.model != "mlp" and self.amplification == "auto":
+            raise ValueError(f"`amplification='auto'` is for the MLP's batches; with model={self.model!r} give a "
+                             "number or None (its default)")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"`validation_fraction` must be in [0, 1); got {self.validation_fraction!r}")
         if not isinstance(self.tune_threshold, bool):
@@ -200,6 +228,9 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer; got {value!r}")
+
+    def _booster_loss(self) -> str:
+        return self.loss if self.booster_loss is None else self.booster_loss
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
         return ((X - self.mean_) / self.scale_).astype(np.float32) if self.standardize else X.astype(np.float32)
@@ -245,8 +276,8 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         n_classes = len(self.classes_)
         if n_classes < 2:
             raise ValueError(f"`y` must contain at least 2 classes; got one class: {self.classes_.tolist()}")
-        if self.model == "lightgbm" and n_classes > 2:
-            raise ValueError(f"model='lightgbm' trains binary targets; `y` has {n_classes} classes "
+        if self.model != "mlp" and n_classes > 2:
+            raise ValueError(f"model={self.model!r} trains binary targets; `y` has {n_classes} classes "
                              "(multi-class: model='mlp')")
         if self.tune_threshold and n_classes > 2:
             raise ValueError(f"`tune_threshold=True` applies to binary targets; `y` has {n_classes} classes "
@@ -272,33 +303,45 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
             train[rows] = False
             X, X_val, encoded, y_val = X[train], X[rows], encoded[train], encoded[rows]
 
-        if self.model == "lightgbm":
-            # a class too small to hold out (warned above): stop early on the training rows; the threshold stays 0.5
-            stop_X, stop_y = (X, encoded) if X_val is None else (X_val, y_val)
-            self.model_ = fit_lightgbm(
-                X, encoded, stop_X, stop_y, self.metric, objective=OBJECTIVE_OF_LOSS[self.loss],
-                amplification=DEFAULT_BOOSTING_AMPLIFICATION if self.amplification is None else self.amplification,
-                beta=self.beta, seed=seed)
-            self.history_ = [{"round": i + 1, "val_score": score} for i, score in enumerate(self.model_.history)]
-            self.best_epoch_ = self.model_.best_iteration
-            self._set_threshold(X_val, y_val, n_classes)
-            return self
-        loss_fn = make_loss(
-            self.loss, metric=self.metric, y_train=encoded, num_classes=n_classes,
-            amplification=DEFAULT_AMPLIFICATION if self.amplification is None else self.amplification,
-            sharpness=self.sharpness, beta=self.beta,
-        )
-        progress = (lambda row: print(", ".join(f"{k}={v:.4g}" for k, v in row.items()))) if self.verbose else None
-        self.model_, result = train_classifier(
-            loss_fn, X, encoded, num_classes=n_classes, hidden_sizes=self.hidden_layer_sizes,
-            X_val=X_val, y_val=y_val, metric=self.metric, beta=self.beta, seed=seed,
-            epochs=self.max_epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay, progress=progress,
-        )
-        self.history_ = result.history
-        self.best_epoch_ = result.best_epoch
+        booster = mlp = None
+        if self.model in ("lightgbm", "mlp+lightgbm"):
+            booster = self._fit_booster(X, encoded, X_val, y_val, seed)
+            self.history_ = [{"round": i + 1, "val_score": score} for i, score in enumerate(booster.history)]
+            self.best_epoch_ = booster.best_iteration
+        if self.model in ("mlp", "mlp+lightgbm"):
+            mlp, result = self._fit_mlp(X, encoded, X_val, y_val, n_classes, seed)
+            self.history_ = result.history
+            self.best_epoch_ = result.best_epoch
+        self.model_ = AveragedClassifier(mlp, booster) if mlp is not None and booster is not None else (mlp or booster)
         self._set_threshold(X_val, y_val, n_classes)
         return self
+
+    def _fit_booster(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None, y_val: np.ndarray | None,
+                     seed: int) -> BoostedClassifier:
+        """LightGBM with the objective of ``booster_loss`` (or ``loss``), stopped early on validation ``metric``."""
+        # a class too small to hold out (warned): stop early on the training rows; the threshold stays 0.5
+        stop_X, stop_y = (X, y) if X_val is None else (X_val, y_val)
+        objective, params = OBJECTIVE_OF_LOSS[self._booster_loss()]
+        return fit_lightgbm(
+            X, y, stop_X, stop_y, self.metric, objective=objective, params=params,
+            amplification=DEFAULT_BOOSTING_AMPLIFICATION if self.amplification is None else self.amplification,
+            beta=self.beta, seed=seed)
+
+    def _fit_mlp(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None, y_val: np.ndarray | None,
+                 n_classes: int, seed: int) -> tuple[Any, Any]:
+        """The MLP trained with ``loss``, the epoch with the best validation ``metric`` kept."""
+        loss_fn = make_loss(
+            self.loss, metric=self.metric, y_train=y, num_classes=n_classes,
+            amplification=DEFAULT_AMPLIFICATION if self.amplification is None else self.amplification,
+            sharpness=self.sharpness, beta=self.beta, count_momentum=self.count_momentum,
+        )
+        progress = (lambda row: print(", ".join(f"{k}={v:.4g}" for k, v in row.items()))) if self.verbose else None
+        return train_classifier(
+            loss_fn, X, y, num_classes=n_classes, hidden_sizes=self.hidden_layer_sizes,
+            X_val=X_val, y_val=y_val, metric=self.metric, beta=self.beta, seed=seed,
+            epochs=self.max_epochs, batch_size=self.batch_size, batching=self.batching,
+            learning_rate=self.learning_rate, weight_decay=self.weight_decay, progress=progress,
+        )
 
     def _set_threshold(self, X_val: np.ndarray | None, y_val: np.ndarray | None, n_classes: int) -> None:
         """``threshold_``: 0.5, or tuned on the validation rows (``tune_threshold``); None for multi-class."""
@@ -309,7 +352,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
 
     def _model_proba(self, X: np.ndarray) -> np.ndarray:
         """The model's probabilities of standardised rows: ``(n,)`` binary (positive class), ``(n, C)`` else."""
-        if isinstance(self.model_, BoostedClassifier):
+        if isinstance(self.model_, (BoostedClassifier, AveragedClassifier)):
             return self.model_.predict_proba(X)[:, 1]
         return predict_proba(self.model_, X)
 

@@ -63,8 +63,9 @@ class TrainConfig:
     ``nproc`` is the number of training processes (not with ``metricopt``).
     ``pos_label`` is ``--pos-label`` as given (None: the default rule, see the
     module docstring). ``drop`` names the columns of ``csv`` left out of the
-    features (``--drop``). ``model`` is ``"mlp"`` or ``"lightgbm"`` (binary
-    confusion-matrix metrics; ``amplification`` then defaults to boosting's).
+    features (``--drop``). ``model`` is ``"mlp"``, ``"lightgbm"`` or
+    ``"mlp+lightgbm"`` (the last two: binary confusion-matrix metrics;
+    ``amplification`` then defaults to boosting's).
     """
 
     dataset: str | None

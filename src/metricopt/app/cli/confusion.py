@@ -50,9 +50,10 @@ def _boost_one(name: str, split: Split, n_classes: int, config: TrainConfig) -> 
     from metricopt.app.recipes.boosting import OBJECTIVE_OF_LOSS, fit_lightgbm
 
     if n_classes != 2:
-        raise ValueError(f"--model lightgbm trains binary targets; the data have {n_classes} classes")
+        raise ValueError(f"--model {config.model} trains binary targets; the data have {n_classes} classes")
+    objective, params = OBJECTIVE_OF_LOSS[name]
     booster = fit_lightgbm(split.X_train, split.y_train, split.X_val, split.y_val, config.metric,
-                           objective=OBJECTIVE_OF_LOSS[name],
+                           objective=objective, params=params,
                            amplification=float(config.amplification), seed=config.seed)
     history = [{"round": i + 1, "val_score": score} for i, score in enumerate(booster.history)]
     result = FitResult(history=history, best_epoch=booster.best_iteration, best_score=booster.validation_score)
@@ -83,8 +84,12 @@ def run_confusion(config: TrainConfig, *, show_progress: bool,
         if config.model == "lightgbm":
             probs, result = _boost_one(name, split, n_classes, config)
         else:
+            if config.model == "mlp+lightgbm":  # fails on multi-class data before the MLP trains
+                boosted, _ = _boost_one(name, split, n_classes, config)
             model, result = _train_one(name, losses[name], split, n_classes, config, show_progress=show_progress)
             probs = predict_proba(model, split.X_test)
+            if config.model == "mlp+lightgbm":  # the two models' probabilities averaged (the MLP's epochs kept)
+                probs = (probs + boosted) / 2
         metrics = report(split.y_test, probs, num_classes=n_classes, metrics=_report_metrics(config.metric),
                          threshold=config.threshold)
         fitted[name] = (metrics, result)

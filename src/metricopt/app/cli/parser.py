@@ -86,8 +86,9 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
     from metricopt.app.cli.ranking import RANK_METRIC_FORMS
     from metricopt.app.data import DATASETS, RETRIEVAL_DATASETS
     from metricopt.app.recipes.blackbox import ADAPTERS, BLACKBOX_METHOD, BlackBoxOptions
-    from metricopt.app.recipes.boosting import DEFAULT_BOOSTING_AMPLIFICATION, MODELS
+    from metricopt.app.recipes.boosting import DEFAULT_BOOSTING_AMPLIFICATION
     from metricopt.app.recipes.classification import LOSSES
+    from metricopt.app.recipes.ensemble import MODELS
     from metricopt.app.recipes.ranking import DEFAULT_EMBEDDING_DIM, RANK_METHOD
     from metricopt.blackbox.finetune import OPTIMIZERS
     from metricopt.blackbox.metric import BUILTIN_METRICS
@@ -183,10 +184,11 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
                              "loss-only fine-tuning instead of bce). The bce baseline is always trained as well, "
                              f"except with {BLACKBOX_METHOD}")
     method.add_argument("--model", choices=MODELS, default="mlp",
-                        help="what both methods train: an MLP (--hidden, --epochs, --batch-size, --lr), or LightGBM "
+                        help="what both methods train: an MLP (--hidden, --epochs, --batch-size, --lr); LightGBM "
                              "boosted trees with AnyLoss as the objective on the whole training set (--loss anyloss) "
-                             "or LightGBM's log-loss (the bce baseline), early-stopped on --metric on the validation "
-                             "split (binary confusion-matrix metrics; pip install 'metricopt[boosting]')")
+                             "or LightGBM's log-loss (bce; weighted_bce: with is_unbalance), early-stopped on "
+                             "--metric on the validation split; or mlp+lightgbm, both, their probabilities averaged "
+                             "(the last two: binary confusion-matrix metrics; pip install 'metricopt[boosting]')")
     method.add_argument("--amplification", metavar="L", default=None,
                         help="AnyLoss steepness L of sigmoid(L (p - 0.5)), a number > 0 or 'auto' (MLP only); "
                              f"default {DEFAULT_AMPLIFICATION:g}, with --model lightgbm "

@@ -125,7 +125,7 @@ def _with_model(config: TrainConfig, args: argparse.Namespace) -> TrainConfig:
     from metricopt.app.recipes.boosting import DEFAULT_BOOSTING_AMPLIFICATION, OBJECTIVE_OF_LOSS
 
     if config.loss not in OBJECTIVE_OF_LOSS:
-        raise ValueError(f"--model {args.model} takes --loss {' or '.join(OBJECTIVE_OF_LOSS)}; "
+        raise ValueError(f"--model {args.model} takes --loss {', '.join(OBJECTIVE_OF_LOSS)}; "
                          f"got --loss {config.loss}")
     if config.nproc != 1:
         raise ValueError(f"--model {args.model} trains in one process; got --nproc {config.nproc}")

@@ -40,10 +40,12 @@ __all__ = ["DEFAULT_BOOSTING_AMPLIFICATION", "BoostedClassifier", "fit_lightgbm"
 #: The steepness L of the boosting objective (a validation sweep; the MLP's default is the paper's 73).
 DEFAULT_BOOSTING_AMPLIFICATION = 20.0
 OBJECTIVES = ("anyloss", "binary")
-#: The models MetricClassifier and ``metricopt train --model`` train: a PyTorch MLP, or LightGBM (binary targets).
-MODELS = ("mlp", "lightgbm")
-#: LightGBM's objective for each loss it takes: AnyLoss, or its own log-loss for the ``bce`` baseline.
-OBJECTIVE_OF_LOSS = {"anyloss": "anyloss", "bce": "binary"}
+#: LightGBM's objective and parameters for each loss it takes: AnyLoss; its own log-loss for ``bce``; the
+#: log-loss with ``is_unbalance`` for ``weighted_bce`` (positives weighted by negatives / positives: the
+#: inverse class frequencies of the MLP's ``weighted_bce``, up to a constant factor).
+OBJECTIVE_OF_LOSS: dict[str, tuple[str, dict[str, Any]]] = {
+    "anyloss": ("anyloss", {}), "bce": ("binary", {}), "weighted_bce": ("binary", {"is_unbalance": True}),
+}
 STARTS = ("zero", "prior")
 LIGHTGBM_INSTALL = "pip install 'metricopt[boosting]' (or: pip install lightgbm>=4)"
 

@@ -12,6 +12,7 @@ Binary models have one output logit, multi-class models one per class.
 from __future__ import annotations
 
 import copy
+import itertools
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from metricopt._checks import check_choice, check_positive
-from metricopt.batches import shuffled_batches
+from metricopt.batches import shuffled_batches, stratified_batches
 from metricopt.distributed import is_distributed
 from metricopt.losses import ConfusionLoss, cross_entropy_loss, focal_loss, inverse_frequency_weights
 from metricopt.metrics import metric_score
@@ -35,7 +36,12 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 #: Names accepted by :func:`make_loss`.
 LOSSES = ("anyloss", "bce", "weighted_bce", "focal")
 
+#: Batch orders of :func:`fit`: :func:`~metricopt.batches.shuffled_batches` or the class-aware
+#: :func:`~metricopt.batches.stratified_batches`.
+BATCHINGS = ("shuffled", "stratified")
+
 __all__ = [
+    "BATCHINGS",
     "LOSSES",
     "FitResult",
     "fit",
@@ -77,6 +83,7 @@ def make_loss(
     average: str | None = "auto",
     beta: float = 1.0,
     gamma: float = 2.0,
+    count_momentum: float | None = None,
 ) -> LossFn:
     """A loss ``f(logits, target)`` by name.
 
@@ -84,14 +91,18 @@ def make_loss(
         name: ``"anyloss"`` (the confusion loss for ``metric``), ``"bce"``
             (binary or multi-class cross-entropy), ``"weighted_bce"`` (weighted
             by inverse class frequency of ``y_train``), ``"focal"``.
-        metric, amplification, sharpness, average, beta: options of ``"anyloss"``.
+        metric, amplification, sharpness, average, beta, count_momentum: options
+            of ``"anyloss"`` (:class:`~metricopt.losses.ConfusionLoss`).
         y_train: training labels, needed by ``"weighted_bce"``.
         num_classes: number of classes.
         gamma: focusing parameter of ``"focal"``.
     """
     check_choice("loss", name, LOSSES)
     if name == "anyloss":
-        return ConfusionLoss(metric, amplification=amplification, sharpness=sharpness, average=average, beta=beta)
+        return ConfusionLoss(metric, amplification=amplification, sharpness=sharpness, average=average, beta=beta,
+                             count_momentum=count_momentum)
+    if count_momentum is not None:
+        raise ValueError(f"`count_momentum` averages the confusion counts of loss='anyloss'; got it with loss={name!r}")
     if name == "focal":
         return lambda logits, target: focal_loss(logits, target, gamma=gamma)
     if name == "bce":
@@ -160,6 +171,7 @@ def fit(
     learning_rate: float = 1e-3,
     weight_decay: float = 0.0,
     seed: int = 0,
+    batching: str = "shuffled",
     evaluate: Callable[[nn.Module, int], float | None] | None = None,
     progress: Callable[[dict[str, float]], None] | None = None,
 ) -> FitResult:
@@ -172,6 +184,9 @@ def fit(
         epochs, batch_size, learning_rate, weight_decay: the budget
             (``batch_size`` is the global batch under ``torch.distributed``).
         seed: seeds the batch order.
+        batching: ``"shuffled"`` (a plain shuffle each epoch) or
+            ``"stratified"`` (class-aware: every batch holds each class of
+            ``y`` in its share of the data, :func:`~metricopt.batches.stratified_batches`).
         evaluate: called as ``evaluate(model, epoch)`` after each epoch (model in
             eval mode); a returned float is a validation score (higher is
             better) used to keep the best weights; None skips selection.
@@ -189,6 +204,7 @@ def fit(
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"`{arg}` must be a positive integer; got {value!r}")
     check_positive("learning_rate", learning_rate)
+    check_choice("batching", batching, BATCHINGS)
     if not 0 <= weight_decay < float("inf"):
         raise ValueError(f"`weight_decay` must be a finite number >= 0; got {weight_decay!r}")
     parallel = _DataParallel(model) if is_distributed() else None
@@ -200,10 +216,13 @@ def fit(
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
     result = FitResult()
     best_state = None
+    batches = (shuffled_batches(len(X), batch_size, generator) if batching == "shuffled"
+               else stratified_batches(y.cpu().long(), batch_size, generator))
+    per_epoch = -(-len(X) // batch_size) if len(X) else 1
     for epoch in range(1, epochs + 1):
         model.train()
         total, count = 0.0, 0
-        for index in shuffled_batches(len(X), batch_size, generator, epochs=1):
+        for index in itertools.islice(batches, per_epoch):
             local = index if parallel is None else parallel.shard(index)
             logits = train_model(X[local])
             loss = loss_fn(logits.squeeze(-1) if logits.shape[-1] == 1 else logits, y[local])
@@ -264,7 +283,7 @@ def train_classifier(
         seed: seeds initialisation and batch order.
         evaluate: replaces the default validation scorer (see :func:`fit`).
         **fit_options: ``epochs``, ``batch_size``, ``learning_rate``,
-            ``weight_decay``, ``progress`` of :func:`fit`.
+            ``weight_decay``, ``batching``, ``progress`` of :func:`fit`.
     """
     model = make_mlp(X_train.shape[1], 1 if num_classes == 2 else num_classes, hidden_sizes, seed=seed)
     target = torch.as_tensor(y_train, dtype=torch.float32 if num_classes == 2 else torch.long)
