@@ -242,3 +242,61 @@ def test_a_failed_task_is_run_again_on_restart(tmp_path: Path) -> None:
 def test_rank_row_refuses_scores_that_are_not_finite() -> None:
     with pytest.raises(ValueError, match="finite"):
         rank_row([0.5, float("nan"), 0.7])
+
+
+# ---------------------------------------------------------------------------
+# the recipe's candidates and the peer losses
+
+
+def test_recipe_candidates_spell_out_the_same_valid_estimator_options() -> None:
+    """A candidate must not lean on MetricClassifier's defaults (they change when the recipe is chosen)."""
+    from benchmarks.peers.tabular import RECIPE_CANDIDATES, TABULAR_PEERS
+    from metricopt.app import MetricClassifier
+
+    keys = {frozenset(options) for options in RECIPE_CANDIDATES.values()}
+    assert len(keys) == 1
+    assert set(next(iter(keys))) < set(MetricClassifier().get_params())
+    for name, options in RECIPE_CANDIDATES.items():
+        MetricClassifier(**options)._check_params()  # valid together
+        assert f"candidate_{name}" in TABULAR_PEERS
+    selection = get_suite("tabular_selection")
+    assert selection.tables == "validation" and set(selection.methods) == {
+        *(f"candidate_{n}" for n in RECIPE_CANDIDATES), "tuned_hgb"}
+
+
+def test_imbalanced_losses_focal_is_the_sigmoid_focal_loss_with_its_defaults() -> None:
+    pytest.importorskip("imbalanced_losses")
+    import torch
+
+    from benchmarks.peers.classification import focal_loss_fn
+
+    logits = torch.linspace(-3, 3, 11, dtype=torch.float64)
+    target = (torch.arange(11) % 3 == 0).double()
+    p = torch.sigmoid(logits)
+    p_t = torch.where(target == 1, p, 1 - p)
+    alpha_t = torch.where(target == 1, 0.25, 0.75)
+    expected = (-alpha_t * (1 - p_t) ** 2 * torch.log(p_t)).mean()  # RetinaNet's focal loss, alpha 0.25, gamma 2
+    torch.testing.assert_close(focal_loss_fn()(logits, target), expected)
+
+
+def test_the_rule_picks_the_fastest_candidate_within_the_tolerance_of_the_best_score() -> None:
+    def part(f1: dict[str, float], mcc: dict[str, float]) -> dict[str, Any]:
+        return {"per_metric": {"f1": {"mean": f1}, "mcc": {"mean": mcc}}}
+
+    names = ["candidate_a", "candidate_b", "candidate_c", "tuned_hgb"]
+    payload = {
+        "methods": {m: {} for m in names}, "unavailable": {}, "spec": {"metrics": ["f1", "mcc"]},
+        "summary": {
+            "all": part({"candidate_a": 0.72, "candidate_b": 0.715, "candidate_c": 0.80, "tuned_hgb": 0.7},
+                        {"candidate_a": 0.68, "candidate_b": 0.681, "candidate_c": 0.50, "tuned_hgb": 0.7}),
+            "seconds": {"candidate_a": {"median": 2.0}, "candidate_b": {"median": 1.0},
+                        "candidate_c": {"median": 0.1}, "tuned_hgb": {"median": 1.0}},
+        },
+    }
+    choice = T.recipe_choice(payload)
+    assert choice["scores"] == pytest.approx({"candidate_a": 0.70, "candidate_b": 0.698, "candidate_c": 0.65})
+    assert choice["within"] == ["candidate_a", "candidate_b"] and choice["chosen"] == "candidate_b"
+    payload["summary"]["seconds"]["candidate_b"]["median"] = 3.0
+    assert T.recipe_choice(payload)["chosen"] == "candidate_a"
+    payload["methods"] = {"tuned_hgb": {}}
+    assert T.recipe_choice(payload) is None  # no candidates: no choice

@@ -343,3 +343,31 @@ def test_lightgbm_model_trains_both_methods_and_records_the_model(workdir: Path,
                                         key=lambda i: (results["history"]["anyloss"][i]["val_score"], -i)) + 1
     assert (workdir / "curves.png").stat().st_size > 1000
     capsys.readouterr()
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--tune-threshold", "--metric", "ap"], "--tune-threshold tunes the decision threshold of a confusion-matrix "
+                                             "metric; got --metric ap"),
+    (["--tune-threshold", "--metric", "mcr"], "--tune-threshold is for confusion-matrix metrics"),
+    (["--tune-threshold", "--dataset", "wine"], "--tune-threshold tunes a binary decision threshold; the data have "
+                                                "3 classes"),
+    (["--model", "mlp+lightgbm", "--dataset", "wine"], "--model mlp+lightgbm trains binary targets"),
+])
+def test_tune_threshold_and_ensemble_option_errors(capsys: pytest.CaptureFixture[str], argv: list[str],
+                                                   expected: str) -> None:
+    assert expected in _error(capsys, "--no-plot", "--epochs", "1", *argv)
+
+
+def test_ensemble_with_tuned_thresholds_scores_each_method_at_its_own(workdir: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """--model mlp+lightgbm --tune-threshold: the estimator's recipe from the command line; the thresholds
+    reported are those that maximise the metric on the validation split, and the test scores are taken at them."""
+    pytest.importorskip("lightgbm")
+    assert main(["train", "--model", "mlp+lightgbm", "--loss", "weighted_bce", "--tune-threshold", "--metric",
+                 "mcc", "--epochs", "5", "-q", "--no-plot", "--output", "run.json"]) == 0
+    results = json.loads((workdir / "run.json").read_text())
+    assert results["config"]["model"] == "mlp+lightgbm" and results["config"]["tune_threshold"] is True
+    assert set(results["thresholds"]) == {"weighted_bce", "bce"}
+    assert all(0 < t < 1 for t in results["thresholds"].values())
+    assert "thresholds tuned on the validation split" in capsys.readouterr().out
+    assert results["test_score"] > 0.7 and results["baseline"] > 0.7  # every row malignant: MCC 0

@@ -40,7 +40,10 @@ def test_fit_predict_score_binary(cancer):
     assert proba.shape == (len(X_test), 2)
     np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-6)
     predicted = clf.predict(X_test)
-    np.testing.assert_array_equal(predicted, (proba[:, 1] > 0.5).astype(int))
+    assert clf.options_ == {"model": "mlp+lightgbm", "loss": "weighted_bce", "booster_loss": "bce",
+                            "tune_threshold": True}  # the tabular recipe
+    assert 0 < clf.threshold_ < 1
+    np.testing.assert_array_equal(predicted, (proba[:, 1] > clf.threshold_).astype(int))
     assert clf.score(X_test, y_test) == pytest.approx(f1_score(y_test, predicted))
     assert clf.score(X_test, y_test) > 0.85
     assert clf.n_features_in_ == X_train.shape[1]
@@ -96,8 +99,8 @@ def test_every_loss_trains(cancer, loss):
 
 
 def test_anyloss_beats_bce_on_f1_for_a_rare_class():
-    """Breast cancer with most malignant cases dropped (5.6% positive): at threshold 0.5
-    the F1-trained model beats cross-entropy on F1 (measured: 0.60 vs 0.30, mean of 3 seeds; 0.59 vs 0.37
+    """Breast cancer with most malignant cases dropped (5.6% positive): an MLP at threshold 0.5 (the defaults
+    before the tabular recipe): the F1-trained model beats cross-entropy on F1 (measured: 0.60 vs 0.30, mean of 3 seeds; 0.59 vs 0.37
     before the per-class validation split of issue 12)."""
     X, y = load_breast_cancer(return_X_y=True)
     y = 1 - y
@@ -108,7 +111,8 @@ def test_anyloss_beats_bce_on_f1_for_a_rare_class():
     for seed in range(3):
         X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.4, random_state=seed, stratify=y)
         for loss in results:
-            clf = MetricClassifier("f1", loss, max_epochs=40, random_state=seed).fit(X_train, y_train)
+            clf = MetricClassifier("f1", loss, model="mlp", tune_threshold=False, validation_fraction=0.1,
+                                   max_epochs=40, random_state=seed).fit(X_train, y_train)
             results[loss].append(clf.score(X_test, y_test))
     assert np.mean(results["anyloss"]) > np.mean(results["bce"]) + 0.1, results
 
@@ -127,7 +131,7 @@ def test_anyloss_beats_bce_on_f1_for_a_rare_class():
         (dict(weight_decay=-1.0), "weight_decay"),
         (dict(metric="f1", beta=2.0), "beta"),
         (dict(metric="fbeta", beta=-1.0), "beta"),
-        (dict(sharpness=0.0), "sharpness"),
+        (dict(loss="anyloss", sharpness=0.0), "sharpness"),
         (dict(tune_threshold="yes"), "tune_threshold"),
         (dict(tune_threshold=True, validation_fraction=0.0), "needs validation_fraction > 0"),
         (dict(batching="balanced"), "`batching` must be one of"),
@@ -167,7 +171,7 @@ def test_predict_before_fit_raises(cancer):
 
 def test_sklearn_style_parameters(cancer):
     X_train, X_test, y_train, _ = cancer
-    one_layer = MetricClassifier(hidden_layer_sizes=8, **FAST).fit(X_train, y_train)
+    one_layer = MetricClassifier(hidden_layer_sizes=8, model="mlp", **FAST).fit(X_train, y_train)
     assert [m.out_features for m in one_layer.model_ if hasattr(m, "out_features")] == [8, 1]
     numpy_options = MetricClassifier(max_epochs=np.int64(3), batch_size=np.int64(64), random_state=np.int64(0))
     assert len(numpy_options.fit(X_train, y_train).history_) == 3
@@ -199,7 +203,7 @@ def test_text_labels_train_for_the_named_positive_class(cancer):
     assert f1_bad > 0.85  # was 0.0: every row predicted "good"
     # classes_ order for the columns: column 0 is "bad", the positive class
     proba = clf.predict_proba(X_test)
-    np.testing.assert_array_equal(predicted == "bad", proba[:, 0] > 0.5)
+    np.testing.assert_array_equal(predicted == "bad", proba[:, 0] > clf.threshold_)
 
 
 def test_text_labels_without_pos_label_are_an_error_naming_them(cancer):
@@ -322,8 +326,8 @@ def test_one_sample_error_names_the_count():
 def test_tune_threshold_picks_the_validation_best_and_predicts_with_it(cancer):
     """The tuned threshold maximises the metric on the validation rows fit held out, and predict uses it."""
     X_train, X_test, y_train, y_test = cancer
-    plain = MetricClassifier("f1", loss="bce", **FAST).fit(X_train, y_train)
-    tuned = MetricClassifier("f1", loss="bce", tune_threshold=True, **FAST).fit(X_train, y_train)
+    plain = MetricClassifier("f1", loss="bce", model="mlp", tune_threshold=False, **FAST).fit(X_train, y_train)
+    tuned = MetricClassifier("f1", loss="bce", model="mlp", tune_threshold=True, **FAST).fit(X_train, y_train)
     assert plain.threshold_ == 0.5
     np.testing.assert_array_equal(tuned.predict_proba(X_test), plain.predict_proba(X_test))  # same model
     # the validation rows: refit's split is reproducible from the seed; recompute the best threshold there
@@ -347,7 +351,8 @@ def test_tune_threshold_is_for_binary_targets(wine):
 def test_lightgbm_model_trains_for_the_metric_and_decides_at_its_threshold(cancer):
     pytest.importorskip("lightgbm")
     X_train, X_test, y_train, y_test = cancer
-    clf = MetricClassifier("f1", model="lightgbm", random_state=0).fit(X_train, y_train)
+    clf = MetricClassifier("f1", model="lightgbm", loss="anyloss", tune_threshold=False,
+                           random_state=0).fit(X_train, y_train)
     from metricopt.app.recipes.boosting import BoostedClassifier
 
     assert isinstance(clf.model_, BoostedClassifier) and clf.threshold_ == 0.5
@@ -399,11 +404,12 @@ def test_lightgbm_model_without_validation_rows_keeps_threshold_one_half():
 def test_class_aware_batches_and_averaged_counts_reach_the_training(cancer, params):
     """Each option changes what is trained (other weights than the defaults give) and still learns."""
     X_train, X_test, y_train, y_test = cancer
-    plain = MetricClassifier(**FAST).fit(X_train, y_train)
-    other = MetricClassifier(**{**FAST, **params}).fit(X_train, y_train)
+    mlp = dict(FAST, model="mlp", loss="anyloss")
+    plain = MetricClassifier(**mlp).fit(X_train, y_train)
+    other = MetricClassifier(**{**mlp, **params}).fit(X_train, y_train)
     assert other.history_[0]["train_loss"] != plain.history_[0]["train_loss"]
     assert other.score(X_test, y_test) > 0.8
-    assert MetricClassifier(**{**FAST, **params}).fit(X_train, y_train).history_ == other.history_  # seeded
+    assert MetricClassifier(**{**mlp, **params}).fit(X_train, y_train).history_ == other.history_  # seeded
 
 
 def test_mlp_plus_lightgbm_averages_the_two_models_trained_on_the_same_rows(cancer):
@@ -423,3 +429,25 @@ def test_mlp_plus_lightgbm_averages_the_two_models_trained_on_the_same_rows(canc
     assert both.score(X_test, y_test) > 0.7  # it trains: 0.796 measured (8 epochs); a constant prediction scores 0
     with pytest.raises(ValueError, match="model='mlp\\+lightgbm' trains binary targets"):
         MetricClassifier(model="mlp+lightgbm", **FAST).fit(*load_wine(return_X_y=True))
+
+
+def test_auto_resolves_to_the_recipe_for_binary_and_to_the_anyloss_mlp_for_multiclass(cancer, wine):
+    from metricopt.app.estimator import BINARY_RECIPE, MULTICLASS_RECIPE
+
+    X_train, _, y_train, _ = cancer
+    assert MetricClassifier(**FAST).fit(X_train, y_train).options_ == BINARY_RECIPE
+    assert MetricClassifier("mcc", **FAST).fit(*wine).options_ == MULTICLASS_RECIPE
+    # a part given, the rest from the recipe: AnyLoss for the MLP, the trees keep the recipe's log-loss
+    assert MetricClassifier(loss="anyloss", **FAST).fit(X_train, y_train).options_ == {
+        "model": "mlp+lightgbm", "loss": "anyloss", "booster_loss": "bce", "tune_threshold": True}
+    assert MetricClassifier(model="mlp+lightgbm", loss="anyloss", **FAST).fit(X_train, y_train).options_[
+        "booster_loss"] is None  # a model named: the trees take `loss`
+    no_rows = MetricClassifier(model="mlp", validation_fraction=0.0, **FAST).fit(X_train, y_train)
+    assert no_rows.options_["tune_threshold"] is False and no_rows.threshold_ == 0.5
+
+
+@pytest.mark.parametrize("n_jobs", [0, -2, 1.5, True, "2"])
+def test_n_jobs_is_checked(cancer, n_jobs):
+    X_train, _, y_train, _ = cancer
+    with pytest.raises(ValueError, match="`n_jobs` must be None, -1 or a positive integer"):
+        MetricClassifier(n_jobs=n_jobs, **FAST).fit(X_train, y_train)

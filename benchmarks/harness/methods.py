@@ -21,6 +21,9 @@ Recipes:
 ``focal``        focal loss (gamma from the spec).
 ``dice``         MONAI ``DiceLoss`` (batch-level soft Dice = soft F1; softmax
                  and macro over classes for multi-class); peer, optional.
+``il_focal``     imbalanced-losses' ``SigmoidFocalLoss`` with its defaults
+                 (alpha 0.25, gamma 2), decision at 0.5; ``il_focal_tuned``:
+                 the same network, threshold tuned; binary only; peer, optional.
 ``sigmoid_f1``   a batch-level soft F1 on sigmoid probabilities, ``1 - 2 TP /
                  (2 TP + FP + FN)`` (the naive 5-line soft F1 of
                  :func:`benchmarks.suites.speed.naive_soft_f1`), decision at
@@ -139,6 +142,11 @@ def _dice(model: nn.Module, ctx: BuildContext) -> tuple[nn.Module, Any] | None:
     return None if fn is None else (model, fn)
 
 
+def _il_focal(model: nn.Module, ctx: BuildContext) -> tuple[nn.Module, Any] | None:
+    fn = peers.focal_loss_fn()
+    return None if fn is None else (model, fn)
+
+
 def _sigmoid_f1(model: nn.Module, ctx: BuildContext) -> tuple[nn.Module, Any]:
     from benchmarks.suites.speed import naive_soft_f1
 
@@ -178,6 +186,10 @@ METHODS: dict[str, Method] = {
         Method("focal", "focal", _focal),
         Method("dice", "Dice (MONAI)", _dice, peer="monai"),
         Method("sigmoid_f1", "sigmoid soft F1", _sigmoid_f1, tasks=("binary",)),
+        Method("il_focal", "focal (imbalanced-losses)", _il_focal, tasks=("binary",), peer="imbalanced_losses",
+               train_group="il_focal"),
+        Method("il_focal_tuned", "focal (imbalanced-losses) tuned", _il_focal, tune=True, tasks=("binary",),
+               peer="imbalanced_losses", train_group="il_focal"),
         Method("aucm", "AUCM (LibAUC, tuned)", _aucm, tune=True, tasks=("binary",), peer="libauc"),
         Method("rambo_ap", "APLoss (RaMBO)", _rambo_ap, tune=True, tasks=("binary",)),
         Method("rambo_auroc", "AUROCLoss (RaMBO)", _rambo_auroc, tune=True, tasks=("binary",)),

@@ -788,7 +788,7 @@ class BlackBoxDefaultsSpec(BlackBoxSpec):
 #: :mod:`benchmarks.peers.tabular` (the recommended recipe first: the reference).
 TABULAR_METHODS: tuple[str, ...] = (
     "recipe", "anyloss", "anyloss_tuned", "bce", "bce_tuned", "weighted_bce", "focal", "dice", "sigmoid_f1",
-    "tuned_hgb", "tuned_lr", "weighted_lr", "lgb_unbalance", "lgb_anyloss",
+    "il_focal", "il_focal_tuned", "tuned_hgb", "tuned_lr", "weighted_lr", "lgb_unbalance", "lgb_anyloss",
 )
 
 

@@ -15,6 +15,11 @@
   :func:`load_peer` puts a stub module on ``sys.path`` from a temporary folder,
   inside this process only.
 
+* ``imbalanced_losses``: ``imbalanced_losses.SigmoidFocalLoss`` (imbalanced-losses
+  0.6.0, 2026) with its defaults (alpha 0.25, gamma 2, mean over the batch), on
+  ``(N,)`` binary logits, without its DDP gathering (one process). Install:
+  ``pip install imbalanced-losses==0.6.0``.
+
 A missing peer never crashes a benchmark: :func:`peer_status` reports
 ``"not installed: <reason>"`` and the harness records it in the results.
 """
@@ -33,14 +38,15 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "PEERS", "AUCMCriterion", "SOAPCriterion", "dice_loss_fn", "load_peer", "make_aucm", "make_soap",
-    "peer_status", "peer_versions",
+    "PEERS", "AUCMCriterion", "SOAPCriterion", "dice_loss_fn", "focal_loss_fn", "load_peer", "make_aucm",
+    "make_soap", "peer_status", "peer_versions",
 ]
 
 #: Peer name -> (module to import, install hint).
 PEERS: dict[str, tuple[str, str]] = {
     "monai": ("monai.losses", "pip install --no-deps monai"),
     "libauc": ("libauc.losses", "pip install --no-deps libauc==2.0.1"),
+    "imbalanced_losses": ("imbalanced_losses", "pip install imbalanced-losses==0.6.0"),
 }
 
 _STATUS: dict[str, str] = {}
@@ -84,8 +90,18 @@ def load_peer(name: str) -> types.ModuleType | None:
         _STATUS[name] = f"not installed: {type(exc).__name__}: {exc} (install: {hint})"
         return None
     root = importlib.import_module(module_name.split(".")[0])
-    _STATUS[name] = f"installed {getattr(root, '__version__', 'unknown version')}"
+    _STATUS[name] = f"installed {getattr(root, '__version__', None) or _distribution_version(root.__name__)}"
     return module
+
+
+def _distribution_version(module: str) -> str:
+    """The installed distribution's version of a module without ``__version__`` (``imbalanced_losses``)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(module.replace("_", "-"))
+    except metadata.PackageNotFoundError:
+        return "unknown version"
 
 
 def peer_status(name: str) -> str:
@@ -122,6 +138,20 @@ def dice_loss_fn(num_classes: int) -> Any:
         return criterion(logits, target.reshape(-1, 1))
 
     return multiclass_dice
+
+
+def focal_loss_fn() -> Any:
+    """imbalanced-losses' ``SigmoidFocalLoss()`` (its defaults) as ``f(logits, target)`` for ``(N,)`` binary
+    logits, or None if the package is missing."""
+    module = load_peer("imbalanced_losses")
+    if module is None:
+        return None
+    criterion = module.SigmoidFocalLoss(gather_distributed=False)
+
+    def focal(logits: Tensor, target: Tensor) -> Tensor:
+        return criterion(logits, target.to(logits.dtype))
+
+    return focal
 
 
 def _reverse_gradient(grad: Tensor) -> Tensor:

@@ -60,6 +60,7 @@ from benchmarks.peers.tabular import TABULAR_PEERS, tabular_peer_status
 __all__ = [
     "compare",
     "load_partial",
+    "recipe_choice",
     "method_label",
     "refresh_summary",
     "resolve_tables",
@@ -566,6 +567,67 @@ def _goal_lines(payload: dict[str, Any], methods: Sequence[str]) -> list[str]:
     return lines + [""]
 
 
+#: The rule that chooses the recipe among its candidates (docs/benchmarks/tabular.md, "Choosing the recipe"):
+#: the best mean of mean F1 and mean MCC; within this of the best, the smallest median fit time.
+CHOICE_TOLERANCE = 0.005
+CANDIDATE_PREFIX = "candidate_"
+
+
+def recipe_choice(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The rule applied to a run holding recipe candidates (None when it holds none).
+
+    Returns ``{"scores": {candidate: (mean F1 + mean MCC) / 2}, "median_seconds": {...}, "within": [...],
+    "chosen": name}`` over all tables of the run.
+    """
+    methods = [m for m in payload["methods"] if m not in payload.get("unavailable", {})]
+    candidates = [m for m in methods if m.startswith(CANDIDATE_PREFIX)]
+    metrics = payload["spec"]["metrics"]
+    if not candidates or set(metrics) != {"f1", "mcc"}:
+        return None
+    summary = payload["summary"]
+    means = {k: summary["all"]["per_metric"][k]["mean"] for k in metrics}
+    scores = {m: float(np.mean([means[k][m] for k in metrics])) for m in candidates
+              if all(means[k][m] is not None for k in metrics)}
+    if not scores:
+        return None
+    best = max(scores.values())
+    within = [m for m in candidates if m in scores and scores[m] >= best - CHOICE_TOLERANCE]
+    seconds = {m: summary["seconds"][m]["median"] for m in candidates}
+    chosen = min(within, key=lambda m: (seconds[m] if seconds[m] is not None else float("inf"), -scores[m]))
+    return {"scores": scores, "median_seconds": seconds, "within": within, "chosen": chosen}
+
+
+def _choice_lines(payload: dict[str, Any]) -> list[str]:
+    choice = recipe_choice(payload)
+    if choice is None:
+        return []
+    lines = ["## The rule's choice", "",
+             f"Score: the mean of mean test F1 and mean test MCC over the tables; the best, or among those within "
+             f"{CHOICE_TOLERANCE} of it the one with the smallest median fit time "
+             "(docs/benchmarks/tabular.md, \"Choosing the recipe\").", "",
+             _row(["candidate", "score", "within the tolerance", "median s / fit"]), _row(["---"] * 4)]
+    for m, score in sorted(choice["scores"].items(), key=lambda item: -item[1]):
+        name = method_label(m) + (" (chosen)" if m == choice["chosen"] else "")
+        seconds = choice["median_seconds"][m]
+        lines.append(_row([f"**{name}**" if m == choice["chosen"] else name, f"{score:.4f}",
+                           "yes" if m in choice["within"] else "no", _num(seconds, 2)]))
+    chosen = choice["chosen"]
+    if GOAL_BASELINE in payload["methods"] and GOAL_BASELINE not in payload.get("unavailable", {}):
+        metrics = payload["spec"]["metrics"]
+        parts = {"all tables": payload["summary"]["all"], **payload["summary"]["groups"]}
+        heads = ["tables", *(METRIC_LABELS.get(k, k) for k in metrics)]
+        lines += ["", f"{method_label(chosen)} minus {method_label(GOAL_BASELINE)} (mean; at most {GOAL_MARGIN} "
+                  "behind on any group is the goal):", "", _row(heads), _row(["---"] * len(heads))]
+        for name, part in parts.items():
+            cells = [f"{name} ({len(part['datasets'])})"]
+            for k in metrics:
+                means = part["per_metric"][k]["mean"]
+                diff = means[chosen] - means[GOAL_BASELINE]
+                cells.append(f"{diff:+.3f}" + (" (missed)" if diff < -GOAL_MARGIN else ""))
+            lines.append(_row(cells))
+    return lines + [""]
+
+
 def tabular_markdown(payload: dict[str, Any]) -> str:
     """The Markdown report of a tabular payload."""
     spec = payload["spec"]
@@ -594,6 +656,7 @@ def tabular_markdown(payload: dict[str, Any]) -> str:
                   "two-sided signed-rank test over the tables' seed-means.", ""]
         lines += _against(everything, reference, metrics)
     lines += _goal_lines(payload, methods)
+    lines += _choice_lines(payload)
     lines += ["## By imbalance-ratio group", ""]
     for group, part in summary["groups"].items():
         lines += [f"### {group}: {len(part['datasets'])} tables", ""]

@@ -1,14 +1,21 @@
 """A scikit-learn classifier trained for the metric you report.
 
-:class:`MetricClassifier` trains a small PyTorch MLP with the AnyLoss confusion
-loss for ``metric`` (or a cross-entropy baseline) and predicts at threshold 0.5
-(argmax for multi-class): the loss already targets the metric, so no threshold
-tuning is needed. ``tune_threshold=True`` tunes a binary threshold for
-``metric`` on the validation rows all the same, the practitioner's recipe
-(for a baseline loss, or to compare). It follows the scikit-learn estimator contract (``fit``,
-``predict``, ``predict_proba``, ``score``, ``get_params``/``set_params``,
-``clone``), so it works in ``Pipeline``, ``cross_val_score`` and ``GridSearchCV``,
-and passes scikit-learn's ``check_estimator`` except for the one check listed in
+:class:`MetricClassifier` with its defaults is the tabular recipe for binary
+targets (:data:`BINARY_RECIPE`, chosen on validation tables and measured on
+107 others: docs/benchmarks/tabular.md): a PyTorch MLP trained with
+class-weighted cross-entropy and LightGBM with its log-loss, their
+probabilities averaged, and the decision threshold tuned for ``metric`` on
+held-out rows, which also pick the MLP's epoch and stop the boosting.
+Multi-class targets get an MLP trained with the AnyLoss confusion loss for
+``metric``, deciding by the argmax (:data:`MULTICLASS_RECIPE`). Every part can
+be chosen instead: ``model="mlp"`` / ``"lightgbm"`` / ``"mlp+lightgbm"``,
+``loss="anyloss"`` (the metric as the loss, AnyLoss) or a cross-entropy
+baseline, ``tune_threshold=False`` (decide at 0.5).
+
+It follows the scikit-learn estimator contract (``fit``, ``predict``,
+``predict_proba``, ``score``, ``get_params``/``set_params``, ``clone``), so it
+works in ``Pipeline``, ``cross_val_score`` and ``GridSearchCV``, and passes
+scikit-learn's ``check_estimator`` except for the one check listed in
 :data:`EXPECTED_FAILED_CHECKS` (binary text labels without ``pos_label``, which
 this estimator refuses on purpose).
 """
@@ -16,6 +23,7 @@ this estimator refuses on purpose).
 from __future__ import annotations
 
 import numbers
+import os
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -43,7 +51,7 @@ from metricopt.losses.count_average import check_momentum
 from metricopt.metrics import METRIC_NAMES, metric_score
 from metricopt.predict import predict_labels, predict_proba
 
-__all__ = ["EXPECTED_FAILED_CHECKS", "MODELS", "MetricClassifier"]
+__all__ = ["BINARY_RECIPE", "EXPECTED_FAILED_CHECKS", "MODELS", "MULTICLASS_RECIPE", "MetricClassifier"]
 
 #: The ``check_estimator`` checks MetricClassifier fails on purpose, with the reason
 #: (pass it as ``check_estimator(MetricClassifier(), expected_failed_checks=EXPECTED_FAILED_CHECKS)``).
@@ -56,25 +64,47 @@ EXPECTED_FAILED_CHECKS: dict[str, str] = {
 }
 
 
+#: What ``"auto"`` means for binary targets: the tabular recipe, chosen on 26 validation tables by a rule fixed
+#: before the run (docs/benchmarks/tabular.md, "Choosing the recipe"): an MLP trained with class-weighted
+#: cross-entropy and LightGBM with its log-loss, their probabilities averaged, the decision threshold tuned for
+#: ``metric`` on the held-out rows (which also pick the MLP's epoch and stop the boosting).
+BINARY_RECIPE: dict[str, Any] = {"model": "mlp+lightgbm", "loss": "weighted_bce", "booster_loss": "bce",
+                                 "tune_threshold": True}
+#: What ``"auto"`` means for multi-class targets (boosting takes binary targets only): the MLP with AnyLoss for
+#: ``metric``, decisions at the argmax (the defaults before the tabular recipe; not re-measured).
+MULTICLASS_RECIPE: dict[str, Any] = {"model": "mlp", "loss": "anyloss", "booster_loss": None,
+                                     "tune_threshold": False}
+
+
 class MetricClassifier(ClassifierMixin, BaseEstimator):
-    """Classifier trained to maximise a confusion-matrix metric: an MLP, or boosted trees.
+    """Classifier trained for a confusion-matrix metric: an MLP, boosted trees, or both.
 
     Args:
         metric: the metric to train for and to report in :meth:`score`
             (``"f1"``, ``"gmean"``, ``"balanced_accuracy"``, ``"mcc"``, ... see
             ``metricopt.METRIC_NAMES``).
-        loss: ``"anyloss"`` (the confusion loss for ``metric``), or a baseline:
-            ``"bce"``, ``"weighted_bce"``, ``"focal"``.
-        model: ``"mlp"``, a PyTorch MLP trained by Adam on mini-batches, or
-            ``"lightgbm"``, LightGBM boosted trees whose objective is AnyLoss on
-            the whole training set (``loss="anyloss"``) or its own log-loss
-            (``loss="bce"``), stopped early on ``metric`` on the validation rows
-            (:func:`metricopt.app.recipes.boosting.fit_lightgbm`; binary
-            targets; ``pip install 'metricopt[boosting]'``). The MLP's options
+        loss: ``"auto"`` (the recipe's: ``"weighted_bce"`` for binary targets,
+            ``"anyloss"`` for multi-class), ``"anyloss"`` (the confusion loss
+            for ``metric``), or a cross-entropy: ``"bce"``, ``"weighted_bce"``
+            (inverse class frequency weights; LightGBM: ``is_unbalance``),
+            ``"focal"`` (MLP only).
+        model: ``"auto"`` (``"mlp+lightgbm"`` for binary targets, ``"mlp"``
+            for multi-class), ``"mlp"``, a PyTorch MLP trained by Adam on
+            mini-batches, ``"lightgbm"``, LightGBM boosted trees whose
+            objective is AnyLoss on the whole training set
+            (``loss="anyloss"``) or a log-loss (``"bce"``, ``"weighted_bce"``),
+            stopped early on ``metric`` on the validation rows
+            (:func:`metricopt.app.recipes.boosting.fit_lightgbm`), or
+            ``"mlp+lightgbm"``, both trained on the same rows and their
+            probabilities averaged
+            (:class:`~metricopt.app.recipes.ensemble.AveragedClassifier`).
+            LightGBM takes binary targets. The MLP's options
             (``hidden_layer_sizes``, ``sharpness``, ``max_epochs``,
-            ``batch_size``, ``batching``, ``learning_rate``, ``weight_decay``) do not apply to it.
+            ``batch_size``, ``batching``, ``learning_rate``,
+            ``weight_decay``) do not apply to ``"lightgbm"``.
         booster_loss: ``model="mlp+lightgbm"``: LightGBM's loss (one of
-            ``"anyloss"``, ``"bce"``, ``"weighted_bce"``); None: ``loss``.
+            ``"anyloss"``, ``"bce"``, ``"weighted_bce"``); None: the recipe's
+            ``"bce"`` with ``model="auto"``, else ``loss``.
         hidden_layer_sizes: widths of the hidden ReLU layers.
         amplification: AnyLoss steepness L for binary targets (float > 0, or
             ``"auto"`` for the MLP); None: the model's default, 73 for the MLP
@@ -108,17 +138,22 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
             (:mod:`metricopt.app.data.labels`). Must be None for multi-class
             targets.
         validation_fraction: share of each class held out (at least one
-            sample per class) to keep the epoch with the best ``metric``; 0,
-            or a class with a single sample (with a warning), keeps the last
-            epoch.
-        tune_threshold: binary targets: after training, choose the decision
-            threshold that maximises ``metric`` on the validation rows
-            (:func:`metricopt.evaluation.tune_threshold`) instead of 0.5. Needs
-            ``validation_fraction > 0``; with a class too small to hold out
-            (the warning above), the threshold stays 0.5. Not for multi-class
-            targets (argmax has no threshold).
+            sample per class) to keep the MLP's epoch with the best
+            ``metric``, stop LightGBM and tune the threshold; 0, or a class
+            with a single sample (with a warning), keeps the last epoch.
+        tune_threshold: ``"auto"`` (True for binary targets, as the recipe;
+            False for multi-class), True or False. True: after training,
+            choose the decision threshold that maximises ``metric`` on the
+            validation rows (:func:`metricopt.evaluation.tune_threshold`)
+            instead of 0.5. Needs ``validation_fraction > 0`` (``"auto"``
+            without validation rows decides at 0.5); with a class too small
+            to hold out (the warning above), the threshold stays 0.5. Not for
+            multi-class targets (argmax has no threshold).
         standardize: scale features to zero mean, unit variance (fitted on the
             training data).
+        n_jobs: LightGBM's threads: None (1, as scikit-learn's ``n_jobs=None``),
+            -1 (every core) or a number. The MLP uses torch's threads
+            (``torch.set_num_threads``).
         random_state: seed for initialisation, the split and the batch order:
             an int, a ``numpy.random.RandomState``, or None for a fresh random
             seed (scikit-learn's convention).
@@ -130,13 +165,19 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         n_features_in_: number of features seen in ``fit``.
         feature_names_in_: the column names of a DataFrame ``X`` seen in ``fit``
             (only then); ``predict`` requires the same names in the same order.
-        model_: the trained ``torch.nn.Module`` (``model="lightgbm"``: a
-            :class:`~metricopt.app.recipes.boosting.BoostedClassifier`).
+        model_: the trained ``torch.nn.Module`` (``"lightgbm"``: a
+            :class:`~metricopt.app.recipes.boosting.BoostedClassifier`;
+            ``"mlp+lightgbm"``: an
+            :class:`~metricopt.app.recipes.ensemble.AveragedClassifier`).
         history_: per-epoch training loss and validation score (LightGBM: the
-            validation score after each round).
-        best_epoch_: the epoch whose weights are kept (LightGBM: the round).
+            validation score after each round; ``"mlp+lightgbm"``: the MLP's,
+            the booster's are in ``model_.booster.history``).
+        best_epoch_: the epoch whose weights are kept (LightGBM: the round;
+            ``"mlp+lightgbm"``: the MLP's epoch).
         threshold_: the decision threshold on the positive class's
             probability (0.5 unless tuned; None for multi-class).
+        options_: the ``model``, ``loss``, ``booster_loss`` and
+            ``tune_threshold`` that ``fit`` used, ``"auto"`` resolved.
 
     Example:
         >>> from sklearn.datasets import load_breast_cancer
@@ -154,9 +195,9 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         metric: str = "f1",
-        loss: str = "anyloss",
+        loss: str = "auto",
         *,
-        model: str = "mlp",
+        model: str = "auto",
         booster_loss: str | None = None,
         hidden_layer_sizes: Sequence[int] = (64, 64),
         amplification: float | str | None = None,
@@ -169,9 +210,10 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         count_momentum: float | None = None,
         learning_rate: float = 1e-3,
         weight_decay: float = 0.0,
-        validation_fraction: float = 0.1,
-        tune_threshold: bool = False,
+        validation_fraction: float = 0.25,
+        tune_threshold: bool | str = "auto",
         standardize: bool = True,
+        n_jobs: int | None = None,
         random_state: int | None = None,
         verbose: bool = False,
     ) -> None:
@@ -193,44 +235,71 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.tune_threshold = tune_threshold
         self.standardize = standardize
+        self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
 
     def _check_params(self) -> None:
+        """Each parameter's own value (combinations: :meth:`_resolve`, once the targets are known)."""
         check_choice("metric", self.metric, METRIC_NAMES)
-        check_choice("loss", self.loss, LOSSES)
-        check_choice("model", self.model, MODELS)
+        check_choice("loss", self.loss, ("auto", *LOSSES))
+        check_choice("model", self.model, ("auto", *MODELS))
         check_choice("batching", self.batching, BATCHINGS)
         if self.count_momentum is not None:
             check_momentum(self.count_momentum)
-            if self.loss != "anyloss" or self.model == "lightgbm":
-                raise ValueError("`count_momentum` averages the MLP's AnyLoss counts across batches: it needs "
-                                 f"loss='anyloss' and an MLP; got loss={self.loss!r}, model={self.model!r}")
         if self.booster_loss is not None:
             check_choice("booster_loss", self.booster_loss, tuple(OBJECTIVE_OF_LOSS))
-            if self.model != "mlp+lightgbm":
-                raise ValueError(f"`booster_loss` is LightGBM's loss in model='mlp+lightgbm'; got it with "
-                                 f"model={self.model!r} (use `loss`)")
-        if self._booster_loss() not in OBJECTIVE_OF_LOSS and self.model != "mlp":
-            raise ValueError(f"`loss` must be one of {', '.join(map(repr, OBJECTIVE_OF_LOSS))} with "
-                             f"model={self.model!r}; got {self.loss!r}")
-        if self.model != "mlp" and self.amplification == "auto":
-            raise ValueError(f"`amplification='auto'` is for the MLP's batches; with model={self.model!r} give a "
-                             "number or None (its default)")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"`validation_fraction` must be in [0, 1); got {self.validation_fraction!r}")
-        if not isinstance(self.tune_threshold, bool):
-            raise ValueError(f"`tune_threshold` must be True or False; got {self.tune_threshold!r}")
-        if self.tune_threshold and self.validation_fraction == 0:
+        if self.tune_threshold not in ("auto", True, False) or not isinstance(self.tune_threshold, (bool, str)):
+            raise ValueError(f"`tune_threshold` must be 'auto', True or False; got {self.tune_threshold!r}")
+        if self.tune_threshold is True and self.validation_fraction == 0:
             raise ValueError("`tune_threshold=True` tunes on the validation rows: it needs validation_fraction > 0; "
                              "got validation_fraction=0")
         for name in ("max_epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer; got {value!r}")
+        if self.n_jobs is not None and (isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, numbers.Integral)
+                                        or not (self.n_jobs >= 1 or self.n_jobs == -1)):
+            raise ValueError(f"`n_jobs` must be None, -1 or a positive integer; got {self.n_jobs!r}")
 
-    def _booster_loss(self) -> str:
-        return self.loss if self.booster_loss is None else self.booster_loss
+    def _threads(self) -> int:
+        """LightGBM's threads: ``n_jobs`` (None: 1, as scikit-learn's ``n_jobs=None``; -1: every core)."""
+        if self.n_jobs is None:
+            return 1
+        return (os.cpu_count() or 1) if self.n_jobs == -1 else int(self.n_jobs)
+
+    def _resolve(self, n_classes: int) -> dict[str, Any]:
+        """``model``, ``loss``, ``booster_loss`` and ``tune_threshold`` with ``"auto"`` resolved for the targets
+        (:data:`BINARY_RECIPE` or :data:`MULTICLASS_RECIPE`), their combinations checked."""
+        recipe = BINARY_RECIPE if n_classes == 2 else MULTICLASS_RECIPE
+        model = recipe["model"] if self.model == "auto" else self.model
+        loss = recipe["loss"] if self.loss == "auto" else self.loss
+        booster_loss = self.booster_loss
+        if booster_loss is None and self.model == "auto":
+            booster_loss = recipe["booster_loss"]
+        tune = (recipe["tune_threshold"] and self.validation_fraction > 0) if self.tune_threshold == "auto" \
+            else self.tune_threshold
+        if model != "mlp" and n_classes > 2:
+            raise ValueError(f"model={model!r} trains binary targets; `y` has {n_classes} classes "
+                             "(multi-class: model='mlp')")
+        if tune and n_classes > 2:
+            raise ValueError(f"`tune_threshold=True` applies to binary targets; `y` has {n_classes} classes "
+                             "(multi-class decisions are the argmax)")
+        if booster_loss is not None and model != "mlp+lightgbm":
+            raise ValueError(f"`booster_loss` is LightGBM's loss in model='mlp+lightgbm'; got it with "
+                             f"model={model!r} (use `loss`)")
+        if model != "mlp" and (booster_loss or loss) not in OBJECTIVE_OF_LOSS:
+            raise ValueError(f"`loss` must be one of {', '.join(map(repr, OBJECTIVE_OF_LOSS))} with "
+                             f"model={model!r}; got {loss!r}")
+        if model != "mlp" and self.amplification == "auto":
+            raise ValueError(f"`amplification='auto'` is for the MLP's batches; with model={model!r} give a "
+                             "number or None (its default)")
+        if self.count_momentum is not None and (loss != "anyloss" or model == "lightgbm"):
+            raise ValueError("`count_momentum` averages the MLP's AnyLoss counts across batches: it needs "
+                             f"loss='anyloss' and an MLP; got loss={loss!r}, model={model!r}")
+        return {"model": model, "loss": loss, "booster_loss": booster_loss, "tune_threshold": tune}
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
         return ((X - self.mean_) / self.scale_).astype(np.float32) if self.standardize else X.astype(np.float32)
@@ -276,12 +345,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         n_classes = len(self.classes_)
         if n_classes < 2:
             raise ValueError(f"`y` must contain at least 2 classes; got one class: {self.classes_.tolist()}")
-        if self.model != "mlp" and n_classes > 2:
-            raise ValueError(f"model={self.model!r} trains binary targets; `y` has {n_classes} classes "
-                             "(multi-class: model='mlp')")
-        if self.tune_threshold and n_classes > 2:
-            raise ValueError(f"`tune_threshold=True` applies to binary targets; `y` has {n_classes} classes "
-                             "(multi-class decisions are the argmax)")
+        self.options_ = self._resolve(n_classes)
         self.pos_label_ = positive_class(self.classes_.tolist(), self.pos_label)
         if self.pos_label_ is not None:
             # The model's one logit scores the positive class: label 1, whatever its place in classes_.
@@ -304,11 +368,12 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
             X, X_val, encoded, y_val = X[train], X[rows], encoded[train], encoded[rows]
 
         booster = mlp = None
-        if self.model in ("lightgbm", "mlp+lightgbm"):
+        model = self.options_["model"]
+        if model in ("lightgbm", "mlp+lightgbm"):
             booster = self._fit_booster(X, encoded, X_val, y_val, seed)
             self.history_ = [{"round": i + 1, "val_score": score} for i, score in enumerate(booster.history)]
             self.best_epoch_ = booster.best_iteration
-        if self.model in ("mlp", "mlp+lightgbm"):
+        if model in ("mlp", "mlp+lightgbm"):
             mlp, result = self._fit_mlp(X, encoded, X_val, y_val, n_classes, seed)
             self.history_ = result.history
             self.best_epoch_ = result.best_epoch
@@ -321,17 +386,17 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         """LightGBM with the objective of ``booster_loss`` (or ``loss``), stopped early on validation ``metric``."""
         # a class too small to hold out (warned): stop early on the training rows; the threshold stays 0.5
         stop_X, stop_y = (X, y) if X_val is None else (X_val, y_val)
-        objective, params = OBJECTIVE_OF_LOSS[self._booster_loss()]
+        objective, params = OBJECTIVE_OF_LOSS[self.options_["booster_loss"] or self.options_["loss"]]
         return fit_lightgbm(
             X, y, stop_X, stop_y, self.metric, objective=objective, params=params,
             amplification=DEFAULT_BOOSTING_AMPLIFICATION if self.amplification is None else self.amplification,
-            beta=self.beta, seed=seed)
+            beta=self.beta, num_threads=self._threads(), seed=seed)
 
     def _fit_mlp(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None, y_val: np.ndarray | None,
                  n_classes: int, seed: int) -> tuple[Any, Any]:
         """The MLP trained with ``loss``, the epoch with the best validation ``metric`` kept."""
         loss_fn = make_loss(
-            self.loss, metric=self.metric, y_train=y, num_classes=n_classes,
+            self.options_["loss"], metric=self.metric, y_train=y, num_classes=n_classes,
             amplification=DEFAULT_AMPLIFICATION if self.amplification is None else self.amplification,
             sharpness=self.sharpness, beta=self.beta, count_momentum=self.count_momentum,
         )
@@ -346,7 +411,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
     def _set_threshold(self, X_val: np.ndarray | None, y_val: np.ndarray | None, n_classes: int) -> None:
         """``threshold_``: 0.5, or tuned on the validation rows (``tune_threshold``); None for multi-class."""
         self.threshold_ = None if n_classes > 2 else 0.5
-        if self.tune_threshold and X_val is not None:
+        if self.options_["tune_threshold"] and X_val is not None:
             self.threshold_ = evaluation.tune_threshold(y_val, self._model_proba(X_val), self.metric,
                                                          beta=self.beta)
 

@@ -65,7 +65,9 @@ class TrainConfig:
     module docstring). ``drop`` names the columns of ``csv`` left out of the
     features (``--drop``). ``model`` is ``"mlp"``, ``"lightgbm"`` or
     ``"mlp+lightgbm"`` (the last two: binary confusion-matrix metrics;
-    ``amplification`` then defaults to boosting's).
+    ``amplification`` then defaults to boosting's). ``tune_threshold``: each
+    method's binary decision threshold is tuned on the validation split for
+    ``metric`` (``--tune-threshold``) instead of ``threshold``.
     """
 
     dataset: str | None
@@ -93,6 +95,7 @@ class TrainConfig:
     pos_label: str | None = None
     drop: tuple[str, ...] = ()
     model: str = "mlp"
+    tune_threshold: bool = False
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:

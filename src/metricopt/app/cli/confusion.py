@@ -21,7 +21,7 @@ from metricopt.app.cli.common import (
 )
 from metricopt.app.data import Split
 from metricopt.app.recipes.classification import FitResult, make_loss, train_classifier
-from metricopt.evaluation import REPORT_METRICS, report
+from metricopt.evaluation import REPORT_METRICS, report, tune_threshold
 from metricopt.predict import predict_proba
 
 __all__ = ["run_confusion"]
@@ -45,19 +45,35 @@ def _train_one(
         )
 
 
-def _boost_one(name: str, split: Split, n_classes: int, config: TrainConfig) -> tuple[np.ndarray, FitResult]:
-    """``--model lightgbm``: one method's boosted trees; their test probabilities and the per-round history."""
+def _boost_one(name: str, split: Split, n_classes: int, config: TrainConfig) -> tuple[Any, FitResult]:
+    """``--model lightgbm``: one method's boosted trees and their per-round history."""
     from metricopt.app.recipes.boosting import OBJECTIVE_OF_LOSS, fit_lightgbm
 
-    if n_classes != 2:
-        raise ValueError(f"--model {config.model} trains binary targets; the data have {n_classes} classes")
     objective, params = OBJECTIVE_OF_LOSS[name]
     booster = fit_lightgbm(split.X_train, split.y_train, split.X_val, split.y_val, config.metric,
                            objective=objective, params=params,
                            amplification=float(config.amplification), seed=config.seed)
     history = [{"round": i + 1, "val_score": score} for i, score in enumerate(booster.history)]
     result = FitResult(history=history, best_epoch=booster.best_iteration, best_score=booster.validation_score)
-    return booster.predict_proba(split.X_test)[:, 1], result
+    return booster, result
+
+
+def _fit_one(name: str, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], split: Split,
+             n_classes: int, config: TrainConfig, *,
+             show_progress: bool) -> tuple[Callable[[np.ndarray], np.ndarray], FitResult]:
+    """One method's ``--model``; its probabilities of any rows, and its history (the MLP's for mlp+lightgbm)."""
+    if config.model == "lightgbm":
+        booster, result = _boost_one(name, split, n_classes, config)
+        return (lambda X: booster.predict_proba(X)[:, 1]), result
+    if config.model == "mlp+lightgbm":
+        from metricopt.app.recipes.ensemble import AveragedClassifier
+
+        booster, _ = _boost_one(name, split, n_classes, config)
+    model, result = _train_one(name, loss_fn, split, n_classes, config, show_progress=show_progress)
+    if config.model == "mlp+lightgbm":  # the two models' probabilities averaged (the MLP's epochs kept)
+        both = AveragedClassifier(model, booster)
+        return (lambda X: both.predict_proba(X)[:, 1]), result
+    return (lambda X: predict_proba(model, X)), result
 
 
 def _report_metrics(metric: str) -> tuple[str, ...]:
@@ -69,6 +85,11 @@ def run_confusion(config: TrainConfig, *, show_progress: bool,
     """:func:`run_train` for a confusion-matrix metric: the chosen loss and the ``bce`` baseline."""
     data, split = load_data(config)
     n_classes = data.n_classes
+    if config.model != "mlp" and n_classes != 2:
+        raise ValueError(f"--model {config.model} trains binary targets; the data have {n_classes} classes")
+    if config.tune_threshold and n_classes != 2:
+        raise ValueError(f"--tune-threshold tunes a binary decision threshold; the data have {n_classes} classes "
+                         "(multi-class decisions are the argmax)")
     methods = methods_of(config)
     # Build every loss before training, so a bad option fails before any epoch runs.
     losses = {
@@ -80,17 +101,18 @@ def run_confusion(config: TrainConfig, *, show_progress: bool,
     log_start(log, dataset_info(data), n_classes, split, config, rate)
 
     fitted: dict[str, tuple[dict[str, float], FitResult]] = {}
+    thresholds: dict[str, float] = {}
     for name in methods:
-        if config.model == "lightgbm":
-            probs, result = _boost_one(name, split, n_classes, config)
-        else:
-            if config.model == "mlp+lightgbm":  # fails on multi-class data before the MLP trains
-                boosted, _ = _boost_one(name, split, n_classes, config)
-            model, result = _train_one(name, losses[name], split, n_classes, config, show_progress=show_progress)
-            probs = predict_proba(model, split.X_test)
-            if config.model == "mlp+lightgbm":  # the two models' probabilities averaged (the MLP's epochs kept)
-                probs = (probs + boosted) / 2
-        metrics = report(split.y_test, probs, num_classes=n_classes, metrics=_report_metrics(config.metric),
-                         threshold=config.threshold)
+        probabilities, result = _fit_one(name, losses[name], split, n_classes, config, show_progress=show_progress)
+        thresholds[name] = config.threshold
+        if config.tune_threshold:
+            thresholds[name] = tune_threshold(split.y_val, probabilities(split.X_val), config.metric)
+        metrics = report(split.y_test, probabilities(split.X_test), num_classes=n_classes,
+                         metrics=_report_metrics(config.metric), threshold=thresholds[name])
         fitted[name] = (metrics, result)
-    return results_of(config, dataset_info(data), split, fitted)
+    results = results_of(config, dataset_info(data), split, fitted)
+    if config.tune_threshold:
+        results["thresholds"] = thresholds
+        results["scoring"] = "thresholds tuned on the validation split: " + ", ".join(
+            f"{name} {value:.3g}" for name, value in thresholds.items())
+    return results

@@ -189,6 +189,9 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
                              "or LightGBM's log-loss (bce; weighted_bce: with is_unbalance), early-stopped on "
                              "--metric on the validation split; or mlp+lightgbm, both, their probabilities averaged "
                              "(the last two: binary confusion-matrix metrics; pip install 'metricopt[boosting]')")
+    method.add_argument("--tune-threshold", action="store_true",
+                        help="binary confusion-matrix metrics: tune each method's decision threshold on the "
+                             "validation split for --metric and score the test split at it (default: 0.5)")
     method.add_argument("--amplification", metavar="L", default=None,
                         help="AnyLoss steepness L of sigmoid(L (p - 0.5)), a number > 0 or 'auto' (MLP only); "
                              f"default {DEFAULT_AMPLIFICATION:g}, with --model lightgbm "

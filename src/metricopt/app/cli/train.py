@@ -103,16 +103,23 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             if getattr(args, "model", "mlp") != "mlp":
                 raise ValueError(f"--model {args.model} is for confusion-matrix metrics; --method {BLACKBOX_METHOD} "
                                  "fine-tunes an MLP's adapter")
+            if getattr(args, "tune_threshold", False):
+                raise ValueError(f"--tune-threshold is for confusion-matrix metrics; --method {BLACKBOX_METHOD} "
+                                 "scores the black-box metric as it is")
             return blackbox_config(args)
         metric = _parse_metric(args.metric)
         method = _resolve_method(metric, args.loss)
+        if getattr(args, "tune_threshold", False) and is_rank_metric(metric):
+            raise ValueError(f"--tune-threshold tunes the decision threshold of a confusion-matrix metric; "
+                             f"got --metric {metric} (a rank metric has no threshold)")
         if args.amplification is not None and is_rank_metric(metric):
             raise ValueError(f"--amplification applies to the AnyLoss confusion loss (confusion-matrix metrics) "
                              f"only; got --metric {metric}")
         rank_fields = rank_options(args, metric)
         check_data_options(args)
         config = TrainConfig(**shared_fields(args), metric=metric, loss=method,
-                             hidden_sizes=parse_hidden(args.hidden), **rank_fields)
+                             hidden_sizes=parse_hidden(args.hidden), tune_threshold=args.tune_threshold,
+                             **rank_fields)
         return _with_model(config, args)
 
 
