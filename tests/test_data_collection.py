@@ -243,6 +243,14 @@ def test_multiclass_tables_are_listed_apart() -> None:
     assert data.task == "multiclass" and data.n_classes == 3 and np.isfinite(data.X).all()
 
 
+def test_multiclass_split_is_the_family_rule_on_the_multiclass_tables() -> None:
+    validation, report = collection.multiclass_split()
+    multi = {t.name: t.family for t in collection.multiclass_tables()}
+    assert set(validation) | set(report) == set(multi) and not set(validation) & set(report)
+    assert len(validation) >= 4 and not {multi[n] for n in validation} & {multi[n] for n in report}
+    assert (validation, report) == collection.split_families(multi)  # the binary tables' rule and seed
+
+
 def test_unknown_name_and_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="unknown collection table name='yeast99'.*yeast"):
         collection.load_table("yeast99")

@@ -383,10 +383,22 @@ def test_lightgbm_model_bad_parameters(cancer, params, match):
         MetricClassifier(**{**FAST, **params}).fit(X_train, y_train)
 
 
-def test_lightgbm_model_is_binary(wine):
+def test_lightgbm_and_the_ensemble_take_multiclass_targets(wine):
+    """LightGBM's multi-class AnyLoss objective (argmax decisions), alone and averaged with the MLP."""
     X, y = wine
-    with pytest.raises(ValueError, match="model='lightgbm' trains binary targets; `y` has 3 classes"):
-        MetricClassifier("mcc", model="lightgbm").fit(X, y)
+    trees = MetricClassifier("mcc", model="lightgbm", loss="anyloss", random_state=0).fit(X, y)
+    assert trees.options_["tune_threshold"] is False and trees.threshold_ is None
+    proba = trees.predict_proba(X)
+    assert proba.shape == (len(y), 3)
+    np.testing.assert_array_equal(trees.predict(X), trees.classes_[proba.argmax(1)])
+    assert trees.score(X, y) > 0.9
+    both = MetricClassifier("mcc", model="mlp+lightgbm", loss="anyloss", **FAST).fit(X, y)
+    mlp = MetricClassifier("mcc", model="mlp", loss="anyloss", **FAST).fit(X, y)
+    trees8 = MetricClassifier("mcc", model="lightgbm", loss="anyloss", **FAST).fit(X, y)
+    np.testing.assert_allclose(both.predict_proba(X), (mlp.predict_proba(X) + trees8.predict_proba(X)) / 2,
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="`is_unbalance`"):
+        MetricClassifier("mcc", model="lightgbm", loss="weighted_bce").fit(X, y)
 
 
 def test_lightgbm_model_without_validation_rows_keeps_threshold_one_half():
@@ -427,8 +439,6 @@ def test_mlp_plus_lightgbm_averages_the_two_models_trained_on_the_same_rows(canc
     np.testing.assert_array_equal(both.predict(X_test), (both.predict_proba(X_test)[:, 1] > both.threshold_))
     assert both.score(X_test, y_test) == pytest.approx(matthews_corrcoef(y_test, both.predict(X_test)))
     assert both.score(X_test, y_test) > 0.7  # it trains: 0.796 measured (8 epochs); a constant prediction scores 0
-    with pytest.raises(ValueError, match="model='mlp\\+lightgbm' trains binary targets"):
-        MetricClassifier(model="mlp+lightgbm", **FAST).fit(*load_wine(return_X_y=True))
 
 
 def test_auto_resolves_to_the_recipe_for_binary_and_to_the_anyloss_mlp_for_multiclass(cancer, wine):

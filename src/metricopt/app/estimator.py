@@ -98,7 +98,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
             ``"mlp+lightgbm"``, both trained on the same rows and their
             probabilities averaged
             (:class:`~metricopt.app.recipes.ensemble.AveragedClassifier`).
-            LightGBM takes binary targets. The MLP's options
+            The MLP's options
             (``hidden_layer_sizes``, ``sharpness``, ``max_epochs``,
             ``batch_size``, ``batching``, ``learning_rate``,
             ``weight_decay``) do not apply to ``"lightgbm"``.
@@ -110,8 +110,8 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
             ``"auto"`` for the MLP); None: the model's default, 73 for the MLP
             (the paper's), 20 for LightGBM (measured: the design notes,
             "Gradient boosting with a confusion-metric objective").
-        sharpness: multi-class targets: the soft prediction is
-            ``softmax(sharpness * logits)``.
+        sharpness: multi-class targets and AnyLoss (MLP or LightGBM): the soft
+            prediction is ``softmax(sharpness * logits)``.
         beta: weight of recall for ``metric="fbeta"``.
         max_epochs: number of passes over the training data.
         batch_size: mini-batch size. AnyLoss is a batch-level loss; batches
@@ -281,9 +281,6 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
             booster_loss = recipe["booster_loss"]
         tune = (recipe["tune_threshold"] and self.validation_fraction > 0) if self.tune_threshold == "auto" \
             else self.tune_threshold
-        if model != "mlp" and n_classes > 2:
-            raise ValueError(f"model={model!r} trains binary targets; `y` has {n_classes} classes "
-                             "(multi-class: model='mlp')")
         if tune and n_classes > 2:
             raise ValueError(f"`tune_threshold=True` applies to binary targets; `y` has {n_classes} classes "
                              "(multi-class decisions are the argmax)")
@@ -390,7 +387,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         return fit_lightgbm(
             X, y, stop_X, stop_y, self.metric, objective=objective, params=params,
             amplification=DEFAULT_BOOSTING_AMPLIFICATION if self.amplification is None else self.amplification,
-            beta=self.beta, num_threads=self._threads(), seed=seed)
+            sharpness=self.sharpness, beta=self.beta, num_threads=self._threads(), seed=seed)
 
     def _fit_mlp(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None, y_val: np.ndarray | None,
                  n_classes: int, seed: int) -> tuple[Any, Any]:
@@ -418,7 +415,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
     def _model_proba(self, X: np.ndarray) -> np.ndarray:
         """The model's probabilities of standardised rows: ``(n,)`` binary (positive class), ``(n, C)`` else."""
         if isinstance(self.model_, (BoostedClassifier, AveragedClassifier)):
-            return self.model_.predict_proba(X)[:, 1]
+            return self.model_.probabilities(X)
         return predict_proba(self.model_, X)
 
     def _positive_column(self) -> int:

@@ -53,6 +53,19 @@ the magnitude the boosters' defaults (``min_sum_hessian_in_leaf``,
 ``lambda_l2``, a constant curvature of 1) are set for. The Newton step of the
 ``"gauss_newton"`` and ``"exact"`` forms does not depend on it.
 
+**Multi-class** (:func:`multiclass_confusion_objective`): raw scores ``z`` of
+shape ``(N, K)``, the soft prediction ``P = softmax(s z)`` of
+:func:`~metricopt.losses.confusion_loss` (sharpness ``s``), its soft confusion
+matrix and averaging; the loss is ``scale`` times ``confusion_loss`` on the
+whole set and its gradient ``g`` comes from torch autograd (exact). Each
+sample's part of the loss is linear in its soft prediction, ``sum_k c_ik
+P_ik`` with ``c = dLoss/dP``, so ``g_ik = s P_ik (c_ik - cbar_i)`` with
+``cbar_i = sum_k P_ik c_ik``. The ``"gauss_newton"`` curvature reads that term
+as a softmax cross-entropy weighted by ``m_i = max_k |c_ik - cbar_i|`` and takes
+its Fisher diagonal, ``h_ik = m_i s^2 P_ik (1 - P_ik)``: a Newton step then moves
+each tempered logit ``s z_ik`` by at most about ``1 / (1 - P_ik)`` units, as the
+binary rule moves the amplified logit by about one. ``"constant"``: 1.
+
 The module imports numpy and torch only; the boosting library is the
 application's (:mod:`metricopt.app.recipes.boosting`).
 """
@@ -67,10 +80,20 @@ import torch
 from metricopt._checks import check_choice, check_positive, describe
 from metricopt.metrics.confusion import MetricArg, resolve_metric
 
-__all__ = ["HESSIANS", "confusion_objective", "count_derivatives", "exact_hessian_diagonal", "soft_counts"]
+__all__ = [
+    "HESSIANS",
+    "MULTICLASS_HESSIANS",
+    "confusion_objective",
+    "count_derivatives",
+    "exact_hessian_diagonal",
+    "multiclass_confusion_objective",
+    "soft_counts",
+]
 
 #: The curvature rules of :func:`confusion_objective`.
 HESSIANS = ("gauss_newton", "exact", "constant")
+#: The curvature rules of :func:`multiclass_confusion_objective`.
+MULTICLASS_HESSIANS = ("gauss_newton", "constant")
 #: The floor of the ``"exact"`` curvature (in units of the default ``scale``, a per-sample loss).
 DEFAULT_MIN_HESSIAN = 1e-3
 
@@ -243,3 +266,71 @@ def exact_hessian_diagonal(
     z, y = _as_inputs(scores, target)
     scale = float(z.size) if scale is None else check_positive("scale", scale)
     return _derivatives(z, y, metric, amplification, beta, scale, "exact")[1]
+
+
+def multiclass_confusion_objective(
+    scores: Any,
+    target: Any,
+    metric: MetricArg = "f1",
+    *,
+    sharpness: float = 2.0,
+    average: str = "auto",
+    beta: float = 1.0,
+    hessian: str = "gauss_newton",
+    scale: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample gradient and positive curvature of the full-set soft confusion loss (multi-class).
+
+    See the module docstring ("Multi-class") for the maths and the curvature.
+
+    Args:
+        scores: raw scores ``z``, shape ``(N, K)``, ``K >= 2``.
+        target: integer classes in ``[0, K)``, shape ``(N,)``.
+        metric: a confusion-matrix metric name or a callable ``f(tp, fp, fn, tn)`` (as
+            :func:`~metricopt.losses.confusion_loss`).
+        sharpness: ``s`` of the soft prediction ``softmax(s z)``, > 0.
+        average: how per-class scores combine (:func:`~metricopt.losses.confusion_loss`; ``"auto"``: the
+            metric's own multi-class form, macro for F1).
+        beta: recall's weight for ``metric="fbeta"``.
+        hessian: ``"gauss_newton"`` or ``"constant"``.
+        scale: the loss's multiplier; None: the number of samples.
+
+    Returns:
+        ``(grad, hess)``: float64 arrays of shape ``(N, K)``; ``hess > 0``.
+
+    Raises:
+        ValueError: a bad argument, named.
+
+    Examples:
+        >>> grad, hess = multiclass_confusion_objective(np.zeros((3, 3)), [0, 1, 2], "f1")
+        >>> [int(np.argmin(row)) for row in grad], bool((hess > 0).all())  # raise each row's own class
+        ([0, 1, 2], True)
+    """
+    from metricopt.losses.confusion import confusion_loss  # the torch loss this objective differentiates
+
+    sharpness = check_positive("sharpness", sharpness)
+    check_choice("hessian", hessian, MULTICLASS_HESSIANS)
+    resolve_metric(metric, beta)
+    z = np.asarray(scores, dtype=np.float64)
+    if z.ndim != 2 or z.shape[0] == 0 or z.shape[1] < 2:
+        raise ValueError(f"`scores` must have shape (N, K) with N >= 1 and K >= 2; got {z.shape}")
+    if not np.all(np.isfinite(z)):
+        raise ValueError("`scores` must be finite; got NaN or inf")
+    y = np.asarray(target)
+    if y.shape != z.shape[:1] or y.dtype.kind not in "biu" or y.min() < 0 or y.max() >= z.shape[1]:
+        raise ValueError(f"`target` must hold integer classes in [0, {z.shape[1]}), one per row of `scores`; "
+                         f"got shape {y.shape} and dtype {y.dtype}")
+    scale = float(z.shape[0]) if scale is None else check_positive("scale", scale)
+    logits = torch.as_tensor(z).requires_grad_(True)
+    loss = scale * confusion_loss(logits, torch.as_tensor(y, dtype=torch.long), metric, sharpness=sharpness,
+                                  average=average, beta=beta, validate=False, distributed=False)
+    if loss.dim() != 0:
+        raise ValueError(f"`average` must combine the classes into one loss; got average={average!r}")
+    (grad,) = torch.autograd.grad(loss, logits)
+    g = grad.numpy()
+    if hessian == "constant":
+        return g, np.ones_like(g)
+    p = torch.softmax(sharpness * logits.detach(), dim=1).numpy()
+    # c_ik - cbar_i = g_ik / (s P_ik); its largest magnitude per row weights the row's Fisher diagonal
+    spread = np.max(np.abs(g) / (sharpness * np.maximum(p, np.finfo(np.float64).tiny)), axis=1, keepdims=True)
+    return g, np.maximum(spread * sharpness**2 * p * (1 - p), np.finfo(np.float64).tiny)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from metricopt.app.cli.common import (
+    BASELINE,
     TrainConfig,
     dataset_info,
     load_data,
@@ -64,15 +65,14 @@ def _fit_one(name: str, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Te
     """One method's ``--model``; its probabilities of any rows, and its history (the MLP's for mlp+lightgbm)."""
     if config.model == "lightgbm":
         booster, result = _boost_one(name, split, n_classes, config)
-        return (lambda X: booster.predict_proba(X)[:, 1]), result
+        return booster.probabilities, result
     if config.model == "mlp+lightgbm":
         from metricopt.app.recipes.ensemble import AveragedClassifier
 
-        booster, _ = _boost_one(name, split, n_classes, config)
+        booster, _ = _boost_one(BASELINE, split, n_classes, config)  # the recipe's trees: LightGBM's log-loss
     model, result = _train_one(name, loss_fn, split, n_classes, config, show_progress=show_progress)
     if config.model == "mlp+lightgbm":  # the two models' probabilities averaged (the MLP's epochs kept)
-        both = AveragedClassifier(model, booster)
-        return (lambda X: both.predict_proba(X)[:, 1]), result
+        return AveragedClassifier(model, booster).probabilities, result
     return (lambda X: predict_proba(model, X)), result
 
 
@@ -85,8 +85,9 @@ def run_confusion(config: TrainConfig, *, show_progress: bool,
     """:func:`run_train` for a confusion-matrix metric: the chosen loss and the ``bce`` baseline."""
     data, split = load_data(config)
     n_classes = data.n_classes
-    if config.model != "mlp" and n_classes != 2:
-        raise ValueError(f"--model {config.model} trains binary targets; the data have {n_classes} classes")
+    if config.model == "lightgbm" and n_classes > 2 and config.loss == "weighted_bce":
+        raise ValueError(f"--model lightgbm --loss weighted_bce weights the classes with LightGBM's is_unbalance, "
+                         f"which is for binary targets; the data have {n_classes} classes")
     if config.tune_threshold and n_classes != 2:
         raise ValueError(f"--tune-threshold tunes a binary decision threshold; the data have {n_classes} classes "
                          "(multi-class decisions are the argmax)")

@@ -187,8 +187,9 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
                         help="what both methods train: an MLP (--hidden, --epochs, --batch-size, --lr); LightGBM "
                              "boosted trees with AnyLoss as the objective on the whole training set (--loss anyloss) "
                              "or LightGBM's log-loss (bce; weighted_bce: with is_unbalance), early-stopped on "
-                             "--metric on the validation split; or mlp+lightgbm, both, their probabilities averaged "
-                             "(the last two: binary confusion-matrix metrics; pip install 'metricopt[boosting]')")
+                             "--metric on the validation split; or mlp+lightgbm, both (the trees with LightGBM's "
+                             "log-loss, as the estimator's recipe), their probabilities averaged "
+                             "(the last two: binary confusion-matrix metrics)")
     method.add_argument("--tune-threshold", action="store_true",
                         help="binary confusion-matrix metrics: tune each method's decision threshold on the "
                              "validation split for --metric and score the test split at it (default: 0.5)")

