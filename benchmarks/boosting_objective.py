@@ -194,12 +194,15 @@ def main() -> None:
     parser.add_argument("--first-sets", action="store_true", help="the first sweep's datasets (see FIRST_SETS)")
     parser.add_argument("--multiclass", action="store_true",
                         help="the collection's multi-class validation tables and the multi-class variants")
+    parser.add_argument("--max-rows", type=int, default=None,
+                        help="--multiclass: only the validation tables with at most this many rows")
     parser.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
     if args.multiclass:
-        from metricopt.app.data.collection import multiclass_split
+        from metricopt.app.data.collection import multiclass_split, table_info
 
-        datasets = tuple(("collection", name) for name in multiclass_split()[0])
+        datasets = tuple(("collection", name) for name in multiclass_split()[0]
+                         if args.max_rows is None or table_info(name).n_samples <= args.max_rows)
         order, baselines = MULTICLASS_METHODS, MULTICLASS_BASELINES
     else:
         datasets = FIRST_SETS if args.first_sets else DATASETS
@@ -214,7 +217,8 @@ def main() -> None:
     print(f"{len(rows)} fits in {time.perf_counter() - start:.0f} s "
           f"({args.workers} workers, 1 thread each); command: python -m benchmarks.boosting_objective "
           f"--seeds {args.seeds}" + (" --first-sets" if args.first_sets else "")
-          + (" --multiclass" if args.multiclass else ""))
+          + (" --multiclass" if args.multiclass else "")
+          + (f" --max-rows {args.max_rows}" if args.max_rows is not None else ""))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"command": "python -m benchmarks.boosting_objective", "rows": rows}, handle, indent=1)
