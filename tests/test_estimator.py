@@ -100,8 +100,8 @@ def test_every_loss_trains(cancer, loss):
 
 def test_anyloss_beats_bce_on_f1_for_a_rare_class():
     """Breast cancer with most malignant cases dropped (5.6% positive): an MLP at threshold 0.5 (the defaults
-    before the tabular recipe): the F1-trained model beats cross-entropy on F1 (measured: 0.60 vs 0.30, mean of 3 seeds; 0.59 vs 0.37
-    before the per-class validation split of issue 12)."""
+    before the tabular recipe): the F1-trained model beats cross-entropy on F1 (measured: 0.60 vs 0.30, mean of
+    3 seeds; 0.59 vs 0.37 before the per-class validation split of issue 12)."""
     X, y = load_breast_cancer(return_X_y=True)
     y = 1 - y
     rng = np.random.default_rng(0)
