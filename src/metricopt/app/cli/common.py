@@ -64,7 +64,7 @@ class TrainConfig:
     ``pos_label`` is ``--pos-label`` as given (None: the default rule, see the
     module docstring). ``drop`` names the columns of ``csv`` left out of the
     features (``--drop``). ``model`` is ``"mlp"``, ``"lightgbm"`` or
-    ``"mlp+lightgbm"`` (the last two: binary confusion-matrix metrics;
+    ``"mlp+lightgbm"`` (the last two: confusion-matrix metrics;
     ``amplification`` then defaults to boosting's). ``tune_threshold``: each
     method's binary decision threshold is tuned on the validation split for
     ``metric`` (``--tune-threshold``) instead of ``threshold``.

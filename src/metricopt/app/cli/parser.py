@@ -189,7 +189,7 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
                              "or LightGBM's log-loss (bce; weighted_bce: with is_unbalance), early-stopped on "
                              "--metric on the validation split; or mlp+lightgbm, both (the trees with LightGBM's "
                              "log-loss, as the estimator's recipe), their probabilities averaged "
-                             "(the last two: binary confusion-matrix metrics)")
+                             "(the last two: confusion-matrix metrics, binary or multi-class)")
     method.add_argument("--tune-threshold", action="store_true",
                         help="binary confusion-matrix metrics: tune each method's decision threshold on the "
                              "validation split for --metric and score the test split at it (default: 0.5)")
