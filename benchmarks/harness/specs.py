@@ -792,6 +792,13 @@ TABULAR_METHODS: tuple[str, ...] = (
 )
 
 
+#: Methods of the multi-class tabular suite: every method above that takes multi-class targets, argmax decisions.
+TABULAR_MULTICLASS_METHODS: tuple[str, ...] = (
+    "recipe", "anyloss", "bce", "weighted_bce", "focal", "dice", "hgb", "lr", "weighted_lr", "lgb_logloss",
+    "lgb_anyloss",
+)
+
+
 @dataclass(frozen=True)
 class TabularSpec(TrainingProtocol):
     """The practitioner's tabular benchmark (issue 14): 100+ real imbalanced binary tables, every method.
@@ -809,7 +816,8 @@ class TabularSpec(TrainingProtocol):
 
     Attributes:
         tables: ``"report"`` (the collection's report tables), ``"validation"``
-            (its validation tables) or a tuple of collection table names.
+            (its validation tables), ``"multiclass"`` (its multi-class report
+            tables of at most 20,000 rows) or a tuple of collection table names.
         methods: method names; a method that cannot run here is recorded as
             unavailable.
         metrics: target metrics (each method is trained or tuned for each where it takes a target).
@@ -833,8 +841,9 @@ class TabularSpec(TrainingProtocol):
     kind = "tabular"
 
     def __post_init__(self) -> None:
-        if isinstance(self.tables, str) and self.tables not in ("report", "validation"):
-            raise ValueError(f"`tables` must be 'report', 'validation' or a tuple of table names; got {self.tables!r}")
+        if isinstance(self.tables, str) and self.tables not in ("report", "validation", "multiclass"):
+            raise ValueError(f"`tables` must be 'report', 'validation', 'multiclass' or a tuple of table names; "
+                             f"got {self.tables!r}")
         if self.reference not in self.methods:
             raise ValueError(f"`reference` {self.reference!r} must be one of `methods` {self.methods}")
 
@@ -908,6 +917,15 @@ SUITES: dict[str, Spec] = {
         name="tabular_selection", tables="validation", seeds=(0, 1, 2),
         methods=(*(f"candidate_{name}" for name in RECIPE_CANDIDATES), "tuned_hgb"),
         reference="candidate_mlp_anyloss",
+    ),
+    # Multi-class tables (issue 14): the collection's multi-class report tables, argmax decisions, macro F1 and MCC.
+    "tabular_multiclass": TabularSpec(
+        name="tabular_multiclass", tables="multiclass", methods=TABULAR_MULTICLASS_METHODS,
+    ),
+    "tabular_multiclass_smoke": TabularSpec(
+        name="tabular_multiclass_smoke", tables=("balance", "tae"), seeds=(0,), epochs=3,
+        methods=("recipe", "anyloss", "bce", "hgb", "weighted_lr", "lgb_anyloss", "lgb_logloss"),
+        recipe_params=(("max_epochs", 3),),
     ),
     "tabular_smoke": TabularSpec(
         name="tabular_smoke", tables=("appendicitis", "new_thyroid1"), seeds=(0,), epochs=3,

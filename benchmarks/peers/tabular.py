@@ -17,7 +17,12 @@ table and returns the fitted predictor's ``predict`` (labels 0/1 of raw rows):
 * ``lgb_unbalance`` / ``lgb_anyloss``: LightGBM log-loss with
   ``is_unbalance=True`` / LightGBM with the AnyLoss objective
   (:func:`metricopt.app.recipes.boosting.fit_lightgbm` defaults), fit on train,
-  early-stopped on the target metric of the validation rows.
+  early-stopped on the target metric of the validation rows;
+* for multi-class tables (argmax decisions): ``hgb`` / ``lr``
+  (``HistGradientBoostingClassifier``, the standardised ``LogisticRegression``,
+  fit on train + validation), ``lgb_logloss`` (LightGBM's ``multiclass``
+  log-loss, early-stopped like the other LightGBM peers); ``weighted_lr``,
+  ``lgb_anyloss`` and ``recipe`` take multi-class tables as they are.
 
 ``candidate_*``: the candidates for the recipe (:data:`RECIPE_CANDIDATES`,
 every option that differs from MetricClassifier's constructor defaults spelled
@@ -135,6 +140,16 @@ def _tuned_lr(split: Split, metric: str | None, seed: int, threads: int, options
     return model.fit(*_train_and_val(split)).predict
 
 
+def _hgb(split: Split, metric: str | None, seed: int, threads: int, options: Mapping[str, Any]) -> Predictor:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(random_state=seed).fit(*_train_and_val(split)).predict
+
+
+def _lr(split: Split, metric: str | None, seed: int, threads: int, options: Mapping[str, Any]) -> Predictor:
+    return _logistic().fit(*_train_and_val(split)).predict
+
+
 def _weighted_lr(split: Split, metric: str | None, seed: int, threads: int, options: Mapping[str, Any]) -> Predictor:
     return _logistic(class_weight="balanced").fit(*_train_and_val(split)).predict
 
@@ -182,6 +197,11 @@ TABULAR_PEERS: dict[str, TabularPeer] = {
         TabularPeer("lgb_unbalance", "LightGBM is_unbalance", _lightgbm("binary", {"is_unbalance": True}),
                     requires="lightgbm", install="pip install lightgbm"),
         TabularPeer("lgb_anyloss", "LightGBM AnyLoss", _lightgbm("anyloss", {}), requires="lightgbm",
+                    install="pip install lightgbm"),
+        # multi-class tables (argmax decisions; scikit-learn's threshold tuner is for binary targets)
+        TabularPeer("hgb", "HGB", _hgb, per_metric=False),
+        TabularPeer("lr", "LR", _lr, per_metric=False),
+        TabularPeer("lgb_logloss", "LightGBM log-loss", _lightgbm("binary", {}), requires="lightgbm",
                     install="pip install lightgbm"),
         *(TabularPeer(f"candidate_{name}", f"candidate {name}", _candidate(options),
                       requires="lightgbm" if options["model"] != "mlp" else None, install="pip install lightgbm")

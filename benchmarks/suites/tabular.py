@@ -72,7 +72,7 @@ __all__ = [
 ]
 
 #: Imbalance-ratio groups in report order (labels of :func:`metricopt.app.data.collection.ir_group`).
-GROUP_ORDER = ("IR <3", "IR 3-9", "IR 9-30", "IR >=30")
+GROUP_ORDER = ("IR <3", "IR 3-9", "IR 9-30", "IR >=30", "multi-class")
 
 Task = tuple[str, int, str]
 
@@ -81,16 +81,25 @@ Task = tuple[str, int, str]
 # what runs
 
 
+#: ``"multiclass"``: the multi-class report tables up to this many rows (leaves out ``fars``, 100,968 rows x
+#: 362 features, whose 55 fits per seed would take longer than all the others together).
+MULTICLASS_MAX_ROWS = 20_000
+
+
 def resolve_tables(tables: str | Sequence[str]) -> tuple[str, ...]:
-    """The table names of ``"report"``, ``"validation"`` or a list of names (checked; ValueError if unknown)."""
+    """The table names of ``"report"``, ``"validation"``, ``"multiclass"`` or a list of names (checked;
+    ValueError if unknown)."""
     from metricopt.app.data import collection
 
     if tables == "report":
         return tuple(t.name for t in collection.report_tables())
     if tables == "validation":
         return tuple(t.name for t in collection.validation_tables())
+    if tables == "multiclass":
+        return tuple(name for name in collection.multiclass_split()[1]
+                     if collection.table_info(name).n_samples <= MULTICLASS_MAX_ROWS)
     if isinstance(tables, str):
-        raise ValueError(f"`tables` must be 'report', 'validation' or a list of names; got {tables!r}")
+        raise ValueError(f"`tables` must be 'report', 'validation', 'multiclass' or a list of names; got {tables!r}")
     return tuple(collection.table_info(name).name for name in tables)
 
 
@@ -135,6 +144,9 @@ def _table_info(name: str) -> dict[str, Any]:
     from metricopt.app.data import collection
 
     t = collection.table_info(name)
+    if t.task == "multiclass":  # one group: the imbalance-ratio groups are for binary tables
+        return {"n": t.n_samples, "features": t.n_features, "classes": t.n_classes, "ir_group": "multi-class",
+                "family": t.family, "source": t.source}
     return {"n": t.n_samples, "features": t.n_features, "positives": t.n_positive,
             "imbalance_ratio": round(t.imbalance_ratio, 2), "ir_group": t.ir_group, "family": t.family,
             "source": t.source}
@@ -144,9 +156,13 @@ def _table_info(name: str) -> dict[str, Any]:
 # one task
 
 
-def _record(table: str, seed: int, method: str, metric: str, test: float, seconds: float,
+def _task(n_classes: int) -> str:
+    return "binary" if n_classes == 2 else "multiclass"
+
+
+def _record(table: str, seed: int, method: str, metric: str, test: float, seconds: float, task: str,
             **extra: Any) -> dict[str, Any]:
-    out = {"dataset": table, "task": "binary", "method": method, "metric": metric, "seed": seed,
+    out = {"dataset": table, "task": task, "method": method, "metric": metric, "seed": seed,
            "test": float(test), "val": None, "epoch": None, "threshold": None, "train_seconds": round(seconds, 3)}
     out.update(extra)
     return out
@@ -167,7 +183,8 @@ def _run_baseline(spec: TabularSpec, ds: Any, table: str, seed: int, name: str) 
         seconds = time.perf_counter() - start
         decided = np.asarray(predict(raw.X_test)).astype(np.int64)
         for k in (target,) if target else spec.metrics:
-            records.append(_record(table, seed, name, k, metric_score(raw.y_test, decided, k), seconds))
+            score = metric_score(raw.y_test, decided, k, num_classes=ds.n_classes)
+            records.append(_record(table, seed, name, k, score, seconds, _task(ds.n_classes)))
     return records
 
 
@@ -179,8 +196,8 @@ def _run_mlp(spec: TabularSpec, ds: Any, table: str, seed: int, unit: str) -> tu
     split = train_val_test_split(ds.X, ds.y, test_size=spec.test_size, val_size=spec.val_size, random_state=seed)
     members = [m for m in _methods.resolve_methods(tuple(n for n in spec.methods if n in _methods.METHODS))
                if m.group == unit]
-    return train_mlp_methods(spec, split, members, dataset=table, task="binary", num_classes=2,
-                             n_features=ds.n_features, seed=seed)
+    return train_mlp_methods(spec, split, members, dataset=table, task=_task(ds.n_classes),
+                             num_classes=ds.n_classes, n_features=ds.n_features, seed=seed)
 
 
 def run_task(spec: TabularSpec, table: str, seed: int, unit: str) -> dict[str, Any]:
@@ -339,7 +356,8 @@ def run_suite(
             "kind": spec.kind,
             "title": f"Tabular benchmark (`{spec.name}`): the recommended recipe against the practitioner's "
                      "baselines",
-            "protocol": _protocol(spec, len(tables)),
+            "protocol": _protocol(spec, len(tables), multiclass=any(_table_info(t)["ir_group"] == "multi-class"
+                                                                   for t in tables)),
             "spec": spec_to_dict(spec),
             "metadata": metadata,
             "jobs": jobs,
@@ -375,7 +393,7 @@ def _per_metric(name: str) -> bool:
     return m.per_metric or m.tune
 
 
-def _protocol(spec: TabularSpec, n_tables: int) -> str:
+def _protocol(spec: TabularSpec, n_tables: int, *, multiclass: bool = False) -> str:
     which = spec.tables if isinstance(spec.tables, str) else "listed"
     recipe = ("with its defaults" if not spec.recipe_params else
               "with " + ", ".join(f"{k}={v!r}" for k, v in spec.recipe_params) + " (not its defaults)")
@@ -401,6 +419,10 @@ def _protocol(spec: TabularSpec, n_tables: int) -> str:
         f"losses of the reference by table seed-means, tie = |difference| < {spec.tie_tolerance}; average rank "
         "over the tables where every method ran (1 = best); Wilcoxon signed-rank test (two-sided, zero "
         "differences dropped) of the table seed-means."
+        + (" Multi-class tables: every decision is the argmax (no threshold), F1 is the macro average over the "
+           "classes and MCC the multi-class MCC; `HGB`, `LR` and `LightGBM log-loss` are HistGradientBoosting, the "
+           "logistic regression and LightGBM's multiclass log-loss at the argmax, `MetricClassifier (recipe)` its "
+           "multi-class defaults (the AnyLoss MLP)." if multiclass else "")
     )
 
 
@@ -441,12 +463,17 @@ def _seconds(records: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[
                 "max": float(np.max(v)) if v else None} for m, v in by_method.items()}
 
 
+def _all_tasks(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`~benchmarks.harness.results.aggregate`'s tables of every task, in one mapping (names are unique)."""
+    return {name: cells for part in aggregate(records).values() for name, cells in part.items()}
+
+
 def refresh_summary(payload: dict[str, Any]) -> dict[str, Any]:
     """(Re)compute ``payload["summary"]`` from its records and table records, in place; returns the payload."""
     spec = payload["spec"]
     metrics, reference, tolerance = spec["metrics"], payload["reference"], spec["tie_tolerance"]
     methods = [m for m in payload["methods"] if m not in payload.get("unavailable", {})]
-    table = aggregate(payload["records"]).get("binary", {})
+    table = _all_tasks(payload["records"])
     groups: dict[str, list[str]] = {}
     for name, info in payload["datasets"].items():
         groups.setdefault(info["ir_group"], []).append(name)
@@ -663,7 +690,7 @@ def tabular_markdown(payload: dict[str, Any]) -> str:
         lines += _overview(part, methods, metrics, None)
         if reference in methods:
             lines += _against(part, reference, metrics)
-    table = aggregate(payload["records"]).get("binary", {})
+    table = _all_tasks(payload["records"])
     for k in metrics:
         lines += [f"## Per table: {METRIC_LABELS.get(k, k)} (test, mean over seeds)", ""]
         heads = ["table", "IR group", *(method_label(m) for m in methods)]
