@@ -300,3 +300,27 @@ def test_the_rule_picks_the_fastest_candidate_within_the_tolerance_of_the_best_s
     assert T.recipe_choice(payload)["chosen"] == "candidate_a"
     payload["methods"] = {"tuned_hgb": {}}
     assert T.recipe_choice(payload) is None  # no candidates: no choice
+
+
+def test_multiclass_tables_are_the_multiclass_report_tables_up_to_the_row_cap() -> None:
+    from metricopt.app.data import collection
+
+    names = T.resolve_tables("multiclass")
+    report = collection.multiclass_split()[1]
+    assert set(names) <= set(report) and "fars" in report and "fars" not in names
+    assert all(collection.table_info(n).n_samples <= T.MULTICLASS_MAX_ROWS for n in names)
+    assert {n for n in report if collection.table_info(n).n_samples <= T.MULTICLASS_MAX_ROWS} == set(names)
+    assert get_suite("tabular_multiclass").tables == "multiclass"
+
+
+def test_tabular_multiclass_smoke_end_to_end(tmp_path: Path) -> None:
+    """Multi-class tables through the same suite: argmax decisions, records of task 'multiclass', one group."""
+    assert main(["tabular_multiclass", "--smoke", "--output-dir", str(tmp_path), "--quiet", "--no-plots"]) == 0
+    payload = json.loads((tmp_path / "tabular_multiclass_smoke.json").read_text())
+    spec = get_suite("tabular_multiclass", smoke=True)
+    assert payload["failures"] == [] and payload["unavailable"] == {}
+    assert {r["task"] for r in payload["records"]} == {"multiclass"}
+    got = {(r["dataset"], r["method"], r["metric"]) for r in payload["records"]}
+    assert got == {(t, m, k) for t in spec.tables for m in spec.methods for k in spec.metrics}
+    assert list(payload["summary"]["groups"]) == ["multi-class"]
+    assert "Multi-class tables: every decision is the argmax" in payload["protocol"]
