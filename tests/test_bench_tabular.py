@@ -308,8 +308,11 @@ def test_multiclass_tables_are_the_multiclass_report_tables_up_to_the_row_cap() 
     names = T.resolve_tables("multiclass")
     report = collection.multiclass_split()[1]
     assert set(names) <= set(report) and "fars" in report and "fars" not in names
-    assert all(collection.table_info(n).n_samples <= T.MULTICLASS_MAX_ROWS for n in names)
-    assert {n for n in report if collection.table_info(n).n_samples <= T.MULTICLASS_MAX_ROWS} == set(names)
+    kept = {n for n in report if collection.table_info(n).n_samples <= T.MULTICLASS_MAX_ROWS
+            and collection.table_info(n).n_positive >= T.MULTICLASS_MIN_CLASS_ROWS}  # n_positive: smallest class
+    assert kept == set(names) and len(names) >= 15 and "abalone" not in names  # abalone: a class of one row
+    data = collection.load_table(names[0])
+    assert np.bincount(data.y).min() == collection.table_info(names[0]).n_positive >= 3
     assert get_suite("tabular_multiclass").tables == "multiclass"
 
 

@@ -817,7 +817,8 @@ class TabularSpec(TrainingProtocol):
     Attributes:
         tables: ``"report"`` (the collection's report tables), ``"validation"``
             (its validation tables), ``"multiclass"`` (its multi-class report
-            tables of at most 20,000 rows) or a tuple of collection table names.
+            tables of at most 20,000 rows whose every class has 3 rows or
+            more) or a tuple of collection table names.
         methods: method names; a method that cannot run here is recorded as
             unavailable.
         metrics: target metrics (each method is trained or tuned for each where it takes a target).
