@@ -71,7 +71,8 @@ EXPECTED_FAILED_CHECKS: dict[str, str] = {
 BINARY_RECIPE: dict[str, Any] = {"model": "mlp+lightgbm", "loss": "weighted_bce", "booster_loss": "bce",
                                  "tune_threshold": True}
 #: What ``"auto"`` means for multi-class targets: the MLP with AnyLoss for ``metric``, decisions at the argmax
-#: (the defaults before the tabular recipe, kept: the benchmark has not measured multi-class tables yet).
+#: (the defaults before the tabular recipe, kept: no multi-class recipe has been chosen on validation tables yet;
+#: on 16 multi-class report tables it trails HistGradientBoosting, docs/benchmarks/tabular.md).
 MULTICLASS_RECIPE: dict[str, Any] = {"model": "mlp", "loss": "anyloss", "booster_loss": None,
                                      "tune_threshold": False}
 
