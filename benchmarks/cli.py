@@ -36,7 +36,7 @@ DEFAULT_OUTPUT_DIR = Path("benchmark-results")
 _KINDS = ("quality", "ablation", "speed")
 #: Further suites run by name only (not by ``all``).
 _NAMED_ONLY_KINDS = ("ap_quality", "retrieval", "rank_speed", "blackbox", "blackbox_ablation", "blackbox_defaults",
-                     "tabular", "tabular_selection", "tabular_multiclass")
+                     "tabular", "tabular_selection", "tabular_multiclass", "tabular_selection_multiclass")
 _BLACKBOX_KINDS = ("blackbox", "blackbox_ablation", "blackbox_defaults")
 
 
@@ -137,7 +137,9 @@ def _tabular_changes(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
     if args.epochs is not None:
         changes["epochs"] = _epochs(args)
     if args.datasets is not None:
-        if args.datasets in (("report",), ("validation",), ("multiclass",)):
+        from benchmarks.harness.specs import TABLE_SETS
+
+        if len(args.datasets) == 1 and args.datasets[0] in TABLE_SETS:
             changes["tables"] = args.datasets[0]
         else:
             from benchmarks.suites.tabular import resolve_tables

@@ -250,7 +250,7 @@ def test_rank_row_refuses_scores_that_are_not_finite() -> None:
 
 def test_recipe_candidates_spell_out_the_same_valid_estimator_options() -> None:
     """A candidate must not lean on MetricClassifier's defaults (they change when the recipe is chosen)."""
-    from benchmarks.peers.tabular import RECIPE_CANDIDATES, TABULAR_PEERS
+    from benchmarks.peers.tabular import BINARY_CANDIDATES, MULTICLASS_CANDIDATES, RECIPE_CANDIDATES, TABULAR_PEERS
     from metricopt.app import MetricClassifier
 
     keys = {frozenset(options) for options in RECIPE_CANDIDATES.values()}
@@ -261,7 +261,15 @@ def test_recipe_candidates_spell_out_the_same_valid_estimator_options() -> None:
         assert f"candidate_{name}" in TABULAR_PEERS
     selection = get_suite("tabular_selection")
     assert selection.tables == "validation" and set(selection.methods) == {
-        *(f"candidate_{n}" for n in RECIPE_CANDIDATES), "tuned_hgb"}
+        *(f"candidate_{n}" for n in BINARY_CANDIDATES), "tuned_hgb"}
+    multiclass = get_suite("tabular_selection_multiclass")
+    assert multiclass.tables == "multiclass_validation" and set(multiclass.methods) == {
+        *(f"candidate_{n}" for n in MULTICLASS_CANDIDATES), "hgb"}
+    assert set(BINARY_CANDIDATES) | set(MULTICLASS_CANDIDATES) == set(RECIPE_CANDIDATES)
+    assert not any(RECIPE_CANDIDATES[n]["tune_threshold"] for n in MULTICLASS_CANDIDATES)  # argmax decisions
+    from metricopt.app.data import collection
+
+    assert T.resolve_tables("multiclass_validation") == collection.multiclass_split()[0]
 
 
 def test_imbalanced_losses_focal_is_the_sigmoid_focal_loss_with_its_defaults() -> None:

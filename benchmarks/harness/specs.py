@@ -37,7 +37,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.peers.tabular import RECIPE_CANDIDATES
+from benchmarks.peers.tabular import BINARY_CANDIDATES, MULTICLASS_CANDIDATES
 
 __all__ = [
     "BINARY_DATASETS",
@@ -792,6 +792,8 @@ TABULAR_METHODS: tuple[str, ...] = (
 )
 
 
+#: The named table sets of the tabular suites (``benchmarks.suites.tabular.resolve_tables``).
+TABLE_SETS = ("report", "validation", "multiclass", "multiclass_validation")
 #: Methods of the multi-class tabular suite: every method above that takes multi-class targets, argmax decisions.
 TABULAR_MULTICLASS_METHODS: tuple[str, ...] = (
     "recipe", "anyloss", "bce", "weighted_bce", "focal", "dice", "hgb", "lr", "weighted_lr", "lgb_logloss",
@@ -818,7 +820,8 @@ class TabularSpec(TrainingProtocol):
         tables: ``"report"`` (the collection's report tables), ``"validation"``
             (its validation tables), ``"multiclass"`` (its multi-class report
             tables of at most 20,000 rows whose every class has 3 rows or
-            more) or a tuple of collection table names.
+            more), ``"multiclass_validation"`` (its multi-class validation
+            tables) or a tuple of collection table names.
         methods: method names; a method that cannot run here is recorded as
             unavailable.
         metrics: target metrics (each method is trained or tuned for each where it takes a target).
@@ -842,9 +845,9 @@ class TabularSpec(TrainingProtocol):
     kind = "tabular"
 
     def __post_init__(self) -> None:
-        if isinstance(self.tables, str) and self.tables not in ("report", "validation", "multiclass"):
-            raise ValueError(f"`tables` must be 'report', 'validation', 'multiclass' or a tuple of table names; "
-                             f"got {self.tables!r}")
+        if isinstance(self.tables, str) and self.tables not in TABLE_SETS:
+            raise ValueError(f"`tables` must be one of {', '.join(map(repr, TABLE_SETS))} or a tuple of table "
+                             f"names; got {self.tables!r}")
         if self.reference not in self.methods:
             raise ValueError(f"`reference` {self.reference!r} must be one of `methods` {self.methods}")
 
@@ -916,8 +919,14 @@ SUITES: dict[str, Spec] = {
     # validation tables, 3 seeds; the rule that picks one was fixed before this ran.
     "tabular_selection": TabularSpec(
         name="tabular_selection", tables="validation", seeds=(0, 1, 2),
-        methods=(*(f"candidate_{name}" for name in RECIPE_CANDIDATES), "tuned_hgb"),
+        methods=(*(f"candidate_{name}" for name in BINARY_CANDIDATES), "tuned_hgb"),
         reference="candidate_mlp_anyloss",
+    ),
+    # The same for multi-class targets: the collection's multi-class validation tables, HGB as the bar.
+    "tabular_selection_multiclass": TabularSpec(
+        name="tabular_selection_multiclass", tables="multiclass_validation", seeds=(0, 1, 2),
+        methods=(*(f"candidate_{name}" for name in MULTICLASS_CANDIDATES), "hgb"),
+        reference="candidate_multiclass_mlp_anyloss",
     ),
     # Multi-class tables (issue 14): the collection's multi-class report tables, argmax decisions, macro F1 and MCC.
     "tabular_multiclass": TabularSpec(

@@ -46,6 +46,8 @@ import numpy as np
 from metricopt.app.data import Split
 
 __all__ = [
+    "BINARY_CANDIDATES",
+    "MULTICLASS_CANDIDATES",
     "RECIPE_CANDIDATES",
     "TABULAR_PEERS",
     "TabularPeer",
@@ -118,7 +120,16 @@ RECIPE_CANDIDATES: dict[str, dict[str, Any]] = {
     "ensemble_weighted_tuned": _options("mlp+lightgbm", "weighted_bce"),
     "ensemble_weighted_mlp_tuned": _options("mlp+lightgbm", "weighted_bce", booster_loss="bce"),
     "ensemble_weighted_tuned_stratified": _options("mlp+lightgbm", "weighted_bce", batching="stratified"),
+    # multi-class targets (argmax decisions: no threshold to tune), for `tabular_selection_multiclass`
+    "multiclass_mlp_anyloss": _options("mlp", "anyloss", tune_threshold=False),
+    "multiclass_mlp_weighted": _options("mlp", "weighted_bce", tune_threshold=False),
+    "multiclass_ensemble_anyloss": _options("mlp+lightgbm", "anyloss", booster_loss="bce", tune_threshold=False),
+    "multiclass_ensemble_weighted": _options("mlp+lightgbm", "weighted_bce", booster_loss="bce",
+                                             tune_threshold=False),
 }
+#: The candidates of each selection run (binary: the first seven; multi-class: the last four).
+BINARY_CANDIDATES = tuple(name for name in RECIPE_CANDIDATES if not name.startswith("multiclass_"))
+MULTICLASS_CANDIDATES = tuple(name for name in RECIPE_CANDIDATES if name.startswith("multiclass_"))
 
 
 def _candidate(options: Mapping[str, Any]) -> Callable[..., Predictor]:

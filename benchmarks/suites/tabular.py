@@ -102,8 +102,11 @@ def resolve_tables(tables: str | Sequence[str]) -> tuple[str, ...]:
         infos = [collection.table_info(name) for name in collection.multiclass_split()[1]]
         return tuple(t.name for t in infos
                      if t.n_samples <= MULTICLASS_MAX_ROWS and t.n_positive >= MULTICLASS_MIN_CLASS_ROWS)
+    if tables == "multiclass_validation":
+        return collection.multiclass_split()[0]
     if isinstance(tables, str):
-        raise ValueError(f"`tables` must be 'report', 'validation', 'multiclass' or a list of names; got {tables!r}")
+        raise ValueError(f"`tables` must be 'report', 'validation', 'multiclass', 'multiclass_validation' or a list "
+                         f"of names; got {tables!r}")
     return tuple(collection.table_info(name).name for name in tables)
 
 
