@@ -182,8 +182,8 @@ def test_sklearn_style_parameters(cancer):
 
 def test_sharpness_reaches_the_multiclass_loss(wine):
     X, y = wine
-    soft = MetricClassifier("mcc", sharpness=0.5, max_epochs=3, random_state=0).fit(X, y)
-    sharp = MetricClassifier("mcc", sharpness=8.0, max_epochs=3, random_state=0).fit(X, y)
+    soft = MetricClassifier("mcc", "anyloss", model="mlp", sharpness=0.5, max_epochs=3, random_state=0).fit(X, y)
+    sharp = MetricClassifier("mcc", "anyloss", model="mlp", sharpness=8.0, max_epochs=3, random_state=0).fit(X, y)
     assert soft.history_[0]["train_loss"] != sharp.history_[0]["train_loss"]
 
 

@@ -6,8 +6,8 @@ targets (:data:`BINARY_RECIPE`, chosen on validation tables and measured on
 class-weighted cross-entropy and LightGBM with its log-loss, their
 probabilities averaged, and the decision threshold tuned for ``metric`` on
 held-out rows, which also pick the MLP's epoch and stop the boosting.
-Multi-class targets get an MLP trained with the AnyLoss confusion loss for
-``metric``, deciding by the argmax (:data:`MULTICLASS_RECIPE`). Every part can
+Multi-class targets get the same two models, deciding by the argmax
+(:data:`MULTICLASS_RECIPE`). Every part can
 be chosen instead: ``model="mlp"`` / ``"lightgbm"`` / ``"mlp+lightgbm"``,
 ``loss="anyloss"`` (the metric as the loss, AnyLoss) or a cross-entropy
 baseline, ``tune_threshold=False`` (decide at 0.5).
@@ -70,10 +70,10 @@ EXPECTED_FAILED_CHECKS: dict[str, str] = {
 #: ``metric`` on the held-out rows (which also pick the MLP's epoch and stop the boosting).
 BINARY_RECIPE: dict[str, Any] = {"model": "mlp+lightgbm", "loss": "weighted_bce", "booster_loss": "bce",
                                  "tune_threshold": True}
-#: What ``"auto"`` means for multi-class targets: the MLP with AnyLoss for ``metric``, decisions at the argmax
-#: (the defaults before the tabular recipe, kept: no multi-class recipe has been chosen on validation tables yet;
-#: on 16 multi-class report tables it trails HistGradientBoosting, docs/benchmarks/tabular.md).
-MULTICLASS_RECIPE: dict[str, Any] = {"model": "mlp", "loss": "anyloss", "booster_loss": None,
+#: What ``"auto"`` means for multi-class targets, chosen the same way on the 5 multi-class validation tables
+#: (docs/benchmarks/tabular.md, "Choosing the multi-class defaults"): the binary recipe's two models, averaged,
+#: deciding by the argmax (no threshold).
+MULTICLASS_RECIPE: dict[str, Any] = {"model": "mlp+lightgbm", "loss": "weighted_bce", "booster_loss": "bce",
                                      "tune_threshold": False}
 
 
@@ -84,13 +84,11 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         metric: the metric to train for and to report in :meth:`score`
             (``"f1"``, ``"gmean"``, ``"balanced_accuracy"``, ``"mcc"``, ... see
             ``metricopt.METRIC_NAMES``).
-        loss: ``"auto"`` (the recipe's: ``"weighted_bce"`` for binary targets,
-            ``"anyloss"`` for multi-class), ``"anyloss"`` (the confusion loss
+        loss: ``"auto"`` (the recipe's: ``"weighted_bce"``), ``"anyloss"`` (the confusion loss
             for ``metric``), or a cross-entropy: ``"bce"``, ``"weighted_bce"``
             (inverse class frequency weights; LightGBM: ``is_unbalance``),
             ``"focal"`` (MLP only).
-        model: ``"auto"`` (``"mlp+lightgbm"`` for binary targets, ``"mlp"``
-            for multi-class), ``"mlp"``, a PyTorch MLP trained by Adam on
+        model: ``"auto"`` (the recipe's ``"mlp+lightgbm"``), ``"mlp"``, a PyTorch MLP trained by Adam on
             mini-batches, ``"lightgbm"``, LightGBM boosted trees whose
             objective is AnyLoss on the whole training set
             (``loss="anyloss"``) or a log-loss (``"bce"``, ``"weighted_bce"``),
