@@ -81,8 +81,8 @@ Task = tuple[str, int, str]
 # what runs
 
 
-#: ``"multiclass"``: the multi-class report tables up to this many rows (leaves out ``fars``, 100,968 rows x
-#: 362 features, whose 55 fits per seed would take longer than all the others together) ...
+#: ``"multiclass"``: the multi-class report tables up to this many rows (leaves out ``fars``, for run time: its
+#: 100,968 rows x 362 features are more than the other 20 tables hold together) ...
 MULTICLASS_MAX_ROWS = 20_000
 #: ... whose smallest class has at least this many rows (a stratified train / validation / test split needs one
 #: per part; leaves out abalone, ecoli, nursery and post_operative, with classes of 1 or 2 rows).
