@@ -356,6 +356,7 @@ def run_suite(
                          key=lambda r: (r["dataset"], r["metric"], r["method"], r["seed"]))
         metadata["load_average_at_end"] = load_average()
         versions = peers.peer_versions()
+        infos = {t: _table_info(t) for t in sorted(tables)}
         for name in ("lightgbm", "scipy"):
             versions[name] = _package_status(name)
         payload: dict[str, Any] = {
@@ -363,8 +364,8 @@ def run_suite(
             "kind": spec.kind,
             "title": f"Tabular benchmark (`{spec.name}`): the recommended recipe against the practitioner's "
                      "baselines",
-            "protocol": _protocol(spec, len(tables), multiclass=any(_table_info(t)["ir_group"] == "multi-class"
-                                                                   for t in tables)),
+            "protocol": _protocol(spec, len(tables), multiclass=any(info["ir_group"] == "multi-class"
+                                                                   for info in infos.values())),
             "spec": spec_to_dict(spec),
             "metadata": metadata,
             "jobs": jobs,
@@ -378,7 +379,7 @@ def run_suite(
             "unavailable": unavailable,
             "failures": failures,
             "reference": spec.reference,
-            "datasets": {t: _table_info(t) for t in sorted(tables)},
+            "datasets": infos,
             "records": records,
         }
         return refresh_summary(payload)

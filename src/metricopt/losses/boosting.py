@@ -78,6 +78,7 @@ import numpy as np
 import torch
 
 from metricopt._checks import check_choice, check_positive, describe
+from metricopt.losses.confusion import DEFAULT_SHARPNESS, confusion_loss
 from metricopt.metrics.confusion import MetricArg, resolve_metric
 
 __all__ = [
@@ -273,7 +274,7 @@ def multiclass_confusion_objective(
     target: Any,
     metric: MetricArg = "f1",
     *,
-    sharpness: float = 2.0,
+    sharpness: float = DEFAULT_SHARPNESS,
     average: str = "auto",
     beta: float = 1.0,
     hessian: str = "gauss_newton",
@@ -306,8 +307,6 @@ def multiclass_confusion_objective(
         >>> [int(np.argmin(row)) for row in grad], bool((hess > 0).all())  # raise each row's own class
         ([0, 1, 2], True)
     """
-    from metricopt.losses.confusion import confusion_loss  # the torch loss this objective differentiates
-
     sharpness = check_positive("sharpness", sharpness)
     check_choice("hessian", hessian, MULTICLASS_HESSIANS)
     resolve_metric(metric, beta)

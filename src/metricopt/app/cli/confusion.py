@@ -66,12 +66,11 @@ def _fit_one(name: str, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Te
     if config.model == "lightgbm":
         booster, result = _boost_one(name, split, n_classes, config)
         return booster.probabilities, result
-    if config.model == "mlp+lightgbm":
+    model, result = _train_one(name, loss_fn, split, n_classes, config, show_progress=show_progress)
+    if config.model == "mlp+lightgbm":  # the two models' probabilities averaged (the MLP's epochs kept)
         from metricopt.app.recipes.ensemble import AveragedClassifier
 
         booster, _ = _boost_one(BASELINE, split, n_classes, config)  # the recipe's trees: LightGBM's log-loss
-    model, result = _train_one(name, loss_fn, split, n_classes, config, show_progress=show_progress)
-    if config.model == "mlp+lightgbm":  # the two models' probabilities averaged (the MLP's epochs kept)
         return AveragedClassifier(model, booster).probabilities, result
     return (lambda X: predict_proba(model, X)), result
 
