@@ -573,3 +573,49 @@ def test_train_subset_keeps_the_chosen_training_rows_and_the_validation_part(dat
     assert subset.X_val is data.X_val and subset.y_val is data.y_val
     with pytest.raises(ValueError, match="X_train"):
         data.train_subset(torch.tensor([], dtype=torch.long))
+
+
+# ---------------------------------------------------------------- selection rows
+
+
+def _rows_metric() -> tuple[BlackBoxMetric, list[int]]:
+    """AUCPR with a record of the rows each call saw (their count)."""
+    seen: list[int] = []
+
+    def aucpr_of_rows(y_true, y_score):
+        seen.append(len(y_true))
+        return make_metric("aucpr").score(y_true, y_score)
+
+    return BlackBoxMetric(aucpr_of_rows, "aucpr-rows", higher_is_better=True), seen
+
+
+def test_selection_rows_pick_the_kept_phi_and_the_validation_rows_guide(adapter, data):
+    X, y = data.X_val, data.y_val
+    split = TaskData(data.X_train, data.y_train, X[:30], y[:30], X[30:], y[30:])
+    metric, seen = _rows_metric()
+    config = _config(steps=20, evaluations=6, learning_rate=0.5)
+    result = finetune(adapter, LOSS, metric, split, config=config, value=_value())
+    assert seen == [30, 20] * 6  # each observation: the guiding rows, then the selecting rows
+    observed = [row for row in result.history if "cost" in row]
+    selected = [row["select_cost"] for row in observed]
+    assert [row["cost"] for row in observed] == result.trajectory.observed_costs  # the trajectory: guiding rows
+    assert len(set(selected)) > 1
+    best = int(np.argmin(selected))
+    assert result.best_step == result.trajectory.observed_steps[best]
+    assert metric.cost(result.best_value) == min(selected)
+    assert metric.evaluate(adapter, X[30:], y[30:]) == result.best_value  # the adapter ends at the kept phi
+    # Without selection rows the same run keeps the phi best on the guiding rows.
+    alone = finetune(adapter, LOSS, metric, TaskData(data.X_train, data.y_train, X[:30], y[:30]), config=config,
+                     value=_value())
+    assert torch.equal(alone.trajectory.phi_matrix(), result.trajectory.phi_matrix())  # selection does not steer
+    assert metric.cost(alone.best_value) == min(result.trajectory.observed_costs)
+
+
+def test_selection_rows_survive_train_subset_and_must_come_in_pairs(data):
+    split = TaskData(data.X_train, data.y_train, data.X_val[:30], data.y_val[:30], data.X_val[30:], data.y_val[30:])
+    subset = split.train_subset(torch.arange(10))
+    assert len(subset.X_train) == 10 and subset.X_select is split.X_select and subset.y_select is split.y_select
+    with pytest.raises(ValueError, match="`X_select` and `y_select` must be given together"):
+        TaskData(data.X_train, data.y_train, data.X_val, data.y_val, data.X_val)
+    with pytest.raises(ValueError, match="`X_select` and `y_select` must be non-empty.*20 and 19"):
+        TaskData(data.X_train, data.y_train, data.X_val, data.y_val, data.X_val[30:], data.y_val[31:])

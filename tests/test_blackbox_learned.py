@@ -575,7 +575,7 @@ def test_damaged_learned_checkpoints_name_the_file(trained, tmp_path):
 # checkpoints, resuming, warm-up, normalisation. LearnedConfig.value is the matching value-only run.
 
 #: History columns that hold wall time (they differ between any two runs).
-TIME_COLUMNS = ("collect_seconds", "value_seconds", "optimizer_seconds", "seconds")
+TIME_COLUMNS = ("collect_seconds", "value_seconds", "optimizer_seconds", "update_seconds", "seconds")
 
 
 def train_value(checkpoint=None, progress=None, metric=None, finetune_config=FINETUNE):

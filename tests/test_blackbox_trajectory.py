@@ -193,7 +193,7 @@ def test_curve_cache_follows_new_points():
 def test_curve_cache_is_not_part_of_state():
     trajectory = _trajectory()
     trajectory.curve()
-    assert set(trajectory.state()) == {"phis", "losses", "observed_steps", "observed_costs"}
+    assert set(trajectory.state()) == {"phis", "losses", "observed_steps", "observed_costs", "predicted_costs"}
 
 
 def test_comparing_trajectories_does_not_raise():

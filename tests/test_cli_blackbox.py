@@ -25,21 +25,26 @@ from metricopt.app.data import load_dataset, train_val_test_split
 from metricopt.app.plots import plot_finetune_curves
 from metricopt.app.recipes.blackbox import (
     BlackBoxOptions,
+    guidance_rows,
     make_adapter,
     make_blackbox_metric,
     parse_evaluations,
     pretrain_backbone,
+    run_blackbox,
+    task_data,
     warmup_tasks,
 )
 from metricopt.app.recipes.classification import make_mlp
 from metricopt.blackbox.adapters import FiLM, InputBias
+from metricopt.blackbox.threshold import ShiftedLogit
 from metricopt.predict import predict_proba
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# --no-trust-check: 3 meta-training tasks are too few for the value function's check (its own test is below).
 TINY = ("--epochs", "3", "--meta-tasks", "3", "--finetune-steps", "20", "--evaluations", "4", "--phi-size", "8",
-        "--hidden", "16")
+        "--hidden", "16", "--no-trust-check")
 JSON_KEYS = {
     "metric", "method", "test_score", "baseline", "baseline_method", "pretrained_score", "higher_is_better",
     "delta", "dataset", "source", "task", "class_names", "n_features", "n_train", "n_val", "n_test", "test_scores",
@@ -126,9 +131,16 @@ def _check_results(results: dict, *, metric: str, higher_is_better: bool) -> Non
         scores["pretrained"], scores["loss_only"], scores["blackbox"])
     assert results["delta"] == pytest.approx(results["test_score"] - results["baseline"])
     assert results["n_train"] + results["n_val"] + results["n_test"] == 569
-    # K = 4 observations per fine-tuning run, on validation rows; 3 test evaluations.
+    # K = 4 observations per fine-tuning run, on validation rows; 4 test evaluations (breast_cancer is binary:
+    # the tuned threshold too), and the threshold tuned with one evaluation per candidate, c = 0 included.
     assert results["metric_evaluations"]["loss_only"] == results["metric_evaluations"]["blackbox"] == 4
-    assert results["metric_evaluations"]["test"] == 3
+    assert results["metric_evaluations"]["test"] == 4
+    assert 2 <= results["metric_evaluations"]["tuned_threshold"] <= 101
+    assert scores["tuned_threshold"] == results["tuned_threshold_score"]
+    assert 0 < results["tuned_threshold"] < 1
+    if results["val_scores"]["tuned_threshold"] != results["val_scores"]["pretrained"]:  # tuning found better
+        better = results["val_scores"]["tuned_threshold"] > results["val_scores"]["pretrained"]
+        assert better == higher_is_better
     meta = results["meta_training"]
     assert meta["tasks"] == 3 and meta["warmup_tasks"] == 1 and len(meta["history"]) == 3
     assert meta["reptile_iterations"] > 0 and meta["seconds"] >= 0
@@ -206,6 +218,85 @@ def test_multiclass_builtin_with_explicit_method(workdir: Path, capsys: pytest.C
     assert results["task"] == "multiclass" and results["higher_is_better"] is True
     assert 0.0 <= results["pretrained_score"] <= 1.0
     assert results["n_train"] + results["n_val"] + results["n_test"] == 178
+
+
+def test_value_function_check_falls_back_to_loss_only_with_a_warning(
+        workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 3 meta-training tasks leave one held-out trajectory of 4 observations: too few to pass the check.
+    code, out, err = _run(capsys, "train", *TINY[:-1], "--metric", "mcr", "--no-plot", "--output", "run.json",
+                          "--verbose")
+    assert code == 0, err
+    assert "warning: MetricOpt falls back to loss-only fine-tuning" in err and "--no-trust-check" in err
+    results = json.loads((workdir / "run.json").read_text())
+    meta = results["meta_training"]
+    assert meta["trusted"] is False and meta["guided"] is False
+    # The fallback is loss-only fine-tuning with the same seed: the very same run.
+    assert results["history"]["blackbox"] == results["history"]["loss_only"]
+    assert results["test_score"] == results["baseline"]
+    assert "fell back to loss-only fine-tuning" in out
+    # --verbose: where the time went, stage by stage, within the whole run's time.
+    line = next(line for line in out.splitlines() if line.startswith("time: "))
+    assert "pre-training" in line and "3 fine-tuning runs" in line and "in all" in line
+    seconds = results["seconds"]
+    parts = seconds["meta_training_finetuning"] + seconds["meta_training_value"]
+    # (each figure is rounded to the millisecond)
+    assert seconds["meta_training_metric"] <= seconds["meta_training_finetuning"] + 1e-3
+    assert parts <= seconds["meta_training"] + 2e-3
+    assert sum(seconds[k] for k in ("pretrain", "meta_training", "test")) <= results["elapsed_seconds"] + 3e-3
+    followed = _train_json(workdir, capsys, "--metric", "mcr", "--no-plot", output="followed.json")[0]
+    assert followed["meta_training"]["trusted"] is False and followed["meta_training"]["guided"] is True
+
+
+def test_guidance_split_and_a_tuned_threshold_start(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results, out, _ = _train_json(workdir, capsys, "--metric", "cost", "--guidance", "split", "--start",
+                                  "tuned_threshold", "--no-plot")
+    assert (results["guidance"], results["start"]) == ("split", "tuned_threshold")
+    assert results["config"]["blackbox"]["guidance"] == "split"
+    # Each observation scores the guiding half and the selecting half of the validation rows.
+    assert results["metric_evaluations"]["loss_only"] == results["metric_evaluations"]["blackbox"] == 8
+    assert "from the tuned-threshold model" in out and "the kept phi chosen on the other half" in out
+    assert results["val_scores"]["tuned_threshold"] < results["val_scores"]["pretrained"]  # the 20:1 cost moved it
+
+
+def test_run_blackbox_starts_at_the_tuned_threshold_and_guides_on_its_rows() -> None:
+    data, split = _split()
+    options = BlackBoxOptions(meta_tasks=3, finetune_steps=20, evaluations=4, phi_size=8, guidance="split",
+                              start="tuned_threshold", trust_check=False)
+    run = run_blackbox(split, "cost", num_classes=2, options=options, hidden_sizes=(16,), epochs=3)
+    head = run.adapter.backbone
+    assert isinstance(head, ShiftedLogit) and head.shift == run.threshold.shift != 0.0
+    guide, select = guidance_rows(split, "split")
+    # At phi = 0 the adapter is the tuned-threshold model: the first observation of both runs, on the guiding half,
+    # and the selecting half's cost there.
+    run.adapter.reset_phi()
+    metric = run.metric
+    for result in run.finetuned.values():
+        assert result.trajectory.observed_costs[0] == metric.cost(
+            metric.evaluate(run.adapter, split.X_val[guide], split.y_val[guide]))
+        assert result.history[0]["select_cost"] == metric.cost(
+            metric.evaluate(run.adapter, split.X_val[select], split.y_val[select]))
+    assert metric.evaluate(run.adapter, split.X_val, split.y_val) == pytest.approx(run.threshold.value)
+
+
+def test_guidance_rows_are_disjoint_stratified_and_seeded() -> None:
+    _, split = _split()
+    y_val = np.asarray(split.y_val)
+    everything, none = guidance_rows(split, "validation")
+    assert none is None and everything.tolist() == list(range(len(y_val)))
+    guide, select = guidance_rows(split, "split", seed=3)
+    assert not set(guide) & set(select) and len(guide) + len(select) == len(y_val)
+    for c in (0, 1):
+        assert abs((y_val[guide] == c).sum() - (y_val[select] == c).sum()) <= 1
+    assert guidance_rows(split, "split", seed=3)[0].tolist() == guide.tolist()
+    assert guidance_rows(split, "split", seed=4)[0].tolist() != guide.tolist()
+    train_rows, validation = guidance_rows(split, "train")
+    assert validation.tolist() == list(range(len(y_val)))
+    assert np.bincount(np.asarray(split.y_train)[train_rows]).tolist() == np.bincount(y_val).tolist()
+    data = task_data(split, 2, guidance="train")
+    assert torch.equal(data.X_val, torch.as_tensor(split.X_train[train_rows]))
+    assert torch.equal(data.X_select, torch.as_tensor(split.X_val))
+    with pytest.raises(ValueError, match="`guidance`"):
+        guidance_rows(split, "test")
 
 
 def test_checkpoint_resumes(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -29,7 +29,15 @@ The pieces, one idea per module:
   naming the file and the problem.
 * :mod:`~metricopt.blackbox.finetune`: SGD/Adam on ``phi`` with the loss
   gradient plus ``value_weight`` times the value gradient, online adaptation
-  of the value function, the best observed ``phi`` kept.
+  of the value function, the best observed ``phi`` kept (chosen on separate
+  selection rows when the data has them).
+* :mod:`~metricopt.blackbox.diagnostics`: the value function's held-out rank
+  correlation with the metric and the rule that decides whether it may guide
+  (:func:`trust_value`).
+* :mod:`~metricopt.blackbox.threshold`: the obvious alternative for a
+  threshold metric, the pre-trained model's decision threshold tuned by the
+  black-box metric (:func:`tune_threshold`), also a starting point for
+  fine-tuning.
 * :mod:`~metricopt.blackbox.learned`: MetricOpt (learned), an MLP update rule
   meta-trained with the value function on a Gaussian-smoothed objective, used
   in place of SGD/Adam (``finetune(..., rule=optimizer)``), built from
@@ -63,6 +71,7 @@ Example:
 """
 
 from metricopt.blackbox.adapters import Adapter, FiLM, InputBias
+from metricopt.blackbox.diagnostics import Trust, trust_value
 from metricopt.blackbox.finetune import OPTIMIZERS, FineTuneConfig, FineTuneResult, TaskData, UpdateRule, finetune
 from metricopt.blackbox.interpolation import MetricCurve, interpolate_metric
 from metricopt.blackbox.learned import (
@@ -84,6 +93,7 @@ from metricopt.blackbox.metric import (
     make_metric,
     misclassification_rate,
 )
+from metricopt.blackbox.threshold import ShiftedLogit, ThresholdResult, tune_threshold
 from metricopt.blackbox.trajectory import Trajectory, evaluation_steps
 from metricopt.blackbox.value import ValueFunction, value_loss
 
@@ -105,9 +115,12 @@ __all__ = [
     "MetricCurve",
     "MetricError",
     "SecondOrderError",
+    "ShiftedLogit",
     "TaskData",
     "TaskDistribution",
+    "ThresholdResult",
     "Trajectory",
+    "Trust",
     "UpdateRule",
     "ValueFunction",
     "aucpr",
@@ -122,5 +135,7 @@ __all__ = [
     "meta_train",
     "meta_train_learned",
     "misclassification_rate",
+    "trust_value",
+    "tune_threshold",
     "value_loss",
 ]

@@ -16,13 +16,15 @@ in its inner loop). The Adam state starts fresh at every call.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 
 from metricopt._checks import check_integer, check_positive
 from metricopt.blackbox.trajectory import Trajectory
-from metricopt.blackbox.value import ValueFunction, value_loss
+from metricopt.blackbox.value import ValueFunction, ValueTargets
 
-__all__ = ["adapt_value", "trajectory_targets"]
+__all__ = ["adapt_value", "inner_optimizer", "trajectory_targets"]
 
 
 def trajectory_targets(value: ValueFunction, trajectory: Trajectory) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -55,18 +57,27 @@ def adapt_value(
     learning_rate = check_positive("learning_rate", learning_rate)
     phis, mean, std = trajectory_targets(value, trajectory)
     device = next(value.parameters()).device
-    phis, mean, std = phis.to(device), mean.to(device), std.to(device)
-
-    def loss() -> torch.Tensor:
-        return value_loss(value(phis), mean, std, delta=delta, ranking_weight=ranking_weight)
-
+    phis = phis.to(device)
+    targets = ValueTargets(mean.to(device), std.to(device), delta=delta, ranking_weight=ranking_weight)
     if steps == 0:
         with torch.no_grad():
-            return float(loss())
-    optimizer = torch.optim.Adam(value.parameters(), lr=learning_rate)
+            return float(targets.loss(value(phis)))
+    optimizer = inner_optimizer(value.parameters(), learning_rate)
     for _ in range(steps):
-        current = loss()
+        current = targets.loss(value(phis))
         optimizer.zero_grad(set_to_none=True)
         current.backward()
         optimizer.step()
     return float(current.detach())
+
+
+def inner_optimizer(parameters: Iterable[torch.Tensor], learning_rate: float) -> torch.optim.Adam:
+    """Adam for the inner loop: the fused implementation where the parameters allow it (one kernel per step
+    instead of a dozen per tensor: about a quarter of a small value network's step), plain Adam otherwise."""
+    parameters = list(parameters)
+    if all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in parameters):
+        try:
+            return torch.optim.Adam(parameters, lr=learning_rate, fused=True)
+        except (RuntimeError, TypeError, ValueError):  # an older torch without fused Adam for this device or dtype
+            pass
+    return torch.optim.Adam(parameters, lr=learning_rate)

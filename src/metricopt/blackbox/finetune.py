@@ -14,6 +14,9 @@ included) on the validation data. After each observation the value function
 observations so far (:func:`~metricopt.blackbox.adaptation.adapt_value`), and
 the ``phi`` with the best observed metric is kept (the starting ``phi`` counts,
 so the observed validation metric never ends worse than where it started).
+With selection rows in the data (:class:`TaskData`), the metric is observed
+there too at the same steps, and those observations alone pick the kept
+``phi``: the rows that guide the run then do not also choose its result.
 
 Stated by the paper: frozen backbone, only ``phi`` moves; the value function's
 gradient augments the loss gradient inside SGD/Adam. DECIDED: ``f_w`` predicts
@@ -36,6 +39,7 @@ and never reaches the value function or the kept ``phi``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,12 +90,20 @@ class TaskData:
 
     ``X_*`` are model inputs (``(N, d)`` features or ``(N, C, H, W)`` images),
     ``y_*`` integer labels (``y_train`` as the loss wants it: float for binary).
+
+    The validation part guides: its metric observations form the trajectory
+    (what the value function learns from and adapts to). With a selection part
+    (``X_select``, ``y_select``), the kept ``phi`` is chosen by the metric on
+    those rows instead, observed at the same steps, so that the rows that guide
+    are not also the rows that pick the result (:func:`finetune`).
     """
 
     X_train: Tensor
     y_train: Tensor
     X_val: Tensor
     y_val: np.ndarray
+    X_select: Tensor | None = None
+    y_select: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if len(self.X_train) != len(self.y_train) or len(self.X_train) == 0:
@@ -100,10 +112,15 @@ class TaskData:
         if len(self.X_val) != len(self.y_val) or len(self.X_val) == 0:
             raise ValueError(f"`X_val` and `y_val` must be non-empty with equal lengths; got "
                              f"{len(self.X_val)} and {len(self.y_val)}")
+        if (self.X_select is None) != (self.y_select is None):
+            raise ValueError("`X_select` and `y_select` must be given together (or neither)")
+        if self.X_select is not None and (len(self.X_select) != len(self.y_select) or len(self.X_select) == 0):
+            raise ValueError(f"`X_select` and `y_select` must be non-empty with equal lengths; got "
+                             f"{len(self.X_select)} and {len(self.y_select)}")
 
     def train_subset(self, indices: Tensor) -> TaskData:
         """This data with only the training rows ``indices`` (a task's share of a pool); the same validation part."""
-        return TaskData(self.X_train[indices], self.y_train[indices], self.X_val, self.y_val)
+        return dataclasses.replace(self, X_train=self.X_train[indices], y_train=self.y_train[indices])
 
 
 @dataclass(frozen=True)
@@ -164,8 +181,10 @@ class FineTuneResult:
         trajectory: every ``phi``, loss and metric observation of the run.
         phi: the kept ``phi`` (best observed, or last).
         best_step: its step index.
-        best_value: the raw metric there (None when every evaluation failed).
-        skipped: number of failed metric evaluations (``on_error="warn"``).
+        best_value: the raw metric there (None when every evaluation failed), on the
+            selection rows when the data has them, else on the validation rows.
+        skipped: number of failed metric evaluations (``on_error="warn"``; the
+            validation and the selection rows count separately).
     """
 
     trajectory: Trajectory
@@ -221,7 +240,9 @@ def finetune(
             result is copied into ``adapter.phi`` (from any device).
         seed: seeds the mini-batch order.
         progress: called after every step with ``{"step", "loss"}`` plus
-            ``"cost"`` and ``"best_cost"`` at observation steps.
+            ``"cost"`` (the guiding validation cost) and ``"best_cost"`` (the
+            best selecting cost so far) at observation steps, and
+            ``"select_cost"`` there when the data has selection rows.
 
     Returns:
         A :class:`FineTuneResult`; ``adapter.phi`` holds ``result.phi``.
@@ -243,27 +264,34 @@ def finetune(
     trajectory = Trajectory()
     result = FineTuneResult(trajectory, phi.detach().clone(), 0, None)
     best_cost = math.inf
-    last_raw: float | None = None
-    last_cost: float | None = None
+    last_raw: float | None = None  # the raw metric on the selecting rows (without selection rows: the validation rows)
+    last_cost: float | None = None  # the latest guiding cost (what a learned rule sees)
+    selecting = data.X_select is not None
     adapter.eval()
     for step in range(config.steps + 1):
         trajectory.record(phi)
         row: dict[str, float] = {"step": float(step)}
         if step in observe_at:
             raw = metric.safe_evaluate(adapter, data.X_val, data.y_val, on_error=config.on_error)
-            last_raw = raw
-            if raw is None:
-                result.skipped += 1
-            else:
+            chosen = (metric.safe_evaluate(adapter, data.X_select, data.y_select, on_error=config.on_error)
+                      if selecting else raw)
+            last_raw = chosen
+            result.skipped += (raw is None) + (selecting and chosen is None)
+            if raw is not None:
                 cost = last_cost = metric.cost(raw)
                 trajectory.observe(step, cost)
-                if cost < best_cost:
-                    best_cost = cost
-                    result.phi, result.best_step, result.best_value = phi.detach().clone(), step, raw
-                row.update(cost=cost, best_cost=best_cost)
+                row["cost"] = cost
                 if value is not None and config.adapt_steps > 0 and len(trajectory.observed_steps) >= 2:
                     adapt_value(value, trajectory, steps=config.adapt_steps,
                                 learning_rate=config.adapt_learning_rate)
+            if chosen is not None:
+                chosen_cost = metric.cost(chosen)
+                if selecting:
+                    row["select_cost"] = chosen_cost
+                if chosen_cost < best_cost:
+                    best_cost = chosen_cost
+                    result.phi, result.best_step, result.best_value = phi.detach().clone(), step, chosen
+                row["best_cost"] = best_cost
         if step < config.steps:
             index = next(batches)
             loss = loss_fn(logits_for_loss(adapter(X_train[index])), y_train[index])

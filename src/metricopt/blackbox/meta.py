@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import copy
 import dataclasses
 import math
 import os
@@ -67,6 +66,7 @@ from torch import Tensor
 from metricopt._checks import check_integer, check_nonnegative, check_positive, describe
 from metricopt.blackbox.adaptation import adapt_value
 from metricopt.blackbox.adapters import Adapter
+from metricopt.blackbox.diagnostics import Trust, predict_held_out, trust_value
 from metricopt.blackbox.finetune import FineTuneConfig, LossFn, TaskData, finetune
 from metricopt.blackbox.metric import BlackBoxMetric
 from metricopt.blackbox.trajectory import Trajectory
@@ -206,7 +206,10 @@ class MetaResult:
         value: the meta-learned value function.
         trajectories: every collected trajectory, in task order.
         history: one row per task: ``task``, ``value_weight``, ``start_cost``,
-            ``best_cost``, ``final_cost``, ``value_loss`` (before adaptation), ``reptile_iterations``.
+            ``best_cost``, ``final_cost``, ``value_loss`` (before adaptation), ``rank_correlation``
+            (held out: of the predicted and observed costs of the task's run before Reptile trained on it; NaN
+            before the value function first trained), ``reptile_iterations``, ``collect_seconds`` (the
+            fine-tuning run) and ``update_seconds`` (Reptile).
         resumed_from: the task index a checkpoint resumed from (None: fresh start).
     """
 
@@ -214,6 +217,12 @@ class MetaResult:
     trajectories: list[Trajectory] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: int | None = None
+
+    @property
+    def trust(self) -> Trust:
+        """Whether the value function may guide fine-tuning (:func:`~metricopt.blackbox.diagnostics.trust_value`
+        on the held-out predictions stored in the trajectories)."""
+        return trust_value(self.trajectories)
 
 
 @torch.no_grad()
@@ -224,10 +233,17 @@ def interpolate_weights(value: ValueFunction, adapted: ValueFunction, step: floa
 
 
 def reptile_step(value: ValueFunction, trajectory: Trajectory, config: MetaConfig) -> float:
-    """One Reptile iteration on one trajectory, in place; returns the adapted value loss."""
-    adapted = copy.deepcopy(value)
-    loss = adapt_value(adapted, trajectory, steps=config.inner_steps, learning_rate=config.inner_learning_rate)
-    interpolate_weights(value, adapted, config.meta_step)
+    """One Reptile iteration on one trajectory, in place; returns the adapted value loss.
+
+    The weights adapt in place from a copy of the starting ones, then move to
+    ``start + meta_step (adapted - start)`` (:func:`interpolate_weights`' update, without copying the module).
+    """
+    start = [weight.detach().clone() for weight in value.parameters()]
+    loss = adapt_value(value, trajectory, steps=config.inner_steps, learning_rate=config.inner_learning_rate)
+    with torch.no_grad():
+        for weight, origin in zip(value.parameters(), start):
+            weight.copy_(origin.add_(weight - origin, alpha=config.meta_step))
+            weight.grad = None  # the inner steps' gradients are not the meta-weights'
     return loss
 
 
@@ -480,7 +496,8 @@ class MetaLoop(abc.ABC):
         """The history columns every method has: the observed costs, and the value loss (NaN until it trains)."""
         costs = trajectory.observed_costs
         return {"start_cost": costs[0] if costs else math.nan, "best_cost": min(costs, default=math.nan),
-                "final_cost": costs[-1] if costs else math.nan, "value_loss": math.nan}
+                "final_cost": costs[-1] if costs else math.nan, "value_loss": math.nan,
+                "rank_correlation": math.nan}
 
     @abc.abstractmethod
     def collect(self, task: Task, data: TaskData, *, warmup: bool) -> tuple[Trajectory, dict[str, float]]:
@@ -589,20 +606,26 @@ class _ValueTraining(MetaLoop):
         run = finetune(self.adapter, self.loss_fn, self.metric, data, config=task_config,
                        value=self.value if guided else None, initial_phi=task.initial_phi, seed=task.seed)
         row = {"task": float(task.index), "value_weight": task_config.value_weight if guided else 0.0,
-               **self.cost_columns(run.trajectory), "reptile_iterations": 0.0}
+               **self.cost_columns(run.trajectory), "reptile_iterations": 0.0,
+               "collect_seconds": time.perf_counter() - self.task_started, "update_seconds": 0.0}
         return run.trajectory, row
 
     def update(self, task: Task, data: TaskData, row: dict[str, float], *, usable: bool) -> None:
         # The newest stored trajectory: this task's, or an earlier one when this run got too few observations.
+        started = time.perf_counter()
         trajectories = self.trajectories
         if not trajectories:
             return
+        if usable and any(self.trained(r) for r in self.history):
+            # Held out: this task's trajectory before Reptile trains on it (metricopt.blackbox.diagnostics).
+            row["rank_correlation"] = predict_held_out(self.value, trajectories[-1])
         row["value_loss"] = adapt_value(self.value, trajectories[-1], steps=0)
         iterations = [len(trajectories) - 1] + torch.randint(
             0, len(trajectories), (self.meta.replay,), generator=self.replay).tolist()
         for position in iterations:
             reptile_step(self.value, trajectories[position], self.meta)
         row["reptile_iterations"] = float(len(iterations))
+        row["update_seconds"] = time.perf_counter() - started
 
     def trained(self, row: dict[str, float]) -> bool:
         return row["reptile_iterations"] > 0

@@ -73,12 +73,16 @@ class Trajectory:
         losses: training loss of each step taken.
         observed_steps: step indices where the metric was observed.
         observed_costs: the metric there, as a cost (lower is better).
+        predicted_costs: a value function's predictions at the observed steps
+            before it trained on this run (held out; empty when none was made:
+            :mod:`metricopt.blackbox.diagnostics`).
     """
 
     phis: list[Tensor] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     observed_steps: list[int] = field(default_factory=list)
     observed_costs: list[float] = field(default_factory=list)
+    predicted_costs: list[float] = field(default_factory=list)
     _curve: tuple[tuple[int, int], MetricCurve] | None = field(default=None, repr=False, compare=False)
 
     def record(self, phi: Tensor) -> None:
@@ -120,6 +124,7 @@ class Trajectory:
             "losses": torch.tensor(self.losses, dtype=torch.float64),
             "observed_steps": torch.tensor(self.observed_steps, dtype=torch.int64),
             "observed_costs": torch.tensor(self.observed_costs, dtype=torch.float64),
+            "predicted_costs": torch.tensor(self.predicted_costs, dtype=torch.float64),
         }
 
     @classmethod
@@ -131,4 +136,5 @@ class Trajectory:
             losses=state["losses"].tolist(),
             observed_steps=[int(s) for s in state["observed_steps"].tolist()],
             observed_costs=state["observed_costs"].tolist(),
+            predicted_costs=state["predicted_costs"].tolist() if "predicted_costs" in state else [],
         )

@@ -58,7 +58,7 @@ from metricopt._checks import (
     describe,
 )
 
-__all__ = ["DEFAULT_HIDDEN_SIZES", "ValueFunction", "value_loss"]
+__all__ = ["DEFAULT_HIDDEN_SIZES", "ValueFunction", "ValueTargets", "value_loss"]
 
 #: The value network's hidden layer widths.
 DEFAULT_HIDDEN_SIZES = (256, 256)
@@ -264,16 +264,46 @@ def value_loss(
     if max_ranking_points is not None:
         max_ranking_points = check_integer("max_ranking_points", max_ranking_points, 2)
 
-    fit = ((predicted - mean).square() / (std.square() + delta)).mean()
-    if ranking_weight == 0 or len(predicted) < 2:
-        return fit
-    if max_ranking_points is not None and len(predicted) > max_ranking_points:
-        index = torch.linspace(0, len(predicted) - 1, max_ranking_points, device=predicted.device).round().long()
-        predicted, mean, std = predicted[index], mean[index], std[index]
-    # clear[i, j]: i's cost is below j's by more than both uncertainties and the margin.
-    clear = mean[:, None] < mean[None, :] - (std[:, None] + std[None, :]) - ranking_margin
-    if not bool(clear.any()):
-        return fit
-    # softplus(f_i - f_j) = log(1 + exp(-(f_j - f_i))), without overflow.
-    ranking = F.softplus(predicted[:, None] - predicted[None, :])[clear].mean()
-    return fit + ranking_weight * ranking
+    return ValueTargets(mean, std, delta=delta, ranking_weight=ranking_weight, ranking_margin=ranking_margin,
+                        max_ranking_points=max_ranking_points).loss(predicted)
+
+
+class ValueTargets:
+    """One trajectory's targets of :func:`value_loss`, prepared once for many evaluations of the loss.
+
+    The weights ``1 / (sigma_t^2 + delta)``, the ranking subsample and the mask
+    of clear pairs depend on the targets only; an inner loop that takes many
+    optimiser steps on one trajectory
+    (:func:`~metricopt.blackbox.adaptation.adapt_value`) builds them once and
+    calls :meth:`loss` per step. The arguments are taken as checked (by
+    :func:`value_loss`, or by a caller that built ``mean`` and ``std`` itself).
+    """
+
+    def __init__(self, mean: Tensor, std: Tensor, *, delta: float = 0.01, ranking_weight: float = 0.1,
+                 ranking_margin: float = 0.0, max_ranking_points: int | None = DEFAULT_MAX_RANKING_POINTS) -> None:
+        self.mean = mean
+        self.weight = 1.0 / (std.square() + delta)
+        self.ranking_weight = ranking_weight
+        self.index: Tensor | None = None
+        self.pair_weight: Tensor | None = None
+        if ranking_weight == 0 or len(mean) < 2:
+            return
+        if max_ranking_points is not None and len(mean) > max_ranking_points:
+            self.index = torch.linspace(0, len(mean) - 1, max_ranking_points, device=mean.device).round().long()
+            mean, std = mean[self.index], std[self.index]
+        # clear[i, j]: i's cost is below j's by more than both uncertainties and the margin.
+        clear = mean[:, None] < mean[None, :] - (std[:, None] + std[None, :]) - ranking_margin
+        count = int(clear.sum())
+        if count:
+            # The mean over the clear pairs as a weighted sum: no boolean gather (and scatter in the backward).
+            self.pair_weight = clear.to(mean.dtype) / count
+
+    def loss(self, predicted: Tensor) -> Tensor:
+        """``L_v`` of ``predicted`` ``(T,)`` against these targets (see :func:`value_loss`)."""
+        fit = ((predicted - self.mean).square() * self.weight).mean()
+        if self.pair_weight is None:
+            return fit
+        ranked = predicted if self.index is None else predicted[self.index]
+        # softplus(f_i - f_j) = log(1 + exp(-(f_j - f_i))), without overflow.
+        ranking = (F.softplus(ranked[:, None] - ranked[None, :]) * self.pair_weight).sum()
+        return fit + self.ranking_weight * ranking

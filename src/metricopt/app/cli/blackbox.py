@@ -37,6 +37,7 @@ _BLACKBOX_OPTIONS = (
     ("--adapter", "adapter"), ("--phi-size", "phi_size"), ("--meta-tasks", "meta_tasks"),
     ("--finetune-steps", "finetune_steps"), ("--evaluations", "evaluations"), ("--value-weight", "value_weight"),
     ("--optimizer", "optimizer"), ("--finetune-lr", "finetune_lr"), ("--checkpoint", "checkpoint"),
+    ("--guidance", "guidance"), ("--start", "start"), ("--no-trust-check", "no_trust_check"),
     ("--higher-is-better", "higher_is_better"), ("--lower-is-better", "lower_is_better"),
 )
 
@@ -95,6 +96,9 @@ def blackbox_config(args: argparse.Namespace) -> TrainConfig:
         optimizer=args.optimizer or defaults.optimizer,
         finetune_learning_rate=defaults.finetune_learning_rate if args.finetune_lr is None else args.finetune_lr,
         checkpoint=args.checkpoint,
+        guidance=args.guidance or defaults.guidance,
+        start=args.start or defaults.start,
+        trust_check=not args.no_trust_check,
     )
     hidden_sizes = parse_hidden(args.hidden)
     check_adapter(options.adapter, hidden_sizes)

@@ -85,7 +85,7 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
     from metricopt.app.cli.common import DEFAULT_DATASET
     from metricopt.app.cli.ranking import RANK_METRIC_FORMS
     from metricopt.app.data import DATASETS, RETRIEVAL_DATASETS
-    from metricopt.app.recipes.blackbox import ADAPTERS, BLACKBOX_METHOD, BlackBoxOptions
+    from metricopt.app.recipes.blackbox import ADAPTERS, BLACKBOX_METHOD, GUIDANCE, STARTS, BlackBoxOptions
     from metricopt.app.recipes.boosting import DEFAULT_BOOSTING_AMPLIFICATION
     from metricopt.app.recipes.classification import LOSSES
     from metricopt.app.recipes.ensemble import MODELS
@@ -245,6 +245,18 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
                           help="meta-training checkpoint: written as it goes and resumed when PATH exists (with "
                                "PATH.run.json recording the run it belongs to; another run's checkpoint is an "
                                "error)")
+    blackbox.add_argument("--guidance", choices=GUIDANCE, default=None,
+                          help="which rows guide and which pick the kept phi: validation (the validation split "
+                               "does both), split (half of it guides, the other half picks) or train (training "
+                               f"rows guide, the validation split picks); default {BlackBoxOptions.guidance}")
+    blackbox.add_argument("--start", choices=STARTS, default=None,
+                          help="where fine-tuning starts: pretrained, or tuned_threshold (binary: the pre-trained "
+                               "model at the decision threshold that is best on the validation split); default "
+                               f"{BlackBoxOptions.start}")
+    blackbox.add_argument("--no-trust-check", action="store_true",
+                          help="follow the value function even when it ranks the metric no better than chance on "
+                               "held-out meta-training runs (by default MetricOpt then falls back to loss-only "
+                               "fine-tuning, with a warning)")
 
     budget = train.add_argument_group("model and budget")
     budget.add_argument("--epochs", type=int, default=60,
@@ -275,6 +287,9 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
     plot.add_argument("--no-plot", action="store_true", help="do not write the learning-curve image")
     output.add_argument("--quiet", "-q", action="store_true",
                         help="no progress bars or status line; the results table is still printed")
+    output.add_argument("--verbose", "-v", action="store_true",
+                        help="after the table, print where the time went (metricopt: per stage, and inside "
+                             "meta-training the fine-tuning runs, the value function and the metric's own calls)")
 
 
 def _torch_version() -> str:

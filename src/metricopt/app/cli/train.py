@@ -338,6 +338,13 @@ def command(args: argparse.Namespace) -> int:
             print(f"learning curves: {plot}")
     results["plot"] = plot
     results["elapsed_seconds"] = round(time.perf_counter() - start, 3)
+    if args.verbose:
+        if config.loss == BLACKBOX_METHOD:
+            from metricopt.app.recipes.blackbox import format_time_breakdown
+
+            print(format_time_breakdown(results, results["elapsed_seconds"]))
+        else:
+            print(f"time: {results['elapsed_seconds']:.1f} s in all, start-up and output included")
     if args.output is not None:
         print(f"results: {_write_json(results, args.output)}")
     return 0

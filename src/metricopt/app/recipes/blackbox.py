@@ -21,9 +21,13 @@ stages:
    loss-only (``value=None``, the baseline) and MetricOpt (the meta-learned
    value function, ``value_weight`` = lambda_v). Each run observes the metric K
    times on the validation rows and keeps the phi of its best observation.
-5. Score the black-box metric on the TEST rows for the pre-trained model
-   (phi = 0), loss-only fine-tuning and MetricOpt (plus the usual confusion
-   metrics of each, for context).
+5. For a binary problem, tune the pre-trained model's decision threshold on
+   the validation rows by the black-box metric
+   (:func:`~metricopt.blackbox.threshold.tune_threshold`): the obvious
+   alternative for a threshold metric, reported beside MetricOpt.
+6. Score the black-box metric on the TEST rows for the pre-trained model
+   (phi = 0), the tuned threshold, loss-only fine-tuning and MetricOpt (plus
+   the usual confusion metrics of each, for context).
 
 DECIDED here (the paper is silent):
 
@@ -68,6 +72,7 @@ import numbers
 import re
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -76,10 +81,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from metricopt._checks import check_integer, check_nonnegative, check_positive, describe
+from metricopt._checks import check_choice, check_integer, check_nonnegative, check_positive, describe
 from metricopt.app.data import Split
 from metricopt.app.recipes.classification import FitResult, train_classifier
 from metricopt.blackbox.adapters import Adapter, FiLM, InputBias
+from metricopt.blackbox.diagnostics import Trust
 from metricopt.blackbox.finetune import (
     OPTIMIZERS,
     FineTuneConfig,
@@ -89,6 +95,7 @@ from metricopt.blackbox.finetune import (
 )
 from metricopt.blackbox.meta import CHECKPOINT_FORMAT, MetaConfig, MetaResult, meta_train, read_checkpoint
 from metricopt.blackbox.metric import BUILTIN_METRICS, BlackBoxMetric, make_metric
+from metricopt.blackbox.threshold import ShiftedLogit, ThresholdResult, tune_threshold
 from metricopt.blackbox.trajectory import evaluation_count
 from metricopt.evaluation import REPORT_METRICS, report
 from metricopt.losses import cross_entropy_loss
@@ -101,11 +108,16 @@ __all__ = [
     "BLACKBOX_METHOD",
     "BLACKBOX_ONLY_METRICS",
     "PRETRAINED",
+    "THRESHOLD",
     "BlackBoxOptions",
     "BlackBoxRun",
+    "GUIDANCE",
+    "STARTS",
     "blackbox_results",
     "check_adapter",
     "format_blackbox_table",
+    "format_time_breakdown",
+    "guidance_rows",
     "make_adapter",
     "make_blackbox_metric",
     "parse_evaluations",
@@ -120,13 +132,22 @@ BLACKBOX_METHOD = "blackbox"
 BASELINE_METHOD = "loss_only"
 #: The pre-trained model (phi = 0), reported beside both.
 PRETRAINED = "pretrained"
-RUNS = (PRETRAINED, BASELINE_METHOD, BLACKBOX_METHOD)
+#: The pre-trained model with its decision threshold tuned on the validation rows (binary models only).
+THRESHOLD = "tuned_threshold"
+RUNS = (PRETRAINED, THRESHOLD, BASELINE_METHOD, BLACKBOX_METHOD)
+#: Where the metric observations that guide MetricOpt come from, and which rows pick the kept phi:
+#: "validation" (the validation rows do both), "split" (half of them guide, the other half select),
+#: "train" (training rows, as many as there are validation rows, guide; the validation rows select).
+GUIDANCE = ("validation", "split", "train")
+#: Where fine-tuning starts: the pre-trained model, or (binary problems) the pre-trained model at its
+#: decision threshold tuned on the validation rows (:func:`~metricopt.blackbox.threshold.tune_threshold`).
+STARTS = ("pretrained", "tuned_threshold")
 ADAPTERS = ("input_bias", "film")
 #: Built-in black-box metrics that no other method trains for: naming one implies ``--method blackbox``.
 BLACKBOX_ONLY_METRICS = BLACKBOX_ONLY
 RUN_RECORD_FORMAT = "metricopt.blackbox_training/1"
-_LABELS = {PRETRAINED: "pretrained (phi = 0)", BASELINE_METHOD: "loss-only fine-tuning",
-           BLACKBOX_METHOD: "MetricOpt"}
+_LABELS = {PRETRAINED: "pretrained (phi = 0)", THRESHOLD: "pretrained, tuned threshold",
+           BASELINE_METHOD: "loss-only fine-tuning", BLACKBOX_METHOD: "MetricOpt"}
 
 
 # --------------------------------------------------------------------------
@@ -168,6 +189,14 @@ class BlackBoxOptions:
         optimizer: ``"sgd"`` (momentum 0.9) or ``"adam"`` on phi (``--optimizer``).
         finetune_learning_rate: step size on phi (``--finetune-lr``).
         checkpoint: meta-training checkpoint file, resumed when it exists (``--checkpoint``).
+        guidance: which rows the guiding metric observations come from and which
+            pick the kept phi, one of :data:`GUIDANCE` (``--guidance``).
+        start: where fine-tuning starts, one of :data:`STARTS` (``--start``;
+            ``"tuned_threshold"`` applies to binary problems, multi-class ones
+            start from the pre-trained model).
+        trust_check: fall back to loss-only fine-tuning, with a warning, when the
+            value function fails :func:`~metricopt.blackbox.diagnostics.trust_value`
+            (``--no-trust-check`` turns it off).
 
     Raises:
         ValueError: a value out of range (the message names the attribute).
@@ -185,8 +214,15 @@ class BlackBoxOptions:
     optimizer: str = "sgd"
     finetune_learning_rate: float = 0.05
     checkpoint: str | None = None
+    guidance: str = "validation"
+    start: str = "pretrained"
+    trust_check: bool = True
 
     def __post_init__(self) -> None:
+        check_choice("guidance", self.guidance, GUIDANCE)
+        check_choice("start", self.start, STARTS)
+        if not isinstance(self.trust_check, bool):
+            raise TypeError(f"`trust_check` must be True or False; got {describe(self.trust_check)}")
         if self.adapter not in ADAPTERS:
             raise ValueError(f"`adapter` must be one of {', '.join(ADAPTERS)}; got {describe(self.adapter)}")
         if self.optimizer not in OPTIMIZERS:
@@ -272,12 +308,59 @@ def make_blackbox_metric(
 # stages
 
 
-def task_data(split: Split, num_classes: int) -> TaskData:
-    """The training rows (for the loss; float targets for binary) and validation rows (for the metric)."""
+def _per_class_draw(y: np.ndarray, counts: Mapping[int, int], generator: np.random.Generator) -> np.ndarray:
+    """Sorted row indices of ``y``: ``counts[c]`` rows of each class ``c`` drawn without replacement (at most all)."""
+    chosen = [generator.permutation(np.flatnonzero(y == c))[:n] for c, n in sorted(counts.items())]
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+def guidance_rows(split: Split, guidance: str, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """Which rows guide MetricOpt and which pick its kept ``phi``: ``(guide, select)`` row indices.
+
+    ``guide`` indexes the validation rows (``"validation"``, ``"split"``) or
+    the training rows (``"train"``); ``select`` indexes the validation rows
+    (None: the guiding rows also select). See :data:`GUIDANCE`.
+
+    >>> from metricopt.app.data import Split
+    >>> y = np.array([0] * 6 + [1] * 4)
+    >>> X = np.zeros((10, 1), np.float32)
+    >>> split = Split(X, y, X, y, X, y)
+    >>> guide, select = guidance_rows(split, "split")
+    >>> sorted(y[guide].tolist()), sorted(y[select].tolist())       # stratified halves
+    ([0, 0, 0, 1, 1], [0, 0, 0, 1, 1])
+    """
+    check_choice("guidance", guidance, GUIDANCE)
+    y_val = np.asarray(split.y_val)
+    everything = np.arange(len(y_val))
+    if guidance == "validation":
+        return everything, None
+    generator = np.random.default_rng([seed, 7])
+    classes, counts = np.unique(y_val, return_counts=True)
+    if guidance == "split":
+        guide = _per_class_draw(y_val, {int(c): (n + 1) // 2 for c, n in zip(classes, counts)}, generator)
+        return guide, np.setdiff1d(everything, guide)
+    return _per_class_draw(np.asarray(split.y_train), {int(c): int(n) for c, n in zip(classes, counts)},
+                           generator), everything
+
+
+def task_data(split: Split, num_classes: int, *, guidance: str = "validation", seed: int = 0) -> TaskData:
+    """The training rows (for the loss; float targets for binary) and the rows the metric is observed on.
+
+    ``guidance`` (:data:`GUIDANCE`, :func:`guidance_rows`): ``"validation"``
+    puts every validation row in ``X_val`` (they guide and select);
+    ``"split"`` puts half of them in ``X_val`` and the other half in
+    ``X_select``; ``"train"`` puts training rows (as many as there are
+    validation rows, class by class) in ``X_val`` and the validation rows in ``X_select``.
+    """
     target_dtype = torch.float32 if num_classes == 2 else torch.long
+    guide, select = guidance_rows(split, guidance, seed=seed)
+    source_X, source_y = ((split.X_train, split.y_train) if guidance == "train" else (split.X_val, split.y_val))
     return TaskData(torch.as_tensor(split.X_train, dtype=torch.float32),
                     torch.as_tensor(split.y_train, dtype=target_dtype),
-                    torch.as_tensor(split.X_val, dtype=torch.float32), np.asarray(split.y_val))
+                    torch.as_tensor(np.asarray(source_X)[guide], dtype=torch.float32),
+                    np.asarray(source_y)[guide],
+                    None if select is None else torch.as_tensor(np.asarray(split.X_val)[select], dtype=torch.float32),
+                    None if select is None else np.asarray(split.y_val)[select])
 
 
 def pretrain_backbone(
@@ -384,16 +467,22 @@ class BlackBoxRun:
 
     Attributes:
         metric: the black-box metric.
-        adapter: the frozen backbone with its adapter; phi holds MetricOpt's.
+        adapter: the frozen backbone (under a :class:`~metricopt.blackbox.threshold.ShiftedLogit` head, shifted
+            by the tuned threshold when fine-tuning started there) with its adapter; phi holds MetricOpt's.
         pretrain: the backbone's training history (last epoch kept).
         meta: meta-training's value function, trajectories and per-task history.
         finetuned: ``"loss_only"`` and ``"metricopt"`` fine-tuning results.
-        test_scores: the black-box metric on the test rows, per run in :data:`RUNS`.
-        val_scores: the metric on the validation rows: at phi = 0 and the kept
-            (best observed) phi of each fine-tuning run.
+        test_scores: the black-box metric on the test rows, per run in :data:`RUNS`
+            (no ``"tuned_threshold"`` for a multi-class problem).
+        val_scores: the metric on the validation rows: at phi = 0, at the tuned
+            threshold and at the kept (best observed) phi of each fine-tuning run.
         test_metrics: the confusion metrics of :data:`~metricopt.evaluation.REPORT_METRICS` per run.
         metric_evaluations: black-box calls per stage (meta-training counts
             only the tasks run now, not those restored from a checkpoint).
+        threshold: the pre-trained model's decision threshold tuned on the
+            validation rows (binary problems; None otherwise).
+        trust: the value function's check (:func:`~metricopt.blackbox.diagnostics.trust_value`);
+            when it failed and ``options.trust_check`` is on, MetricOpt's run was loss-only.
         seconds: wall time per stage.
         options: the options used.
     """
@@ -410,18 +499,24 @@ class BlackBoxRun:
     seconds: dict[str, float]
     options: BlackBoxOptions
     warmup_tasks: int = 0
+    threshold: ThresholdResult | None = None
+    trust: Trust | None = None
 
 
-def _counted(metric: BlackBoxMetric) -> tuple[BlackBoxMetric, list[int]]:
-    """The same metric, counting its calls."""
-    count = [0]
+def _counted(metric: BlackBoxMetric) -> tuple[BlackBoxMetric, list[float]]:
+    """The same metric, counting its calls and the seconds spent in them: ``[calls, seconds]``."""
+    stats = [0, 0.0]
     function = metric.function
 
     def counted(*args: Any) -> Any:
-        count[0] += 1
-        return function(*args)
+        stats[0] += 1
+        start = time.perf_counter()
+        try:
+            return function(*args)
+        finally:
+            stats[1] += time.perf_counter() - start
 
-    return BlackBoxMetric(counted, metric.name, metric.higher_is_better, metric.takes), count
+    return BlackBoxMetric(counted, metric.name, metric.higher_is_better, metric.takes), stats
 
 
 def _is_terminal(stream: Any) -> bool:
@@ -496,12 +591,16 @@ def run_blackbox(
             "takes": metric.takes, "num_classes": int(num_classes), "data": _fingerprint(split),
             "hidden_sizes": list(hidden), "epochs": int(epochs), "batch_size": int(batch_size),
             "learning_rate": float(learning_rate), "seed": int(seed),
-            **{key: value for key, value in dataclasses.asdict(options).items() if key != "checkpoint"},
+            # The trust check acts after meta-training: it does not change what the checkpoint holds.
+            **{key: value for key, value in dataclasses.asdict(options).items()
+               if key not in ("checkpoint", "trust_check")},
         })
         if checkpoint.exists():  # a truncated or foreign file fails now, not after pre-training
             read_checkpoint(checkpoint, CHECKPOINT_FORMAT, argument="checkpoint")
     seconds: dict[str, float] = {}
-    data = task_data(split, num_classes)
+    data = task_data(split, num_classes, guidance=options.guidance, seed=seed)
+    # Meta-training never selects a phi: its tasks observe the guiding rows only.
+    pool = dataclasses.replace(data, X_select=None, y_select=None)
 
     start = time.perf_counter()
     with _bar("pre-train", epochs, "epoch", bars) as bar:
@@ -515,9 +614,24 @@ def run_blackbox(
     seconds["pretrain"] = time.perf_counter() - start
     say(f"pre-trained the backbone with cross-entropy: {epochs} epochs (last kept), training loss "
         f"{pretrained.history[-1]['train_loss']:.4f} ({seconds['pretrain']:.1f} s)")
-    adapter = make_adapter(backbone, options.adapter, phi_size=options.phi_size, seed=seed)
+    # Every model the metric sees is the adapter: its head shifts the logit by the decision threshold in use
+    # (0: the pre-trained model's own), and phi = 0 reproduces the backbone exactly.
+    head = ShiftedLogit(backbone, 0.0)
+    adapter = make_adapter(head, options.adapter, phi_size=options.phi_size, seed=seed)
+    threshold, evaluations = None, {}
+    if num_classes == 2:
+        start, before = time.perf_counter(), calls[0]
+        threshold = tune_threshold(adapter, counted, split.X_val, split.y_val)
+        seconds["tune_threshold"] = time.perf_counter() - start
+        evaluations[THRESHOLD] = int(calls[0] - before)
+        say(f"tuned the pre-trained model's decision threshold on the validation rows: probability "
+            f"{threshold.threshold:.4g}, validation {metric.name} {threshold.value:.4f} ({evaluations[THRESHOLD]} "
+            f"metric evaluations)")
+        if options.start == "tuned_threshold":
+            head.shift = threshold.shift
+            say("fine-tuning starts from the pre-trained model at its tuned threshold")
 
-    start, before = time.perf_counter(), calls[0]
+    start, before, metric_before = time.perf_counter(), calls[0], calls[1]
     every = max(1, options.meta_tasks // 10)
     announced = [False]
     with _bar("meta-train", options.meta_tasks, "task", bars) as bar:
@@ -534,24 +648,40 @@ def run_blackbox(
                 say(f"meta-training: task {task + 1}/{options.meta_tasks}, best validation {metric.name} of the task "
                     f"{_raw(metric, row['best_cost']):.4f} ({time.perf_counter() - start:.1f} s)")
 
-        meta = meta_train(adapter, cross_entropy_loss, counted, data, finetune_config=finetune_config,
+        meta = meta_train(adapter, cross_entropy_loss, counted, pool, finetune_config=finetune_config,
                           config=meta_config, checkpoint=checkpoint, progress=meta_progress)
     seconds["meta_training"] = time.perf_counter() - start
-    evaluations = {"meta_training": calls[0] - before}
+    evaluations["meta_training"] = int(calls[0] - before)
+    seconds["meta_training_metric"] = calls[1] - metric_before
+    seconds["meta_training_finetuning"] = sum(row.get("collect_seconds", 0.0) for row in meta.history
+                                              if meta.resumed_from is None or row["task"] >= meta.resumed_from)
+    seconds["meta_training_value"] = sum(row.get("update_seconds", 0.0) for row in meta.history
+                                         if meta.resumed_from is None or row["task"] >= meta.resumed_from)
     if meta.resumed_from is not None and not announced[0]:
         say(f"meta-training resumed from checkpoint {str(checkpoint)!r} at task {meta.resumed_from} of "
             f"{options.meta_tasks}: nothing left to train")
     say(f"meta-trained the value function: {options.meta_tasks} tasks, {len(meta.trajectories)} trajectories "
         f"({seconds['meta_training']:.1f} s)")
 
+    trust = meta.trust
+    guide = meta.value
+    if options.trust_check and not trust.trusted:
+        guide = None
+        message = (f"MetricOpt falls back to loss-only fine-tuning: {trust.describe()}; the value function is not "
+                   f"better than chance at ranking the metric, so following it could only add noise (more "
+                   f"--meta-tasks may help; --no-trust-check follows it anyway)")
+        warnings.warn(message, RuntimeWarning, stacklevel=2)  # the command line prints warnings itself
+    else:
+        say(f"value function check: {trust.describe()}")
+
     finetuned: dict[str, FineTuneResult] = {}
-    for name, value in ((BASELINE_METHOD, None), (BLACKBOX_METHOD, meta.value)):
+    for name, value in ((BASELINE_METHOD, None), (BLACKBOX_METHOD, guide)):
         start, before = time.perf_counter(), calls[0]
         with _bar(name, options.finetune_steps + 1, "step", bars) as bar:
             finetuned[name] = finetune(adapter, cross_entropy_loss, counted, data, config=finetune_config,
                                        value=value, seed=seed, progress=lambda row: bar.update(1))
         seconds[f"finetune_{name}"] = time.perf_counter() - start
-        evaluations[name] = calls[0] - before
+        evaluations[name] = int(calls[0] - before)
         run = finetuned[name]
         say(f"fine-tuned ({_LABELS[name]}): {options.finetune_steps} steps, {evaluations[name]} metric evaluations, "
             f"best validation {metric.name} {run.best_value:.4f} at step {run.best_step}")
@@ -559,21 +689,33 @@ def run_blackbox(
     start = time.perf_counter()
     X_test, y_test = split.X_test, np.asarray(split.y_test)
     test_scores, test_metrics = {}, {}
-    for name, phi in ((PRETRAINED, None), (BASELINE_METHOD, finetuned[BASELINE_METHOD].phi),
-                      (BLACKBOX_METHOD, finetuned[BLACKBOX_METHOD].phi)):
+    tuned_shift = head.shift
+    for name, phi, shift in ((PRETRAINED, None, 0.0),
+                             (THRESHOLD, None, None if threshold is None else threshold.shift),
+                             (BASELINE_METHOD, finetuned[BASELINE_METHOD].phi, tuned_shift),
+                             (BLACKBOX_METHOD, finetuned[BLACKBOX_METHOD].phi, tuned_shift)):
+        if shift is None:
+            continue
         adapter.reset_phi(phi)
+        head.shift = shift
         test_scores[name] = metric.evaluate(adapter, X_test, y_test)
         test_metrics[name] = report(y_test, predict_proba(adapter, X_test), num_classes=num_classes,
                                     metrics=REPORT_METRICS)
     seconds["test"] = time.perf_counter() - start
-    evaluations["test"] = len(RUNS)
-    trajectory = finetuned[BASELINE_METHOD].trajectory
-    pretrained_val = (_raw(metric, trajectory.observed_costs[0])
-                      if trajectory.observed_steps and trajectory.observed_steps[0] == 0 else None)
-    val_scores = {PRETRAINED: pretrained_val, **{name: run.best_value for name, run in finetuned.items()}}
+    evaluations["test"] = len(test_scores)
+    if threshold is not None:
+        pretrained_val = threshold.untuned_value
+    else:
+        adapter.reset_phi()
+        head.shift = 0.0
+        pretrained_val = metric.evaluate(adapter, split.X_val, split.y_val)
+    adapter.reset_phi(finetuned[BLACKBOX_METHOD].phi)  # the adapter ends as MetricOpt's model
+    head.shift = tuned_shift
+    val_scores = {PRETRAINED: pretrained_val, **({} if threshold is None else {THRESHOLD: threshold.value}),
+                  **{name: run.best_value for name, run in finetuned.items()}}
     return BlackBoxRun(metric, adapter, pretrained, meta, finetuned, test_scores, val_scores, test_metrics,
                        evaluations, {k: round(v, 3) for k, v in seconds.items()}, options,
-                       warmup_tasks(options.meta_tasks))
+                       warmup_tasks(options.meta_tasks), threshold, trust)
 
 
 # --------------------------------------------------------------------------
@@ -614,7 +756,10 @@ def blackbox_results(run: BlackBoxRun) -> dict[str, Any]:
 
     Keys: ``metric``, ``method`` (``"blackbox"``), ``test_score`` (MetricOpt's
     test metric), ``baseline`` (loss-only fine-tuning's), ``baseline_method``,
-    ``pretrained_score`` (phi = 0), ``higher_is_better``, ``delta``
+    ``pretrained_score`` (phi = 0), ``tuned_threshold_score`` and
+    ``tuned_threshold`` (the pre-trained model at the decision threshold
+    tuned on validation, a probability; None for multi-class),
+    ``higher_is_better``, ``delta``
     (``test_score - baseline``), ``pretrained_delta`` (``pretrained_score -
     baseline``), ``test_scores`` / ``val_scores`` per run, ``test_metrics``,
     ``baseline_metrics``, ``pretrained_metrics`` (confusion metrics),
@@ -633,6 +778,8 @@ def blackbox_results(run: BlackBoxRun) -> dict[str, Any]:
         "baseline": scores[BASELINE_METHOD],
         "baseline_method": BASELINE_METHOD,
         "pretrained_score": scores[PRETRAINED],
+        "tuned_threshold_score": scores.get(THRESHOLD),
+        "tuned_threshold": run.threshold.threshold if run.threshold is not None else None,
         "higher_is_better": metric.higher_is_better,
         "delta": scores[BLACKBOX_METHOD] - scores[BASELINE_METHOD],
         "pretrained_delta": scores[PRETRAINED] - scores[BASELINE_METHOD],
@@ -644,6 +791,8 @@ def blackbox_results(run: BlackBoxRun) -> dict[str, Any]:
         "pretrained_metrics": run.test_metrics[PRETRAINED],
         "best_step": run.finetuned[BLACKBOX_METHOD].best_step,
         "baseline_best_step": run.finetuned[BASELINE_METHOD].best_step,
+        "guidance": run.options.guidance,
+        "start": run.options.start,
         "finetune_steps": run.options.finetune_steps,
         "evaluations_per_run": run.options.evaluation_count,
         "metric_evaluations": dict(run.metric_evaluations),
@@ -657,6 +806,11 @@ def blackbox_results(run: BlackBoxRun) -> dict[str, Any]:
             "mean_start_cost": _mean([row["start_cost"] for row in rows]),
             "mean_best_cost": _mean([row["best_cost"] for row in rows]),
             "last_value_loss": _mean([rows[-1]["value_loss"]]) if rows else None,
+            "rank_correlation_within_runs": _mean([row.get("rank_correlation", math.nan)
+                                                   for row in rows[len(rows) // 2:]]),
+            "held_out_rank_correlation": None if run.trust is None else run.trust.rank_correlation,
+            "trusted": None if run.trust is None else run.trust.trusted,
+            "guided": run.trust is None or run.trust.trusted or not run.options.trust_check,
             "seconds": run.seconds["meta_training"],
             "history": [dict(row) for row in rows],
         },
@@ -674,10 +828,10 @@ def format_blackbox_table(results: Mapping[str, Any]) -> str:
     """
     metric, scores, vals = results["metric"], results["test_scores"], results["val_scores"]
     better = "higher" if results["higher_is_better"] else "lower"
-    steps = {PRETRAINED: "", BASELINE_METHOD: str(results["baseline_best_step"]),
+    steps = {PRETRAINED: "", THRESHOLD: "", BASELINE_METHOD: str(results["baseline_best_step"]),
              BLACKBOX_METHOD: str(results["best_step"])}
     rows = []
-    for name in RUNS:
+    for name in (n for n in RUNS if n in scores):
         delta = "" if name == BASELINE_METHOD else f"{scores[name] - scores[BASELINE_METHOD]:+.4f}"
         val = "" if vals.get(name) is None else f"{vals[name]:.4f}"
         rows.append((_LABELS[name], f"{scores[name]:.4f}", delta, val, steps[name]))
@@ -692,9 +846,33 @@ def format_blackbox_table(results: Mapping[str, Any]) -> str:
     meta = results["meta_training"]
     resumed = meta["resumed_from"]
     resumed_text = "" if resumed is None else f", resumed from its checkpoint at task {resumed}"
-    evaluations = results["metric_evaluations"]
+    rows_text = {"validation": "on the validation split",
+                 "split": "on half of the validation split, the kept phi chosen on the other half",
+                 "train": "on training rows, the kept phi chosen on the validation split"}[results["guidance"]]
+    guided = "" if meta["guided"] else "; MetricOpt fell back to loss-only fine-tuning (value function check failed)"
     footer = (f"meta-training: {meta['tasks']} tasks ({meta['warmup_tasks']} loss-only warm-up){resumed_text}; "
-              f"fine-tuning: {results['finetune_steps']} steps per run, the metric observed "
-              f"{evaluations[BLACKBOX_METHOD]} times per run on the validation split")
+              f"fine-tuning: {results['finetune_steps']} steps per run from the "
+              f"{'tuned-threshold' if results['start'] == 'tuned_threshold' else 'pre-trained'} model, the metric "
+              f"observed {results['evaluations_per_run']} times per run {rows_text}{guided}")
     rule = "-" * len(line(header))
     return "\n".join([title, line(header), rule, *(line(r) for r in rows), rule, footer])
+
+
+def format_time_breakdown(results: Mapping[str, Any], total: float | None = None) -> str:
+    """Where a run's time went, one line (``metricopt train --verbose``): per stage, and inside meta-training
+    the fine-tuning runs, the value function's Reptile training and the metric function's own calls."""
+    seconds = results["seconds"]
+    meta = seconds.get("meta_training", 0.0)
+    parts = [f"pre-training {seconds.get('pretrain', 0.0):.1f} s"]
+    if "tune_threshold" in seconds:
+        parts.append(f"threshold tuning {seconds['tune_threshold']:.1f} s")
+    runs, calls = seconds.get("meta_training_finetuning", 0.0), seconds.get("meta_training_metric", 0.0)
+    value = seconds.get("meta_training_value", 0.0)
+    parts.append(f"meta-training {meta:.1f} s ({results['meta_training']['tasks']} fine-tuning runs {runs:.1f} s, "
+                 f"of which the metric function {calls:.1f} s; value function {value:.1f} s)")
+    finetuning = sum(v for k, v in seconds.items() if k.startswith("finetune_"))
+    parts.append(f"final fine-tuning {finetuning:.1f} s")
+    parts.append(f"test {seconds.get('test', 0.0):.1f} s")
+    if total is not None:
+        parts.append(f"{total:.1f} s in all, start-up and output included")
+    return "time: " + "; ".join(parts)
