@@ -11,6 +11,7 @@ Examples::
     python -m benchmarks blackbox --jobs 2            # black-box metrics: MetricOpt against loss-only
     python -m benchmarks blackbox_ablation --jobs 2   # MetricOpt: K and |phi| ablation
     python -m benchmarks blackbox_defaults --jobs 2   # MetricOpt: value_weight and task distribution
+    python -m benchmarks blackbox_guidance --jobs 2   # MetricOpt: guidance rows and start (resumable)
     python -m benchmarks tabular --jobs 2             # 107 report tables, every method (resumable; hours)
     python -m benchmarks tabular --datasets validation --seeds 2 --jobs 2   # the validation tables
     python -m benchmarks all --smoke --output-dir /tmp/bench
@@ -36,8 +37,9 @@ DEFAULT_OUTPUT_DIR = Path("benchmark-results")
 _KINDS = ("quality", "ablation", "speed")
 #: Further suites run by name only (not by ``all``).
 _NAMED_ONLY_KINDS = ("ap_quality", "retrieval", "rank_speed", "blackbox", "blackbox_ablation", "blackbox_defaults",
-                     "tabular", "tabular_selection", "tabular_multiclass", "tabular_selection_multiclass")
-_BLACKBOX_KINDS = ("blackbox", "blackbox_ablation", "blackbox_defaults")
+                     "blackbox_guidance", "blackbox_value_fit", "tabular", "tabular_selection", "tabular_multiclass",
+                     "tabular_selection_multiclass")
+_BLACKBOX_KINDS = ("blackbox", "blackbox_ablation", "blackbox_defaults", "blackbox_guidance")
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -271,7 +273,7 @@ def render(json_path: Path, output_dir: Path | None = None, *, plots: bool = Tru
 
 
 #: The scripts beside the suites whose results ``render`` re-creates: the module that wrote each.
-SWEEP_SCRIPTS = ("ddp_scaling", "gpu_rank_speed", "rank_design_sweep", "sharpness_sweep")
+SWEEP_SCRIPTS = ("ddp_scaling", "gpu_rank_speed", "rank_design_sweep", "sharpness_sweep", "value_fit")
 
 
 def _render_sweep(payload: dict[str, Any], json_path: Path, output_dir: Path | None) -> dict[str, Path]:
@@ -318,7 +320,9 @@ def run_named(spec: Any, *, output_dir: Path, jobs: int = 1, progress: bool = Tr
     elif spec.kind in _BLACKBOX_KINDS:
         from benchmarks.suites.blackbox import run_suite as run_blackbox
 
-        payload = run_blackbox(spec, jobs=jobs, progress=progress, command=command)
+        # finished (dataset, seed) jobs are appended here and skipped by a restarted run; removed once written
+        partial = Path(output_dir) / f"{spec.name}.partial.jsonl"
+        payload = run_blackbox(spec, jobs=jobs, progress=progress, command=command, partial_path=partial)
     else:
         from benchmarks.suites.quality import run_suite
 

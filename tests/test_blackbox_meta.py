@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import fractions
 import math
 import re
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metricopt.blackbox.adaptation import adapt_value, trajectory_targets
+from metricopt.blackbox.adaptation import adapt_value, observed_points, trajectory_targets
 from metricopt.blackbox.adapters import InputBias
 from metricopt.blackbox.finetune import FineTuneConfig, TaskData, finetune
 from metricopt.blackbox.meta import (
@@ -225,6 +226,46 @@ def test_meta_trained_value_points_toward_the_optimum_of_a_known_cost(adapter, p
     adapt_value(adapted, run.trajectory, steps=20, learning_rate=1e-2)
     assert _descent_cosines(adapted, run.trajectory.phi_matrix()).mean() > 0.7
     assert _descent_cosines(adapted, seen).mean() > 0.5  # adapting to one task did not erase the rest
+
+
+def test_joint_fit_points_toward_the_optimum_of_a_known_cost(adapter, pool):
+    """``fit="joint"``: the same synthetic metric and thresholds as the Reptile test above."""
+    metric = _distance_metric()
+    finetune_config = FineTuneConfig(steps=20, evaluations=5, learning_rate=0.05, batch_size=32, value_weight=0.5,
+                                     adapt_steps=0)
+    config = MetaConfig(tasks=8, warmup_tasks=3, fit="joint", joint_steps=50, inner_learning_rate=1e-2,
+                        hidden_sizes=(32,), checkpoint_every=100, seed=0)
+    result = meta_train(adapter, LOSS, metric, pool, finetune_config=finetune_config, config=config,
+                        distribution=TaskDistribution(initial_phi_std=2.0))
+    rows = result.history
+    assert [row["joint_steps"] for row in rows] == [0.0, 0.0] + [50.0] * 6  # trained from the last warm-up task on
+    assert all(row["reptile_iterations"] == 0.0 for row in rows)
+    seen = torch.cat([t.phi_matrix() for t in result.trajectories])
+    cosines = _descent_cosines(result.value, seen)
+    assert cosines.mean() > 0.5 and (cosines > 0).float().mean() >= 0.9
+    assert all(p.grad is None for p in result.value.parameters())
+    # The fit is a regression on the observations: it predicts them better than their mean does.
+    phis, costs = observed_points(result.value, result.trajectories)
+    with torch.no_grad():
+        error = (result.value(phis) - costs).square().mean()
+    assert error < 0.25 * (costs - costs.mean()).square().mean()
+
+
+def test_joint_fit_resumes_bitwise_with_its_optimizer_state(adapter, pool, tmp_path):
+    config = dataclasses.replace(META, fit="joint", joint_steps=5)
+    path = tmp_path / "joint.pt"
+    uninterrupted = _meta_train(adapter, pool, config=config)
+    with pytest.raises(KeyboardInterrupt):
+        _meta_train(adapter, pool, config=config, checkpoint=path, progress=_Interrupt(after_task=2))
+    state = torch.load(path, weights_only=True)
+    assert state["next_task"] == 2 and state["joint_optimizer"]["state"]  # Adam moments saved mid-way
+    resumed = _meta_train(adapter, pool, config=config, checkpoint=path)
+    assert resumed.resumed_from == 2
+    _assert_state_equal(uninterrupted.value.state_dict(), resumed.value.state_dict())
+    _assert_rows_equal(uninterrupted.history, resumed.history)
+    # A Reptile checkpoint is not resumed as a joint one.
+    with pytest.raises(ValueError, match="fit"):
+        _meta_train(adapter, pool, checkpoint=path)
 
 
 # ---------------------------------------------------------------- Reptile

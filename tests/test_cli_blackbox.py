@@ -131,9 +131,11 @@ def _check_results(results: dict, *, metric: str, higher_is_better: bool) -> Non
         scores["pretrained"], scores["loss_only"], scores["blackbox"])
     assert results["delta"] == pytest.approx(results["test_score"] - results["baseline"])
     assert results["n_train"] + results["n_val"] + results["n_test"] == 569
-    # K = 4 observations per fine-tuning run, on validation rows; 4 test evaluations (breast_cancer is binary:
-    # the tuned threshold too), and the threshold tuned with one evaluation per candidate, c = 0 included.
-    assert results["metric_evaluations"]["loss_only"] == results["metric_evaluations"]["blackbox"] == 4
+    # K = 4 observations per fine-tuning run, each on the guiding rows and (when they are apart: not with guidance
+    # "validation") on the selecting rows; 4 test evaluations (breast_cancer is binary: the tuned threshold too),
+    # and the threshold tuned with one evaluation per candidate, c = 0 included.
+    per_run = 4 if results["guidance"] == "validation" else 8
+    assert results["metric_evaluations"]["loss_only"] == results["metric_evaluations"]["blackbox"] == per_run
     assert results["metric_evaluations"]["test"] == 4
     assert 2 <= results["metric_evaluations"]["tuned_threshold"] <= 101
     assert scores["tuned_threshold"] == results["tuned_threshold_score"]
@@ -143,13 +145,14 @@ def _check_results(results: dict, *, metric: str, higher_is_better: bool) -> Non
         assert better == higher_is_better
     meta = results["meta_training"]
     assert meta["tasks"] == 3 and meta["warmup_tasks"] == 1 and len(meta["history"]) == 3
-    assert meta["reptile_iterations"] > 0 and meta["seconds"] >= 0
+    assert meta["reptile_iterations"] + meta["joint_steps"] > 0 and meta["seconds"] >= 0
     for name in ("loss_only", "blackbox"):
         rows = results["history"][name]
         assert [row["step"] for row in rows] == list(range(21))
         observed = [row for row in rows if "val_score" in row]
         assert [row["step"] for row in observed] == [0, 7, 13, 20]
-        assert observed[0]["val_score"] == pytest.approx(results["val_scores"]["pretrained"])
+        if (results["guidance"], results["start"]) == ("validation", "pretrained"):  # step 0 is that model there
+            assert observed[0]["val_score"] == pytest.approx(results["val_scores"]["pretrained"])
     assert [row["epoch"] for row in results["pretrain_history"]] == [1, 2, 3]
     assert results["config"]["blackbox"]["phi_size"] == 8 and results["config"]["loss"] == "blackbox"
 

@@ -15,10 +15,11 @@ The kinds of suite, each a frozen dataclass:
   losses against their peers, one ranking and retrieval batches (run by
   :mod:`benchmarks.suites.rank_speed`).
 * :class:`BlackBoxSpec` / :class:`BlackBoxAblationSpec` /
-  :class:`BlackBoxDefaultsSpec`: MetricOpt's value-guided fine-tuning of
-  adapter parameters against loss-only fine-tuning, black-box metrics reported
-  as costs (run by :mod:`benchmarks.suites.blackbox`); the ablation and the
-  defaults sweep run :class:`BlackBoxVariant` s of one spec.
+  :class:`BlackBoxDefaultsSpec` / :class:`BlackBoxGuidanceSpec`: MetricOpt's
+  value-guided fine-tuning of adapter parameters against loss-only
+  fine-tuning, black-box metrics reported as costs (run by
+  :mod:`benchmarks.suites.blackbox`); the ablation and the two defaults sweeps
+  run :class:`BlackBoxVariant` s of one spec.
 
 :data:`SUITES` holds the named suites (``quality``, ``ablation``, ``speed``) and
 tiny ``*_smoke`` versions of each that run in seconds for CI. Change a suite by
@@ -48,6 +49,7 @@ __all__ = [
     "AblationSpec",
     "BlackBoxAblationSpec",
     "BlackBoxDefaultsSpec",
+    "BlackBoxGuidanceSpec",
     "BlackBoxSpec",
     "BlackBoxVariant",
     "QualitySpec",
@@ -401,8 +403,18 @@ class RankSpeedSpec:
 
 #: Method names understood by :mod:`benchmarks.suites.blackbox`, in table order.
 BLACKBOX_METHODS: tuple[str, ...] = (
-    "pretrained", "sgd", "adam", "metricopt_sgd", "metricopt_adam", "metricopt_learned", "direct_loss",
+    "pretrained", "tuned_threshold", "sgd", "adam", "metricopt_sgd", "metricopt_adam", "metricopt_learned",
+    "direct_loss",
 )
+#: Where the metric observations that guide MetricOpt come from (``metricopt.app.recipes.blackbox.GUIDANCE``):
+#: "validation" (the validation rows guide and pick the kept phi), "split" (half of them guide, the other half
+#: picks), "train" (training rows guide, the validation rows pick).
+BLACKBOX_GUIDANCE: tuple[str, ...] = ("validation", "split", "train")
+#: Where fine-tuning and meta-training start (``metricopt.app.recipes.blackbox.STARTS``): the pre-trained model,
+#: or (binary problems) the pre-trained model at its decision threshold tuned on the validation rows.
+BLACKBOX_STARTS: tuple[str, ...] = ("pretrained", "tuned_threshold")
+#: How the value function learns from the meta-training runs (``metricopt.blackbox.meta.FITS``).
+BLACKBOX_VALUE_FITS: tuple[str, ...] = ("reptile", "joint")
 #: Black-box metrics of the suites (``metricopt.blackbox.metric`` built-ins), reported as costs.
 BLACKBOX_METRICS: tuple[str, ...] = ("mcr", "aucpr", "cost")
 #: Tabular datasets the black-box suites accept (binary: ``cost`` is binary-only), plus Fashion-MNIST.
@@ -461,7 +473,8 @@ def _task_distribution(field: str, overrides: Any) -> Any:
 
 
 #: Spec fields a :class:`BlackBoxVariant` may override (one job's pre-training and split stay shared).
-VARIANT_FIELDS: tuple[str, ...] = ("evaluations", "phi_size", "value_weight", "task_distribution")
+VARIANT_FIELDS: tuple[str, ...] = ("evaluations", "phi_size", "value_weight", "task_distribution", "guidance", "start",
+                                   "value_fit")
 
 
 @dataclass(frozen=True)
@@ -494,7 +507,8 @@ class BlackBoxVariant:
 
         run = self.apply(spec)
         return {"label": self.label, "evaluations": run.evaluations, "phi_size": run.phi_size,
-                "value_weight": run.value_weight, "task_distribution": plain_record(run.meta_distribution())}
+                "value_weight": run.value_weight, "task_distribution": plain_record(run.meta_distribution()),
+                "guidance": run.guidance, "start": run.start, "value_fit": run.value_fit}
 
 
 @dataclass(frozen=True)
@@ -537,9 +551,22 @@ class BlackBoxSpec:
             ``warmup_tasks`` loss-only); the learned optimizer gets as many.
         held_out_tasks: new tasks per (setting, metric, seed) every method runs.
         phi_size: adapter size ``|phi|``.
-        methods: names from :data:`BLACKBOX_METHODS`.
+        methods: names from :data:`BLACKBOX_METHODS` (``tuned_threshold``: the
+            pre-trained model at the decision threshold tuned on all validation
+            rows, binary datasets only).
         tie_tolerance: paired runs whose test costs differ by at most this tie.
         threads: ``torch.set_num_threads`` in each worker.
+        guidance: which rows' metric observations guide MetricOpt and which
+            pick the kept phi, one of :data:`BLACKBOX_GUIDANCE` (the library's
+            ``--guidance``; every method keeps its phi by the picking rows).
+        start: where meta-training and every fine-tuning run start, one of
+            :data:`BLACKBOX_STARTS` (``tuned_threshold``: binary datasets; a
+            multi-class one starts from the pre-trained model).
+        value_fit: how the value function learns from the meta-training runs,
+            one of :data:`BLACKBOX_VALUE_FITS` (the library's ``--value-fit``).
+        trust_check: MetricOpt falls back to loss-only fine-tuning (no value
+            gradient) when its value function fails the library's check
+            (``MetaResult.trust``), as the library does by default.
     """
 
     name: str = "blackbox"
@@ -565,6 +592,12 @@ class BlackBoxSpec:
     methods: tuple[str, ...] = BLACKBOX_METHODS
     tie_tolerance: float = 0.0
     threads: int = 1
+    # The library's defaults (metricopt.app.recipes.blackbox.BlackBoxOptions), chosen by the blackbox_guidance and
+    # blackbox_value_fit sweeps.
+    guidance: str = "train"
+    start: str = "tuned_threshold"
+    value_fit: str = "joint"
+    trust_check: bool = True
 
     kind = "blackbox"
 
@@ -618,6 +651,14 @@ class BlackBoxSpec:
         if (not self.methods or len(set(self.methods)) != len(self.methods)
                 or not set(self.methods) <= set(BLACKBOX_METHODS)):
             raise _blackbox_error("methods", self.methods, f"distinct names of {BLACKBOX_METHODS}")
+        if not isinstance(self.guidance, str) or self.guidance not in BLACKBOX_GUIDANCE:
+            raise _blackbox_error("guidance", self.guidance, f"one of {BLACKBOX_GUIDANCE}")
+        if not isinstance(self.start, str) or self.start not in BLACKBOX_STARTS:
+            raise _blackbox_error("start", self.start, f"one of {BLACKBOX_STARTS}")
+        if not isinstance(self.value_fit, str) or self.value_fit not in BLACKBOX_VALUE_FITS:
+            raise _blackbox_error("value_fit", self.value_fit, f"one of {BLACKBOX_VALUE_FITS}")
+        if not isinstance(self.trust_check, bool):
+            raise _blackbox_error("trust_check", self.trust_check, "True or False")
         _task_distribution("task_distribution", self.task_distribution)
 
     @property
@@ -644,7 +685,7 @@ class BlackBoxSpec:
 
 
 def _point(spec: BlackBoxSpec) -> tuple[Any, ...]:
-    return spec.evaluations, spec.phi_size, spec.value_weight, spec.meta_distribution()
+    return spec.evaluations, spec.phi_size, spec.value_weight, spec.meta_distribution(), spec.guidance, spec.start
 
 
 def _k_label(evaluations: float) -> str:
@@ -667,6 +708,11 @@ class BlackBoxAblationSpec(BlackBoxSpec):
     """
 
     name: str = "blackbox_ablation"
+    # As the committed run was made: before guidance, threshold starts, joint fits and the value function's check.
+    guidance: str = "validation"
+    start: str = "pretrained"
+    value_fit: str = "reptile"
+    trust_check: bool = False
     settings: tuple[Setting, ...] = (("page_blocks0", "mlp", "input_bias", ("cost", "mcr")),)
     methods: tuple[str, ...] = ("sgd", "metricopt_sgd")
     evaluations_grid: tuple[int | float, ...] = (0.025, 0.05, 1.0)
@@ -728,6 +774,11 @@ class BlackBoxDefaultsSpec(BlackBoxSpec):
     """
 
     name: str = "blackbox_defaults"
+    # As the committed run was made: before guidance, threshold starts, joint fits and the value function's check.
+    guidance: str = "validation"
+    start: str = "pretrained"
+    value_fit: str = "reptile"
+    trust_check: bool = False
     # Sized for about 30 minutes with --jobs 2 on 2 cores: 6 (setting, metric) x 5 seeds x 6 variants = 180 cells,
     # one cell (meta-training + 4 held-out tasks x 2 methods) 15 s on an idle core, up to 35 s on a loaded one.
     settings: tuple[Setting, ...] = (
@@ -783,6 +834,81 @@ class BlackBoxDefaultsSpec(BlackBoxSpec):
                                                                                          presets[n])))
                      for w, n in points)
 
+
+
+@dataclass(frozen=True)
+class BlackBoxGuidanceSpec(BlackBoxSpec):
+    """Choosing MetricOpt's ``guidance`` and ``start`` defaults on validation tasks.
+
+    The protocol of :class:`BlackBoxSpec` on ``seeds`` disjoint from
+    ``reporting_seeds`` (those of the ``blackbox`` suite): every guidance of
+    ``guidance_grid`` crossed with every start of ``start_grid`` (6 variants by
+    default), each against the pre-trained model, the pre-trained model at its
+    tuned threshold and loss-only fine-tuning. The reference variant is the
+    spec's own ``guidance`` and ``start`` (the library's defaults,
+    ``validation`` and ``pretrained``). Held-out tasks come from the library's
+    default distribution for every variant. The rule that chooses is
+    :data:`benchmarks.suites.blackbox_selection.GUIDANCE_RULE`, fixed before
+    the suite was run.
+
+    Attributes:
+        guidance_grid: guidances of :data:`BLACKBOX_GUIDANCE` (distinct).
+        start_grid: starts of :data:`BLACKBOX_STARTS` (distinct).
+        reporting_seeds: the seeds ``seeds`` must avoid.
+    """
+
+    name: str = "blackbox_guidance"
+    # The reference: the library's defaults when the sweep was run.
+    guidance: str = "validation"
+    start: str = "pretrained"
+    value_fit: str = "reptile"
+    # About 180 cells (6 (setting, metric) x 5 seeds x 6 variants), each meta-training plus 2 held-out tasks x 2
+    # fine-tuning runs: the size of the blackbox_defaults sweep (about 30 minutes with --jobs 2 on 2 cores).
+    settings: tuple[Setting, ...] = (
+        ("page_blocks0", "mlp", "input_bias", ("cost", "aucpr")),
+        ("yeast4", "mlp", "film", ("cost", "aucpr")),
+        ("caravan", "mlp", "input_bias", ("cost", "aucpr")),
+    )
+    seeds: tuple[int, ...] = (10, 11, 12, 13, 14)
+    methods: tuple[str, ...] = ("pretrained", "tuned_threshold", "sgd", "metricopt_sgd")
+    held_out_tasks: int = 2
+    guidance_grid: tuple[str, ...] = BLACKBOX_GUIDANCE
+    start_grid: tuple[str, ...] = BLACKBOX_STARTS
+    value_fit_grid: tuple[str, ...] = ("reptile",)
+    reporting_seeds: tuple[int, ...] = BlackBoxSpec.seeds
+
+    kind = "blackbox_guidance"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if set(self.seeds) & set(self.reporting_seeds):
+            raise _blackbox_error("seeds", self.seeds, f"disjoint from reporting_seeds={self.reporting_seeds} (the "
+                                  "defaults are chosen on validation tasks, not on the reported ones)")
+        for field, known in (("guidance_grid", BLACKBOX_GUIDANCE), ("start_grid", BLACKBOX_STARTS),
+                             ("value_fit_grid", BLACKBOX_VALUE_FITS)):
+            grid = getattr(self, field)
+            if (not isinstance(grid, tuple) or not grid or len(set(grid)) != len(grid)
+                    or not all(isinstance(g, str) and g in known for g in grid)):
+                raise _blackbox_error(field, grid, f"a non-empty tuple of distinct names of {known}")
+        if self.guidance not in self.guidance_grid:
+            raise _blackbox_error("guidance_grid", self.guidance_grid,
+                                  f"guidances including the spec's own guidance {self.guidance!r} (the reference)")
+        if self.start not in self.start_grid:
+            raise _blackbox_error("start_grid", self.start_grid,
+                                  f"starts including the spec's own start {self.start!r} (the reference)")
+        if self.value_fit not in self.value_fit_grid:
+            raise _blackbox_error("value_fit_grid", self.value_fit_grid,
+                                  f"fits including the spec's own value_fit {self.value_fit!r} (the reference)")
+        needed = ("pretrained", "sgd", "metricopt_sgd")
+        if not set(needed) <= set(self.methods):
+            raise _blackbox_error("methods", self.methods, f"methods including {needed} (the rule compares them)")
+
+    def variants(self) -> tuple[BlackBoxVariant, ...]:
+        """Every guidance x every start x every value fit, guidance first (the fit named only when it varies)."""
+        fits = len(self.value_fit_grid) > 1
+        return tuple(BlackBoxVariant(f"guidance={g}, start={s}" + (f", value_fit={f}" if fits else ""),
+                                     (("guidance", g), ("start", s)) + ((("value_fit", f),) if fits else ()))
+                     for g in self.guidance_grid for s in self.start_grid for f in self.value_fit_grid)
 
 #: Methods of the tabular suite: MLP recipes of :mod:`benchmarks.harness.methods` and the baselines of
 #: :mod:`benchmarks.peers.tabular` (the recommended recipe first: the reference).
@@ -912,6 +1038,20 @@ SUITES: dict[str, Spec] = {
         name="blackbox_defaults_smoke", settings=(("breast_cancer", "mlp", "input_bias", ("cost",)),),
         seeds=(10,), pretrain_epochs=(("mlp", 5),), steps=20, evaluations=4, meta_tasks=3, warmup_tasks=2,
         phi_size=8, held_out_tasks=2, value_weight_grid=(0.3, 1.0), distribution_grid=TASK_DISTRIBUTION_PRESETS[:2],
+    ),
+    # MetricOpt's guidance (which rows guide, which pick) and start (pre-trained or tuned threshold), chosen on
+    # validation seeds (10-14) by the rule of benchmarks.suites.blackbox_selection.GUIDANCE_RULE.
+    "blackbox_guidance": BlackBoxGuidanceSpec(),
+    "blackbox_guidance_smoke": BlackBoxGuidanceSpec(
+        name="blackbox_guidance_smoke", settings=(("breast_cancer", "mlp", "input_bias", ("cost",)),),
+        seeds=(10,), pretrain_epochs=(("mlp", 5),), steps=20, evaluations=4, meta_tasks=2, warmup_tasks=1,
+        phi_size=8, held_out_tasks=2,
+    ),
+    # How the value function learns (Reptile or a joint regression on every observation), at the guidance and start
+    # that blackbox_guidance chose, on the same validation seeds and by the same rule (GUIDANCE_RULE).
+    "blackbox_value_fit": BlackBoxGuidanceSpec(
+        name="blackbox_value_fit", guidance="train", start="tuned_threshold", guidance_grid=("train",),
+        start_grid=("tuned_threshold",), value_fit_grid=BLACKBOX_VALUE_FITS,
     ),
     # The practitioner's tabular benchmark (issue 14): the collection's report tables, every method, 5 seeds.
     "tabular": TabularSpec(),

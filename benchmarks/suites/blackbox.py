@@ -2,19 +2,33 @@
 
 Protocol, per (setting, metric, seed) of a :class:`~benchmarks.harness.specs.BlackBoxSpec`
 and per variant of it (:class:`~benchmarks.harness.specs.BlackBoxVariant`: the ablation's
-``K`` and ``|phi|``, the defaults sweep's ``value_weight`` and task distribution;
-data, backbones, adapters and direct losses in :mod:`benchmarks.suites.blackbox_tasks`):
+``K`` and ``|phi|``, the defaults sweep's ``value_weight`` and task distribution,
+the guidance sweep's ``guidance`` and ``start``; data, backbones, adapters and
+direct losses in :mod:`benchmarks.suites.blackbox_tasks`), as
+``metricopt.app.recipes.blackbox.run_blackbox`` does it:
 
 1. The (dataset, seed) split and the backbone pre-trained with cross-entropy
-   (seeded), frozen; the adapter (projections seeded by the seed) wraps a copy.
+   (seeded), frozen; a copy under a ``ShiftedLogit`` head (its logit minus a
+   shift: the decision threshold in use; shift 0 is the backbone bitwise),
+   wrapped by the adapter (projections seeded by the seed; FiLM finds the same
+   layers under the head, named ``model.*``). Binary datasets: the pre-trained
+   model's threshold tuned on ALL validation rows at ``phi = 0``
+   (:func:`metricopt.blackbox.threshold.tune_threshold`); with ``start =
+   "tuned_threshold"`` the head keeps that shift for steps 2 and 3. The
+   observation rows follow ``guidance``
+   (:func:`metricopt.app.recipes.blackbox.task_data`): the guiding rows, and
+   with ``"split"`` / ``"train"`` separate rows that pick the kept ``phi``.
 2. The value function is meta-trained by :func:`metricopt.blackbox.meta_train`
    (Reptile, ``meta_tasks`` tasks of the spec's
    :class:`~metricopt.blackbox.TaskDistribution` (``task_distribution``
    overrides; default: the library's) drawn from the training split; the
-   metric observed on validation; SGD runs),
+   metric observed on the guiding rows (the pool without picking rows); SGD runs),
    timed (wall seconds, torch threads). With ``metricopt_learned`` in the
    methods, the learned optimizer is meta-trained too
-   (``metricopt.blackbox.learned.meta_train_learned``) and timed.
+   (``metricopt.blackbox.learned.meta_train_learned``) and timed. With
+   ``trust_check`` (the default), a value function that fails the library's
+   check (``MetaResult.trust``) does not guide: ``metricopt_sgd`` /
+   ``metricopt_adam`` run loss-only, as the library falls back.
 3. ``held_out_tasks`` new tasks: ``TaskDistribution().sample`` at index
    ``1_000_000 + j`` (a data subset and class balance never used in
    meta-training), each started at ``phi = 0`` with learning-rate factor 1.
@@ -26,10 +40,14 @@ data, backbones, adapters and direct losses in :mod:`benchmarks.suites.blackbox_
    ``metricopt_learned`` (the learned rule), ``direct_loss`` (the metric's own
    loss in this library, with Adam: DECIDED, Adam's step does not depend on
    the loss's scale, which differs from cross-entropy's); all keep the
-   ``phi`` with the best observed validation metric (the same ``K``
-   observations, ``phi = 0`` included). ``pretrained`` is ``phi = 0``.
-4. Recorded per run: test cost at the kept ``phi``, validation cost there,
-   the kept step, fine-tuning seconds.
+   ``phi`` with the best observed metric on the picking rows (the same ``K``
+   observations, ``phi = 0`` included). ``pretrained`` is ``phi = 0`` at
+   shift 0, ``tuned_threshold`` ``phi = 0`` at the tuned shift (binary
+   datasets; one value per seed, repeated per task); every fine-tuned method
+   is scored at the shift it was fine-tuned at.
+4. Recorded per run: test cost at the kept ``phi``, the picking rows' cost
+   there, the kept step, fine-tuning seconds; per meta-training: its seconds,
+   the trust verdict and rank correlations, the tuned threshold.
 
 Every metric is reported as a COST, lower is better: ``mcr``, ``1 - aucpr``,
 ``cost`` (mean cost per sample, a missed positive 20, a false alarm 1).
@@ -38,12 +56,15 @@ Aggregation per (setting, metric[, variant]): mean test cost over
 seeds x held-out tasks; std over seeds of the per-seed means; paired
 wins/ties/losses of each MetricOpt variant against each loss-only optimiser
 over the (seed, task) runs (a win: lower test cost by more than
-``tie_tolerance``); median meta-training seconds over seeds. The defaults
-sweep adds the choice of defaults (:mod:`benchmarks.suites.blackbox_selection`).
+``tie_tolerance``) and against the tuned threshold; median meta-training
+seconds over seeds. The defaults and guidance sweeps add their choice
+(:mod:`benchmarks.suites.blackbox_selection`).
 
 Jobs are (dataset, seed) pairs (one pre-training each), run in ``jobs``
 worker processes (spawned) with ``torch.set_num_threads(spec.threads)``;
-results do not depend on ``jobs``. A data set that is not installed is
+results do not depend on ``jobs``. With a partial file (the command line's
+``<name>.partial.jsonl``) finished jobs survive a killed run and a restart
+skips them. A data set that is not installed is
 recorded as unavailable and the rest runs. Markdown and PNG reports:
 :mod:`benchmarks.suites.blackbox_report`.
 """
@@ -52,6 +73,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -62,24 +84,27 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from benchmarks.harness.jobs import run_tasks
-from benchmarks.harness.results import collect_metadata, load_average, split_info, write_suite_reports
+from benchmarks.harness.results import _clean, collect_metadata, load_average, split_info, write_suite_reports
 from benchmarks.harness.specs import BlackBoxSpec, BlackBoxVariant, spec_to_dict
 from benchmarks.harness.threads import torch_threads
 
 if TYPE_CHECKING:
     from metricopt.app.data import Split
 
-__all__ = ["METHOD_LABELS", "PAIRS", "refresh_summary", "run_job", "run_suite", "setting_key", "write_reports"]
+__all__ = ["METHOD_LABELS", "PAIRS", "load_partial", "refresh_summary", "run_job", "run_suite", "setting_key",
+           "write_reports"]
 
 #: Table labels of the methods.
 METHOD_LABELS: dict[str, str] = {
-    "pretrained": "pre-trained (phi = 0)", "sgd": "loss-only SGD", "adam": "loss-only Adam",
+    "pretrained": "pre-trained (phi = 0)", "tuned_threshold": "pre-trained, tuned threshold",
+    "sgd": "loss-only SGD", "adam": "loss-only Adam",
     "metricopt_sgd": "MetricOpt (SGD)", "metricopt_adam": "MetricOpt (Adam)",
     "metricopt_learned": "MetricOpt (learned)", "direct_loss": "direct loss (Adam)",
 }
-#: (MetricOpt variant, loss-only optimiser) pairs of the paired wins/ties/losses.
+#: (MetricOpt variant, other method) pairs of the paired wins/ties/losses: each loss-only optimiser, then the
+#: tuned threshold (a pair is reported only where both ran).
 PAIRS: tuple[tuple[str, str], ...] = tuple((m, b) for m in ("metricopt_sgd", "metricopt_adam", "metricopt_learned")
-                                           for b in ("sgd", "adam"))
+                                           for b in ("sgd", "adam", "tuned_threshold"))
 COST_NOTE = "test COST, lower is better: mcr; 1 - AUCPR; cost = (20 FN + FP) / N"
 
 
@@ -101,9 +126,27 @@ def _learned_api() -> tuple[Any, str | None]:
 # one (dataset, seed) job
 
 
+def _finite_mean(values: Sequence[Any]) -> float | None:
+    finite = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
 def _cell(spec: BlackBoxSpec, split: Split, num_classes: int, backbone: Any, setting: Sequence[Any],
           metric_name: str, variant: BlackBoxVariant, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Meta-train and run every method on the held-out tasks of one (setting, metric, variant, seed)."""
+    """Meta-train and run every method on the held-out tasks of one (setting, metric, variant, seed).
+
+    Mirrors ``metricopt.app.recipes.blackbox.run_blackbox``: the backbone under a
+    :class:`~metricopt.blackbox.threshold.ShiftedLogit` head (shift 0: the
+    pre-trained model, bitwise) wrapped by the adapter; the decision threshold
+    tuned on ALL validation rows at phi = 0 (binary datasets) before
+    meta-training; ``spec.start == "tuned_threshold"`` moves the head's shift
+    there for meta-training and every fine-tuning run; meta-training observes
+    the guiding rows only (the pool without its selection rows), the held-out
+    runs keep their phi by the selection rows when ``spec.guidance`` has them.
+    Test costs: ``pretrained`` at phi = 0 and shift 0, ``tuned_threshold`` at
+    phi = 0 and the tuned shift, every fine-tuned method at its kept phi and
+    the shift in force for fine-tuning.
+    """
     import torch
 
     from benchmarks.suites.blackbox_tasks import direct_loss, make_adapter
@@ -116,29 +159,66 @@ def _cell(spec: BlackBoxSpec, split: Split, num_classes: int, backbone: Any, set
         make_metric,
         meta_train,
     )
+    from metricopt.blackbox.threshold import ShiftedLogit, tune_threshold
     from metricopt.losses import cross_entropy_loss
 
     label, spec = variant.label, variant.apply(spec)  # the spec's values with the variant's overrides
     phi_size = spec.phi_size
-    adapter = make_adapter(setting[2], copy.deepcopy(backbone), phi_size=phi_size, seed=seed)
+    head = ShiftedLogit(copy.deepcopy(backbone), 0.0)  # the threshold in use; phi = 0 and shift 0: the backbone
+    adapter = make_adapter(setting[2], head, phi_size=phi_size, seed=seed)
     metric = make_metric(metric_name, num_classes=num_classes)
-    pool = pool_data(split, num_classes)
+    # held-out tasks keep the selection rows (if the guidance has them); meta-training observes the guiding rows only
+    pool = pool_data(split, num_classes, guidance=spec.guidance, seed=seed)
+    meta_pool = dataclasses.replace(pool, X_select=None, y_select=None)
     sgd = FineTuneConfig(steps=spec.steps, evaluations=spec.evaluations, optimizer="sgd",
                          learning_rate=spec.sgd_learning_rate, batch_size=spec.batch_size,
                          value_weight=spec.value_weight)
     adam = dataclasses.replace(sgd, optimizer="adam", learning_rate=spec.adam_learning_rate)
     distribution, held_out = spec.meta_distribution(), TaskDistribution()
-    meta_config = MetaConfig(tasks=spec.meta_tasks, warmup_tasks=spec.warmup_tasks, seed=seed)
+
+    def costs(X: Any, y: Any, shift: float) -> float:
+        head.shift = shift
+        return metric.cost(metric.evaluate(adapter, X, y))
+
+    adapter.reset_phi()
+    threshold, threshold_seconds = None, 0.0
+    if num_classes == 2:  # one logit: tune the pre-trained model's threshold on all validation rows, phi = 0
+        start = time.perf_counter()
+        threshold = tune_threshold(adapter, metric, split.X_val, split.y_val)
+        threshold_seconds = time.perf_counter() - start
+    # the pre-trained and tuned-threshold models do not depend on the held-out task: one value per seed
+    fixed = {"pretrained": {"test_cost": costs(split.X_test, split.y_test, 0.0),
+                            "val_cost": costs(split.X_val, split.y_val, 0.0),
+                            "best_step": 0, "seconds": 0.0, "skipped": 0}}
+    if threshold is not None:
+        fixed["tuned_threshold"] = {"test_cost": costs(split.X_test, split.y_test, threshold.shift),
+                                    "val_cost": metric.cost(threshold.value), "best_step": 0,
+                                    "seconds": round(threshold_seconds, 3), "skipped": 0}
+    shift = threshold.shift if threshold is not None and spec.start == "tuned_threshold" else 0.0
+    head.shift = shift  # meta-training and every fine-tuning run start here
+    meta_config = MetaConfig(tasks=spec.meta_tasks, warmup_tasks=spec.warmup_tasks, fit=spec.value_fit, seed=seed)
     start = time.perf_counter()
-    meta = meta_train(adapter, cross_entropy_loss, metric, pool, finetune_config=sgd, config=meta_config,
+    meta = meta_train(adapter, cross_entropy_loss, metric, meta_pool, finetune_config=sgd, config=meta_config,
                       distribution=distribution)
+    value_seconds = time.perf_counter() - start
+    trust = meta.trust
+    guided = bool(trust.trusted or not spec.trust_check)
+    value = meta.value if guided else None  # the library's fallback: loss-only fine-tuning
     value_loss = [r["value_loss"] for r in meta.history if math.isfinite(r["value_loss"])]
+    history = meta.history
     meta_row: dict[str, Any] = {
         "setting": setting_key(setting), "metric": metric_name, "variant": label, "seed": seed,
-        "value_seconds": round(time.perf_counter() - start, 2), "learned_seconds": None,
+        "value_seconds": round(value_seconds, 2), "learned_seconds": None,
         "threads": torch.get_num_threads(),
         "meta_tasks": spec.meta_tasks,
         "value_loss_last5": float(np.mean(value_loss[-5:])) if value_loss else None,
+        "trusted": bool(trust.trusted), "guided": guided,
+        "held_out_rank_correlation": _finite_mean([trust.rank_correlation]), "trust_points": int(trust.points),
+        "rank_correlation_within": _finite_mean([r.get("rank_correlation", math.nan)
+                                                 for r in history[len(history) // 2:]]),
+        "threshold": None if threshold is None else float(threshold.threshold),
+        "threshold_evaluations": None if threshold is None else int(threshold.evaluations),
+        "start_shift": float(shift),
     }
     rule = None
     if "metricopt_learned" in spec.methods:
@@ -146,23 +226,17 @@ def _cell(spec: BlackBoxSpec, split: Split, num_classes: int, backbone: Any, set
         if learned is not None:
             start = time.perf_counter()
             result = learned.meta_train_learned(
-                adapter, cross_entropy_loss, metric, pool, finetune_config=sgd, distribution=distribution,
+                adapter, cross_entropy_loss, metric, meta_pool, finetune_config=sgd, distribution=distribution,
                 config=learned.LearnedConfig(tasks=spec.meta_tasks, warmup_tasks=spec.warmup_tasks, seed=seed,
                                              value=meta_config))
             rule = result.optimizer
             meta_row["learned_seconds"] = round(time.perf_counter() - start, 2)
     direct = direct_loss(metric_name, num_classes)
     plans = {"sgd": (cross_entropy_loss, sgd, None, None), "adam": (cross_entropy_loss, adam, None, None),
-             "metricopt_sgd": (cross_entropy_loss, sgd, meta.value, None),
-             "metricopt_adam": (cross_entropy_loss, adam, meta.value, None),
+             "metricopt_sgd": (cross_entropy_loss, sgd, value, None),
+             "metricopt_adam": (cross_entropy_loss, adam, value, None),
              "metricopt_learned": (cross_entropy_loss, sgd, None, rule), "direct_loss": (direct, adam, None, None)}
 
-    def costs() -> float:
-        return metric.cost(metric.evaluate(adapter, split.X_test, split.y_test))
-
-    adapter.reset_phi()
-    pretrained = {"test_cost": costs(), "val_cost": metric.cost(metric.evaluate(adapter, split.X_val, split.y_val)),
-                  "best_step": 0, "seconds": 0.0, "skipped": 0}
     runs = []
     for j in range(spec.held_out_tasks):
         task = held_out.sample(1_000_000 + j, seed=seed, labels=pool.y_train.long(), phi_size=phi_size,
@@ -170,17 +244,20 @@ def _cell(spec: BlackBoxSpec, split: Split, num_classes: int, backbone: Any, set
         task_data = pool.train_subset(task.indices)
         for method in spec.methods:
             row = {**{k: meta_row[k] for k in ("setting", "metric", "variant", "seed")}, "task": j, "method": method}
-            if method == "pretrained":
-                runs.append({**row, **pretrained})
+            if method in ("pretrained", "tuned_threshold"):
+                if method in fixed:  # tuned_threshold: binary datasets only (N/A otherwise)
+                    runs.append({**row, **fixed[method]})
                 continue
-            loss_fn, config, value, update_rule = plans[method]
+            loss_fn, config, guide, update_rule = plans[method]
             if loss_fn is None or (method == "metricopt_learned" and update_rule is None):
                 continue  # no direct loss for this metric / learned optimizer unavailable: N/A
+            adapter.reset_phi()
+            head.shift = shift
             start = time.perf_counter()
-            run = finetune(adapter, loss_fn, metric, task_data, config=config, value=value, rule=update_rule,
+            run = finetune(adapter, loss_fn, metric, task_data, config=config, value=guide, rule=update_rule,
                            seed=task.seed)
             seconds = time.perf_counter() - start
-            runs.append({**row, "test_cost": costs(),
+            runs.append({**row, "test_cost": costs(split.X_test, split.y_test, shift),
                          "val_cost": None if run.best_value is None else metric.cost(run.best_value),
                          "best_step": run.best_step, "seconds": round(seconds, 3), "skipped": run.skipped})
     adapter.remove()
@@ -230,12 +307,54 @@ def _job_cost(spec: BlackBoxSpec, dataset: str) -> float:
     return cells * (40.0 if dataset == "fashion_mnist" else 1.0)
 
 
+def _partial_header(spec: BlackBoxSpec) -> dict[str, Any]:
+    return json.loads(json.dumps({"header": spec_to_dict(spec)}))
+
+
+def load_partial(path: Path | None, spec: BlackBoxSpec) -> dict[tuple[str, int], dict[str, Any]]:
+    """The finished ``(dataset, seed)`` jobs a partial file holds (``{}`` if none; a line cut short is ignored).
+
+    Raises:
+        ValueError: the file was written for another spec (its header differs).
+    """
+    if path is None or not Path(path).exists():
+        return {}
+    lines = Path(path).read_text().splitlines()
+    try:
+        header = json.loads(lines[0]) if lines else None
+    except json.JSONDecodeError:
+        header = None
+    if header is None:  # killed while writing the header: nothing finished
+        return {}
+    if header != _partial_header(spec):
+        raise ValueError(f"{path} holds the jobs of another spec than this run's (its header differs); "
+                         "delete it to start afresh, or give the run another --name")
+    done: dict[tuple[str, int], dict[str, Any]] = {}
+    for line in lines[1:]:
+        try:
+            out = json.loads(line)
+            key = (str(out["dataset"]), int(out["seed"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+        done[key] = out
+    return done
+
+
+def _start_partial(path: Path, spec: BlackBoxSpec, done: dict[tuple[str, int], Any]) -> None:
+    """Write the header and the finished jobs afresh (drops a line cut short, which a later append would join)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(x) + "\n" for x in (_partial_header(spec), *done.values())))
+
+
 def run_suite(spec: BlackBoxSpec, *, jobs: int = 1, progress: bool = True,
-              command: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run a black-box spec (or ablation); returns the JSON-ready payload.
+              command: Sequence[str] | None = None, partial_path: Path | None = None) -> dict[str, Any]:
+    """Run a black-box spec (or ablation, or defaults sweep); returns the JSON-ready payload.
 
     Progress: one line per finished job with its and the total elapsed time
-    (stderr), and a tqdm bar when stderr is a terminal.
+    (stderr), and a tqdm bar when stderr is a terminal. With ``partial_path``,
+    each finished (dataset, seed) job is appended to that JSON-lines file and a
+    restarted run of the same spec skips the jobs it holds (the caller deletes
+    it once the result is written); a file of another spec is a ValueError.
     """
     from tqdm.auto import tqdm
 
@@ -248,19 +367,29 @@ def run_suite(spec: BlackBoxSpec, *, jobs: int = 1, progress: bool = True,
         unavailable: dict[str, str] = {}
         if "metricopt_learned" in spec.methods and (reason := _learned_api()[1]) is not None:
             unavailable["metricopt_learned"] = f"metricopt.blackbox.learned {reason}"
-        pending = sorted(((d, s) for d in spec.datasets for s in spec.seeds),
-                         key=lambda t: (-_job_cost(spec, t[0]), t[0], t[1]))
+        every = sorted(((d, s) for d in spec.datasets for s in spec.seeds),
+                       key=lambda t: (-_job_cost(spec, t[0]), t[0], t[1]))
+        done = {k: v for k, v in load_partial(partial_path, spec).items() if k in every}
+        if partial_path is not None:
+            _start_partial(Path(partial_path), spec, done)
+        pending = [t for t in every if t not in done]
         start = time.perf_counter()
-        outputs: list[dict[str, Any]] = []
-        bar = tqdm(total=len(pending), desc=spec.name, unit="job", dynamic_ncols=True,
+        outputs: list[dict[str, Any]] = list(done.values())
+        bar = tqdm(total=len(every), initial=len(done), desc=spec.name, unit="job", dynamic_ncols=True,
                    disable=not (progress and sys.stderr.isatty()))
+        if progress and done:
+            bar.write(f"{spec.name}: {len(done)} of {len(every)} jobs resumed from {partial_path}", file=sys.stderr)
 
         def finished(out: dict[str, Any]) -> None:
             outputs.append(out)
+            if partial_path is not None:  # as each finishes, so a killed run keeps it
+                with Path(partial_path).open("a") as handle:
+                    handle.write(json.dumps(_clean(out)) + "\n")
+                    handle.flush()
             bar.update()
             if progress:
                 status = " (data not installed)" if "unavailable_dataset" in out else ""
-                bar.write(f"[{len(outputs)}/{len(pending)}] {spec.name}: {out['dataset']} seed {out['seed']} done in "
+                bar.write(f"[{len(outputs)}/{len(every)}] {spec.name}: {out['dataset']} seed {out['seed']} done in "
                           f"{out['seconds']:.1f} s{status}; elapsed {time.perf_counter() - start:.1f} s",
                           file=sys.stderr)
 
@@ -285,6 +414,7 @@ def run_suite(spec: BlackBoxSpec, *, jobs: int = 1, progress: bool = True,
             "protocol": protocol_text(spec), "spec": spec_to_dict(spec), "metadata": metadata, "jobs": jobs,
             "wall_seconds": round(time.perf_counter() - start, 1),
             "job_seconds": {f"{o['dataset']} seed {o['seed']}": o["seconds"] for o in outputs},
+            **({"resumed_jobs": len(done)} if done else {}),
             "methods": {m: METHOD_LABELS[m] for m in methods},
             "variants": [v.record(spec) for v in spec.variants()], "reference_variant": spec.reference_variant().label,
             "direct_losses": _direct_losses(spec), "unavailable": unavailable, "datasets": datasets,
@@ -312,20 +442,43 @@ def protocol_text(spec: BlackBoxSpec) -> str:
                     f"{spec.fashion_sizes[1]} test images, small CNN")
     if any(d != "fashion_mnist" for d in spec.datasets):
         data.append("tabular: 60/20/20 split with random_state = seed, MLP (64, 64)")
+    # (where meta-training and fine-tuning observe the metric, which rows pick the kept phi)
+    guides = {"validation": ("the metric observed on the validation rows", "the validation rows pick the kept phi"),
+              "split": ("the metric observed on a stratified half of the validation rows",
+                        "the other half picks the kept phi"),
+              "train": ("the metric observed on training rows (as many per class as the validation rows)",
+                        "the validation rows pick the kept phi")}
+    observed, picked = guides[spec.guidance]
+    start = ("the pre-trained model at its tuned threshold (binary datasets)" if spec.start == "tuned_threshold"
+             else "the pre-trained model")
+    if spec.kind == "blackbox_guidance":
+        (observed, picked), start = ("the metric observed on the guiding rows of each variant",
+                                     "the picking rows of each variant pick the kept phi"), "the start of each variant"
     text = (
         "Protocol: per (setting, metric, seed), the split and the backbone pre-trained with cross-entropy "
-        f"({epochs}; seeded; {'; '.join(data)}), frozen; the adapter (InputBias or FiLM, |phi| = "
-        f"{spec.phi_size}) is the only thing that moves. The value function is meta-trained with Reptile on "
-        f"{spec.meta_tasks} tasks ({spec.warmup_tasks} loss-only warm-up) drawn from the training split, the "
-        "metric observed on validation" + ("; the learned optimizer likewise (metricopt.blackbox.learned, "
-                                           "the same tasks)" if "metricopt_learned" in spec.methods else "") +
-        f". Then {spec.held_out_tasks} held-out tasks per seed (the library's default TaskDistribution sampled at "
+        f"({epochs}; seeded; {'; '.join(data)}), frozen, under a logit-shift head (shift 0: the backbone); the "
+        f"adapter (InputBias or FiLM, |phi| = {spec.phi_size}) is the only thing fine-tuning moves. On binary "
+        "datasets the decision threshold of the pre-trained model (phi = 0) is tuned on ALL validation rows by the "
+        "black-box metric (metricopt.blackbox.threshold.tune_threshold; a rank metric such as AUCPR keeps "
+        f"threshold 0.5). Meta-training and fine-tuning start from {start}. The value function is meta-trained "
+        f"with Reptile on {spec.meta_tasks} tasks ({spec.warmup_tasks} loss-only warm-up) drawn from the training "
+        f"split, {observed}" + (
+            "; the learned optimizer likewise (metricopt.blackbox.learned, the same tasks)"
+            if "metricopt_learned" in spec.methods else "") +
+        ". " + ("When the value function fails the library's check (MetaResult.trust: pooled held-out rank "
+                "correlation of the later half of the meta-training tasks), MetricOpt falls back to loss-only "
+                "fine-tuning, as the library does. " if spec.trust_check else
+                "No trust check: MetricOpt always follows the value function. ") +
+        f"Then {spec.held_out_tasks} held-out tasks per seed (the library's default TaskDistribution sampled at "
         "index 1_000_000 + j: a data subset and class balance never used in meta-training; phi = 0, learning-rate "
         "factor 1), every "
         f"method with the same budget and batch seed: T = {spec.steps} steps, K = {k_text} metric "
-        f"observations on validation, batch {spec.batch_size}, SGD (momentum 0.9) lr {spec.sgd_learning_rate}, "
-        f"Adam lr {spec.adam_learning_rate}, value weight {spec.value_weight}. Every method keeps the phi with "
-        "the best observed validation metric (phi = 0 included) and is scored on the test split there."
+        f"observations ({observed}; {picked}), batch {spec.batch_size}, SGD (momentum 0.9) lr "
+        f"{spec.sgd_learning_rate}, Adam lr {spec.adam_learning_rate}, value weight {spec.value_weight}. Every "
+        "method keeps the phi with the best observed metric on the picking rows (phi = 0 included) and is scored "
+        "on the test split there, with the threshold it was fine-tuned at; the pre-trained model is scored at "
+        "phi = 0 and threshold 0.5, the tuned-threshold model at phi = 0 and its tuned threshold (one value per "
+        "seed, repeated per task)."
         + (" Direct losses fine-tune phi with Adam." if "direct_loss" in spec.methods else "")
         + f" Mean over seeds x held-out tasks; ± std over seeds of the per-seed means; seeds {tuple(spec.seeds)}."
     )
@@ -343,6 +496,17 @@ def protocol_text(spec: BlackBoxSpec) -> str:
                  "every variant (the same tasks and loss-only runs), on seeds "
                  f"{tuple(spec.seeds)}, disjoint from the reporting seeds {tuple(spec.reporting_seeds)}: they are "
                  "validation tasks for the defaults.")
+    if spec.kind == "blackbox_guidance" and len(spec.value_fit_grid) > 1:
+        text += (f" Value-fit sweep: the value function's fit over {list(spec.value_fit_grid)} (reference: "
+                 f"{spec.value_fit}) at guidance={spec.guidance}, start={spec.start} (the choice of the guidance "
+                 "sweep), the same validation tasks, methods and rule as that sweep.")
+    elif spec.kind == "blackbox_guidance":
+        text += (f" Guidance sweep: guidance over {list(spec.guidance_grid)} x start over {list(spec.start_grid)} "
+                 f"(reference: guidance={spec.guidance}, start={spec.start}, the library's defaults); guidance and "
+                 "start apply to meta-training and to every held-out run alike, so the loss-only runs differ "
+                 "between variants (their start and picking rows do). The held-out tasks come from the library's "
+                 f"default TaskDistribution for every variant, on seeds {tuple(spec.seeds)}, disjoint from the "
+                 f"reporting seeds {tuple(spec.reporting_seeds)}: they are validation tasks for the defaults.")
     return text
 
 
@@ -417,6 +581,10 @@ def refresh_summary(payload: dict[str, Any]) -> dict[str, Any]:
         from benchmarks.suites.blackbox_selection import selection_summary
 
         payload["summary"]["selection"] = selection_summary(payload)
+    if payload.get("kind") == "blackbox_guidance":
+        from benchmarks.suites.blackbox_selection import guidance_summary
+
+        payload["summary"]["guidance"] = guidance_summary(payload)
     payload["runs"] = payload.pop("runs")  # keep the long lists last in the file
     return payload
 

@@ -3,7 +3,10 @@
 Every number is a COST (lower is better): ``mcr``, ``1 - aucpr``, ``cost``;
 the tables and plots say so in their titles. Bold marks the lowest mean. The
 defaults sweep's report opens with the choice of defaults
-(:mod:`benchmarks.suites.blackbox_selection`): one row per variant.
+(:mod:`benchmarks.suites.blackbox_selection`): one row per variant; the
+guidance sweep's with the choice of ``guidance`` and ``start`` by its own rule.
+Payloads written before a method or a meta-training field existed (no
+``tuned_threshold`` runs, no ``trusted`` rows) render as they did.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.harness.results import _metadata_lines, _row
+from benchmarks.suites.blackbox_selection import finite_mean
 
 __all__ = ["blackbox_markdown", "plot_blackbox"]
 
@@ -115,6 +119,101 @@ def _selection_lines(payload: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:+.1%}"
+
+
+def _opt(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+
+
+def _wtl_text(r: dict[str, Any]) -> str:
+    return "N/A" if r["n"] == 0 else f"{r['wins']}/{r['ties']}/{r['losses']}"
+
+
+def _guidance_lines(payload: dict[str, Any]) -> list[str]:
+    """The choice of ``guidance`` and ``start``: H_v, R_v and the diagnostics per variant, per-group costs."""
+    choice = payload["summary"]["guidance"]
+    if not choice["variants"]:
+        return ["## Choice of guidance and start", "", "No MetricOpt run: nothing to choose from.", ""]
+    spec = payload["spec"]
+    reference = choice["reference"]
+    label = lambda key: _label(payload, choice["methods"][key])
+    groups = [tuple(g) for g in choice["groups"]]
+    lines = [f"## Choice of guidance and start: {label('M')} against the pre-trained model, its tuned threshold and "
+             f"{label('L')} on validation tasks (test cost, lower is better)", "",
+             (f"Seeds {tuple(spec['seeds'])} (disjoint from the reporting seeds {tuple(spec['reporting_seeds'])}) x "
+              f"{spec['held_out_tasks']} held-out tasks x {len(groups)} (setting, metric). H: groups where MetricOpt's "
+              "mean test cost is above the pre-trained model's (harm). R: mean over groups of MetricOpt's excess over "
+              "the best of the pre-trained model, its tuned threshold and loss-only fine-tuning, relative to the "
+              "pre-trained model's cost; ± std over seeds of the per-seed R (each from that seed's means). W/T/L: "
+              f"paired (seed, task) runs of MetricOpt against the other (tie = |difference| <= "
+              f"{spec['tie_tolerance']:g}). Trusted: the share of meta-trainings whose value function passed the "
+              "library's check (else MetricOpt ran loss-only); held-out rho: the pooled held-out rank correlation "
+              "the check judges; within-run rho: the mean per-run rank correlation of the later half of the tasks."),
+             "", _row(["variant", "guidance", "start", "H (groups harmed)", "R ± std over seeds",
+                       f"W/T/L vs {label('L')}", f"W/T/L vs {label('T')}", "trusted", "held-out rho",
+                       "within-run rho", "meta-training s (median)"]), _row(["---"] * 11)]
+    for e in choice["variants"]:
+        name = f"`{e['label']}`" + (" (reference)" if e["label"] == reference else "")
+        lines.append(_row([
+            f"**{name}**" if e["label"] == choice["chosen"] else name, str(e["guidance"]), str(e["start"]),
+            f"{e['harm']} of {len(e['groups'])}", f"{_pct(e['excess'])} ± {_opt(e['excess_std'] * 100, '.1f')}%",
+            _wtl_text(e["vs_loss_only"]), _wtl_text(e["vs_tuned_threshold"]),
+            "n/a" if e["trusted"] is None else f"{e['trusted']:.0%} of {e['meta_trainings']}",
+            _opt(e["held_out_rank_correlation"], ".2f"), _opt(e["rank_correlation_within"], ".2f"),
+            _opt(e["meta_seconds_median"], ".1f")]))
+    fixed = {(g["setting"], g["metric"]): g for g in choice["variants"][0]["groups"]}
+    lines += ["", f"Per (setting, metric): mean test cost over seeds x tasks of {label('P')} and {label('T')} (the "
+              f"same for every variant), and per variant {label('M')} / {label('L')}, with R's term for the group "
+              "in brackets; (harm): MetricOpt above the pre-trained model.", "",
+              _row(["setting", "metric (as a cost)", label("P"), label("T"),
+                    *(f"`{e['label']}`" for e in choice["variants"])]),
+              _row(["---"] * (4 + len(choice["variants"])))]
+    tuned = choice["methods"]["T"]
+    for g in groups:
+        cells = []
+        for e in choice["variants"]:
+            c = next((x for x in e["groups"] if (x["setting"], x["metric"]) == g), None)
+            cells.append("N/A" if c is None else
+                         f"{c[choice['methods']['M']]:.4f} / {c[choice['methods']['L']]:.4f} ({_pct(c['excess'])})"
+                         + (" (harm)" if c["harm"] else ""))
+        row = fixed.get(g, {})
+        lines.append(_row([f"`{g[0]}`", COST_LABELS.get(g[1], g[1]),
+                           _opt(row.get(choice["methods"]["P"]), ".4f"),
+                           "N/A" if tuned not in row else f"{row[tuned]:.4f}", *cells]))
+    chosen = choice["chosen"]
+    lines += ["", f"Rule (fixed before the run): {choice['rule']}.", "",
+              f"- chosen: **`{chosen}`** " + ("(the reference: the current defaults are kept)" if chosen == reference
+                                             else f"(differs from the reference `{reference}`: change the defaults)")]
+    if not choice["fixed_shared"]:
+        lines.append("- WARNING: the pre-trained or tuned-threshold costs differ between variants (they should not)")
+    return lines + [""]
+
+
+def _trust_lines(payload: dict[str, Any], groups: list[dict[str, Any]]) -> list[str]:
+    """Per group: how often the value function passed the trust check, its rank correlations, the tuned threshold."""
+    heads = _key_heads(payload)
+    lines = ["", "## Value function check and tuned threshold (per meta-training; mean over seeds)", "",
+             ("Trusted: meta-trainings whose value function passed the library's check (pooled held-out rank "
+              "correlation of the later half of the tasks; when it fails MetricOpt runs loss-only"
+              + ("" if payload["spec"].get("trust_check", True) else ", not applied in this run") + "). "
+              "Threshold: the pre-trained model's decision threshold (a probability) tuned on all validation "
+              "rows (binary datasets)."), "",
+             _row([*heads, "trusted", "held-out rho", "within-run rho", "tuned threshold", "threshold evaluations"]),
+             _row(["---"] * (len(heads) + 5))]
+    for g in groups:
+        meta = [r for r in payload["meta_training"]
+                if (r["setting"], r["metric"], r["variant"]) == (g["setting"], g["metric"], g["variant"])]
+        trusted = [r["trusted"] for r in meta if r.get("trusted") is not None]
+        lines.append(_row(_keys(payload, g) + [
+            f"{sum(trusted)} of {len(trusted)}" if trusted else "n/a",
+            _opt(finite_mean(meta, "held_out_rank_correlation"), ".2f"),
+            _opt(finite_mean(meta, "rank_correlation_within"), ".2f"), _opt(finite_mean(meta, "threshold"), ".3f"),
+            _opt(finite_mean(meta, "threshold_evaluations"), ".0f")]))
+    return lines
+
+
 def blackbox_markdown(payload: dict[str, Any]) -> str:
     """The Markdown report of a ``blackbox``, ``blackbox_ablation`` or ``blackbox_defaults`` payload."""
     spec, summary = payload["spec"], payload["summary"]
@@ -126,6 +225,8 @@ def blackbox_markdown(payload: dict[str, Any]) -> str:
         lines += ["Not run: " + "; ".join(f"{k} ({v})" for k, v in payload["unavailable"].items()), ""]
     if "selection" in summary:
         lines += _selection_lines(payload)
+    if "guidance" in summary:
+        lines += _guidance_lines(payload)
     if "direct_loss" in methods:
         lines += ["Direct losses (the metric's own loss in metricopt, fine-tuning phi with Adam): "
                   + "; ".join(f"{k}: {v}" for k, v in payload["direct_losses"].items()) + ".", ""]
@@ -140,7 +241,9 @@ def blackbox_markdown(payload: dict[str, Any]) -> str:
     pairs = list(dict.fromkeys(p for g in groups for p in g["wtl"]))
     if pairs:
         tol = spec["tie_tolerance"]
-        lines += ["", "## MetricOpt against loss-only fine-tuning: paired wins / ties / losses (lower test cost wins)",
+        others = "loss-only fine-tuning" + (" and the tuned threshold" if any(p.endswith(" vs tuned_threshold")
+                                                                             for p in pairs) else "")
+        lines += ["", f"## MetricOpt against {others}: paired wins / ties / losses (lower test cost wins)",
                   "", (f"Over the (seed, held-out task) runs, which share data, start and batch order; tie = "
                        f"|difference| <= {tol:g}. In brackets: mean test-cost difference, MetricOpt minus the "
                        "other (negative: MetricOpt better)."), "",
@@ -177,6 +280,8 @@ def blackbox_markdown(payload: dict[str, Any]) -> str:
         lines.append(_row(_keys(payload, g) + [fmt(meta["value_seconds_median"], ".1f"),
                                                fmt(meta["learned_seconds_median"], ".1f"),
                                                fmt(meta["learned_ratio_median"], ".2f")]))
+    if any("trusted" in r for r in payload["meta_training"]):  # payloads of before the check have no such rows
+        lines += _trust_lines(payload, groups)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -278,6 +383,42 @@ def _defaults(plt: Any, payload: dict[str, Any]) -> Any:
     return fig
 
 
+def _guidance(plt: Any, payload: dict[str, Any]) -> Any:
+    """Per variant: R (error bar: std over seeds; dots: the per-seed R) with H above; per group: R's terms."""
+    choice = payload["summary"]["guidance"]
+    entries = choice["variants"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.2), gridspec_kw={"width_ratios": (1, 1.3)})
+    x = np.arange(len(entries), dtype=float)
+    labels = [f"{e['guidance']}\n{e['start']}" if e.get("guidance") else e["label"] for e in entries]
+    for i, e in enumerate(entries):
+        seeds = [v for v in e["excess_by_seed"].values() if v is not None and not math.isnan(v)]
+        left.scatter(np.full(len(seeds), i) + 0.12, seeds, s=10, color="grey", alpha=0.7, zorder=2)
+        chosen = e["label"] == choice["chosen"]
+        left.errorbar([i], [e["excess"]], yerr=[e["excess_std"]], marker="o", capsize=4, zorder=3,
+                      color="tab:red" if chosen else "black")
+        left.annotate(f"H={e['harm']}", (i, e["excess"]), textcoords="offset points", xytext=(-8, 12), fontsize=7)
+    left.axhline(0.0, color="grey", lw=0.8, ls="--")
+    left.set_xticks(x, labels, fontsize=6.5, rotation=30, ha="right")
+    left.set_xlabel("guidance, start", fontsize=7)
+    left.set_ylabel("R: relative excess of MetricOpt over the best alternative", fontsize=7)
+    left.set_title("R per variant (dots: per seed; red: chosen); H = groups harmed", fontsize=8)
+    left.grid(alpha=0.3)
+    groups = [tuple(g) for g in choice["groups"]]
+    width = 0.8 / max(1, len(groups))
+    for j, g in enumerate(groups):
+        values = [next((c["excess"] for c in e["groups"] if (c["setting"], c["metric"]) == g), np.nan)
+                  for e in entries]
+        values = [np.nan if v is None else v for v in values]
+        right.bar(x - 0.4 + width * (j + 0.5), values, width, label=f"{g[0]}: {COST_LABELS.get(g[1], g[1])}")
+    right.axhline(0.0, color="grey", lw=0.8)
+    right.set_xticks(x, labels, fontsize=6.5, rotation=30, ha="right")
+    right.set_ylabel("(M - min(L, P, T)) / P per group", fontsize=7)
+    right.set_title("R's term per (setting, metric)", fontsize=8)
+    right.grid(axis="y", alpha=0.3)
+    right.legend(fontsize=6.5)
+    return fig
+
+
 def plot_blackbox(payload: dict[str, Any], path: Path) -> Path:
     """Main suites: test-cost bars (error bar: std over seeds) per (setting, metric); ablations: cost vs K and
     vs |phi| per method, and meta-training seconds vs K; the defaults sweep: the selection criterion per sweep."""
@@ -292,6 +433,8 @@ def plot_blackbox(payload: dict[str, Any], path: Path) -> Path:
         fig = _ablation(plt, payload, colors)
     elif payload["kind"] == "blackbox_defaults" and payload["summary"]["selection"]["variants"]:
         fig = _defaults(plt, payload)
+    elif payload["kind"] == "blackbox_guidance" and payload["summary"]["guidance"]["variants"]:
+        fig = _guidance(plt, payload)
     else:
         groups = payload["summary"]["groups"]
         cols = min(6, max(1, len(groups)))

@@ -12,11 +12,19 @@ several Adam steps, because ``L_v`` divides by ``sigma_t^2 + delta`` and its
 scale varies by orders of magnitude between trajectories; Adam's per-step
 normalisation keeps the step size meaningful (the Reptile paper also uses Adam
 in its inner loop). The Adam state starts fresh at every call.
+
+``fit_observations`` is the other way to train it in meta-training
+(``MetaConfig(fit="joint")``): full-batch Adam steps on the plain squared
+error over the metric observations of every stored trajectory at once, one
+Adam state kept across calls. Every task observes the metric on the same
+rows through the same frozen backbone, so the cost is one function of
+``phi`` and the observations of all tasks are samples of it; the
+interpolated curve between observations is not data about ``phi``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -24,7 +32,7 @@ from metricopt._checks import check_integer, check_positive
 from metricopt.blackbox.trajectory import Trajectory
 from metricopt.blackbox.value import ValueFunction, ValueTargets
 
-__all__ = ["adapt_value", "inner_optimizer", "trajectory_targets"]
+__all__ = ["adapt_value", "fit_observations", "inner_optimizer", "observed_points", "trajectory_targets"]
 
 
 def trajectory_targets(value: ValueFunction, trajectory: Trajectory) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -81,3 +89,33 @@ def inner_optimizer(parameters: Iterable[torch.Tensor], learning_rate: float) ->
         except (RuntimeError, TypeError, ValueError):  # an older torch without fused Adam for this device or dtype
             pass
     return torch.optim.Adam(parameters, lr=learning_rate)
+
+
+def observed_points(value: ValueFunction, trajectories: Sequence[Trajectory]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(phis, costs)``: every observation of ``trajectories``, costs in ``value``'s normalised units."""
+    phis = [t.phis[step] for t in trajectories for step in t.observed_steps]
+    costs = [c for t in trajectories for c in t.observed_costs]
+    if not phis:
+        raise ValueError("`trajectories` hold no metric observation to fit")
+    return torch.stack(phis), value.normalise(torch.tensor(costs, dtype=torch.float32))
+
+
+def fit_observations(value: ValueFunction, trajectories: Sequence[Trajectory], optimizer: torch.optim.Optimizer, *,
+                     steps: int = 50) -> float:
+    """Fit ``value`` to every observation of ``trajectories`` with ``steps`` full-batch steps of ``optimizer``
+    (its state carries over between calls) on the mean squared error in normalised units; return the last loss.
+
+    ``optimizer`` must hold ``value``'s parameters (:func:`inner_optimizer`).
+    """
+    check_integer("steps", steps, 1)
+    phis, costs = observed_points(value, trajectories)
+    device = next(value.parameters()).device
+    phis, costs = phis.to(device), costs.to(device)
+    for _ in range(steps):
+        current = (value(phis) - costs).square().mean()
+        optimizer.zero_grad(set_to_none=True)
+        current.backward()
+        optimizer.step()
+    for weight in value.parameters():
+        weight.grad = None  # the weights carry no stale gradient out of the fit
+    return float(current.detach())

@@ -37,7 +37,8 @@ _BLACKBOX_OPTIONS = (
     ("--adapter", "adapter"), ("--phi-size", "phi_size"), ("--meta-tasks", "meta_tasks"),
     ("--finetune-steps", "finetune_steps"), ("--evaluations", "evaluations"), ("--value-weight", "value_weight"),
     ("--optimizer", "optimizer"), ("--finetune-lr", "finetune_lr"), ("--checkpoint", "checkpoint"),
-    ("--guidance", "guidance"), ("--start", "start"), ("--no-trust-check", "no_trust_check"),
+    ("--guidance", "guidance"), ("--start", "start"), ("--value-fit", "value_fit"),
+    ("--no-trust-check", "no_trust_check"),
     ("--higher-is-better", "higher_is_better"), ("--lower-is-better", "lower_is_better"),
 )
 
@@ -98,6 +99,7 @@ def blackbox_config(args: argparse.Namespace) -> TrainConfig:
         checkpoint=args.checkpoint,
         guidance=args.guidance or defaults.guidance,
         start=args.start or defaults.start,
+        value_fit=args.value_fit or defaults.value_fit,
         trust_check=not args.no_trust_check,
     )
     hidden_sizes = parse_hidden(args.hidden)

@@ -91,6 +91,7 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
     from metricopt.app.recipes.ensemble import MODELS
     from metricopt.app.recipes.ranking import DEFAULT_EMBEDDING_DIM, RANK_METHOD
     from metricopt.blackbox.finetune import OPTIMIZERS
+    from metricopt.blackbox.meta import FITS
     from metricopt.blackbox.metric import BUILTIN_METRICS
     from metricopt.losses.confusion import DEFAULT_AMPLIFICATION
     from metricopt.losses.ranking import DEFAULT_INTERPOLATION, DEFAULT_MARGIN, DEFAULT_RECALL_MARGIN
@@ -253,6 +254,10 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
                           help="where fine-tuning starts: pretrained, or tuned_threshold (binary: the pre-trained "
                                "model at the decision threshold that is best on the validation split); default "
                                f"{BlackBoxOptions.start}")
+    blackbox.add_argument("--value-fit", choices=FITS, default=None,
+                          help="how the value function learns from the meta-training runs: reptile (the paper's "
+                               "Reptile on each run's interpolated metric curve) or joint (a regression on every "
+                               f"metric observation of every run); default {BlackBoxOptions.value_fit}")
     blackbox.add_argument("--no-trust-check", action="store_true",
                           help="follow the value function even when it ranks the metric no better than chance on "
                                "held-out meta-training runs (by default MetricOpt then falls back to loss-only "
