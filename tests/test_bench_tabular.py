@@ -13,6 +13,7 @@ from scipy.stats import wilcoxon
 
 from benchmarks import main
 from benchmarks.cli import _override, render
+from benchmarks.harness import partial as partial_file
 from benchmarks.harness.results import aggregate
 from benchmarks.harness.specs import TabularSpec, get_suite
 from benchmarks.harness.stats import average_ranks, rank_row, wilcoxon_signed_rank, wilcoxon_vs
@@ -231,7 +232,7 @@ def test_tabular_smoke_end_to_end(tmp_path: Path) -> None:
 def test_a_failed_task_is_run_again_on_restart(tmp_path: Path) -> None:
     spec = TabularSpec(name="t", tables=("appendicitis",), seeds=(0,), methods=("recipe", "weighted_lr"))
     partial = tmp_path / "t.partial.jsonl"
-    T._start_partial(partial, spec, {})
+    partial_file.start(partial, spec, {})
     with partial.open("a") as handle:  # one unit finished, one failed
         for unit, failed in (("recipe", {}), ("weighted_lr", {"weighted_lr": "RuntimeError: transient"})):
             handle.write(json.dumps({"key": ["appendicitis", 0, unit], "records": [], "skipped": {},

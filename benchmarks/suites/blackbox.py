@@ -73,7 +73,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -83,6 +82,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from benchmarks.harness import partial
 from benchmarks.harness.jobs import run_tasks
 from benchmarks.harness.results import _clean, collect_metadata, load_average, split_info, write_suite_reports
 from benchmarks.harness.specs import BlackBoxSpec, BlackBoxVariant, spec_to_dict
@@ -307,43 +307,9 @@ def _job_cost(spec: BlackBoxSpec, dataset: str) -> float:
     return cells * (40.0 if dataset == "fashion_mnist" else 1.0)
 
 
-def _partial_header(spec: BlackBoxSpec) -> dict[str, Any]:
-    return json.loads(json.dumps({"header": spec_to_dict(spec)}))
-
-
 def load_partial(path: Path | None, spec: BlackBoxSpec) -> dict[tuple[str, int], dict[str, Any]]:
-    """The finished ``(dataset, seed)`` jobs a partial file holds (``{}`` if none; a line cut short is ignored).
-
-    Raises:
-        ValueError: the file was written for another spec (its header differs).
-    """
-    if path is None or not Path(path).exists():
-        return {}
-    lines = Path(path).read_text().splitlines()
-    try:
-        header = json.loads(lines[0]) if lines else None
-    except json.JSONDecodeError:
-        header = None
-    if header is None:  # killed while writing the header: nothing finished
-        return {}
-    if header != _partial_header(spec):
-        raise ValueError(f"{path} holds the jobs of another spec than this run's (its header differs); "
-                         "delete it to start afresh, or give the run another --name")
-    done: dict[tuple[str, int], dict[str, Any]] = {}
-    for line in lines[1:]:
-        try:
-            out = json.loads(line)
-            key = (str(out["dataset"]), int(out["seed"]))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            continue
-        done[key] = out
-    return done
-
-
-def _start_partial(path: Path, spec: BlackBoxSpec, done: dict[tuple[str, int], Any]) -> None:
-    """Write the header and the finished jobs afresh (drops a line cut short, which a later append would join)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(x) + "\n" for x in (_partial_header(spec), *done.values())))
+    """The finished ``(dataset, seed)`` jobs a partial file holds (:func:`benchmarks.harness.partial.read`)."""
+    return partial.read(path, spec, lambda out: (str(out["dataset"]), int(out["seed"])))  # type: ignore[return-value]
 
 
 def run_suite(spec: BlackBoxSpec, *, jobs: int = 1, progress: bool = True,
@@ -371,7 +337,7 @@ def run_suite(spec: BlackBoxSpec, *, jobs: int = 1, progress: bool = True,
                        key=lambda t: (-_job_cost(spec, t[0]), t[0], t[1]))
         done = {k: v for k, v in load_partial(partial_path, spec).items() if k in every}
         if partial_path is not None:
-            _start_partial(Path(partial_path), spec, done)
+            partial.start(Path(partial_path), spec, done)
         pending = [t for t in every if t not in done]
         start = time.perf_counter()
         outputs: list[dict[str, Any]] = list(done.values())
@@ -382,10 +348,7 @@ def run_suite(spec: BlackBoxSpec, *, jobs: int = 1, progress: bool = True,
 
         def finished(out: dict[str, Any]) -> None:
             outputs.append(out)
-            if partial_path is not None:  # as each finishes, so a killed run keeps it
-                with Path(partial_path).open("a") as handle:
-                    handle.write(json.dumps(_clean(out)) + "\n")
-                    handle.flush()
+            partial.append(partial_path, _clean(out))  # as each finishes, so a killed run keeps it
             bar.update()
             if progress:
                 status = " (data not installed)" if "unavailable_dataset" in out else ""

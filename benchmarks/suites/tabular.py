@@ -31,7 +31,6 @@ imbalance-ratio group, from the records alone (``python -m benchmarks render``).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.harness import methods as _methods
+from benchmarks.harness import partial
 from benchmarks.harness.jobs import run_tasks
 from benchmarks.harness.results import (
     METRIC_LABELS,
@@ -238,54 +238,16 @@ def run_task(spec: TabularSpec, table: str, seed: int, unit: str) -> dict[str, A
 # the partial file
 
 
-def _header(spec: TabularSpec) -> dict[str, Any]:
-    return json.loads(json.dumps({"header": spec_to_dict(spec)}))
-
-
 def load_partial(path: Path | None, spec: TabularSpec) -> dict[Task, dict[str, Any]]:
-    """The finished tasks a partial file holds (``{}`` if it does not exist; a line cut short is ignored).
+    """The finished tasks a partial file holds (:func:`benchmarks.harness.partial.read`).
 
     A task whose unit failed is not finished: a restart runs it again (a transient error, or a bug fixed since).
-
-    Raises:
-        ValueError: the file was written for another spec (its header differs).
     """
-    if path is None or not Path(path).exists():
-        return {}
-    lines = Path(path).read_text().splitlines()
-    try:
-        header = json.loads(lines[0]) if lines else None
-    except json.JSONDecodeError:
-        header = None
-    if header is None:  # killed while writing the header: nothing finished
-        return {}
-    if header != _header(spec):
-        raise ValueError(f"{path} holds the tasks of another spec than this run's (its header differs); "
-                         "delete it to start afresh, or give the run another --name")
-    done: dict[Task, dict[str, Any]] = {}
-    for line in lines[1:]:
-        try:
-            out = json.loads(line)
-            table, seed, unit = out["key"]
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            continue
-        if not out.get("failed"):
-            done[(str(table), int(seed), str(unit))] = out
-    return done
+    def key(out: dict[str, Any]) -> Task | None:
+        table, seed, unit = out["key"]
+        return None if out.get("failed") else (str(table), int(seed), str(unit))
 
-
-def _start_partial(path: Path, spec: TabularSpec, done: dict[Task, Any]) -> None:
-    """Write the header and the finished tasks afresh (drops a line cut short, which a later append would join)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(x) + "\n" for x in (_header(spec), *done.values())))
-
-
-def _append(path: Path | None, out: dict[str, Any]) -> None:
-    if path is None:
-        return
-    with Path(path).open("a") as handle:
-        handle.write(json.dumps(out) + "\n")
-        handle.flush()
+    return partial.read(path, spec, key, what="tasks")  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------
@@ -332,14 +294,14 @@ def run_suite(
                                    key=lambda task: (-_cost(task), task))
         done = load_partial(partial_path, spec)
         if partial_path is not None:
-            _start_partial(Path(partial_path), spec, done)
+            partial.start(Path(partial_path), spec, done)
         outputs = [done[t] for t in tasks if t in done]
         todo = [t for t in tasks if t not in done]
         start = time.perf_counter()
         bar = tqdm(total=len(tasks), initial=len(outputs), desc=spec.name, unit="task", disable=not progress,
                    dynamic_ncols=True)
         for task, out in run_tasks(runner, todo, args=(spec,), jobs=jobs):
-            _append(partial_path, out)  # as each finishes, so a killed run keeps it
+            partial.append(partial_path, out)  # as each finishes, so a killed run keeps it
             outputs.append(out)
             bar.set_postfix_str(f"done {task[0]} seed {task[1]} {task[2]}")
             bar.update()
