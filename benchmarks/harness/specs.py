@@ -692,6 +692,13 @@ def _k_label(evaluations: float) -> str:
     return f"K={evaluations:.1%}".replace(".0%", "%") if isinstance(evaluations, float) else f"K={evaluations}"
 
 
+def _check_validation_seeds(spec: Any) -> None:
+    """A sweep that chooses defaults runs on seeds disjoint from ``spec.reporting_seeds`` (the reported runs')."""
+    if set(spec.seeds) & set(spec.reporting_seeds):
+        raise _blackbox_error("seeds", spec.seeds, f"disjoint from reporting_seeds={spec.reporting_seeds} (the "
+                              "defaults are chosen on validation tasks, not on the reported ones)")
+
+
 @dataclass(frozen=True)
 class BlackBoxAblationSpec(BlackBoxSpec):
     """The black-box ablation: metric observations ``K`` and adapter size ``|phi|``.
@@ -798,9 +805,7 @@ class BlackBoxDefaultsSpec(BlackBoxSpec):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if set(self.seeds) & set(self.reporting_seeds):
-            raise _blackbox_error("seeds", self.seeds, f"disjoint from reporting_seeds={self.reporting_seeds} (the "
-                                  "defaults are chosen on validation tasks, not on the reported ones)")
+        _check_validation_seeds(self)
         if (not isinstance(self.value_weight_grid, tuple) or not self.value_weight_grid
                 or not all(_is_positive(w) for w in self.value_weight_grid)
                 or len(set(self.value_weight_grid)) != len(self.value_weight_grid)):
@@ -881,9 +886,7 @@ class BlackBoxGuidanceSpec(BlackBoxSpec):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if set(self.seeds) & set(self.reporting_seeds):
-            raise _blackbox_error("seeds", self.seeds, f"disjoint from reporting_seeds={self.reporting_seeds} (the "
-                                  "defaults are chosen on validation tasks, not on the reported ones)")
+        _check_validation_seeds(self)
         for field, known in (("guidance_grid", BLACKBOX_GUIDANCE), ("start_grid", BLACKBOX_STARTS),
                              ("value_fit_grid", BLACKBOX_VALUE_FITS)):
             grid = getattr(self, field)

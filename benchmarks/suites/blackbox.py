@@ -126,11 +126,6 @@ def _learned_api() -> tuple[Any, str | None]:
 # one (dataset, seed) job
 
 
-def _finite_mean(values: Sequence[Any]) -> float | None:
-    finite = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
-    return float(np.mean(finite)) if finite else None
-
-
 def _cell(spec: BlackBoxSpec, split: Split, num_classes: int, backbone: Any, setting: Sequence[Any],
           metric_name: str, variant: BlackBoxVariant, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Meta-train and run every method on the held-out tasks of one (setting, metric, variant, seed).
@@ -169,7 +164,7 @@ def _cell(spec: BlackBoxSpec, split: Split, num_classes: int, backbone: Any, set
     metric = make_metric(metric_name, num_classes=num_classes)
     # held-out tasks keep the selection rows (if the guidance has them); meta-training observes the guiding rows only
     pool = pool_data(split, num_classes, guidance=spec.guidance, seed=seed)
-    meta_pool = dataclasses.replace(pool, X_select=None, y_select=None)
+    meta_pool = pool.guiding_only()
     sgd = FineTuneConfig(steps=spec.steps, evaluations=spec.evaluations, optimizer="sgd",
                          learning_rate=spec.sgd_learning_rate, batch_size=spec.batch_size,
                          value_weight=spec.value_weight)
@@ -205,7 +200,6 @@ def _cell(spec: BlackBoxSpec, split: Split, num_classes: int, backbone: Any, set
     guided = bool(trust.trusted or not spec.trust_check)
     value = meta.value if guided else None  # the library's fallback: loss-only fine-tuning
     value_loss = [r["value_loss"] for r in meta.history if math.isfinite(r["value_loss"])]
-    history = meta.history
     meta_row: dict[str, Any] = {
         "setting": setting_key(setting), "metric": metric_name, "variant": label, "seed": seed,
         "value_seconds": round(value_seconds, 2), "learned_seconds": None,
@@ -213,9 +207,9 @@ def _cell(spec: BlackBoxSpec, split: Split, num_classes: int, backbone: Any, set
         "meta_tasks": spec.meta_tasks,
         "value_loss_last5": float(np.mean(value_loss[-5:])) if value_loss else None,
         "trusted": bool(trust.trusted), "guided": guided,
-        "held_out_rank_correlation": _finite_mean([trust.rank_correlation]), "trust_points": int(trust.points),
-        "rank_correlation_within": _finite_mean([r.get("rank_correlation", math.nan)
-                                                 for r in history[len(history) // 2:]]),
+        "held_out_rank_correlation": None if math.isnan(trust.rank_correlation) else trust.rank_correlation,
+        "trust_points": int(trust.points),
+        "rank_correlation_within": meta.within_run_rank_correlation,
         "threshold": None if threshold is None else float(threshold.threshold),
         "threshold_evaluations": None if threshold is None else int(threshold.evaluations),
         "start_shift": float(shift),

@@ -1,5 +1,6 @@
 """A model's scores and decisions, as the exact metrics score them.
 
+* :func:`predict_logits`: the raw outputs, run in chunks on the model's device.
 * :func:`predict_proba`: ``(N,)`` positive-class probabilities for a model
   with one output logit (binary), ``(N, C)`` softmax rows otherwise.
 * :func:`predict_labels`: the decisions, ``p > threshold`` (binary) or the
@@ -15,25 +16,36 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["predict_labels", "predict_proba"]
+__all__ = ["predict_labels", "predict_logits", "predict_proba"]
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, X: np.ndarray | Tensor, *, batch_size: int = 8192) -> Tensor:
+    """The model's raw outputs ``(N, outputs)``, on its device.
+
+    The model is put in evaluation mode; ``X`` moves to its device and is run
+    in chunks of ``batch_size`` rows.
+
+    Example:
+        >>> predict_logits(torch.nn.Linear(2, 3), np.zeros((4, 2), dtype=np.float32)).shape
+        torch.Size([4, 3])
+    """
+    model.eval()
+    X = torch.as_tensor(X, dtype=torch.float32, device=next(model.parameters()).device)
+    return torch.cat([model(chunk) for chunk in X.split(batch_size)]) if len(X) else model(X)
 
 
 @torch.no_grad()
 def predict_proba(model: nn.Module, X: np.ndarray | Tensor, *, batch_size: int = 8192) -> np.ndarray:
     """Class probabilities: ``(N,)`` positive-class probabilities for a one-logit
-    model, ``(N, C)`` softmax rows otherwise.
-
-    The model is put in evaluation mode; ``X`` moves to its device and is run
-    in chunks of ``batch_size`` rows.
+    model, ``(N, C)`` softmax rows otherwise (of :func:`predict_logits`).
 
     Example:
         >>> model = torch.nn.Linear(2, 1)
         >>> predict_proba(model, np.zeros((3, 2), dtype=np.float32)).shape
         (3,)
     """
-    model.eval()
-    X = torch.as_tensor(X, dtype=torch.float32, device=next(model.parameters()).device)
-    logits = torch.cat([model(chunk) for chunk in X.split(batch_size)]) if len(X) else model(X)
+    logits = predict_logits(model, X, batch_size=batch_size)
     if logits.shape[-1] == 1:
         return torch.sigmoid(logits.squeeze(-1)).cpu().numpy()
     return torch.softmax(logits, -1).cpu().numpy()

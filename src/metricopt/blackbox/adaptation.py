@@ -81,7 +81,8 @@ def adapt_value(
 
 def inner_optimizer(parameters: Iterable[torch.Tensor], learning_rate: float) -> torch.optim.Adam:
     """Adam for the inner loop: the fused implementation where the parameters allow it (one kernel per step
-    instead of a dozen per tensor: about a quarter of a small value network's step), plain Adam otherwise."""
+    instead of several per tensor; a step of the default value network on a 201-point trajectory took 1.25 ms
+    against 1.50 ms in a side-by-side measurement on 2 busy cores), plain Adam otherwise."""
     parameters = list(parameters)
     if all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in parameters):
         try:

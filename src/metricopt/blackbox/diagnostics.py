@@ -46,6 +46,8 @@ __all__ = ["MIN_RANK_CORRELATION", "MIN_STANDARD_ERRORS", "Trust", "pooled_rank_
 
 #: The pooled held-out rank correlation the value function must reach to guide fine-tuning.
 MIN_RANK_CORRELATION = 0.25
+#: Standard errors of chance (``1 / sqrt(n - 1)`` for ``n`` points) the correlation must clear.
+MIN_STANDARD_ERRORS = 3.0
 
 
 def _average_ranks(values: np.ndarray) -> np.ndarray:
@@ -128,9 +130,6 @@ class Trust:
                 f"({self.points} observations of the last {self.tasks} meta-training tasks); it {verdict} the "
                 f"check (at least {self.threshold:.2f} and {MIN_STANDARD_ERRORS:g} standard errors above chance)")
 
-
-#: Standard errors of chance (``1 / sqrt(n - 1)`` for ``n`` points) the correlation must clear.
-MIN_STANDARD_ERRORS = 3.0
 
 
 def trust_value(trajectories: Sequence[Trajectory], *, threshold: float = MIN_RANK_CORRELATION) -> Trust:

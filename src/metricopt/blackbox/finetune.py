@@ -122,6 +122,10 @@ class TaskData:
         """This data with only the training rows ``indices`` (a task's share of a pool); the same validation part."""
         return dataclasses.replace(self, X_train=self.X_train[indices], y_train=self.y_train[indices])
 
+    def guiding_only(self) -> TaskData:
+        """This data without its selection rows (what meta-training observes: it never picks a ``phi``)."""
+        return dataclasses.replace(self, X_select=None, y_select=None)
+
 
 @dataclass(frozen=True)
 class FineTuneConfig:

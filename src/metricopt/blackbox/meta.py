@@ -239,6 +239,13 @@ class MetaResult:
     resumed_from: int | None = None
 
     @property
+    def within_run_rank_correlation(self) -> float | None:
+        """The mean of the history's finite ``rank_correlation`` over the later half of the tasks (None: none)."""
+        later = [row.get("rank_correlation", math.nan) for row in self.history[len(self.history) // 2:]]
+        finite = [value for value in later if math.isfinite(value)]
+        return sum(finite) / len(finite) if finite else None
+
+    @property
     def trust(self) -> Trust:
         """Whether the value function may guide fine-tuning (:func:`~metricopt.blackbox.diagnostics.trust_value`
         on the held-out predictions stored in the trajectories)."""

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from metricopt._checks import check_integer, describe
 from metricopt.blackbox.metric import BlackBoxMetric
+from metricopt.predict import predict_logits
 
 __all__ = ["ShiftedLogit", "ThresholdResult", "tune_threshold"]
 
@@ -112,12 +113,9 @@ def tune_threshold(
     max_candidates = check_integer("max_candidates", max_candidates, 2)
     if len(X) == 0:
         raise ValueError("`X` must hold at least one row to tune a threshold on")
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     was_training = model.training
-    model.eval()
     try:
-        logits = model(torch.as_tensor(np.asarray(X) if not isinstance(X, Tensor) else X,
-                                       dtype=torch.float32).to(device))
+        logits = predict_logits(model, X)
     finally:
         model.train(was_training)
     if logits.ndim != 2 or logits.shape[-1] != 1:

@@ -622,8 +622,7 @@ def run_blackbox(
             read_checkpoint(checkpoint, CHECKPOINT_FORMAT, argument="checkpoint")
     seconds: dict[str, float] = {}
     data = task_data(split, num_classes, guidance=options.guidance, seed=seed)
-    # Meta-training never selects a phi: its tasks observe the guiding rows only.
-    pool = dataclasses.replace(data, X_select=None, y_select=None)
+    pool = data.guiding_only()
 
     start = time.perf_counter()
     with _bar("pre-train", epochs, "epoch", bars) as bar:
@@ -831,8 +830,7 @@ def blackbox_results(run: BlackBoxRun) -> dict[str, Any]:
             "mean_start_cost": _mean([row["start_cost"] for row in rows]),
             "mean_best_cost": _mean([row["best_cost"] for row in rows]),
             "last_value_loss": _mean([rows[-1]["value_loss"]]) if rows else None,
-            "rank_correlation_within_runs": _mean([row.get("rank_correlation", math.nan)
-                                                   for row in rows[len(rows) // 2:]]),
+            "rank_correlation_within_runs": meta.within_run_rank_correlation,
             "held_out_rank_correlation": None if run.trust is None else run.trust.rank_correlation,
             "trusted": None if run.trust is None else run.trust.trusted,
             "guided": run.trust is None or run.trust.trusted or not run.options.trust_check,
