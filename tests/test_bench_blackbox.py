@@ -69,10 +69,59 @@ def test_blackbox_suites_are_named_frozen_and_follow_the_brief() -> None:
     assert full.task_distribution == () and full.meta_distribution() == TaskDistribution()
     # smoke: one tabular dataset, 1 seed, T = 20, K = 4, 3 meta tasks, phi 8 (Fashion-MNIST skipped if missing)
     assert smoke.seeds == (0,) and (smoke.steps, smoke.evaluations, smoke.meta_tasks, smoke.phi_size) == (20, 4, 3, 8)
-    assert [d for d in smoke.datasets if d != "fashion_mnist"] in (["breast_cancer"], ["yeast4"])
+    assert [d for d in smoke.datasets if "fashion" not in d] in (["breast_cancer"], ["yeast4"])
     assert smoke.methods == BLACKBOX_METHODS
     for name in ("blackbox", "blackbox_smoke", "blackbox_ablation", "blackbox_ablation_smoke"):
         json.dumps(spec_to_dict(SUITES[name]))
+
+
+def test_retrieval_suite_runs_embedders_with_film_on_the_class_disjoint_sets() -> None:
+    spec = get_suite("blackbox_retrieval")
+    assert spec.settings == (("letter_retrieval", "mlp_embedder", "film", ("recall@1",)),
+                             ("fashion_retrieval", "cnn_embedder", "film", ("recall@1",)))
+    assert "tuned_threshold" not in spec.methods and "direct_loss" in spec.methods
+    assert spec.seeds == (0, 1, 2, 3, 4) and spec.retrieval_sizes == (10000, 5000)
+    assert (spec.epochs_for("mlp_embedder"), spec.epochs_for("cnn_embedder")) == (10, 4)  # the retrieval suite's
+    assert T.training_loss("mlp_embedder") is T.contrastive_loss is T.training_loss("cnn_embedder")
+    assert T.training_loss("mlp") is not T.contrastive_loss
+    assert type(T.direct_loss("recall@1", 13)).__name__ == "RecallLoss"
+
+
+def test_contrastive_loss_matches_a_loop_over_pairs() -> None:
+    generator = torch.Generator().manual_seed(0)
+    embeddings = torch.randn(12, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 3, (12,), generator=generator)
+    z = torch.nn.functional.normalize(embeddings.detach(), dim=1)
+    positive, negative = [], []
+    for i in range(12):
+        for j in range(12):
+            d = float((z[i] - z[j]).norm())
+            if i != j and labels[i] == labels[j]:
+                positive.append(d)
+            elif labels[i] != labels[j] and T.CONTRASTIVE_MARGIN - d > 0:
+                negative.append(T.CONTRASTIVE_MARGIN - d)
+    loss = T.contrastive_loss(embeddings, labels)
+    assert float(loss.detach()) == pytest.approx(np.mean(positive) + np.mean(negative), abs=1e-6)
+    loss.backward()
+    assert embeddings.grad is not None and torch.isfinite(embeddings.grad).all()
+    # a batch of one class has no negative pairs; one item per class no positive pairs: still finite, graph kept
+    for y in (torch.zeros(4, dtype=torch.long), torch.arange(4)):
+        single = T.contrastive_loss(embeddings[:4], y)
+        assert torch.isfinite(single) and single.requires_grad
+
+
+def test_embedders_pretrain_on_the_contrastive_loss() -> None:
+    from metricopt.app.data import Split
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(4, 6)) * 3
+    y = rng.integers(0, 4, 200)
+    X = (centers[y] + rng.normal(size=(200, 6))).astype(np.float32)
+    split = Split(X[:120], y[:120], X[120:160], y[120:160], X[160:], y[160:])
+    network = T.pretrain(split, 4, "mlp_embedder", epochs=3, seed=0)
+    with torch.no_grad():
+        out = network(torch.as_tensor(X[:5]))
+    assert out.shape == (5, 64) and not network.training
 
 
 def test_ablation_sweeps_k_and_phi_size_without_running_a_point_twice() -> None:
@@ -100,6 +149,11 @@ _BAD_SPECS: list[tuple[dict[str, Any], str]] = [
     ({"settings": (("yeast4", "mlp", "film", ()),)}, "settings"),
     ({"settings": (("fashion_mnist", "cnn", "film", ("cost",)),)}, "settings"),
     ({"settings": (("yeast4", "mlp", "film", ("mcr",)),) * 2}, "settings"),
+    ({"settings": (("letter_retrieval", "mlp_embedder", "film", ("mcr",)),)}, "settings"),
+    ({"settings": (("letter_retrieval", "mlp", "film", ("recall@1",)),)}, "settings"),
+    ({"settings": (("yeast4", "mlp", "film", ("recall@1",)),)}, "settings"),
+    ({"settings": (("fashion_retrieval", "cnn_embedder", "film", ("recall@1", "mcr")),)}, "settings"),
+    ({"retrieval_sizes": (5, 100)}, "retrieval_sizes"),
     ({"seeds": ()}, "seeds"),
     ({"seeds": (0, 0)}, "seeds"),
     ({"seeds": (-1,)}, "seeds"),
@@ -154,7 +208,7 @@ def test_cli_datasets_option_keeps_those_settings_and_rejects_others(tmp_path: P
     args = _parser().parse_args(["blackbox", "--datasets", "yeast4,caravan", "--seeds", "2", "--epochs", "7"])
     spec = _override(get_suite("blackbox"), args)
     assert [s[0] for s in spec.settings] == ["yeast4", "caravan", "yeast4"]
-    assert spec.seeds == (0, 1) and dict(spec.pretrain_epochs) == {"cnn": 7, "mlp": 7}
+    assert spec.seeds == (0, 1) and set(dict(spec.pretrain_epochs).values()) == {7}
     with pytest.raises(SystemExit, match="no setting"):
         _override(get_suite("blackbox"), _parser().parse_args(["blackbox", "--datasets", "letter"]))
 
@@ -336,10 +390,11 @@ def test_blackbox_smoke_writes_json_markdown_and_png(tmp_path: Path) -> None:
         assert all(r["learned_seconds"] > 0 for r in payload["meta_training"])
     else:
         assert "metricopt_learned" in payload["unavailable"]
-    if _fashion_installed():
-        assert "fashion_mnist" in payload["datasets"]
-    else:
-        assert "dataset fashion_mnist" in payload["unavailable"]
+    for dataset in ("fashion_mnist", "fashion_retrieval"):
+        if _fashion_installed():
+            assert dataset in payload["datasets"]
+        else:
+            assert f"dataset {dataset}" in payload["unavailable"]
     _check_payload(payload, spec)
     pre = [r for r in payload["runs"] if r["method"] == "pretrained" and r["metric"] == "mcr"]
     assert len({r["test_cost"] for r in pre}) == 1  # phi = 0 is the same model on every held-out task

@@ -526,3 +526,61 @@ def test_builtin_doctest_values_are_floats():
     for function in (misclassification_rate, aucpr, cost_weighted_error):
         value = function([0, 1], [0.2, 0.8])
         assert type(value) is float and math.isfinite(value)
+
+
+# --------------------------------------------------------------------------- recall@K: raw outputs
+
+
+def test_recall_at_k_builtin_scores_the_raw_outputs_of_the_model():
+    """recall@K sees the embeddings themselves (not softmax rows), against a brute-force count."""
+    from metricopt.blackbox import retrieval_recall
+
+    generator = torch.Generator().manual_seed(3)
+    X = torch.randn(60, 5, generator=generator)
+    y = torch.randint(0, 4, (60,), generator=generator).numpy()
+    model = nn.Linear(5, 3)
+    with torch.no_grad():
+        emb = torch.nn.functional.normalize(model(X).double(), dim=1)
+    sims = emb @ emb.T
+    sims.fill_diagonal_(-math.inf)
+    for k in (1, 3):
+        metric = make_metric(f"recall@{k}")
+        assert (metric.takes, metric.higher_is_better, metric.name) == ("outputs", True, f"recall@{k}")
+        top = sims.topk(k, dim=1).indices.numpy()
+        expected = float(np.mean([(y[top[i]] == y[i]).any() for i in range(60)]))
+        assert metric.evaluate(model, X, y) == pytest.approx(expected, abs=1e-12)
+        assert retrieval_recall(y, emb.numpy(), k=k) == pytest.approx(expected, abs=1e-12)
+    # softmax rows rank differently from the embeddings: the outputs, not the probabilities, are scored
+    assert make_metric("recall@1").cost(0.25) == 0.75
+
+
+def test_outputs_metric_gets_the_logits_and_user_functions_can_ask_for_them():
+    seen = {}
+
+    def mean_output(y_true, outputs):
+        seen["outputs"] = outputs
+        return float(np.mean(outputs))
+
+    model = nn.Linear(2, 3)
+    X = np.ones((4, 2), dtype=np.float32)
+    metric = make_metric(mean_output, higher_is_better=True, takes="outputs")
+    value = metric.evaluate(model, X, np.zeros(4, dtype=int))
+    with torch.no_grad():
+        expected = model(torch.as_tensor(X)).numpy()
+    assert seen["outputs"].shape == (4, 3) and value == pytest.approx(float(expected.mean()))
+    assert make_metric(mean_output, higher_is_better=True).takes == "scores"  # never inferred
+
+
+def test_recall_at_k_errors_name_the_problem():
+    with pytest.raises(ValueError, match="K >= 1.*'recall@0'"):
+        make_metric("recall@0")
+    with pytest.raises(ValueError, match="higher-is-better"):
+        make_metric("recall@2", higher_is_better=False)
+    with pytest.raises(ValueError, match="takes \\(y_true, outputs\\)"):
+        make_metric("recall@2", takes="scores")
+    with pytest.raises(ValueError, match="neither a built-in"):
+        make_metric("recall@x")
+    with pytest.raises(MetricError, match="recall@1.*ValueError.*\\(N, D\\) embeddings"):
+        make_metric("recall@1").score([0, 1, 1], [0.1, 0.2, 0.3])
+    with pytest.raises(TypeError, match="takes \\(y_true, outputs\\)"):
+        make_metric("recall@1").score_model(nn.Linear(1, 1))

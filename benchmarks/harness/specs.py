@@ -415,11 +415,16 @@ BLACKBOX_GUIDANCE: tuple[str, ...] = ("validation", "split", "train")
 BLACKBOX_STARTS: tuple[str, ...] = ("pretrained", "tuned_threshold")
 #: How the value function learns from the meta-training runs (``metricopt.blackbox.meta.FITS``).
 BLACKBOX_VALUE_FITS: tuple[str, ...] = ("reptile", "joint")
-#: Black-box metrics of the suites (``metricopt.blackbox.metric`` built-ins), reported as costs.
-BLACKBOX_METRICS: tuple[str, ...] = ("mcr", "aucpr", "cost")
-#: Tabular datasets the black-box suites accept (binary: ``cost`` is binary-only), plus Fashion-MNIST.
-BLACKBOX_DATASETS: tuple[str, ...] = ("fashion_mnist", *BINARY_DATASETS)
-_BLACKBOX_MODELS = {"fashion_mnist": "cnn"}  # every other (tabular) dataset: "mlp"
+#: Black-box metrics of the suites (``metricopt.blackbox.metric`` built-ins), reported as costs;
+#: ``recall@1`` on the retrieval datasets only, the others on the classification datasets only.
+BLACKBOX_METRICS: tuple[str, ...] = ("mcr", "aucpr", "cost", "recall@1")
+#: The class-disjoint retrieval sets of the rank family (:mod:`benchmarks.suites.retrieval`), embedders with FiLM.
+BLACKBOX_RETRIEVAL: tuple[str, ...] = ("letter_retrieval", "fashion_retrieval")
+#: Tabular datasets the black-box suites accept (binary: ``cost`` is binary-only), plus Fashion-MNIST and the
+#: retrieval sets.
+BLACKBOX_DATASETS: tuple[str, ...] = ("fashion_mnist", *BLACKBOX_RETRIEVAL, *BINARY_DATASETS)
+# every other (tabular) dataset: "mlp"
+_BLACKBOX_MODELS = {"fashion_mnist": "cnn", "letter_retrieval": "mlp_embedder", "fashion_retrieval": "cnn_embedder"}
 _BLACKBOX_ADAPTERS = ("input_bias", "film")
 _BLACKBOX_TABULAR = ("page_blocks0", "yeast4", "caravan", "abalone19")
 _METRICOPT_METHODS = ("metricopt_sgd", "metricopt_adam", "metricopt_learned")
@@ -533,11 +538,17 @@ class BlackBoxSpec:
         settings: ``(dataset, model, adapter, metrics)`` rows: ``dataset`` from
             :data:`BLACKBOX_DATASETS`, ``model`` ``"cnn"`` (Fashion-MNIST) or
             ``"mlp"`` (tabular), ``adapter`` ``"input_bias"`` or ``"film"``,
-            ``metrics`` from :data:`BLACKBOX_METRICS` (``cost`` binary only).
+            ``metrics`` from :data:`BLACKBOX_METRICS` (``cost`` binary only),
+            ``("recall@1",)`` on the retrieval sets (:data:`BLACKBOX_RETRIEVAL`:
+            ``model`` ``"mlp_embedder"`` for Letter, ``"cnn_embedder"`` for
+            Fashion-MNIST, the retrieval suite's embedders).
         seeds: split, backbone, adapter projection, meta-training and task seeds.
         pretrain_epochs: ``(model, epochs)`` of cross-entropy pre-training.
         fashion_sizes: Fashion-MNIST ``(training images, test images)`` drawn
             stratified with the seed (the training ones split 80/20 into train/val).
+        retrieval_sizes: ``fashion_retrieval``'s ``(training images, test
+            images)`` (classes 0-4 of the official training file, 5-9 of the
+            test file), as the retrieval suite's ``fashion_sizes``.
         steps: ``T``, fine-tuning steps per run.
         evaluations: ``K``, metric observations per run (count, or fraction of ``T``).
         sgd_learning_rate, adam_learning_rate: the two hand-designed optimisers.
@@ -576,8 +587,11 @@ class BlackBoxSpec:
         *((d, "mlp", "film", ("mcr", "aucpr", "cost")) for d in ("page_blocks0", "yeast4")),
     )
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    pretrain_epochs: tuple[tuple[str, int], ...] = (("cnn", 3), ("mlp", 30))
+    # the embedders: the retrieval suite's epochs (RetrievalSpec.epochs)
+    pretrain_epochs: tuple[tuple[str, int], ...] = (("cnn", 3), ("mlp", 30), ("mlp_embedder", 10),
+                                                    ("cnn_embedder", 4))
     fashion_sizes: tuple[int, int] = (3000, 1000)
+    retrieval_sizes: tuple[int, int] = RetrievalSpec().fashion_sizes
     steps: int = 200
     evaluations: int | float = 0.05
     sgd_learning_rate: float = 0.05
@@ -622,6 +636,9 @@ class BlackBoxSpec:
             if dataset == "fashion_mnist" and "cost" in metrics:
                 raise _blackbox_error("settings", setting, "a row without 'cost' on the 10-class fashion_mnist "
                                       "(the cost metric is binary only)")
+            if (dataset in BLACKBOX_RETRIEVAL) != (metrics == ("recall@1",)):
+                raise _blackbox_error("settings", setting, "a row with the metrics ('recall@1',) exactly when its "
+                                      f"dataset is a retrieval set {BLACKBOX_RETRIEVAL}")
         if len({s[:3] for s in self.settings}) != len(self.settings):
             raise _blackbox_error("settings", self.settings, "rows with distinct (dataset, model, adapter)")
         if not self.seeds or not all(_is_int(s, 0) for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):
@@ -633,6 +650,9 @@ class BlackBoxSpec:
                                   f"(model, epochs >= 1) pairs covering {sorted(models)}")
         if len(self.fashion_sizes) != 2 or not all(_is_int(n, 10) for n in self.fashion_sizes):
             raise _blackbox_error("fashion_sizes", self.fashion_sizes, "(training images, test images), each >= 10")
+        if len(self.retrieval_sizes) != 2 or not all(_is_int(n, 10) for n in self.retrieval_sizes):
+            raise _blackbox_error("retrieval_sizes", self.retrieval_sizes,
+                                  "(training images, test images), each >= 10")
         for field in ("steps", "batch_size", "meta_tasks", "warmup_tasks", "held_out_tasks", "phi_size", "threads"):
             if not _is_int(getattr(self, field), 1):
                 raise _blackbox_error(field, getattr(self, field), "an integer >= 1")
@@ -1028,12 +1048,21 @@ SUITES: dict[str, Spec] = {
         name="blackbox_tabular", settings=tuple(s for s in BlackBoxSpec().settings if s[0] != "fashion_mnist"),
         methods=tuple(m for m in BLACKBOX_METHODS if m != "metricopt_learned"),
     ),
+    # MetricOpt on the paper's retrieval setting: recall@1 of embedders with FiLM on the rank family's
+    # class-disjoint sets (test classes never seen in pre-training, meta-training or fine-tuning).
+    "blackbox_retrieval": BlackBoxSpec(
+        name="blackbox_retrieval",
+        settings=tuple((d, m, "film", ("recall@1",)) for d, m in (("letter_retrieval", "mlp_embedder"),
+                                                                  ("fashion_retrieval", "cnn_embedder"))),
+        methods=("pretrained", "sgd", "adam", "metricopt_sgd", "metricopt_adam", "direct_loss"),
+    ),
     "blackbox_smoke": BlackBoxSpec(
         name="blackbox_smoke",
         settings=(("breast_cancer", "mlp", "input_bias", ("mcr", "aucpr", "cost")),
-                  ("fashion_mnist", "cnn", "film", ("aucpr",))),
-        seeds=(0,), pretrain_epochs=(("cnn", 1), ("mlp", 5)), fashion_sizes=(300, 100), steps=20, evaluations=4,
-        batch_size=32, meta_tasks=3, warmup_tasks=2, phi_size=8,
+                  ("fashion_mnist", "cnn", "film", ("aucpr",)),
+                  ("fashion_retrieval", "cnn_embedder", "film", ("recall@1",))),
+        seeds=(0,), pretrain_epochs=(("cnn", 1), ("mlp", 5), ("cnn_embedder", 1)), fashion_sizes=(300, 100),
+        retrieval_sizes=(300, 200), steps=20, evaluations=4, batch_size=32, meta_tasks=3, warmup_tasks=2, phi_size=8,
     ),
     "blackbox_ablation": BlackBoxAblationSpec(),
     "blackbox_ablation_smoke": BlackBoxAblationSpec(

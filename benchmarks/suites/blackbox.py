@@ -7,9 +7,11 @@ the guidance sweep's ``guidance`` and ``start``; data, backbones, adapters and
 direct losses in :mod:`benchmarks.suites.blackbox_tasks`), as
 ``metricopt.app.recipes.blackbox.run_blackbox`` does it:
 
-1. The (dataset, seed) split and the backbone pre-trained with cross-entropy
-   (seeded), frozen; a copy under a ``ShiftedLogit`` head (its logit minus a
-   shift: the decision threshold in use; shift 0 is the backbone bitwise),
+1. The (dataset, seed) split and the backbone pre-trained with its training
+   loss (cross-entropy; the contrastive loss for the retrieval embedders,
+   :func:`benchmarks.suites.blackbox_tasks.training_loss`; seeded), frozen;
+   a copy under a ``ShiftedLogit`` head (its logit minus a shift: the
+   decision threshold in use; shift 0 is the backbone bitwise),
    wrapped by the adapter (projections seeded by the seed; FiLM finds the same
    layers under the head, named ``model.*``). Binary datasets: the pre-trained
    model's threshold tuned on ALL validation rows at ``phi = 0``
@@ -35,8 +37,8 @@ direct losses in :mod:`benchmarks.suites.blackbox_tasks`), as
    DECIDED: always the library's default distribution, whatever meta-training
    used, so that every variant of a suite runs the same held-out tasks.
    Every method fine-tunes ``phi`` with the same ``T``, ``K`` and batch seed:
-   ``sgd`` / ``adam`` (cross-entropy only), ``metricopt_sgd`` /
-   ``metricopt_adam`` (cross-entropy + ``value_weight`` x the value gradient),
+   ``sgd`` / ``adam`` (the training loss only), ``metricopt_sgd`` /
+   ``metricopt_adam`` (the training loss + ``value_weight`` x the value gradient),
    ``metricopt_learned`` (the learned rule), ``direct_loss`` (the metric's own
    loss in this library, with Adam: DECIDED, Adam's step does not depend on
    the loss's scale, which differs from cross-entropy's); all keep the
@@ -85,6 +87,7 @@ import numpy as np
 from benchmarks.harness import partial
 from benchmarks.harness.jobs import run_tasks
 from benchmarks.harness.results import _clean, collect_metadata, load_average, split_info, write_suite_reports
+from benchmarks.harness.specs import BLACKBOX_RETRIEVAL as RETRIEVAL
 from benchmarks.harness.specs import BlackBoxSpec, BlackBoxVariant, spec_to_dict
 from benchmarks.harness.threads import torch_threads
 
@@ -105,7 +108,7 @@ METHOD_LABELS: dict[str, str] = {
 #: tuned threshold (a pair is reported only where both ran).
 PAIRS: tuple[tuple[str, str], ...] = tuple((m, b) for m in ("metricopt_sgd", "metricopt_adam", "metricopt_learned")
                                            for b in ("sgd", "adam", "tuned_threshold"))
-COST_NOTE = "test COST, lower is better: mcr; 1 - AUCPR; cost = (20 FN + FP) / N"
+COST_NOTE = "test COST, lower is better: mcr; 1 - AUCPR; cost = (20 FN + FP) / N; 1 - R@1"
 
 
 def setting_key(setting: Sequence[Any]) -> str:
@@ -144,7 +147,7 @@ def _cell(spec: BlackBoxSpec, split: Split, num_classes: int, backbone: Any, set
     """
     import torch
 
-    from benchmarks.suites.blackbox_tasks import direct_loss, make_adapter
+    from benchmarks.suites.blackbox_tasks import direct_loss, make_adapter, training_loss
     from metricopt.app.recipes.blackbox import task_data as pool_data
     from metricopt.blackbox import (
         FineTuneConfig,
@@ -155,9 +158,9 @@ def _cell(spec: BlackBoxSpec, split: Split, num_classes: int, backbone: Any, set
         meta_train,
     )
     from metricopt.blackbox.threshold import ShiftedLogit, tune_threshold
-    from metricopt.losses import cross_entropy_loss
 
     label, spec = variant.label, variant.apply(spec)  # the spec's values with the variant's overrides
+    loss = training_loss(setting[1])  # cross-entropy; the contrastive loss for the retrieval embedders
     phi_size = spec.phi_size
     head = ShiftedLogit(copy.deepcopy(backbone), 0.0)  # the threshold in use; phi = 0 and shift 0: the backbone
     adapter = make_adapter(setting[2], head, phi_size=phi_size, seed=seed)
@@ -193,7 +196,7 @@ def _cell(spec: BlackBoxSpec, split: Split, num_classes: int, backbone: Any, set
     head.shift = shift  # meta-training and every fine-tuning run start here
     meta_config = MetaConfig(tasks=spec.meta_tasks, warmup_tasks=spec.warmup_tasks, fit=spec.value_fit, seed=seed)
     start = time.perf_counter()
-    meta = meta_train(adapter, cross_entropy_loss, metric, meta_pool, finetune_config=sgd, config=meta_config,
+    meta = meta_train(adapter, loss, metric, meta_pool, finetune_config=sgd, config=meta_config,
                       distribution=distribution)
     value_seconds = time.perf_counter() - start
     trust = meta.trust
@@ -220,16 +223,15 @@ def _cell(spec: BlackBoxSpec, split: Split, num_classes: int, backbone: Any, set
         if learned is not None:
             start = time.perf_counter()
             result = learned.meta_train_learned(
-                adapter, cross_entropy_loss, metric, meta_pool, finetune_config=sgd, distribution=distribution,
+                adapter, loss, metric, meta_pool, finetune_config=sgd, distribution=distribution,
                 config=learned.LearnedConfig(tasks=spec.meta_tasks, warmup_tasks=spec.warmup_tasks, seed=seed,
                                              value=meta_config))
             rule = result.optimizer
             meta_row["learned_seconds"] = round(time.perf_counter() - start, 2)
     direct = direct_loss(metric_name, num_classes)
-    plans = {"sgd": (cross_entropy_loss, sgd, None, None), "adam": (cross_entropy_loss, adam, None, None),
-             "metricopt_sgd": (cross_entropy_loss, sgd, value, None),
-             "metricopt_adam": (cross_entropy_loss, adam, value, None),
-             "metricopt_learned": (cross_entropy_loss, sgd, None, rule), "direct_loss": (direct, adam, None, None)}
+    plans = {"sgd": (loss, sgd, None, None), "adam": (loss, adam, None, None),
+             "metricopt_sgd": (loss, sgd, value, None), "metricopt_adam": (loss, adam, value, None),
+             "metricopt_learned": (loss, sgd, None, rule), "direct_loss": (direct, adam, None, None)}
 
     runs = []
     for j in range(spec.held_out_tasks):
@@ -274,7 +276,8 @@ def _run_job(spec: BlackBoxSpec, dataset: str, seed: int) -> dict[str, Any]:
     start = time.perf_counter()
     out: dict[str, Any] = {"dataset": dataset, "seed": seed, "runs": [], "meta": [], "dataset_info": {}}
     try:
-        split, num_classes = load_data(dataset, seed, fashion_sizes=spec.fashion_sizes)
+        split, num_classes = load_data(dataset, seed, fashion_sizes=spec.fashion_sizes,
+                                       retrieval_sizes=spec.retrieval_sizes)
     except (ImportError, FileNotFoundError) as exc:  # not installed here: record it, run the rest
         out["unavailable_dataset"] = f"{type(exc).__name__}: {exc}"
         out["seconds"] = time.perf_counter() - start
@@ -298,7 +301,7 @@ def _run_job(spec: BlackBoxSpec, dataset: str, seed: int) -> dict[str, Any]:
 def _job_cost(spec: BlackBoxSpec, dataset: str) -> float:
     """Rough relative cost, for scheduling big jobs first."""
     cells = sum(len(s[3]) for s in spec.settings if s[0] == dataset)
-    return cells * (40.0 if dataset == "fashion_mnist" else 1.0)
+    return cells * (40.0 if dataset in ("fashion_mnist", "fashion_retrieval") else 1.0)
 
 
 def load_partial(path: Path | None, spec: BlackBoxSpec) -> dict[tuple[str, int], dict[str, Any]]:
@@ -397,7 +400,13 @@ def protocol_text(spec: BlackBoxSpec) -> str:
     if "fashion_mnist" in spec.datasets:
         data.append(f"Fashion-MNIST: {spec.fashion_sizes[0]} training images stratified -> 80/20 train/val and "
                     f"{spec.fashion_sizes[1]} test images, small CNN")
-    if any(d != "fashion_mnist" for d in spec.datasets):
+    if "letter_retrieval" in spec.datasets:
+        data.append("letter_retrieval: UCI Letter, letters A..M train / N..Z test, 20% of the training rows "
+                    "validation, MLP embedder 16 -> 128 -> 128 -> 64")
+    if "fashion_retrieval" in spec.datasets:
+        data.append(f"fashion_retrieval: Fashion-MNIST classes 0-4 train ({spec.retrieval_sizes[0]} rows, 20% "
+                    f"validation) / 5-9 test ({spec.retrieval_sizes[1]} rows), CNN embedder with a 64-d output")
+    if any(d != "fashion_mnist" and d not in RETRIEVAL for d in spec.datasets):
         data.append("tabular: 60/20/20 split with random_state = seed, MLP (64, 64)")
     # (where meta-training and fine-tuning observe the metric, which rows pick the kept phi)
     guides = {"validation": ("the metric observed on the validation rows", "the validation rows pick the kept phi"),
@@ -412,7 +421,9 @@ def protocol_text(spec: BlackBoxSpec) -> str:
         (observed, picked), start = ("the metric observed on the guiding rows of each variant",
                                      "the picking rows of each variant pick the kept phi"), "the start of each variant"
     text = (
-        "Protocol: per (setting, metric, seed), the split and the backbone pre-trained with cross-entropy "
+        "Protocol: per (setting, metric, seed), the split and the backbone pre-trained with its training loss "
+        "(cross-entropy; retrieval embedders: a contrastive loss on L2-normalised embeddings, margin 1, which "
+        "loss-only fine-tuning uses too) "
         f"({epochs}; seeded; {'; '.join(data)}), frozen, under a logit-shift head (shift 0: the backbone); the "
         f"adapter (InputBias or FiLM, |phi| = {spec.phi_size}) is the only thing fine-tuning moves. On binary "
         "datasets the decision threshold of the pre-trained model (phi = 0) is tuned on ALL validation rows by the "

@@ -1,6 +1,6 @@
 """Markdown and PNG reports of the black-box suites (payloads of :mod:`benchmarks.suites.blackbox`).
 
-Every number is a COST (lower is better): ``mcr``, ``1 - aucpr``, ``cost``;
+Every number is a COST (lower is better): ``mcr``, ``1 - aucpr``, ``cost``, ``1 - R@1``;
 the tables and plots say so in their titles. Bold marks the lowest mean. The
 defaults sweep's report opens with the choice of defaults
 (:mod:`benchmarks.suites.blackbox_selection`): one row per variant; the
@@ -24,7 +24,7 @@ __all__ = ["blackbox_markdown", "plot_blackbox"]
 
 
 #: How each metric's cost reads in tables and plot titles.
-COST_LABELS = {"mcr": "mcr", "aucpr": "1 - AUCPR", "cost": "cost (20 FN + FP) / N"}
+COST_LABELS = {"mcr": "mcr", "aucpr": "1 - AUCPR", "cost": "cost (20 FN + FP) / N", "recall@1": "1 - R@1"}
 
 
 def _label(payload: dict[str, Any], method: str) -> str:
@@ -232,7 +232,9 @@ def blackbox_markdown(payload: dict[str, Any]) -> str:
                   + "; ".join(f"{k}: {v}" for k, v in payload["direct_losses"].items()) + ".", ""]
     lines += [(f"## Test cost, lower is better: mean over {len(spec['seeds'])} seeds x {spec['held_out_tasks']} "
                "held-out tasks ± std over seeds (of the per-seed means)"), "",
-              "Costs: mcr = misclassification rate; 1 - AUCPR; cost = (20 FN + FP) / N per sample. Bold: lowest.",
+              "Costs: mcr = misclassification rate; 1 - AUCPR; cost = (20 FN + FP) / N per sample"
+              + ("; 1 - R@1 (retrieval: test classes unseen in training)"
+                 if any(g["metric"] == "recall@1" for g in groups) else "") + ". Bold: lowest.",
               "", _row([*heads, *(_label(payload, m) for m in methods)]), _row(["---"] * (len(heads) + len(methods)))]
     for g in groups:
         cells = g["methods"]

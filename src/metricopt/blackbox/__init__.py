@@ -14,8 +14,9 @@ The pieces, one idea per module:
   ``nn.Module`` whose weights stay frozen.
 * :mod:`~metricopt.blackbox.metric`: the black-box metric contract
   (:func:`make_metric`: built-in names ``mcr``, ``aucpr``, ``cost``, the
-  confusion and rank metrics, or ``"module:function"`` with an explicit
-  direction); failures raise :class:`MetricError` or are skipped with a warning.
+  confusion and rank metrics, ``recall@K`` of a retrieval model's embeddings,
+  or ``"module:function"`` with an explicit direction); failures raise
+  :class:`MetricError` or are skipped with a warning.
 * :mod:`~metricopt.blackbox.trajectory` and
   :mod:`~metricopt.blackbox.interpolation`: fine-tuning runs with the metric
   observed ``K`` times (default 5 % of the ``T`` steps), interpolated by a
@@ -92,6 +93,7 @@ from metricopt.blackbox.metric import (
     load_function,
     make_metric,
     misclassification_rate,
+    retrieval_recall,
 )
 from metricopt.blackbox.threshold import ShiftedLogit, ThresholdResult, tune_threshold
 from metricopt.blackbox.trajectory import Trajectory, evaluation_steps
@@ -135,6 +137,7 @@ __all__ = [
     "meta_train",
     "meta_train_learned",
     "misclassification_rate",
+    "retrieval_recall",
     "trust_value",
     "tune_threshold",
     "value_loss",

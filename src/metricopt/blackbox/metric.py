@@ -8,11 +8,18 @@ a failure is one clear :class:`MetricError` and never a silent NaN.
 
 Conventions:
 
-* A metric takes ``(y_true, y_score)`` (``takes="scores"``) or the model
-  itself (``takes="model"``, e.g. a metric that runs its own evaluation).
-  ``y_true`` holds ``(N,)`` integer labels; ``y_score`` is the output of
+* A metric takes ``(y_true, y_score)`` (``takes="scores"``), ``(y_true,
+  outputs)`` (``takes="outputs"``: the model's raw outputs, e.g. the
+  embeddings of a retrieval model) or the model itself (``takes="model"``,
+  e.g. a metric that runs its own evaluation). ``y_true`` holds ``(N,)``
+  integer labels; ``y_score`` is the output of
   :func:`metricopt.predict.predict_proba`: ``(N,)`` positive-class
-  probabilities for a binary model, ``(N, C)`` class probabilities otherwise.
+  probabilities for a binary model, ``(N, C)`` class probabilities otherwise;
+  ``outputs`` is the float32 ``(N, D)`` array of
+  :func:`metricopt.predict.predict_logits`.
+* ``"recall@K"`` (any integer K >= 1) is the built-in retrieval metric:
+  :func:`retrieval_recall` of the outputs, every row a query against the
+  other rows (cosine similarity, as :func:`metricopt.metrics.retrieval_report`).
 * Decisions, where a built-in needs them, are ``p > 0.5`` for ``(N,)`` scores
   and argmax for ``(N, C)`` scores (:func:`metricopt.predict.predict_labels`,
   as in :mod:`metricopt.evaluation`).
@@ -45,6 +52,7 @@ import inspect
 import math
 import numbers
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -57,9 +65,9 @@ from torch import Tensor, nn
 
 from metricopt._checks import check_choice, check_nonnegative, describe
 from metricopt.evaluation import rank_score
-from metricopt.metrics import METRIC_NAMES, average_precision_score, metric_score
+from metricopt.metrics import METRIC_NAMES, average_precision_score, metric_score, retrieval_report
 from metricopt.metrics.registry import BLACKBOX_ONLY, THRESHOLD_FREE, metric_info
-from metricopt.predict import predict_labels, predict_proba
+from metricopt.predict import predict_labels, predict_logits, predict_proba
 
 __all__ = [
     "BUILTIN_METRICS",
@@ -70,10 +78,13 @@ __all__ = [
     "load_function",
     "make_metric",
     "misclassification_rate",
+    "retrieval_recall",
 ]
 
-#: What a metric function takes: ``(y_true, y_score)`` or the model.
-TAKES: tuple[str, ...] = ("scores", "model")
+#: What a metric function takes: ``(y_true, y_score)``, ``(y_true, outputs)`` (the raw outputs) or the model.
+TAKES: tuple[str, ...] = ("scores", "outputs", "model")
+#: The built-in retrieval metric's name pattern, ``"recall@K"``.
+RECALL_PATTERN = re.compile(r"recall@([0-9]+)")
 
 ON_ERROR: tuple[str, ...] = ("raise", "warn")
 
@@ -228,6 +239,31 @@ def cost_weighted_error(
     return float(np.mean(fn_cost * missed + fp_cost * false_alarm))
 
 
+def retrieval_recall(y_true: Any, outputs: Any, *, k: int = 1) -> float:
+    """Recall@K of cosine-similarity retrieval among the rows: each row queries all the others.
+
+    A query scores 1 when a row of its label is among its ``k`` most similar
+    other rows (ties count against it), as
+    :func:`metricopt.metrics.retrieval_report` without a gallery; queries whose
+    label no other row has are left out.
+
+    Args:
+        y_true: ``(N,)`` labels.
+        outputs: ``(N, D)`` embeddings (the model's raw outputs), finite, no zero row.
+        k: the cut-off, an integer >= 1.
+
+    Example:
+        >>> retrieval_recall([0, 0, 1, 1], [[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.8, 0.2]])  # the last row misses
+        0.75
+    """
+    labels = _as_array(y_true)
+    embeddings = _as_array(outputs)
+    if embeddings.ndim != 2 or len(embeddings) != len(labels):
+        raise ValueError(f"recall@{k} needs (N, D) embeddings for N = {len(labels)} labels; got outputs of shape "
+                         f"{embeddings.shape}")
+    return float(retrieval_report(embeddings, labels, ks=(k,))[f"R@{k}"])
+
+
 def _confusion_score(y_true: Any, y_score: Any, *, metric: str, num_classes: int | None = None) -> float:
     """A confusion-matrix metric of the decisions (``p > 0.5`` / argmax), its ``"auto"`` averaging."""
     labels, scores, classes = _labels_and_scores(y_true, y_score, num_classes)
@@ -282,10 +318,11 @@ class BlackBoxMetric:
 
     Attributes:
         function: ``function(y_true, y_score)`` (``takes="scores"``) or
-            ``function(model)`` (``takes="model"``), returning a number.
+            ``function(y_true, outputs)`` (``takes="outputs"``: the raw
+            outputs) or ``function(model)`` (``takes="model"``), returning a number.
         name: used in every message.
         higher_is_better: the metric's direction.
-        takes: ``"scores"`` or ``"model"``.
+        takes: ``"scores"``, ``"outputs"`` or ``"model"``.
 
     Example:
         >>> metric = BlackBoxMetric(misclassification_rate, "mcr", higher_is_better=False, takes="scores")
@@ -331,7 +368,7 @@ class BlackBoxMetric:
             MetricError: the function raised or returned a non-finite / non-number value.
             TypeError: the metric takes the model (use :meth:`score_model`).
         """
-        if self.takes != "scores":
+        if self.takes == "model":
             raise TypeError(
                 f"metric {self.name!r} takes the model: call "
                 "score_model(model), not score(y_true, y_score)"
@@ -347,7 +384,7 @@ class BlackBoxMetric:
         """
         if self.takes != "model":
             raise TypeError(
-                f"metric {self.name!r} takes (y_true, y_score): call "
+                f"metric {self.name!r} takes (y_true, {'y_score' if self.takes == 'scores' else 'outputs'}): call "
                 "score(y_true, y_score) or evaluate(model, X, y)"
             )
         return self._call(model)
@@ -364,7 +401,8 @@ class BlackBoxMetric:
 
         A ``takes="model"`` metric is called with the model alone (``X`` and
         ``y`` are ignored); otherwise the scores are
-        :func:`metricopt.predict.predict_proba` ``(model, X)``. The model runs
+        :func:`metricopt.predict.predict_proba` ``(model, X)``, or the raw
+        outputs ``predict_logits(model, X)`` for ``takes="outputs"``. The model runs
         without gradients and its training mode is restored afterwards.
 
         Example:
@@ -378,7 +416,8 @@ class BlackBoxMetric:
         was_training = model.training
         try:
             with torch.no_grad():
-                y_score = predict_proba(model, X)
+                y_score = (predict_proba(model, X) if self.takes == "scores"
+                           else predict_logits(model, X).cpu().numpy())
         finally:
             model.train(was_training)
         return self.score(_as_array(y), y_score)
@@ -479,7 +518,7 @@ def _infer_takes(function: Callable[..., Any], name: str) -> str:
     except (TypeError, ValueError):
         raise TypeError(
             "cannot read the signature of metric function "
-            f"{name}; pass takes='scores' or takes='model'"
+            f"{name}; pass takes='scores', takes='outputs' or takes='model'"
         ) from None
     parameters = signature.parameters.values()
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -489,7 +528,7 @@ def _infer_takes(function: Callable[..., Any], name: str) -> str:
         return "model" if len(required) == 1 else "scores"
     raise TypeError(
         f"metric function {name} must take (y_true, y_score) or (model); got signature {signature} "
-        "(pass takes='scores' or takes='model' to say how to call it)"
+        "(pass takes='scores', takes='outputs' or takes='model' to say how to call it)"
     )
 
 
@@ -500,6 +539,17 @@ def _require_direction(name: str, higher_is_better: bool | None) -> bool:
             "`higher_is_better=False`"
         )
     return higher_is_better
+
+
+def _recall_metric(name: str, k: int, higher_is_better: bool | None, takes: str | None) -> BlackBoxMetric:
+    """The built-in ``"recall@K"``: :func:`retrieval_recall` of the raw outputs, higher is better."""
+    if k < 1:
+        raise ValueError(f"built-in metric 'recall@K' needs an integer K >= 1; got {name!r}")
+    if higher_is_better is False:
+        raise ValueError(f"built-in metric {name!r} is higher-is-better; got `higher_is_better`=False")
+    if takes not in (None, "outputs"):
+        raise ValueError(f"built-in metric {name!r} takes (y_true, outputs); got `takes`={takes!r}")
+    return BlackBoxMetric(functools.partial(retrieval_recall, k=k), name, True, "outputs")
 
 
 def make_metric(
@@ -514,13 +564,16 @@ def make_metric(
     Args:
         metric: one of :data:`BUILTIN_METRICS` (``"mcr"``, ``"aucpr"``,
             ``"cost"``, the confusion-matrix names of
-            ``metricopt.METRIC_NAMES``, ``"ap"``, ``"auroc"``), a
+            ``metricopt.METRIC_NAMES``, ``"ap"``, ``"auroc"``), the
+            retrieval metric ``"recall@K"`` (:func:`retrieval_recall` of the
+            model's raw outputs, ``takes="outputs"``), a
             ``"MODULE:FUNCTION"`` spec (:func:`load_function`), a callable, or
             a :class:`BlackBoxMetric` (returned as it is).
         higher_is_better: the direction; known for built-ins (a contradicting
             value is an error), required for anything else.
-        takes: ``"scores"`` or ``"model"``; inferred from the signature when
-            None (one required positional parameter: the model; two: scores).
+        takes: ``"scores"``, ``"outputs"`` or ``"model"``; inferred from the
+            signature when None (one required positional parameter: the model;
+            two: scores; ``"outputs"`` is never inferred).
         num_classes: bound into the built-ins, which then check it against the
             scores' shape; ignored for user functions.
 
@@ -550,6 +603,8 @@ def make_metric(
         if takes is not None and takes != metric.takes:
             raise ValueError(f"`takes`={takes!r} contradicts metric {metric.name!r} (takes={metric.takes!r})")
         return metric
+    if isinstance(metric, str) and (match := RECALL_PATTERN.fullmatch(metric)):
+        return _recall_metric(metric, int(match.group(1)), higher_is_better, takes)
     if isinstance(metric, str) and metric in _BUILTINS:
         function, direction = _BUILTINS[metric]
         if higher_is_better is not None and higher_is_better != direction:
