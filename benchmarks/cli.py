@@ -36,9 +36,9 @@ DEFAULT_OUTPUT_DIR = Path("benchmark-results")
 
 _KINDS = ("quality", "ablation", "speed")
 #: Further suites run by name only (not by ``all``).
-_NAMED_ONLY_KINDS = ("ap_quality", "retrieval", "rank_speed", "blackbox", "blackbox_tabular", "blackbox_ablation",
-                     "blackbox_defaults", "blackbox_guidance", "blackbox_value_fit", "tabular", "tabular_selection",
-                     "tabular_multiclass", "tabular_selection_multiclass")
+_NAMED_ONLY_KINDS = ("ap_quality", "retrieval", "rank_speed", "blackbox", "blackbox_tabular", "blackbox_retrieval",
+                     "blackbox_ablation", "blackbox_defaults", "blackbox_guidance", "blackbox_value_fit", "tabular",
+                     "tabular_selection", "tabular_multiclass", "tabular_selection_multiclass")
 _BLACKBOX_KINDS = ("blackbox", "blackbox_ablation", "blackbox_defaults", "blackbox_guidance")
 
 

@@ -140,6 +140,10 @@ def _check_results(results: dict, *, metric: str, higher_is_better: bool) -> Non
     assert 2 <= results["metric_evaluations"]["tuned_threshold"] <= 101 + 2 * 200  # candidates + the resamples
     assert scores["tuned_threshold"] == results["tuned_threshold_score"]
     assert 0 < results["tuned_threshold"] < 1
+    confidence = results["tuned_threshold_confidence"]  # None: the best candidate was 0.5 itself
+    assert confidence is None or 0 <= confidence <= 1
+    if confidence is not None and confidence < 0.9:  # the guard kept 0.5
+        assert results["tuned_threshold"] == 0.5 and scores["tuned_threshold"] == scores["pretrained"]
     if results["val_scores"]["tuned_threshold"] != results["val_scores"]["pretrained"]:  # tuning found better
         better = results["val_scores"]["tuned_threshold"] > results["val_scores"]["pretrained"]
         assert better == higher_is_better

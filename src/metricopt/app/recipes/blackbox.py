@@ -649,6 +649,9 @@ def run_blackbox(
         say(f"tuned the pre-trained model's decision threshold on the validation rows: probability "
             f"{threshold.threshold:.4g}, validation {metric.name} {threshold.value:.4f} ({evaluations[THRESHOLD]} "
             f"metric evaluations)")
+        if threshold.shift != threshold.best_shift:
+            say(f"  (the best threshold there, {1 / (1 + math.exp(-threshold.best_shift)):.4g}, beat 0.5 on only "
+                f"{threshold.confidence:.0%} of the bootstrap resamples of those rows: 0.5 kept)")
         if options.start == "tuned_threshold":
             head.shift = threshold.shift
             say("fine-tuning starts from the pre-trained model at its tuned threshold")
@@ -802,6 +805,7 @@ def blackbox_results(run: BlackBoxRun) -> dict[str, Any]:
         "pretrained_score": scores[PRETRAINED],
         "tuned_threshold_score": scores.get(THRESHOLD),
         "tuned_threshold": run.threshold.threshold if run.threshold is not None else None,
+        "tuned_threshold_confidence": run.threshold.confidence if run.threshold is not None else None,
         "higher_is_better": metric.higher_is_better,
         "delta": scores[BLACKBOX_METHOD] - scores[BASELINE_METHOD],
         "pretrained_delta": scores[PRETRAINED] - scores[BASELINE_METHOD],
