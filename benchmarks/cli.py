@@ -273,8 +273,8 @@ def render(json_path: Path, output_dir: Path | None = None, *, plots: bool = Tru
 
 
 #: The scripts beside the suites whose results ``render`` re-creates: the module that wrote each.
-SWEEP_SCRIPTS = ("ddp_scaling", "gpu_rank_speed", "rank_design_sweep", "sharpness_sweep", "threshold_guard",
-                 "value_fit")
+SWEEP_SCRIPTS = ("ddp_scaling", "gpu_rank_speed", "learned_sweep", "rank_design_sweep", "sharpness_sweep",
+                 "threshold_guard", "value_fit")
 
 
 def _render_sweep(payload: dict[str, Any], json_path: Path, output_dir: Path | None) -> dict[str, Path]:
