@@ -45,7 +45,6 @@ Cells are cached in ``--cache`` (JSON lines; ``--force`` recomputes). One proces
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import math
@@ -170,12 +169,11 @@ def run_cell(split: Any, num_classes: int, backbone: Any, dataset: str, metric_n
     function's seconds and trust, and per variant its seconds, history summary and diagnostics.
     """
     from benchmarks.harness.specs import BlackBoxSpec
-    from benchmarks.suites.blackbox_tasks import make_adapter
-    from metricopt.app.recipes.blackbox import task_data
-    from metricopt.blackbox import FineTuneConfig, MetaConfig, TaskDistribution, finetune, make_metric, meta_train
+    from benchmarks.suites.blackbox import cell_parts
+    from metricopt.blackbox import MetaConfig, TaskDistribution, finetune, meta_train
     from metricopt.blackbox.learned import LearnedConfig, LearnedOptimizer, meta_train_learned, smoothed_gradient
     from metricopt.blackbox.learned_objective import batch_indices, unroll
-    from metricopt.blackbox.threshold import ShiftedLogit, tune_threshold
+    from metricopt.blackbox.threshold import tune_threshold
     from metricopt.losses import cross_entropy_loss
 
     if seed in REPORTED_SEEDS:
@@ -186,15 +184,9 @@ def run_cell(split: Any, num_classes: int, backbone: Any, dataset: str, metric_n
     started = time.perf_counter()
     spec = BlackBoxSpec()
     phi_size = spec.phi_size
-    head = ShiftedLogit(copy.deepcopy(backbone), 0.0)
-    adapter = make_adapter("input_bias", head, phi_size=phi_size, seed=seed)
-    metric = make_metric(metric_name, num_classes=num_classes)
-    pool = task_data(split, num_classes, guidance=spec.guidance, seed=seed)
-    meta_pool = pool.guiding_only()
-    sgd = FineTuneConfig(steps=budget.steps, evaluations=spec.evaluations, optimizer="sgd",
-                         learning_rate=spec.sgd_learning_rate, batch_size=spec.batch_size,
-                         value_weight=spec.value_weight)
-    distribution, held_out = spec.meta_distribution(), TaskDistribution()
+    parts = cell_parts(spec, split, num_classes, backbone, "input_bias", metric_name, seed, steps=budget.steps)
+    head, adapter, metric, pool, meta_pool = parts.head, parts.adapter, parts.metric, parts.pool, parts.meta_pool
+    sgd, distribution, held_out = parts.sgd, parts.distribution, TaskDistribution()
 
     def test_cost(phi: Tensor | None = None) -> float:
         if phi is not None:
@@ -618,7 +610,7 @@ def _read_cache(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from benchmarks.harness.results import _clean, collect_metadata, write_json
+    from benchmarks.harness.results import _clean, collect_metadata, write_sweep
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.learned_sweep", description=__doc__.split("\n")[0])
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="finished cells (JSON lines)")
@@ -664,9 +656,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.no_write:
         print(report(json.loads(json.dumps(_clean(payload)))))
         return 0
-    json_path = write_json(payload, args.output_dir / "learned_sweep.json")
-    text = report(json.loads(json_path.read_text()))
-    (args.output_dir / "learned_sweep.md").write_text(text)
+    text = write_sweep(payload, args.output_dir, "learned_sweep", report)
     print(text)
     print(f"elapsed {time.perf_counter() - started:.0f} s")
     return 0

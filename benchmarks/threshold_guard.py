@@ -37,7 +37,6 @@ ties: the smallest ``q``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -158,7 +157,7 @@ def report(payload: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from benchmarks.harness.jobs import run_tasks
-    from benchmarks.harness.results import collect_metadata, write_json
+    from benchmarks.harness.results import collect_metadata, write_sweep
     from metricopt.app.data import collection
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.threshold_guard", description=__doc__.split("\n")[0])
@@ -186,9 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     payload = {"metadata": metadata, "tables": tables, "seeds": args.seeds, "metrics": list(METRICS),
                "candidates": list(CANDIDATES), "resamples": RESAMPLES, "epochs": EPOCHS,
                "wall_seconds": round(time.perf_counter() - start, 1), "summary": summarise(rows), "rows": rows}
-    json_path = write_json(payload, args.output_dir / "threshold_guard.json")
-    text = report(json.loads(json_path.read_text()))
-    (args.output_dir / "threshold_guard.md").write_text(text)
+    text = write_sweep(payload, args.output_dir, "threshold_guard", report)
     print(text)
     return 0
 

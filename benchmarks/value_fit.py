@@ -1084,7 +1084,7 @@ def replay_check(raw: dict[str, Any], results: dict[str, dict[str, Any]], keys: 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from benchmarks.harness.results import collect_metadata, write_json
+    from benchmarks.harness.results import collect_metadata, write_sweep
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.value_fit", description=__doc__.split("\n")[0])
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="trajectory cache (collected if missing)")
@@ -1136,9 +1136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.no_write:
         print(report(json.loads(json.dumps(payload, default=float))))
         return 0
-    json_path = write_json(payload, args.output_dir / "value_fit.json")
-    text = report(json.loads(json_path.read_text()))
-    (args.output_dir / "value_fit.md").write_text(text)
+    text = write_sweep(payload, args.output_dir, "value_fit", report)
     print(text)
     return 0
 

@@ -27,7 +27,7 @@ import shlex
 import subprocess
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata as _metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -139,6 +139,15 @@ def write_json(payload: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_clean(payload), indent=1, sort_keys=False) + "\n")
     return path
+
+
+def write_sweep(payload: dict[str, Any], output_dir: Path, name: str, report: Callable[[dict[str, Any]], str]) -> str:
+    """A sweep script's ``<name>.json`` and its Markdown ``<name>.md``, rendered from the JSON as written (what
+    ``python -m benchmarks render`` re-creates); returns the Markdown."""
+    json_path = write_json(payload, Path(output_dir) / f"{name}.json")
+    text = report(json.loads(json_path.read_text()))
+    json_path.with_suffix(".md").write_text(text)
+    return text
 
 
 def _clean(value: Any) -> Any:

@@ -94,8 +94,8 @@ from benchmarks.harness.threads import torch_threads
 if TYPE_CHECKING:
     from metricopt.app.data import Split
 
-__all__ = ["METHOD_LABELS", "PAIRS", "load_partial", "refresh_summary", "run_job", "run_suite", "setting_key",
-           "write_reports"]
+__all__ = ["METHOD_LABELS", "PAIRS", "CellParts", "cell_parts", "load_partial", "refresh_summary", "run_job",
+           "run_suite", "setting_key", "write_reports"]
 
 #: Table labels of the methods.
 METHOD_LABELS: dict[str, str] = {
@@ -129,6 +129,49 @@ def _learned_api() -> tuple[Any, str | None]:
 # one (dataset, seed) job
 
 
+@dataclasses.dataclass
+class CellParts:
+    """What every run of one (setting, metric, seed) shares: see :func:`cell_parts`."""
+
+    head: Any
+    adapter: Any
+    metric: Any
+    pool: Any
+    meta_pool: Any
+    sgd: Any
+    adam: Any
+    distribution: Any
+
+
+def cell_parts(spec: BlackBoxSpec, split: Split, num_classes: int, backbone: Any, adapter_kind: str,
+               metric_name: str, seed: int, *, steps: int | None = None) -> CellParts:
+    """The parts of one cell, as the recipe builds them.
+
+    A copy of ``backbone`` under a :class:`~metricopt.blackbox.threshold.ShiftedLogit`
+    head at shift 0 (the pre-trained model, bitwise), wrapped by the adapter
+    (projections seeded by ``seed``); the metric; the task pool of
+    ``spec.guidance`` (held-out runs keep its selection rows) and the pool
+    meta-training observes (the guiding rows only); the SGD and Adam
+    fine-tuning configs (``steps`` overrides ``spec.steps``); the
+    meta-training task distribution.
+    """
+    from benchmarks.suites.blackbox_tasks import make_adapter
+    from metricopt.app.recipes.blackbox import task_data
+    from metricopt.blackbox import FineTuneConfig, make_metric
+    from metricopt.blackbox.threshold import ShiftedLogit
+
+    head = ShiftedLogit(copy.deepcopy(backbone), 0.0)
+    pool = task_data(split, num_classes, guidance=spec.guidance, seed=seed)
+    sgd = FineTuneConfig(steps=spec.steps if steps is None else steps, evaluations=spec.evaluations,
+                         optimizer="sgd", learning_rate=spec.sgd_learning_rate, batch_size=spec.batch_size,
+                         value_weight=spec.value_weight)
+    return CellParts(head=head, adapter=make_adapter(adapter_kind, head, phi_size=spec.phi_size, seed=seed),
+                     metric=make_metric(metric_name, num_classes=num_classes), pool=pool,
+                     meta_pool=pool.guiding_only(), sgd=sgd,
+                     adam=dataclasses.replace(sgd, optimizer="adam", learning_rate=spec.adam_learning_rate),
+                     distribution=spec.meta_distribution())
+
+
 def _cell(spec: BlackBoxSpec, split: Split, num_classes: int, backbone: Any, setting: Sequence[Any],
           metric_name: str, variant: BlackBoxVariant, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Meta-train and run every method on the held-out tasks of one (setting, metric, variant, seed).
@@ -147,32 +190,16 @@ def _cell(spec: BlackBoxSpec, split: Split, num_classes: int, backbone: Any, set
     """
     import torch
 
-    from benchmarks.suites.blackbox_tasks import direct_loss, make_adapter, training_loss
-    from metricopt.app.recipes.blackbox import task_data as pool_data
-    from metricopt.blackbox import (
-        FineTuneConfig,
-        MetaConfig,
-        TaskDistribution,
-        finetune,
-        make_metric,
-        meta_train,
-    )
-    from metricopt.blackbox.threshold import ShiftedLogit, tune_threshold
+    from benchmarks.suites.blackbox_tasks import direct_loss, training_loss
+    from metricopt.blackbox import MetaConfig, TaskDistribution, finetune, meta_train
+    from metricopt.blackbox.threshold import tune_threshold
 
     label, spec = variant.label, variant.apply(spec)  # the spec's values with the variant's overrides
     loss = training_loss(setting[1])  # cross-entropy; the contrastive loss for the retrieval embedders
     phi_size = spec.phi_size
-    head = ShiftedLogit(copy.deepcopy(backbone), 0.0)  # the threshold in use; phi = 0 and shift 0: the backbone
-    adapter = make_adapter(setting[2], head, phi_size=phi_size, seed=seed)
-    metric = make_metric(metric_name, num_classes=num_classes)
-    # held-out tasks keep the selection rows (if the guidance has them); meta-training observes the guiding rows only
-    pool = pool_data(split, num_classes, guidance=spec.guidance, seed=seed)
-    meta_pool = pool.guiding_only()
-    sgd = FineTuneConfig(steps=spec.steps, evaluations=spec.evaluations, optimizer="sgd",
-                         learning_rate=spec.sgd_learning_rate, batch_size=spec.batch_size,
-                         value_weight=spec.value_weight)
-    adam = dataclasses.replace(sgd, optimizer="adam", learning_rate=spec.adam_learning_rate)
-    distribution, held_out = spec.meta_distribution(), TaskDistribution()
+    parts = cell_parts(spec, split, num_classes, backbone, setting[2], metric_name, seed)
+    head, adapter, metric, pool, meta_pool = parts.head, parts.adapter, parts.metric, parts.pool, parts.meta_pool
+    sgd, adam, distribution, held_out = parts.sgd, parts.adam, parts.distribution, TaskDistribution()
 
     def costs(X: Any, y: Any, shift: float) -> float:
         head.shift = shift
