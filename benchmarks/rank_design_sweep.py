@@ -26,6 +26,11 @@ an edge of the interpolation grid, the grid grows by a factor of 4 past it
 and the sweep runs again (once so far: the first run's best were lambda 0.25
 for AP and 32 for recall, both at the edges).
 
+The ``paper`` gradient form perturbs both rankings in the unit of the whole
+ranking; the committed run (before the losses moved to
+``metricopt.losses.relevant_ranks``) perturbed the ranking among relevant
+items in the relevant items' own spread for the AP variant.
+
 The recall loss's unit: measured in each query's spread (as the AP losses'),
 its best validation MAP@R was 0.481 (lambda 128), below the 0.497 of the
 previous release's rule measured here side by side. Cosine similarities have a
@@ -67,21 +72,31 @@ RESULTS = Path(__file__).resolve().parent / "results"
 @contextlib.contextmanager
 def _gradient(form: str) -> Iterator[None]:
     """``"paper"``: differentiate the rank among relevant items too, as the paper does, while inside."""
+    import torch
+
     from metricopt.losses import ranking
+    from metricopt.losses.ranker import interpolated_rank
 
-    def both(scores, relevant, exclude, interpolation, margin, unit=None):
-        outside = ~relevant if exclude is None else exclude | ~relevant
-        options = {"relevant": relevant, "margin": margin, "unit": unit}
-        return (ranking._rank_rows(scores, interpolation, exclude=exclude, **options),
-                ranking._rank_rows(scores, interpolation, exclude=outside, **options))
+    def both(scores, columns, valid, *, interpolation, margin, unit, excluded=None):
+        # Both rankings of every item, interpolated (ranking.relevant_ranks gives the first one's gradient only).
+        relevant = torch.zeros(scores.shape, dtype=torch.long).scatter_add(-1, columns, valid.long()) > 0
+        exclude = torch.isneginf(scores)
+        if excluded is not None:
+            exclude = exclude.scatter(-1, excluded, True)
+        shifted = scores.to(torch.float64) + torch.where(relevant, -0.5 * margin, 0.5 * margin) * unit
+        rank_all = interpolated_rank(shifted.masked_fill(exclude, -torch.inf), interpolation=interpolation,
+                                     spread=unit)
+        rank_relevant = interpolated_rank(shifted.masked_fill(exclude | ~relevant, -torch.inf),
+                                          interpolation=interpolation, spread=unit)
+        return (rank_all - rank_relevant).gather(-1, columns), rank_relevant.gather(-1, columns)
 
-    original = ranking._ranks
+    original = ranking.relevant_ranks
     if form == "paper":
-        ranking._ranks = both
+        ranking.relevant_ranks = both
     try:
         yield
     finally:
-        ranking._ranks = original
+        ranking.relevant_ranks = original
 
 
 def run_ap(job: tuple[str, int, int]) -> dict:

@@ -105,9 +105,10 @@ def test_loglog_slope() -> None:
     assert loglog_slope({1: 1.0}) is None
 
 
-def _payload(libauc: float | None, torchsort: float, ours: float, slope_points: dict[int, float]) -> dict:
+def _payload(libauc: float | None, torchsort: float, ours: float, slope_points: dict[int, float],
+             recall: float | None = 1.2, row_sort: float = 1.0) -> dict:
     spec = {"goal_size": 4096, "goal_speedup": 30.0, "goal_torchsort_ratio": 2.0, "slope_range": [65536, 1048576],
-            "linear_slope_max": 1.15}
+            "linear_slope_max": 1.15, "retrieval_goal_size": 4096, "goal_sort_ratio": 1.5}
 
     def row(medians: dict[int, float | None]) -> dict:
         return {"median_ms": {str(n): v for n, v in medians.items() if v is not None},
@@ -117,20 +118,24 @@ def _payload(libauc: float | None, torchsort: float, ours: float, slope_points: 
 
     losses = {"rambo_ap": row({4096: ours, **slope_points}), "torchsort_ap": row({4096: torchsort}),
               "libauc_ap": row({4096: libauc})}
-    return {"spec": spec, "parts": {"ranking": {"losses": losses, "unavailable": {}}}}
+    retrieval = {"rambo_recall": row({4096: recall}), "row_sort": row({4096: row_sort})}
+    return {"spec": spec, "parts": {"ranking": {"losses": losses, "unavailable": {}},
+                                    "retrieval": {"losses": retrieval, "unavailable": {}}}}
 
 
 def test_goal_checks_met_missed_and_not_measured() -> None:
     linear = {65536: 10.0, 262144: 40.0, 1048576: 160.0}
     goals = goal_checks(_payload(libauc=100.0, torchsort=1.0, ours=1.5, slope_points=linear))
-    assert [g["verdict"] for g in goals] == ["met", "met", "met", "met"]
+    assert [g["verdict"] for g in goals] == ["met"] * 5
     assert goals[0]["measured"] == pytest.approx(100 / 1.5)
+    assert goals[2]["measured"] == pytest.approx(1.2) and "row-wise sort" in goals[2]["goal"]
     quadratic = {65536: 10.0, 262144: 160.0, 1048576: 2560.0}
-    goals = goal_checks(_payload(libauc=20.0, torchsort=0.5, ours=1.5, slope_points=quadratic))
-    assert [g["verdict"] for g in goals] == ["missed"] * 4
-    goals = goal_checks(_payload(libauc=None, torchsort=1.0, ours=1.5, slope_points={65536: 1.0}))
+    goals = goal_checks(_payload(libauc=20.0, torchsort=0.5, ours=1.5, slope_points=quadratic, recall=1.6))
+    assert [g["verdict"] for g in goals] == ["missed"] * 5
+    goals = goal_checks(_payload(libauc=None, torchsort=1.0, ours=1.5, slope_points={65536: 1.0}, recall=None))
     assert goals[0]["verdict"] == "not measured" and "too slow" in goals[0]["detail"]
-    assert goals[2]["verdict"] == "not measured"
+    assert goals[2]["verdict"] == "not measured" and "rambo_recall" in goals[2]["detail"]
+    assert goals[3]["verdict"] == "not measured"
 
 
 # ---------------------------------------------------------------------------

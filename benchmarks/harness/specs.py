@@ -364,6 +364,9 @@ class RankSpeedSpec:
         goal_size, goal_speedup, goal_torchsort_ratio: at N = ``goal_size``,
             APLoss at least ``goal_speedup`` x faster than LibAUC APLoss and at
             most ``goal_torchsort_ratio`` x torchsort's time.
+        retrieval_goal_size, goal_sort_ratio: at N = ``retrieval_goal_size``
+            embeddings, RecallLoss at most ``goal_sort_ratio`` x the time of one
+            row-wise sort of the N x N similarities (``row_sort``).
         slope_range, linear_slope_max: APLoss's log-log slope of time and
             memory over this N range must be at most ``linear_slope_max``.
         retrieval_slope_range: N range of the (informational) retrieval slopes.
@@ -374,7 +377,7 @@ class RankSpeedSpec:
     ranking_losses: tuple[str, ...] = ("rambo_ap", "bce", "torchsort_ap", "libauc_ap", "bbb_map")
     retrieval_sizes: tuple[int, ...] = (64, 256, 1024, 4096)
     retrieval_losses: tuple[str, ...] = (
-        "rambo_recall", "torchsort_ap", "pml_fastap", "pml_smoothap", "bbb_recall",
+        "rambo_recall", "row_sort", "torchsort_ap", "pml_fastap", "pml_smoothap", "bbb_recall",
         "pml_contrastive", "pml_triplet", "pml_multisimilarity",
     )
     embedding_dim: int = 128
@@ -392,7 +395,9 @@ class RankSpeedSpec:
     threads: int = 2
     goal_size: int = 4096
     goal_speedup: float = 30.0
-    goal_torchsort_ratio: float = 2.0
+    goal_torchsort_ratio: float = 1.0
+    retrieval_goal_size: int = 4096
+    goal_sort_ratio: float = 1.5
     slope_range: tuple[int, int] = (65536, 1048576)
     linear_slope_max: float = 1.15
     retrieval_slope_range: tuple[int, int] = (1024, 4096)
@@ -1038,6 +1043,7 @@ SUITES: dict[str, Spec] = {
     "rank_speed_smoke": RankSpeedSpec(
         name="rank_speed_smoke", ranking_sizes=(256, 1024), retrieval_sizes=(16, 64), repeats=3, warmup=1,
         min_repeats=1, max_cell_seconds=2.0, memory_check_mib=64, probe_timeout_s=60.0, goal_size=1024,
+        retrieval_goal_size=64,
         slope_range=(256, 1024), retrieval_slope_range=(16, 64),
     ),
     # Black-box metrics (MetricOpt): value-guided fine-tuning of adapters against loss-only fine-tuning.

@@ -3,9 +3,13 @@
 Method: Rolinek, Musil, Paulus, Vlastelica, Michaelis and Martius, "Optimizing
 Rank-based Metrics with Blackbox Differentiation", CVPR 2020. Every loss here is
 the exact metric written in ranks, and ranks come from
-:func:`metricopt.losses.ranker.interpolated_rank` (one sort forward, one sort
-backward), so time is O(n log n) and memory O(n) per ranking: no pairwise
-matrix, no sampler, no dataset index.
+:func:`metricopt.losses.ranker.interpolated_rank` (NDCG: one sort forward, one
+sort backward) or, for the losses that read only the relevant items' ranks
+(AP, AUROC, recall), from :func:`metricopt.losses.relevant_ranks.relevant_ranks`
+(one sort forward, binary searches backward, the same gradient). Time is
+O(n log n) and memory O(n) per ranking: no pairwise matrix, no sampler, no
+dataset index. Rankings too large for memory are processed in chunks or
+refused before allocating (:mod:`metricopt.losses.chunks`).
 
 For a relevant item i, ``rk_i`` is its rank among all items and ``rk+_i`` its
 rank among the relevant items only; ``r_i = rk_i - rk+_i`` is the number of
@@ -71,6 +75,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -87,8 +92,10 @@ from metricopt._checks import (
     describe,
 )
 from metricopt.distributed import gather_batch
+from metricopt.losses.chunks import check_memory_limit, row_chunk, run_in_chunks
 from metricopt.losses.memory import BatchMemory
 from metricopt.losses.ranker import _InterpolatedRank, score_spread
+from metricopt.losses.relevant_ranks import relevant_columns, relevant_ranks
 
 __all__ = [
     "APLoss",
@@ -195,50 +202,47 @@ def _work_dtype(scores: Tensor) -> torch.dtype:
     return torch.float64 if scores.dtype == torch.float64 else torch.float32
 
 
-def _rank_rows(
-    scores: Tensor, interpolation: float, *, relevant: Tensor | None = None, margin: float = 0.0,
-    exclude: Tensor | None = None, unit: float | None = None,
-) -> Tensor:
-    """Interpolated ranks of ``(B, L)`` rows after the margin shift, in the work dtype.
+def _rank_rows(scores: Tensor, interpolation: float) -> Tensor:
+    """Interpolated ranks of ``(B, L)`` rows, in the work dtype, in units of each row's spread
+    (:func:`~metricopt.losses.ranker.score_spread`), formed in float64 (NDCG's ranking of every item)."""
+    return _InterpolatedRank.apply(scores.to(torch.float64), interpolation, score_spread(scores)).to(
+        _work_dtype(scores))
 
-    ``unit`` is the unit of both the margin and the ranker's perturbation: by
-    default the spread of each row (:func:`~metricopt.losses.ranker.score_spread`,
-    over the items not excluded), so the loss does not depend on the scale of
-    the scores; a number for scores with a scale of their own (cosine
-    similarities: 1). The shift is applied in float64, where it cannot round a
-    score onto its neighbour; excluded items rank last (``-inf``).
-    """
+
+def _unit(scores: Tensor, exclude: Tensor | None, unit: float | None) -> Tensor:
+    """Each row's unit of interpolation and margin, ``(B, 1)`` float64: its spread, or the fixed ``unit``."""
     if unit is None:
-        spread = score_spread(scores, None if exclude is None else ~exclude)
-    else:
-        spread = torch.full((*scores.shape[:-1], 1), check_positive("unit", unit), dtype=torch.float64,
-                            device=scores.device)
-    shifted = scores.to(torch.float64)
-    if margin and relevant is not None:
-        shifted = shifted + torch.where(relevant, -0.5 * margin, 0.5 * margin) * spread
-    if exclude is not None:
-        shifted = shifted.masked_fill(exclude, -math.inf)
-    return _InterpolatedRank.apply(shifted, interpolation, spread).to(_work_dtype(scores))
+        return score_spread(scores, None if exclude is None else ~exclude)
+    return torch.full((scores.shape[0], 1), check_positive("unit", unit), dtype=torch.float64, device=scores.device)
 
 
-def _ranks(
+def _synchronise(scores: Tensor, validate: bool) -> bool:
+    """Whether a loss may read values from the scores' device: on the CPU (free), or when validating anyway."""
+    return validate or scores.device.type == "cpu"
+
+
+def _relevant_ranks(
     scores: Tensor, relevant: Tensor, exclude: Tensor | None, interpolation: float, margin: float,
-    unit: float | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Interpolated ranks among all items, and exact ranks (no gradient) among the relevant items only.
+    unit: float | None, synchronise: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(above, rank_relevant, valid)`` of each row's relevant items (:mod:`metricopt.losses.relevant_ranks`).
 
-    ``rk+`` is meaningful at relevant positions; excluded items rank last in
-    both (as ``-inf``) and never affect a relevant item's ranks.
+    ``above`` (irrelevant items at or above, after the margin shift) carries the
+    interpolated gradient; ``rank_relevant`` (rank among the relevant items) is
+    exact and constant (module docstring, "Gradient"). Excluded items take no
+    part. All ``(B, K)``: K is the largest number of relevant items in a row
+    where the loss may ``synchronise`` (read that number from the device), else
+    the row length.
     """
-    rank_all = _rank_rows(scores, interpolation, relevant=relevant, margin=margin, exclude=exclude, unit=unit)
-    # rk+ carries no gradient (module docstring, "Gradient") and needs no sort: with
-    # largest-rank ties, s_j >= s_i exactly when rk_j <= rk_i, so rk+_i counts the
-    # relevant items whose rank is at most rk_i (a cumulative histogram of their ranks).
-    ranks = rank_all.detach().long()
-    histogram = torch.zeros(*ranks.shape[:-1], ranks.shape[-1] + 1, dtype=rank_all.dtype, device=ranks.device)
-    histogram.scatter_add_(-1, ranks, relevant.to(rank_all.dtype))
-    rank_relevant = histogram.cumsum(-1).gather(-1, ranks)
-    return rank_all, rank_relevant
+    row_unit = _unit(scores, exclude, unit)
+    if exclude is not None:
+        relevant = relevant & ~exclude
+        scores = scores.masked_fill(exclude, -math.inf)
+    columns, valid = relevant_columns(relevant, compact=synchronise)
+    every = synchronise and scores.shape[0] == 1  # one ranking, compacted: every entry is real
+    above, rank_relevant = relevant_ranks(scores, columns, None if every else valid, interpolation=interpolation,
+                                          margin=margin, unit=row_unit, synchronise=synchronise)
+    return above, rank_relevant, valid
 
 
 def _mean_over_defined(per_row: Tensor, defined: Tensor) -> Tensor:
@@ -247,13 +251,31 @@ def _mean_over_defined(per_row: Tensor, defined: Tensor) -> Tensor:
     return kept.sum() / defined.sum().clamp_min(1)
 
 
-def _ap_loss_rows(scores: Tensor, relevant: Tensor, interpolation: float, margin: float) -> Tensor:
+def _in_chunks(
+    per_row: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], scores: Tensor, relevant: Tensor,
+    memory_limit: int | None, synchronise: bool, what: str,
+) -> Tensor:
+    """Mean over defined rows of ``per_row(scores, relevant) -> (value, defined)``, in row chunks that fit
+    ``memory_limit`` (:mod:`metricopt.losses.chunks`), returned in the scores' work dtype."""
+    width = int(relevant.sum(-1).max()) if synchronise and relevant.numel() else relevant.shape[-1]
+    chunk = row_chunk(scores.shape[0], scores.shape[-1], width, scores.element_size(), scores.device, memory_limit,
+                      what)
+    values, defined = run_in_chunks(lambda a, b: per_row(scores[a:b], relevant[a:b]), scores.shape[0], chunk)
+    return _mean_over_defined(values, defined).to(_work_dtype(scores))
+
+
+def _ap_loss_rows(scores: Tensor, relevant: Tensor, interpolation: float, margin: float,
+                  memory_limit: int | None, synchronise: bool) -> Tensor:
     """``1 - AP`` averaged over rows with at least one relevant item."""
-    rank_all, rank_relevant = _ranks(scores, relevant, None, interpolation, margin)
-    precision = torch.where(relevant, rank_relevant / rank_all, torch.zeros_like(rank_all))
-    n_relevant = relevant.sum(-1)
-    ap = precision.sum(-1) / n_relevant.clamp_min(1)
-    return _mean_over_defined(1 - ap, n_relevant > 0)
+
+    def per_row(rows: Tensor, rows_relevant: Tensor) -> tuple[Tensor, Tensor]:
+        above, rank_relevant, valid = _relevant_ranks(rows, rows_relevant, None, interpolation, margin, None,
+                                                      synchronise)
+        precision = torch.where(valid, rank_relevant / (rank_relevant + above), torch.zeros_like(above))
+        n_relevant = valid.sum(-1)
+        return 1 - precision.sum(-1) / n_relevant.clamp_min(1), n_relevant > 0
+
+    return _in_chunks(per_row, scores, relevant, memory_limit, synchronise, "average_precision_loss")
 
 
 # ---------------------------------------------------------------- average precision
@@ -269,6 +291,7 @@ def average_precision_loss(
     memory: tuple[Tensor, Tensor] | None = None,
     distributed: bool = True,
     validate: bool = True,
+    memory_limit: int | None = None,
 ) -> Tensor:
     """``1 - average precision`` of ``scores`` (RaMBO), differentiable.
 
@@ -296,6 +319,11 @@ def average_precision_loss(
         validate: check that scores are finite and targets binary (one host
             synchronisation each); False skips the checks, leaving no host
             synchronisation in the loss.
+        memory_limit: bytes of working memory the loss may use (None: half
+            the memory free on the device, looked up only for large inputs);
+            rankings that do not fit at once are processed in chunks, and one
+            that does not fit alone raises ``ValueError`` before allocating
+            (:mod:`metricopt.losses.chunks`).
 
     Returns:
         Scalar loss in [0, 1] (float32 for half-precision scores); classes
@@ -309,15 +337,18 @@ def average_precision_loss(
     check_positive("interpolation", interpolation)
     margin = check_nonnegative("margin", margin)
     cross_class_weight = check_nonnegative("cross_class_weight", cross_class_weight)
+    memory_limit = check_memory_limit(memory_limit)
     scores, target = gather_batch(scores, target, enabled=distributed)
     rows, relevant = _classification_rows(scores, target, validate)
     if memory is not None:
         memory = _classification_rows(*memory, validate)
     rows, relevant = _with_memory(rows, relevant, memory)
-    per_class = _ap_loss_rows(rows, relevant, interpolation, margin)
+    synchronise = _synchronise(rows, validate)
+    per_class = _ap_loss_rows(rows, relevant, interpolation, margin, memory_limit, synchronise)
     if rows.shape[0] == 1 or cross_class_weight == 0:
         return per_class
-    cross = _ap_loss_rows(rows.reshape(1, -1), relevant.reshape(1, -1), interpolation, margin)
+    cross = _ap_loss_rows(rows.reshape(1, -1), relevant.reshape(1, -1), interpolation, margin, memory_limit,
+                          synchronise)
     return (per_class + cross_class_weight * cross) / (1 + cross_class_weight)
 
 
@@ -333,6 +364,7 @@ def auroc_loss(
     memory: tuple[Tensor, Tensor] | None = None,
     distributed: bool = True,
     validate: bool = True,
+    memory_limit: int | None = None,
 ) -> Tensor:
     """``1 - AUROC`` of ``scores`` via interpolated ranks (macro over ``(N, C)`` columns).
 
@@ -345,16 +377,22 @@ def auroc_loss(
     """
     check_positive("interpolation", interpolation)
     margin = check_nonnegative("margin", margin)
+    memory_limit = check_memory_limit(memory_limit)
     scores, target = gather_batch(scores, target, enabled=distributed)
     rows, relevant = _classification_rows(scores, target, validate)
     if memory is not None:
         memory = _classification_rows(*memory, validate)
     rows, relevant = _with_memory(rows, relevant, memory)
-    rank_all, rank_relevant = _ranks(rows, relevant, None, interpolation, margin)
-    n_relevant, n_irrelevant = relevant.sum(-1), (~relevant).sum(-1)
-    above = torch.where(relevant, rank_all - rank_relevant, torch.zeros_like(rank_all))
-    per_row = above.sum(-1) / (n_relevant * n_irrelevant).clamp_min(1)
-    return _mean_over_defined(per_row, (n_relevant > 0) & (n_irrelevant > 0))
+    synchronise = _synchronise(rows, validate)
+
+    def per_row(chunk: Tensor, chunk_relevant: Tensor) -> tuple[Tensor, Tensor]:
+        above, _, valid = _relevant_ranks(chunk, chunk_relevant, None, interpolation, margin, None, synchronise)
+        n_relevant = valid.sum(-1)
+        n_irrelevant = chunk.shape[-1] - n_relevant
+        misordered = torch.where(valid, above, torch.zeros_like(above)).sum(-1)
+        return misordered / (n_relevant * n_irrelevant).clamp_min(1), (n_relevant > 0) & (n_irrelevant > 0)
+
+    return _in_chunks(per_row, rows, relevant, memory_limit, synchronise, "auroc_loss")
 
 
 # ---------------------------------------------------------------- recall (retrieval)
@@ -370,6 +408,7 @@ def recall_loss_scores(
     margin: float = DEFAULT_RECALL_MARGIN,
     unit: float | None = None,
     validate: bool = True,
+    memory_limit: int | None = None,
 ) -> Tensor:
     """RaMBO's recall loss on a ``(B, L)`` query x gallery score matrix.
 
@@ -380,7 +419,8 @@ def recall_loss_scores(
         variant: ``"log"`` (mean ``log(1 + r)``) or ``"loglog"``
             (mean ``log(1 + log(1 + r))``), r = irrelevant items ranked above a
             relevant one.
-        interpolation, margin, validate: as in :func:`average_precision_loss`.
+        interpolation, margin, validate, memory_limit: as in
+            :func:`average_precision_loss`.
         unit: the unit of ``interpolation`` and ``margin``: None for the
             spread of each query's scores (any scale); a number for scores
             with a scale of their own (:func:`recall_loss` passes 1: cosine
@@ -403,12 +443,31 @@ def recall_loss_scores(
         if exclude.dtype != torch.bool:
             raise TypeError(f"`exclude` must be a bool tensor; got {describe(exclude)}")
         relevant = relevant & ~exclude
-    rank_all, rank_relevant = _ranks(scores, relevant, exclude, interpolation, margin, unit)
-    above = (rank_all - rank_relevant).clamp_min(0)
+        scores = scores.masked_fill(exclude, -math.inf)  # excluded items rank last, with no gradient
+    memory_limit = check_memory_limit(memory_limit)
+
+    synchronise = _synchronise(scores, validate)
+
+    def per_row(rows: Tensor, rows_relevant: Tensor) -> tuple[Tensor, Tensor]:
+        columns, valid = relevant_columns(rows_relevant, compact=synchronise)
+        # The spread of a row is that of its finite (not excluded) scores.
+        return _recall_penalty(rows, columns, valid, None, variant, interpolation, margin, _unit(rows, None, unit),
+                               synchronise)
+
+    return _in_chunks(per_row, scores, relevant, memory_limit, synchronise, "recall_loss_scores")
+
+
+def _recall_penalty(
+    scores: Tensor, columns: Tensor, valid: Tensor, excluded: Tensor | None, variant: str, interpolation: float,
+    margin: float, unit: Tensor, synchronise: bool, every: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Per query: the mean penalty of its relevant items, and whether it has any (``every``: all entries real)."""
+    above, _ = relevant_ranks(scores, columns, None if every else valid, interpolation=interpolation, margin=margin,
+                              unit=unit, excluded=excluded, synchronise=synchronise)
     penalty = torch.log1p(above) if variant == "log" else torch.log1p(torch.log1p(above))
-    n_relevant = relevant.sum(-1)
-    per_query = torch.where(relevant, penalty, torch.zeros_like(penalty)).sum(-1) / n_relevant.clamp_min(1)
-    return _mean_over_defined(per_query, n_relevant > 0)
+    n_relevant = valid.sum(-1)
+    per_query = torch.where(valid, penalty, torch.zeros_like(penalty)).sum(-1) / n_relevant.clamp_min(1)
+    return per_query, n_relevant > 0
 
 
 def retrieval_scores(
@@ -424,6 +483,18 @@ def retrieval_scores(
     largest entry before the L2 norm, which would overflow for entries
     beyond about 1e19 in float32.
     """
+    queries, gallery, gallery_labels = _retrieval_gallery(embeddings, labels, memory, validate)
+    with full_precision(embeddings):
+        scores = queries @ gallery.T
+    relevance = labels[:, None] == gallery_labels[None, :]
+    exclude = torch.eye(*scores.shape, dtype=torch.bool, device=scores.device)
+    return scores, relevance, exclude
+
+
+def _retrieval_gallery(
+    embeddings: Tensor, labels: Tensor, memory: tuple[Tensor, Tensor] | None, validate: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(queries, gallery, gallery_labels)``: the unit-norm embeddings, then the batch followed by the memory."""
     _check_float("embeddings", embeddings, validate)
     check_tensor("labels", labels)
     if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
@@ -440,10 +511,7 @@ def retrieval_scores(
         if memory is not None:
             gallery = torch.cat([queries, _unit_rows(memory[0].detach().to(queries))])
             gallery_labels = torch.cat([labels, memory[1].to(labels)])
-        scores = queries @ gallery.T
-    relevance = labels[:, None] == gallery_labels[None, :]
-    exclude = torch.eye(*scores.shape, dtype=torch.bool, device=scores.device)
-    return scores, relevance, exclude
+    return queries, gallery, gallery_labels
 
 
 def _unit_rows(embeddings: Tensor) -> Tensor:
@@ -456,6 +524,32 @@ def _unit_rows(embeddings: Tensor) -> Tensor:
     return F.normalize(embeddings / torch.where(largest > 0, largest, torch.ones_like(largest)), dim=-1)
 
 
+def _label_groups(labels: Tensor, gallery_labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The gallery grouped by label (a sort of its labels, no ``(N, N + M)`` comparison): ``(order, start,
+    count, own)``: the gallery's columns by label, and per query where its label's group starts in them, how
+    many other items it holds, and the query's own place in it (query i is gallery column i)."""
+    order = gallery_labels.argsort(stable=True)
+    grouped = gallery_labels[order]
+    start = torch.searchsorted(grouped, labels)
+    count = torch.searchsorted(grouped, labels, right=True) - start - 1  # minus the query itself
+    position = torch.empty_like(order).scatter_(0, order, torch.arange(len(order), device=order.device))
+    return order, start, count, position[: len(labels)] - start
+
+
+def _same_label_columns(
+    order: Tensor, start: Tensor, count: Tensor, own: Tensor, width: int
+) -> tuple[Tensor, Tensor]:
+    """``(columns, valid)`` ``(n, width)`` of the queries' relevant gallery items (same label, itself left out),
+    from their :func:`_label_groups`, in the layout of
+    :func:`~metricopt.losses.relevant_ranks.relevant_columns`: the valid entries first, padding repeating a
+    row's first column."""
+    slots = torch.arange(width, device=order.device)
+    slots = slots + (slots >= own[:, None])
+    columns = order[(start[:, None] + slots).clamp(max=len(order) - 1)]
+    valid = torch.arange(width, device=order.device) < count[:, None]
+    return torch.where(valid, columns, columns[:, :1]), valid
+
+
 def recall_loss(
     embeddings: Tensor,
     labels: Tensor,
@@ -466,6 +560,7 @@ def recall_loss(
     memory: tuple[Tensor, Tensor] | None = None,
     distributed: bool = True,
     validate: bool = True,
+    memory_limit: int | None = None,
 ) -> Tensor:
     """RaMBO's recall loss for metric learning on ``(N, D)`` embeddings.
 
@@ -477,18 +572,46 @@ def recall_loss(
     a unit that shrank with their spread lowered validation MAP@R
     (``docs/design.md``, "Rank losses (RaMBO)"). ``distributed`` and ``validate``:
     as in :func:`average_precision_loss` (every process's embeddings are
-    queries against the global batch).
+    queries against the global batch). ``memory_limit``: as there; a batch
+    whose ``N x (N + M)`` similarities do not fit is processed in chunks of
+    queries, each chunk's similarities recomputed in the backward pass.
+
+    Time: one matrix product and one sort of each query's row of
+    similarities; the backward pass searches the sorted rows instead of
+    sorting again (:mod:`metricopt.losses.relevant_ranks`).
 
     >>> x = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     >>> recall_loss(x, torch.tensor([0, 0, 1, 1])).item()    # both pairs are each other's nearest
     0.0
     """
+    check_choice("variant", variant, RECALL_VARIANTS)
+    check_positive("interpolation", interpolation)
+    margin = check_nonnegative("margin", margin)
+    memory_limit = check_memory_limit(memory_limit)
     embeddings, labels = gather_batch(embeddings, labels, enabled=distributed)
-    scores, relevance, exclude = retrieval_scores(embeddings, labels, memory, validate=validate)
-    return recall_loss_scores(
-        scores, relevance, exclude=exclude, variant=variant, interpolation=interpolation, margin=margin,
-        unit=COSINE_UNIT, validate=validate,
-    )
+    queries, gallery, gallery_labels = _retrieval_gallery(embeddings, labels, memory, validate)
+    synchronise = _synchronise(queries, validate)
+    groups = _label_groups(labels, gallery_labels) if synchronise else None
+    width = int(groups[2].max()) if groups is not None else len(gallery)
+    every = groups is not None and bool((groups[2] == width).all())  # (a P x K batch: every entry is real)
+    unit = torch.full((len(queries), 1), COSINE_UNIT, dtype=torch.float64, device=queries.device)
+    itself = torch.arange(len(queries), device=queries.device)[:, None]
+
+    def part(start: int, stop: int) -> tuple[Tensor, Tensor]:
+        with full_precision(embeddings):
+            scores = queries[start:stop] @ gallery.T
+        if groups is not None:
+            columns, valid = _same_label_columns(groups[0], *(group[start:stop] for group in groups[1:]), width)
+        else:  # every gallery item, the relevant ones marked (no host synchronisation)
+            relevant = (labels[start:stop, None] == gallery_labels[None, :]).scatter_(-1, itself[start:stop], False)
+            columns, valid = relevant_columns(relevant, compact=False)
+        return _recall_penalty(scores, columns, valid, itself[start:stop], variant, interpolation, margin,
+                               unit[start:stop], synchronise, every)
+
+    chunk = row_chunk(len(queries), len(gallery), width, queries.element_size(), queries.device, memory_limit,
+                      "recall_loss")
+    per_query, defined = run_in_chunks(part, len(queries), chunk)
+    return _mean_over_defined(per_query, defined).to(queries.dtype)
 
 
 # ---------------------------------------------------------------- NDCG
@@ -558,7 +681,8 @@ class _RankLoss(nn.Module):
     """Shared settings and the optional batch memory of the rank-loss modules."""
 
     def __init__(
-        self, interpolation: float, margin: float, memory_size: int, distributed: bool, validate: bool
+        self, interpolation: float, margin: float, memory_size: int, distributed: bool, validate: bool,
+        memory_limit: int | None,
     ) -> None:
         super().__init__()
         self.interpolation = check_positive("interpolation", interpolation)
@@ -566,6 +690,7 @@ class _RankLoss(nn.Module):
         self.memory = BatchMemory(memory_size)
         self.distributed = distributed
         self.validate = validate
+        self.memory_limit = check_memory_limit(memory_limit)
 
     @property
     def memory_size(self) -> int:
@@ -583,7 +708,7 @@ class _RankLoss(nn.Module):
     def _options(self) -> dict:
         """The keyword options every functional rank loss shares (the batch is gathered already)."""
         return {"interpolation": self.interpolation, "margin": self.margin, "memory": self.memory.contents(),
-                "distributed": False, "validate": self.validate}
+                "distributed": False, "validate": self.validate, "memory_limit": self.memory_limit}
 
     def _remember(self, values: Tensor, labels: Tensor) -> None:
         # Only training steps enter the memory: training mode and a gradient flowing (the condition under
@@ -620,8 +745,9 @@ class APLoss(_RankLoss):
         cross_class_weight: float = DEFAULT_CROSS_CLASS_WEIGHT,
         distributed: bool = True,
         validate: bool = True,
+        memory_limit: int | None = None,
     ) -> None:
-        super().__init__(interpolation, margin, memory_size, distributed, validate)
+        super().__init__(interpolation, margin, memory_size, distributed, validate, memory_limit)
         self.cross_class_weight = check_nonnegative("cross_class_weight", cross_class_weight)
 
     def forward(self, scores: Tensor, target: Tensor) -> Tensor:
@@ -642,8 +768,9 @@ class AUROCLoss(_RankLoss):
         memory_size: int = 0,
         distributed: bool = True,
         validate: bool = True,
+        memory_limit: int | None = None,
     ) -> None:
-        super().__init__(interpolation, margin, memory_size, distributed, validate)
+        super().__init__(interpolation, margin, memory_size, distributed, validate, memory_limit)
 
     def forward(self, scores: Tensor, target: Tensor) -> Tensor:
         scores, target = self._gather(scores, target)
@@ -670,8 +797,9 @@ class RecallLoss(_RankLoss):
         memory_size: int = 0,
         distributed: bool = True,
         validate: bool = True,
+        memory_limit: int | None = None,
     ) -> None:
-        super().__init__(interpolation, margin, memory_size, distributed, validate)
+        super().__init__(interpolation, margin, memory_size, distributed, validate, memory_limit)
         check_choice("variant", variant, RECALL_VARIANTS)
         self.variant = variant
 
