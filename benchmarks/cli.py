@@ -6,6 +6,7 @@ Examples::
     python -m benchmarks ablation --jobs 2
     python -m benchmarks speed
     python -m benchmarks ap_quality --jobs 2          # AP: RaMBO APLoss against BCE and LibAUC
+    python -m benchmarks ap_validation --jobs 2       # the AP suite's choices, on the validation tables
     python -m benchmarks retrieval --jobs 2           # retrieval: RaMBO RecallLoss against PML & co.
     python -m benchmarks rank_speed                   # rank losses: time and memory against peers
     python -m benchmarks blackbox --jobs 2            # black-box metrics: MetricOpt against loss-only
@@ -36,9 +37,10 @@ DEFAULT_OUTPUT_DIR = Path("benchmark-results")
 
 _KINDS = ("quality", "ablation", "speed")
 #: Further suites run by name only (not by ``all``).
-_NAMED_ONLY_KINDS = ("ap_quality", "retrieval", "rank_speed", "blackbox", "blackbox_tabular", "blackbox_retrieval",
-                     "blackbox_ablation", "blackbox_defaults", "blackbox_guidance", "blackbox_value_fit", "tabular",
-                     "tabular_selection", "tabular_multiclass", "tabular_selection_multiclass")
+_NAMED_ONLY_KINDS = ("ap_quality", "ap_validation", "retrieval", "rank_speed", "blackbox", "blackbox_tabular",
+                     "blackbox_retrieval", "blackbox_ablation", "blackbox_defaults", "blackbox_guidance",
+                     "blackbox_value_fit", "tabular", "tabular_selection", "tabular_multiclass",
+                     "tabular_selection_multiclass")
 _BLACKBOX_KINDS = ("blackbox", "blackbox_ablation", "blackbox_defaults", "blackbox_guidance")
 
 

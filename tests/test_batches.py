@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from metricopt.batches import shuffled_batches, stratified_batches
+from metricopt.batches import oversampled_batches, shuffled_batches, stratified_batches
 from metricopt.blackbox.learned_objective import batch_indices
 
 
@@ -184,3 +184,35 @@ def test_stratified_checks_its_other_arguments_at_the_call() -> None:
         stratified_batches(labels, 2, _generator(), epochs=-1)
     with pytest.raises(TypeError, match="`generator`"):
         stratified_batches(labels, 2, None)
+
+
+# --- oversampled batches ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("positives, negatives, batch_size, min_rows", [(40, 600, 256, 32), (5, 95, 20, 8),
+                                                                         (3, 300, 64, 32), (50, 50, 16, 4)])
+def test_oversampled_every_batch_holds_min_rows_of_each_class_on_top_of_the_shuffle(
+    positives: int, negatives: int, batch_size: int, min_rows: int
+) -> None:
+    labels = torch.tensor([1] * positives + [0] * negatives)
+    generator, plain = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    topped = list(oversampled_batches(labels, batch_size, generator, min_rows=min_rows, epochs=2))
+    shuffled = list(shuffled_batches(len(labels), batch_size, plain, epochs=2))
+    assert len(topped) == len(shuffled)
+    for batch, base in zip(topped, shuffled, strict=True):
+        assert torch.equal(batch[: len(base)], base)  # the shuffle first, then the extra rows
+        for c in (1, 0):
+            count = int((labels[batch] == c).sum())
+            assert count >= min_rows
+            extra = batch[len(base):]
+            if int((labels[base] == c).sum()) >= min_rows:
+                assert not bool((labels[extra] == c).any())  # no class is topped up that did not need it
+        if positives >= min_rows:  # enough rows: no row twice in a batch
+            assert len(set(batch.tolist())) == len(batch)
+
+
+def test_oversampled_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="`min_rows` must be"):
+        oversampled_batches(torch.tensor([0, 1]), 2, torch.Generator(), min_rows=0)
+    with pytest.raises(ValueError, match="`labels` must be a 1-D tensor"):
+        oversampled_batches(torch.zeros(3, 2, dtype=torch.long), 2, torch.Generator())

@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score as sk_roc_auc
 from benchmarks import main
 from benchmarks.cli import run_named
 from benchmarks.harness.methods import METHODS, resolve_methods
-from benchmarks.harness.specs import BINARY_DATASETS, QualitySpec, get_suite
+from benchmarks.harness.specs import QualitySpec, get_suite
 from benchmarks.peers import classification as peers
 from benchmarks.suites.quality import run_task
 from metricopt.app.data import load_dataset, train_val_test_split
@@ -70,19 +70,24 @@ def test_multiclass_rank_metrics_are_macro_one_vs_rest() -> None:
 
 def test_ap_suite_is_named_and_reachable_from_the_cli(tmp_path: Path) -> None:
     full, smoke = get_suite("ap_quality"), get_suite("ap_quality", smoke=True)
-    assert full.binary_datasets == BINARY_DATASETS and full.multiclass_datasets == ()
-    assert full.metrics == ("ap", "auroc") and full.reference == "rambo_ap"
-    assert {"rambo_ap", "bce", "libauc_ap", "aucm"} <= set(full.methods)
+    from metricopt.app.data.collection import report_tables
+
+    assert full.binary_datasets == tuple(t.name for t in report_tables()) and full.multiclass_datasets == ()
+    assert len(full.binary_datasets) >= 100
+    assert full.metrics == ("ap", "auroc") and full.reference == "rambo_ap_oversampled"
+    assert {"rambo_ap", "rambo_ap_oversampled", "bce", "bce_oversampled", "libauc_ap", "libauc_ap_own"} <= set(
+        full.methods)
     assert smoke.binary_datasets == ("breast_cancer",) and smoke.seeds == (0,) and smoke.epochs == 3
     assert smoke.methods == full.methods and smoke.metrics == full.metrics
-    for name in ("rambo_ap", "rambo_auroc", "libauc_ap"):
+    for name in ("rambo_ap", "rambo_auroc", "libauc_ap", "libauc_ap_own", "rambo_ap_oversampled"):
         assert METHODS[name].tasks == ("binary",) and METHODS[name].tune
     assert METHODS["libauc_ap"].indexed_targets and not METHODS["rambo_ap"].indexed_targets
+    assert METHODS["libauc_ap_own"].libauc_protocol and METHODS["rambo_ap_oversampled"].batching == "oversampled"
     assert METHODS["rambo_ap"].label == "APLoss (RaMBO)"
     argv = ["ap_quality", "--smoke", "--epochs", "1", "--quiet", "--no-plots", "--output-dir", str(tmp_path)]
     assert main(argv) == 0
     payload = json.loads((tmp_path / "ap_quality_smoke.json").read_text())
-    assert payload["spec"]["epochs"] == 1 and payload["reference"] == "rambo_ap"
+    assert payload["spec"]["epochs"] == 1 and payload["reference"] == "rambo_ap_oversampled"
 
 
 # ---------------------------------------------------------------------------
@@ -98,7 +103,7 @@ def test_ap_quality_smoke_writes_json_markdown_and_plots(tmp_path: Path) -> None
     payload = json.loads(paths["json"].read_text())
     records = payload["records"]
     ran = set(spec.methods) - set(payload["unavailable"])
-    assert {"rambo_ap", "bce", "rambo_auroc"} <= ran
+    assert {"rambo_ap", "bce", "rambo_ap_oversampled", "bce_oversampled", "libauc_ap", "libauc_ap_own"} <= ran
     assert {r["method"] for r in records} == ran
     assert {r["metric"] for r in records} == {"ap", "auroc"}
     for r in records:
@@ -106,7 +111,7 @@ def test_ap_quality_smoke_writes_json_markdown_and_plots(tmp_path: Path) -> None
         assert 0.0 <= r["test"] <= 1.0 and 0.0 <= r["val"] <= 1.0 and 1 <= r["epoch"] <= spec.epochs
     text = paths["md"].read_text()
     assert "| AP |" in text and "| AUROC |" in text and "APLoss (RaMBO)" in text
-    assert "wins / ties / losses" in text and "LibAUC 2.0.1's `APLoss`" in text
+    assert "wins / ties / losses" in text and "LibAUC 2.0.1's `APLoss`" in text and "DualSampler" in text
 
 
 def test_decision_and_rank_metrics_mix_in_one_suite() -> None:

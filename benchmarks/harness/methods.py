@@ -44,6 +44,13 @@ Recipes:
                  :class:`benchmarks.peers.classification.SOAPCriterion`); trained with
                  the same Adam as every method, not LibAUC's SOAP optimizer;
                  threshold tuned; binary only; peer, optional.
+``libauc_ap_own`` the same loss trained LibAUC's way: its ``SOAP`` optimizer
+                 and ``DualSampler`` (:func:`benchmarks.peers.classification.fit_libauc_protocol`).
+``rambo_ap_oversampled`` ``rambo_ap`` on batches topped up to at least 32
+                 rows of each class (``fit(batching="oversampled")``,
+                 :func:`metricopt.batches.oversampled_batches`).
+``bce_oversampled`` BCE on the same oversampled batches: the control that
+                 says whether the batches or the loss make a difference.
 =============== ============================================================
 
 Rank metrics (``"ap"``, ``"auroc"``; :data:`metricopt.evaluation.THRESHOLD_FREE_METRICS`)
@@ -103,6 +110,9 @@ class Method:
         indexed_targets: ``fit`` gets ``(N, 2)`` integer targets ``[label,
             training row index]`` instead of ``(N,)`` labels (losses that keep
             per-sample state, such as LibAUC's SOAP ``APLoss``).
+        batching: ``fit``'s ``batching`` (``"shuffled"``, ``"stratified"``, ``"oversampled"``).
+        libauc_protocol: trained by LibAUC's own recipe (its optimizer and
+            sampler) instead of ``fit``.
     """
 
     name: str
@@ -115,6 +125,8 @@ class Method:
     peer: str | None = None
     amplification: float | str | None = None
     indexed_targets: bool = False
+    batching: str = "shuffled"
+    libauc_protocol: bool = False
 
     @property
     def group(self) -> str:
@@ -195,6 +207,11 @@ METHODS: dict[str, Method] = {
         Method("rambo_auroc", "AUROCLoss (RaMBO)", _rambo_auroc, tune=True, tasks=("binary",)),
         Method("libauc_ap", "APLoss (LibAUC SOAP)", _libauc_ap, tune=True, tasks=("binary",), peer="libauc",
                indexed_targets=True),
+        Method("libauc_ap_own", "APLoss (LibAUC SOAP, its optimizer and sampler)", _libauc_ap, tune=True,
+               tasks=("binary",), peer="libauc", indexed_targets=True, libauc_protocol=True),
+        Method("rambo_ap_oversampled", "APLoss (RaMBO), oversampled batches", _rambo_ap, tune=True,
+               tasks=("binary",), batching="oversampled"),
+        Method("bce_oversampled", "BCE, oversampled batches", _bce, batching="oversampled"),
     )
 }
 

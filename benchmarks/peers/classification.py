@@ -34,12 +34,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "PEERS", "AUCMCriterion", "SOAPCriterion", "dice_loss_fn", "focal_loss_fn", "load_peer", "make_aucm",
-    "make_soap", "peer_status", "peer_versions",
+    "PEERS", "AUCMCriterion", "SOAPCriterion", "dice_loss_fn", "fit_libauc_protocol", "focal_loss_fn", "load_peer",
+    "make_aucm", "make_soap", "peer_status", "peer_versions",
 ]
 
 #: Peer name -> (module to import, install hint).
@@ -259,3 +260,50 @@ class ModelWithCriterion(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
+
+
+def fit_libauc_protocol(
+    model: nn.Module, loss_fn: SOAPCriterion, X: np.ndarray, y_indexed: np.ndarray, *, epochs: int, batch_size: int,
+    learning_rate: float, seed: int, evaluate: Any,
+) -> None:
+    """Train with LibAUC's own recipe for its ``APLoss``: the ``SOAP`` optimizer and the ``DualSampler``.
+
+    LibAUC 2.0.1's recommended setting for SOAP: ``SOAP(mode="adam")`` with its
+    defaults (Adam with gradient clipping at 1.0 and weight decay 1e-5) at the
+    benchmark's learning rate, and batches from ``DualSampler`` with its
+    default ``sampling_rate=0.5`` (half of every batch positives, drawn with
+    repetition from the rare class), seeded with ``seed``. Each epoch is
+    LibAUC's: ``len(y) // batch_size`` batches (at least one). After each
+    epoch ``evaluate(model, epoch)`` is called in eval mode, as
+    :func:`metricopt.app.recipes.classification.fit` does; selection is the
+    caller's. ``y_indexed`` is ``(N, 2)`` [label, row index].
+    """
+    module = load_peer("libauc")
+    if module is None:
+        raise ModuleNotFoundError("libauc is not installed")
+    import libauc.optimizers
+
+    try:
+        import libauc.sampler
+    except ModuleNotFoundError as exc:  # its sampler module imports torchvision (for an isinstance check)
+        if exc.name != "torchvision":
+            raise
+        _install_torchvision_stub()
+        import libauc.sampler
+
+    labels = y_indexed[:, 0]
+    optimizer = libauc.optimizers.SOAP(model.parameters(), lr=learning_rate, mode="adam")
+    size = min(batch_size, len(labels))
+    sampler = libauc.sampler.DualSampler(None, size, labels=labels, sampling_rate=0.5, random_seed=seed)
+    X_t = torch.as_tensor(X, dtype=torch.float32)
+    y_t = torch.as_tensor(y_indexed)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.as_tensor(np.fromiter(iter(sampler), dtype=np.int64))
+        for index in order.split(size)[: max(1, len(labels) // size)]:
+            loss = loss_fn(model(X_t[index]).squeeze(-1), y_t[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        evaluate(model, epoch)

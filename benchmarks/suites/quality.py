@@ -174,10 +174,16 @@ def train_mlp_methods(
             if first.indexed_targets:  # (N, 2) [label, training row index], for losses with per-sample state
                 y_fit = np.stack([split.y_train, np.arange(len(split.y_train))], axis=1).astype(np.int64)
             t0 = time.perf_counter()
-            fit(
-                model, loss_fn, split.X_train, y_fit, epochs=spec.epochs, batch_size=spec.batch_size,
-                learning_rate=spec.learning_rate, weight_decay=spec.weight_decay, seed=seed, evaluate=evaluate,
-            )
+            if first.libauc_protocol:
+                peers.fit_libauc_protocol(model, loss_fn, split.X_train, y_fit, epochs=spec.epochs,
+                                          batch_size=spec.batch_size, learning_rate=spec.learning_rate, seed=seed,
+                                          evaluate=evaluate)
+            else:
+                fit(
+                    model, loss_fn, split.X_train, y_fit, epochs=spec.epochs, batch_size=spec.batch_size,
+                    learning_rate=spec.learning_rate, weight_decay=spec.weight_decay, seed=seed,
+                    batching=first.batching, evaluate=evaluate,
+                )
             seconds = time.perf_counter() - t0
             for (name, metric), rows in history.items():
                 epoch, val, test, threshold = _select(rows)
@@ -306,6 +312,17 @@ def _rank_protocol(spec: QualitySpec) -> str:
                      "(whose default adam mode adds gradient clipping at 1 and weight decay 1e-5), on the same "
                      "uniformly shuffled batches, not LibAUC's DualSampler (which oversamples positives); a batch "
                      "without a positive gives a zero loss (LibAUC asserts), as it does for the RaMBO losses.",
+        "libauc_ap_own": "`APLoss (LibAUC SOAP, its optimizer and sampler)` is the same loss trained LibAUC's way: "
+                         "its `SOAP` optimizer (mode adam: Adam with gradient clipping at 1 and weight decay 1e-5) "
+                         "at the same learning rate, on batches of LibAUC's `DualSampler` (sampling rate 0.5: half "
+                         "of every batch positives, repeated from the rare class), LibAUC's epochs "
+                         "(rows // batch size batches).",
+        "rambo_ap_oversampled": "`APLoss (RaMBO), oversampled batches` is the same APLoss on the same shuffled "
+                                "batches, each topped up with further rows of any class it holds fewer than "
+                                "32 of (`fit(batching=\"oversampled\")`, `metricopt.batches.oversampled_batches`; "
+                                "chosen on the collection's validation tables, suite `ap_validation`).",
+        "bce_oversampled": "`BCE, oversampled batches` is BCE on those batches: whether the batches or the loss "
+                           "make a difference.",
         "aucm": "`AUCM` is LibAUC's AUCMLoss (v1, margin 1, imratio = training positive rate) on sigmoid scores, "
                 "trained with the same Adam (its dual variable alpha ascends through a negated gradient and is "
                 "clipped to [0, 999] as in LibAUC's PESG optimizer).",

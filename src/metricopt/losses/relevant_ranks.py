@@ -93,6 +93,9 @@ def _rounded(thresholds: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
 
 #: Steps over scores equal to a threshold (:func:`_at_or_below`) before a second search.
 TIE_STEPS = 2
+#: Scores from which the steps replace the second search (below it, the one search costs less than their
+#: operations).
+WALK_FROM = 1 << 20
 
 
 def _at_or_below(ascending: Tensor, down: Tensor, below: Tensor, synchronise: bool) -> Tensor:
@@ -100,12 +103,12 @@ def _at_or_below(ascending: Tensor, down: Tensor, below: Tensor, synchronise: bo
     number ``below`` of scores ``< t``.
 
     They differ by the scores equal to t. Where reading the device is allowed
-    (``synchronise``), two steps from ``below`` settle them (a threshold that
+    (``synchronise``) and the scores are many, two steps from ``below`` settle them (a threshold that
     is a score itself: the score and a duplicate), and the rows where a longer
     run of equal scores remains are searched again (all rows, when that is
     more than one in eight); otherwise every row is searched again.
     """
-    if synchronise:
+    if synchronise and ascending.numel() >= WALK_FROM:
         last = ascending.shape[-1] - 1
         count = below
         for _ in range(TIE_STEPS):
@@ -146,28 +149,28 @@ class _RelevantRanks(torch.autograd.Function):
         count = relevant.shape[-1] if valid is None else valid.sum(-1, keepdim=True)
         relevant_ascending, rank_relevant = _sorted_with_ranks(relevant, valid, count)
         if margin:
-            up, _ = _rounded(relevant.to(torch.float64) - margin * unit, scores.dtype)
+            up, down = _rounded(relevant.to(torch.float64) - margin * unit, scores.dtype)
             relevant_below = torch.searchsorted(relevant_ascending, up)
         else:  # the thresholds are the relevant scores themselves
-            up, relevant_below = relevant, count - rank_relevant
+            up, down, relevant_below = relevant, relevant.new_empty(0), count - rank_relevant  # (down: relevant)
         below = torch.searchsorted(ascending, up)
         above = (scores.shape[-1] - count - below + relevant_below).to(torch.float64)
-        return above, rank_relevant, ascending, order, relevant_ascending, below
+        return above, rank_relevant, ascending, order, relevant_ascending, below, down
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
         scores, relevant, columns, valid, excluded, interpolation, margin, unit, synchronise = inputs
-        above, rank_relevant, ascending, order, relevant_ascending, below = output
+        above, rank_relevant, ascending, order, relevant_ascending, below, down = output
         ctx.save_for_backward(columns, valid, unit, above, rank_relevant, ascending, order, relevant,
-                              relevant_ascending, below)
+                              relevant_ascending, below, down)
         ctx.interpolation, ctx.margin, ctx.synchronise = interpolation, margin, synchronise
-        ctx.mark_non_differentiable(rank_relevant, ascending, order, relevant_ascending, below)
+        ctx.mark_non_differentiable(rank_relevant, ascending, order, relevant_ascending, below, down)
         ctx.set_materialize_grads(False)  # no zero gradients allocated for the (large) helper outputs
 
     @staticmethod
     def backward(ctx, grad_above, *unused):  # type: ignore[override]
-        (columns, valid, unit, above, rank_relevant, ascending, order, relevant, relevant_ascending,
-         below) = ctx.saved_tensors
+        (columns, valid, unit, above, rank_relevant, ascending, order, relevant, relevant_ascending, below,
+         down) = ctx.saved_tensors
         nothing = (None,) * 8
         if grad_above is None or columns.shape[-1] == 0:  # no relevant item in any row: nothing moves
             return (torch.zeros_like(ascending), *nothing)
@@ -190,10 +193,9 @@ class _RelevantRanks(torch.autograd.Function):
             # Irrelevant item at sorted position q: relevant thresholds t >= its score, after minus before,
             # = #{t < score} - #{t' < score}; t < score at q exactly when q >= #{scores <= t}: a count per
             # position (+1 at each old threshold's place, -1 at each new one's), summed along the row.
-            down = _rounded(relevant.to(torch.float64) - margin * unit, dtype)[1] if margin else relevant
             length = ascending.shape[-1]
             counts = torch.zeros_like(ascending)
-            for threshold, left, sign in ((down, below, 1.0), (moved_down, moved_below, -1.0)):
+            for threshold, left, sign in ((down if margin else relevant, below, 1.0), (moved_down, moved_below, -1.0)):
                 start = _at_or_below(ascending, threshold, left, ctx.synchronise)
                 real = start < length if valid is None else valid & (start < length)
                 counts.scatter_add_(-1, start.clamp(max=length - 1), torch.where(real, sign, 0.0).to(dtype))

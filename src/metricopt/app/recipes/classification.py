@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from metricopt._checks import check_choice, check_positive
-from metricopt.batches import shuffled_batches, stratified_batches
+from metricopt.batches import oversampled_batches, shuffled_batches, stratified_batches
 from metricopt.distributed import is_distributed
 from metricopt.losses import ConfusionLoss, cross_entropy_loss, focal_loss, inverse_frequency_weights
 from metricopt.metrics import metric_score
@@ -38,7 +38,7 @@ LOSSES = ("anyloss", "bce", "weighted_bce", "focal")
 
 #: Batch orders of :func:`fit`: :func:`~metricopt.batches.shuffled_batches` or the class-aware
 #: :func:`~metricopt.batches.stratified_batches`.
-BATCHINGS = ("shuffled", "stratified")
+BATCHINGS = ("shuffled", "stratified", "oversampled")
 
 __all__ = [
     "BATCHINGS",
@@ -184,9 +184,12 @@ def fit(
         epochs, batch_size, learning_rate, weight_decay: the budget
             (``batch_size`` is the global batch under ``torch.distributed``).
         seed: seeds the batch order.
-        batching: ``"shuffled"`` (a plain shuffle each epoch) or
+        batching: ``"shuffled"`` (a plain shuffle each epoch),
             ``"stratified"`` (class-aware: every batch holds each class of
-            ``y`` in its share of the data, :func:`~metricopt.batches.stratified_batches`).
+            ``y`` in its share of the data, :func:`~metricopt.batches.stratified_batches`)
+            or ``"oversampled"`` (the plain shuffle, each batch topped up to
+            at least 32 rows of every class:
+            :func:`~metricopt.batches.oversampled_batches`).
         evaluate: called as ``evaluate(model, epoch)`` after each epoch (model in
             eval mode); a returned float is a validation score (higher is
             better) used to keep the best weights; None skips selection.
@@ -216,8 +219,12 @@ def fit(
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
     result = FitResult()
     best_state = None
-    batches = (shuffled_batches(len(X), batch_size, generator) if batching == "shuffled"
-               else stratified_batches(y.cpu().long(), batch_size, generator))
+    if batching == "shuffled":
+        batches = shuffled_batches(len(X), batch_size, generator)
+    elif batching == "stratified":
+        batches = stratified_batches(y.cpu().long(), batch_size, generator)
+    else:
+        batches = oversampled_batches(y.cpu().long(), batch_size, generator)
     per_epoch = -(-len(X) // batch_size) if len(X) else 1
     for epoch in range(1, epochs + 1):
         model.train()
