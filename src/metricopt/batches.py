@@ -46,9 +46,9 @@ from metricopt._checks import check_integer
 
 __all__ = ["MIN_CLASS_ROWS", "oversampled_batches", "shuffled_batches", "stratified_batches"]
 
-#: Rows of every class in each batch of :func:`oversampled_batches` (at least): chosen on the 26 validation tables
-#: of the collection (docs/benchmarks/ap.md: 32 lifted the AP loss's mean test AP, 8 and a stratified shuffle did
-#: not).
+#: Rows of every class in each batch of :func:`oversampled_batches` (at least): chosen for RaMBO's AP loss on the
+#: collection's 26 validation tables, seeds 10-14, where 32 positives per batch lifted its mean test AP and 8, or
+#: a stratified shuffle, did not (docs/benchmarks/ranking.md; ``python -m benchmarks ap_validation`` measures 32).
 MIN_CLASS_ROWS = 32
 
 
