@@ -72,7 +72,8 @@ def test_ap_suite_is_named_and_reachable_from_the_cli(tmp_path: Path) -> None:
     full, smoke = get_suite("ap_quality"), get_suite("ap_quality", smoke=True)
     from metricopt.app.data.collection import report_tables
 
-    assert full.binary_datasets == tuple(t.name for t in report_tables()) and full.multiclass_datasets == ()
+    assert full.binary_datasets == tuple(f"collection:{t.name}" for t in report_tables())
+    assert full.multiclass_datasets == ()
     assert len(full.binary_datasets) >= 100
     assert full.metrics == ("ap", "auroc") and full.reference == "rambo_ap_oversampled"
     assert {"rambo_ap", "rambo_ap_oversampled", "bce", "bce_oversampled", "libauc_ap", "libauc_ap_own"} <= set(

@@ -42,10 +42,11 @@ from benchmarks.peers.tabular import BINARY_CANDIDATES, MULTICLASS_CANDIDATES
 
 
 def _collection_names(role: str) -> tuple[str, ...]:
-    """Names of the collection's binary tables of a role (``"report"`` or ``"validation"``)."""
+    """``load_dataset`` names (``collection:NAME``) of the collection's binary tables of a role (``"report"`` or
+    ``"validation"``)."""
     from metricopt.app.data.collection import report_tables, validation_tables
 
-    return tuple(t.name for t in (report_tables() if role == "report" else validation_tables()))
+    return tuple(f"collection:{t.name}" for t in (report_tables() if role == "report" else validation_tables()))
 
 
 #: The AP suites' methods: RaMBO's APLoss with and without oversampled batches, BCE the same two ways (the
