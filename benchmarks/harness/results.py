@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from benchmarks.harness.stats import wilcoxon_vs
+
 if TYPE_CHECKING:
     from metricopt.app.data import Split
 
@@ -306,7 +308,8 @@ def summarize(
             k: {m: _std(list(seed_average_over_datasets(table, k, m).values())) for m in present} for k in metrics
         }
         wtl = {
-            base: {k: wins_ties_losses(table, reference, base, k, tolerance=tolerance) for k in metrics}
+            base: {k: {**wins_ties_losses(table, reference, base, k, tolerance=tolerance),
+                       "wilcoxon_p": wilcoxon_vs(table, reference, base, k)["p_value"]} for k in metrics}
             for base in present
             if base != reference and reference in present
         }
@@ -405,7 +408,8 @@ def quality_markdown(payload: dict[str, Any]) -> str:
                 f"### {task_name}: {ref_label} wins / ties / losses against each other method",
                 "",
                 (f"Per dataset, by seed-means; tie = |difference| < {tol}. In brackets: the mean difference "
-                 f"({ref_label} minus the other) and the worst dataset."),
+                 f"({ref_label} minus the other), the worst dataset and the two-sided Wilcoxon signed-rank "
+                 "test's p over the datasets' seed-means (zero differences dropped)."),
                 "",
                 _row(["against", *(METRIC_LABELS.get(k, k) for k in metrics)]),
                 _row(["---"] * (len(metrics) + 1)),
@@ -417,9 +421,10 @@ def quality_markdown(payload: dict[str, Any]) -> str:
                     if r["n"] == 0:
                         cells.append("N/A")
                         continue
+                    p = r.get("wilcoxon_p")
                     cells.append(
                         f"{r['wins']}/{r['ties']}/{r['losses']} (mean {r['mean_diff']:+.3f}; worst "
-                        f"{r['worst_diff']:+.3f} {r['worst_dataset']})"
+                        f"{r['worst_diff']:+.3f} {r['worst_dataset']}; p {'–' if p is None else f'{p:.3g}'})"
                     )
                 lines.append(_row([method_label(base, task), *cells]))
             lines.append("")

@@ -72,6 +72,39 @@ def _install_torchvision_stub() -> None:
     sys.path.insert(0, _STUB_DIR.name)
 
 
+def _import_libauc_sampler() -> types.ModuleType:
+    """``libauc.sampler``, which imports ``torchvision`` for an ``isinstance`` check that passing ``labels``
+    skips: where torchvision is missing, the stub is put on ``sys.path`` for this import only and taken off
+    again, so that later imports of torchvision in the process (another library's) are not served the stub."""
+    if "libauc.sampler" in sys.modules:
+        return sys.modules["libauc.sampler"]
+    try:
+        return importlib.import_module("libauc.sampler")
+    except ModuleNotFoundError as exc:
+        if exc.name != "torchvision":
+            raise
+    installed_here = _STUB_DIR is None
+    _install_torchvision_stub()
+    try:
+        return importlib.import_module("libauc.sampler")
+    finally:
+        if installed_here:
+            _remove_torchvision_stub()
+
+
+def _remove_torchvision_stub() -> None:
+    """Undo :func:`_install_torchvision_stub`: its folder off ``sys.path``, its modules out of ``sys.modules``."""
+    global _STUB_DIR
+    if _STUB_DIR is None:
+        return
+    if _STUB_DIR.name in sys.path:
+        sys.path.remove(_STUB_DIR.name)
+    for module in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        del sys.modules[module]
+    _STUB_DIR.cleanup()
+    _STUB_DIR = None
+
+
 def load_peer(name: str) -> types.ModuleType | None:
     """Import a peer's loss module, or return None (and remember why) if it is missing."""
     if name not in PEERS:
@@ -283,18 +316,12 @@ def fit_libauc_protocol(
         raise ModuleNotFoundError("libauc is not installed")
     import libauc.optimizers
 
-    try:
-        import libauc.sampler
-    except ModuleNotFoundError as exc:  # its sampler module imports torchvision (for an isinstance check)
-        if exc.name != "torchvision":
-            raise
-        _install_torchvision_stub()
-        import libauc.sampler
+    sampler_module = _import_libauc_sampler()
 
     labels = y_indexed[:, 0]
     optimizer = libauc.optimizers.SOAP(model.parameters(), lr=learning_rate, mode="adam")
     size = min(batch_size, len(labels))
-    sampler = libauc.sampler.DualSampler(None, size, labels=labels, sampling_rate=0.5, random_seed=seed)
+    sampler = sampler_module.DualSampler(None, size, labels=labels, sampling_rate=0.5, random_seed=seed)
     X_t = torch.as_tensor(X, dtype=torch.float32)
     y_t = torch.as_tensor(y_indexed)
     for epoch in range(1, epochs + 1):

@@ -46,9 +46,10 @@ from metricopt._checks import check_integer
 
 __all__ = ["MIN_CLASS_ROWS", "oversampled_batches", "shuffled_batches", "stratified_batches"]
 
-#: Rows of every class in each batch of :func:`oversampled_batches` (at least): chosen for RaMBO's AP loss on the
-#: collection's 26 validation tables, seeds 10-14, where 32 positives per batch lifted its mean test AP and 8, or
-#: a stratified shuffle, did not (docs/benchmarks/ranking.md; ``python -m benchmarks ap_validation`` measures 32).
+#: Rows of every class in each batch of :func:`oversampled_batches` (at least): the best of 8 and 32 positives per
+#: batch (and a stratified shuffle) for RaMBO's AP loss in a prototype sweep (not committed) on the collection's
+#: 26 validation tables, seeds 10-14; ``python -m benchmarks ap_validation`` measures 32 again
+#: (docs/benchmarks/ranking.md).
 MIN_CLASS_ROWS = 32
 
 

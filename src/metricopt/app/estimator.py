@@ -116,9 +116,11 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         batch_size: mini-batch size. AnyLoss is a batch-level loss; batches
             should hold a few minority samples (the default 256 does for a
             positive rate of a few percent).
-        batching: ``"shuffled"`` (a plain shuffle each epoch) or
+        batching: ``"shuffled"`` (a plain shuffle each epoch),
             ``"stratified"`` (class-aware: every batch holds each class in its
-            share of the training rows; :func:`metricopt.batches.stratified_batches`).
+            share of the training rows; :func:`metricopt.batches.stratified_batches`)
+            or ``"oversampled"`` (each batch topped up to at least 32 rows of
+            every class; :func:`metricopt.batches.oversampled_batches`).
         count_momentum: ``loss="anyloss"`` on the MLP: None (the batch's own
             soft counts), or the weight in (0, 1] of each batch in a moving
             average of the soft counts across batches, so that the loss
