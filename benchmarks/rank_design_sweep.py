@@ -21,7 +21,9 @@ Interpolation and margin are in units of each ranking's spread (the standard
 deviation of its scores; metricopt.losses.ranker). Rule fixed before the run:
 the AP losses' default is the (interpolation, margin) with the highest mean
 validation AP over the six datasets; the recall loss's, the variant with the
-highest mean MAP@R (R@1 breaks a tie at 4 decimals). Where the best lies at
+highest mean MAP@R (R@1 breaks a tie at 4 decimals). The same rule, fixed
+before its run, decides the recall loss's ``ap_weight`` (an AP term added per
+query, for MAP@R; issue 16): 0, 0.25, 1 or 4. Where the best lies at
 an edge of the interpolation grid, the grid grows by a factor of 4 past it
 and the sweep runs again (once so far: the first run's best were lambda 0.25
 for AP and 32 for recall, both at the edges).
@@ -65,6 +67,8 @@ RECALL_VARIANTS = (
     ("lambda=2 margin=0.05", {"interpolation": 2.0, "margin": 0.05}, "ours"),
     ("lambda=128 margin=0, unit: each query's spread", {"interpolation": 128.0, "margin": 0.0, "unit": None}, "ours"),
     ("lambda=2 margin=0, paper gradient (rk and rk+)", {"interpolation": 2.0, "margin": 0.0}, "paper"),
+    *((f"lambda=2 margin=0 ap_weight={w:g}", {"interpolation": 2.0, "margin": 0.0, "ap_weight": w}, "ours")
+      for w in (0.25, 1.0, 4.0)),
 )
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -1308,3 +1308,23 @@ def test_float32_ap_gradient_at_a_million_items_equals_float64_within_one_percen
         grads.append(leaf.grad.double())
     assert grads[1].norm() > 0
     assert float((grads[0] - grads[1]).norm() / grads[1].norm()) < 0.01
+
+
+@pytest.mark.parametrize("weight", [0.25, 1.0, 4.0])
+def test_recall_ap_weight_adds_that_many_times_one_minus_each_querys_ap(weight):
+    generator = torch.Generator().manual_seed(7)
+    scores = torch.randn(6, 30, generator=generator, dtype=torch.float64)
+    relevance = torch.rand(6, 30, generator=generator) < 0.3
+    relevance[:, 0] = True
+    exclude = torch.zeros(6, 30, dtype=torch.bool)
+    exclude[:, 1] = True
+    plain = recall_loss_scores(scores, relevance, exclude=exclude, unit=1.0)
+    mixed = recall_loss_scores(scores, relevance, exclude=exclude, unit=1.0, ap_weight=weight)
+    keep = ~exclude[0]
+    ap = [average_precision_score(relevance[i][keep].numpy(), scores[i][keep].numpy()) for i in range(6)]
+    assert mixed.item() == pytest.approx(plain.item() + weight * float(np.mean([1 - a for a in ap])), rel=1e-9)
+    leaf = torch.randn(20, 4, generator=generator, requires_grad=True)
+    RecallLoss(ap_weight=weight)(leaf, torch.arange(20) % 4).backward()
+    assert leaf.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="`ap_weight`"):
+        RecallLoss(ap_weight=-1.0)

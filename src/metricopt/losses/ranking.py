@@ -125,6 +125,9 @@ DEFAULT_MARGIN = 0.05
 DEFAULT_RECALL_INTERPOLATION = 2.0
 #: Margin for cosine similarities in the recall loss: 0 (a margin lowered validation MAP@R).
 DEFAULT_RECALL_MARGIN = 0.0
+#: Weight of the recall loss's AP term (``ap_weight``): 0, the paper's loss (see RECALL_VARIANTS of
+#: benchmarks/rank_design_sweep.py for the measurement).
+DEFAULT_RECALL_AP_WEIGHT = 0.0
 #: The paper's mAP : cross-class AP mix of 2 : 1.
 DEFAULT_CROSS_CLASS_WEIGHT = 0.5
 RECALL_VARIANTS = ("log", "loglog")
@@ -409,6 +412,7 @@ def recall_loss_scores(
     unit: float | None = None,
     validate: bool = True,
     memory_limit: int | None = None,
+    ap_weight: float = DEFAULT_RECALL_AP_WEIGHT,
 ) -> Tensor:
     """RaMBO's recall loss on a ``(B, L)`` query x gallery score matrix.
 
@@ -419,6 +423,9 @@ def recall_loss_scores(
         variant: ``"log"`` (mean ``log(1 + r)``) or ``"loglog"``
             (mean ``log(1 + log(1 + r))``), r = irrelevant items ranked above a
             relevant one.
+        ap_weight: w >= 0 of an AP term per query, ``w * (1 - AP)`` added to
+            the recall penalty, through the same ranks: the recall penalty
+            weighs most the first relevant items, AP the whole list (MAP@R).
         interpolation, margin, validate, memory_limit: as in
             :func:`average_precision_loss`.
         unit: the unit of ``interpolation`` and ``margin``: None for the
@@ -433,6 +440,7 @@ def recall_loss_scores(
     check_choice("variant", variant, RECALL_VARIANTS)
     check_positive("interpolation", interpolation)
     margin = check_nonnegative("margin", margin)
+    ap_weight = check_nonnegative("ap_weight", ap_weight)
     _check_float("scores", scores, validate)
     if scores.ndim != 2:
         raise ValueError(f"`scores` must be a (queries, gallery) matrix; got {describe(scores)}")
@@ -452,19 +460,22 @@ def recall_loss_scores(
         columns, valid = relevant_columns(rows_relevant, compact=synchronise)
         # The spread of a row is that of its finite (not excluded) scores.
         return _recall_penalty(rows, columns, valid, None, variant, interpolation, margin, _unit(rows, None, unit),
-                               synchronise)
+                               synchronise, ap_weight)
 
     return _in_chunks(per_row, scores, relevant, memory_limit, synchronise, "recall_loss_scores")
 
 
 def _recall_penalty(
     scores: Tensor, columns: Tensor, valid: Tensor, excluded: Tensor | None, variant: str, interpolation: float,
-    margin: float, unit: Tensor, synchronise: bool, every: bool = False,
+    margin: float, unit: Tensor, synchronise: bool, ap_weight: float, every: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Per query: the mean penalty of its relevant items, and whether it has any (``every``: all entries real)."""
-    above, _ = relevant_ranks(scores, columns, None if every else valid, interpolation=interpolation, margin=margin,
-                              unit=unit, excluded=excluded, synchronise=synchronise)
+    """Per query: the mean penalty of its relevant items (plus ``ap_weight * (1 - AP)``), and whether it has any
+    (``every``: all entries real)."""
+    above, rank_relevant = relevant_ranks(scores, columns, None if every else valid, interpolation=interpolation,
+                                          margin=margin, unit=unit, excluded=excluded, synchronise=synchronise)
     penalty = torch.log1p(above) if variant == "log" else torch.log1p(torch.log1p(above))
+    if ap_weight:  # 1 - precision at each relevant item: its share of the AP loss
+        penalty = penalty + ap_weight * (1 - rank_relevant / (rank_relevant + above))
     n_relevant = valid.sum(-1)
     per_query = torch.where(valid, penalty, torch.zeros_like(penalty)).sum(-1) / n_relevant.clamp_min(1)
     return per_query, n_relevant > 0
@@ -561,6 +572,7 @@ def recall_loss(
     distributed: bool = True,
     validate: bool = True,
     memory_limit: int | None = None,
+    ap_weight: float = DEFAULT_RECALL_AP_WEIGHT,
 ) -> Tensor:
     """RaMBO's recall loss for metric learning on ``(N, D)`` embeddings.
 
@@ -587,6 +599,7 @@ def recall_loss(
     check_choice("variant", variant, RECALL_VARIANTS)
     check_positive("interpolation", interpolation)
     margin = check_nonnegative("margin", margin)
+    ap_weight = check_nonnegative("ap_weight", ap_weight)
     memory_limit = check_memory_limit(memory_limit)
     embeddings, labels = gather_batch(embeddings, labels, enabled=distributed)
     queries, gallery, gallery_labels = _retrieval_gallery(embeddings, labels, memory, validate)
@@ -606,7 +619,7 @@ def recall_loss(
             relevant = (labels[start:stop, None] == gallery_labels[None, :]).scatter_(-1, itself[start:stop], False)
             columns, valid = relevant_columns(relevant, compact=False)
         return _recall_penalty(scores, columns, valid, itself[start:stop], variant, interpolation, margin,
-                               unit[start:stop], synchronise, every)
+                               unit[start:stop], synchronise, ap_weight, every)
 
     chunk = row_chunk(len(queries), len(gallery), width, queries.element_size(), queries.device, memory_limit,
                       "recall_loss")
@@ -798,19 +811,21 @@ class RecallLoss(_RankLoss):
         distributed: bool = True,
         validate: bool = True,
         memory_limit: int | None = None,
+        ap_weight: float = DEFAULT_RECALL_AP_WEIGHT,
     ) -> None:
         super().__init__(interpolation, margin, memory_size, distributed, validate, memory_limit)
         check_choice("variant", variant, RECALL_VARIANTS)
         self.variant = variant
+        self.ap_weight = check_nonnegative("ap_weight", ap_weight)
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         embeddings, labels = self._gather(embeddings, labels)
-        loss = recall_loss(embeddings, labels, variant=self.variant, **self._options())
+        loss = recall_loss(embeddings, labels, variant=self.variant, ap_weight=self.ap_weight, **self._options())
         self._remember(embeddings, labels)
         return loss
 
     def extra_repr(self) -> str:
-        return f"variant={self.variant!r}, " + super().extra_repr()
+        return f"variant={self.variant!r}, ap_weight={self.ap_weight}, " + super().extra_repr()
 
 
 class NDCGLoss(nn.Module):
