@@ -81,7 +81,7 @@ def _gradient(form: str) -> Iterator[None]:
     from metricopt.losses import ranking
     from metricopt.losses.ranker import interpolated_rank
 
-    def both(scores, columns, valid, *, interpolation, margin, unit, excluded=None):
+    def both(scores, columns, valid, *, interpolation, margin, unit, excluded=None, synchronise=True):
         # Both rankings of every item, interpolated (ranking.relevant_ranks gives the first one's gradient only).
         relevant = torch.zeros(scores.shape, dtype=torch.long).scatter_add(-1, columns, valid.long()) > 0
         exclude = torch.isneginf(scores)

@@ -104,7 +104,7 @@ def test_ap_quality_smoke_writes_json_markdown_and_plots(tmp_path: Path) -> None
     payload = json.loads(paths["json"].read_text())
     records = payload["records"]
     ran = set(spec.methods) - set(payload["unavailable"])
-    assert {"rambo_ap", "bce", "rambo_ap_oversampled", "bce_oversampled", "libauc_ap", "libauc_ap_own"} <= ran
+    assert {"rambo_ap", "bce", "rambo_ap_oversampled", "bce_oversampled"} <= ran  # LibAUC's: where installed
     assert {r["method"] for r in records} == ran
     assert {r["metric"] for r in records} == {"ap", "auroc"}
     for r in records:
