@@ -212,10 +212,11 @@ def _rank_rows(scores: Tensor, interpolation: float) -> Tensor:
         _work_dtype(scores))
 
 
-def _unit(scores: Tensor, exclude: Tensor | None, unit: float | None) -> Tensor:
-    """Each row's unit of interpolation and margin, ``(B, 1)`` float64: its spread, or the fixed ``unit``."""
+def _unit(scores: Tensor, unit: float | None) -> Tensor:
+    """Each row's unit of interpolation and margin, ``(B, 1)`` float64: the spread of its finite scores (excluded
+    items are ``-inf``), or the fixed ``unit``."""
     if unit is None:
-        return score_spread(scores, None if exclude is None else ~exclude)
+        return score_spread(scores)
     return torch.full((scores.shape[0], 1), check_positive("unit", unit), dtype=torch.float64, device=scores.device)
 
 
@@ -225,26 +226,21 @@ def _synchronise(scores: Tensor, validate: bool) -> bool:
 
 
 def _relevant_ranks(
-    scores: Tensor, relevant: Tensor, exclude: Tensor | None, interpolation: float, margin: float,
-    unit: float | None, synchronise: bool,
+    scores: Tensor, relevant: Tensor, interpolation: float, margin: float, synchronise: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``(above, rank_relevant, valid)`` of each row's relevant items (:mod:`metricopt.losses.relevant_ranks`).
+    """``(above, rank_relevant, valid)`` of each row's relevant items (:mod:`metricopt.losses.relevant_ranks`),
+    in units of each row's spread.
 
     ``above`` (irrelevant items at or above, after the margin shift) carries the
     interpolated gradient; ``rank_relevant`` (rank among the relevant items) is
-    exact and constant (module docstring, "Gradient"). Excluded items take no
-    part. All ``(B, K)``: K is the largest number of relevant items in a row
-    where the loss may ``synchronise`` (read that number from the device), else
-    the row length.
+    exact and constant (module docstring, "Gradient"). All ``(B, K)``: K is the
+    largest number of relevant items in a row where the loss may
+    ``synchronise`` (read that number from the device), else the row length.
     """
-    row_unit = _unit(scores, exclude, unit)
-    if exclude is not None:
-        relevant = relevant & ~exclude
-        scores = scores.masked_fill(exclude, -math.inf)
     columns, valid = relevant_columns(relevant, compact=synchronise)
     every = synchronise and scores.shape[0] == 1  # one ranking, compacted: every entry is real
     above, rank_relevant = relevant_ranks(scores, columns, None if every else valid, interpolation=interpolation,
-                                          margin=margin, unit=row_unit, synchronise=synchronise)
+                                          margin=margin, unit=_unit(scores, None), synchronise=synchronise)
     return above, rank_relevant, valid
 
 
@@ -272,8 +268,7 @@ def _ap_loss_rows(scores: Tensor, relevant: Tensor, interpolation: float, margin
     """``1 - AP`` averaged over rows with at least one relevant item."""
 
     def per_row(rows: Tensor, rows_relevant: Tensor) -> tuple[Tensor, Tensor]:
-        above, rank_relevant, valid = _relevant_ranks(rows, rows_relevant, None, interpolation, margin, None,
-                                                      synchronise)
+        above, rank_relevant, valid = _relevant_ranks(rows, rows_relevant, interpolation, margin, synchronise)
         precision = torch.where(valid, rank_relevant / (rank_relevant + above), torch.zeros_like(above))
         n_relevant = valid.sum(-1)
         return 1 - precision.sum(-1) / n_relevant.clamp_min(1), n_relevant > 0
@@ -389,7 +384,7 @@ def auroc_loss(
     synchronise = _synchronise(rows, validate)
 
     def per_row(chunk: Tensor, chunk_relevant: Tensor) -> tuple[Tensor, Tensor]:
-        above, _, valid = _relevant_ranks(chunk, chunk_relevant, None, interpolation, margin, None, synchronise)
+        above, _, valid = _relevant_ranks(chunk, chunk_relevant, interpolation, margin, synchronise)
         n_relevant = valid.sum(-1)
         n_irrelevant = chunk.shape[-1] - n_relevant
         misordered = torch.where(valid, above, torch.zeros_like(above)).sum(-1)
@@ -458,8 +453,7 @@ def recall_loss_scores(
 
     def per_row(rows: Tensor, rows_relevant: Tensor) -> tuple[Tensor, Tensor]:
         columns, valid = relevant_columns(rows_relevant, compact=synchronise)
-        # The spread of a row is that of its finite (not excluded) scores.
-        return _recall_penalty(rows, columns, valid, None, variant, interpolation, margin, _unit(rows, None, unit),
+        return _recall_penalty(rows, columns, valid, None, variant, interpolation, margin, _unit(rows, unit),
                                synchronise, ap_weight)
 
     return _in_chunks(per_row, scores, relevant, memory_limit, synchronise, "recall_loss_scores")
