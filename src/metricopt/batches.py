@@ -172,12 +172,17 @@ def oversampled_batches(
     of ``range(n)`` at least once.
 
     Args:
-        labels, batch_size, generator, epochs: as in :func:`stratified_batches`.
+        labels: ``(n,)`` integer class labels (any integer values).
+        batch_size: indices per batch of the shuffle, at least 1.
+        generator: the CPU ``torch.Generator`` that shuffles.
         min_rows: rows of every class per batch, at least 1.
+        epochs: number of epochs, or None (the default) for an endless stream.
 
     Raises:
-        as :func:`stratified_batches`, and ``ValueError`` for ``min_rows`` not
-        an integer >= 1.
+        ValueError: ``labels`` is not one-dimensional or not integer,
+            ``batch_size`` or ``min_rows`` is not an integer >= 1, or
+            ``epochs`` not an integer >= 0 (raised by this call).
+        TypeError: ``generator`` is not a ``torch.Generator``.
 
     Example:
         >>> labels = torch.tensor([1] * 4 + [0] * 60)

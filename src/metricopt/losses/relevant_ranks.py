@@ -219,9 +219,10 @@ def relevant_ranks(
     Args:
         scores: ``(B, L)`` floating scores, one ranking per row (finite; not
             checked here).
-        columns, valid: ``(B, K)`` the relevant items' columns and which
-            entries are real (:func:`relevant_columns`), or ``valid=None``
-            when all are; excluded items must not be among them.
+        columns: ``(B, K)`` the relevant items' columns
+            (:func:`relevant_columns`); excluded items must not be among them.
+        valid: ``(B, K)`` which entries of ``columns`` are real, or None when
+            all are.
         excluded: optional ``(B, E)`` columns of items that take no part
             (self-pairs); a row may repeat a column.
         synchronise: whether the backward pass may read one flag from the
