@@ -320,7 +320,7 @@ def _rank_protocol(spec: QualitySpec) -> str:
         "rambo_ap_oversampled": "`APLoss (RaMBO), oversampled batches` is the same APLoss on the same shuffled "
                                 "batches, each topped up with further rows of any class it holds fewer than "
                                 "32 of (`fit(batching=\"oversampled\")`, `metricopt.batches.oversampled_batches`; "
-                                "chosen on the collection's validation tables, suite `ap_validation`).",
+                                "measured on the collection's validation tables by the suite `ap_validation`).",
         "bce_oversampled": "`BCE, oversampled batches` is BCE on those batches: whether the batches or the loss "
                            "make a difference.",
         "aucm": "`AUCM` is LibAUC's AUCMLoss (v1, margin 1, imratio = training positive rate) on sigmoid scores, "

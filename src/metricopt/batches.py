@@ -127,16 +127,22 @@ def stratified_batches(
         >>> [int(labels[b].sum()) for b in batches]   # one positive in every batch of four
         [1, 1, 1, 1]
     """
-    labels = torch.as_tensor(labels)
-    if labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype.is_complex:
-        raise ValueError(f"`labels` must be a 1-D tensor of integer class labels; got dtype {labels.dtype} "
-                         f"and shape {tuple(labels.shape)}")
+    labels = _check_labels(labels)
     batch_size = check_integer("batch_size", batch_size, 1)
     if epochs is not None:
         epochs = check_integer("epochs", epochs, 0)
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"`generator` must be a torch.Generator; got {type(generator).__name__}")
     return _stratified_epochs(labels.cpu().long(), batch_size, generator, epochs)
+
+
+def _check_labels(labels: Tensor) -> Tensor:
+    """``labels`` as a tensor, raising ``ValueError`` unless it is a 1-D tensor of integer class labels."""
+    labels = torch.as_tensor(labels)
+    if labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype.is_complex:
+        raise ValueError(f"`labels` must be a 1-D tensor of integer class labels; got dtype {labels.dtype} "
+                         f"and shape {tuple(labels.shape)}")
+    return labels
 
 
 def _stratified_epochs(labels: Tensor, batch_size: int, generator: torch.Generator,
@@ -190,10 +196,7 @@ def oversampled_batches(
         >>> [int(labels[b].sum()) for b in batches]   # four positives in every batch
         [4, 4, 4, 4]
     """
-    labels = torch.as_tensor(labels)
-    if labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype.is_complex:
-        raise ValueError(f"`labels` must be a 1-D tensor of integer class labels; got dtype {labels.dtype} "
-                         f"and shape {tuple(labels.shape)}")
+    labels = _check_labels(labels)
     min_rows = check_integer("min_rows", min_rows, 1)
     base = shuffled_batches(len(labels), batch_size, generator, epochs=epochs)
     # The extra rows come from a generator of their own, so the epochs stay those of shuffled_batches.

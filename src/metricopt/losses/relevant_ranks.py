@@ -121,6 +121,12 @@ def _at_or_below(ascending: Tensor, down: Tensor, below: Tensor, synchronise: bo
     return torch.searchsorted(ascending, down, right=True)
 
 
+def _irrelevant_at_or_above(length: int, count: Tensor | int, below: Tensor, relevant_below: Tensor) -> Tensor:
+    """Irrelevant items with score >= each threshold (float64): the ``length - count`` irrelevant items of the row
+    minus those below it, i.e. the ``below`` scores under the threshold that are not among the ``relevant_below``."""
+    return (length - count - below + relevant_below).to(torch.float64)
+
+
 def _sorted_with_ranks(values: Tensor, valid: Tensor | None, count: Tensor | int) -> tuple[Tensor, Tensor]:
     """``(ascending, ranks)``: the row's valid values sorted ascending (the invalid ones last, as ``+inf``),
     and each value's rank among them (ties: the largest rank)."""
@@ -154,7 +160,7 @@ class _RelevantRanks(torch.autograd.Function):
         else:  # the thresholds are the relevant scores themselves
             up, down, relevant_below = relevant, relevant.new_empty(0), count - rank_relevant  # (down: relevant)
         below = torch.searchsorted(ascending, up)
-        above = (scores.shape[-1] - count - below + relevant_below).to(torch.float64)
+        above = _irrelevant_at_or_above(scores.shape[-1], count, below, relevant_below)
         return above, rank_relevant, ascending, order, relevant_ascending, below, down
 
     @staticmethod
@@ -186,9 +192,9 @@ class _RelevantRanks(torch.autograd.Function):
             # relevant ones among the moved), minus the old.
             moved_up, moved_down = _rounded(moved - margin * unit if margin else moved, dtype)
             moved_below = torch.searchsorted(ascending, moved_up)
-            moved_irrelevant_below = moved_below - torch.searchsorted(relevant_ascending, moved_up)
+            moved_above = _irrelevant_at_or_above(ascending.shape[-1], count, moved_below,
+                                                  torch.searchsorted(relevant_ascending, moved_up))
             _, moved_rank = _sorted_with_ranks(moved, valid, count)
-            moved_above = (ascending.shape[-1] - count - moved_irrelevant_below).to(torch.float64)
             relevant_grad = ((moved_above + moved_rank - above - rank_relevant) * scale).to(dtype)
             # Irrelevant item at sorted position q: relevant thresholds t >= its score, after minus before,
             # = #{t < score} - #{t' < score}; t < score at q exactly when q >= #{scores <= t}: a count per
