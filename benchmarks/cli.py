@@ -101,7 +101,8 @@ def _retrieval_changes(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
     if args.seeds is not None:
         changes["seeds"] = args.seeds
     if args.datasets is not None:
-        known = ("letter", "fashion_mnist")
+        from benchmarks.harness.specs import RETRIEVAL_SUITE_DATASETS as known
+
         unknown = [d for d in args.datasets if d not in known]
         if unknown:
             raise SystemExit(f"--datasets: unknown retrieval dataset(s) {unknown}; known: {list(known)}")

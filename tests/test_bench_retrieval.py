@@ -33,7 +33,7 @@ def test_retrieval_suites_are_named_frozen_and_json_ready() -> None:
     assert isinstance(full, RetrievalSpec) and full.kind == smoke.kind == "retrieval"
     with pytest.raises(dataclasses.FrozenInstanceError):
         full.name = "x"  # type: ignore[misc]
-    assert full.datasets == ("letter", "fashion_mnist") and len(full.seeds) == 5
+    assert full.datasets == ("letter", "letter_shadow", "fashion_mnist") and len(full.seeds) == 5
     assert set(full.methods) == set(R.RETRIEVAL_METHODS)
     assert full.batch_for("letter") == (13, 16) and full.batch_for("fashion_mnist") == (5, 40)
     assert full.fashion_sizes[1] <= 5000 and full.reference == "rambo_loglog"

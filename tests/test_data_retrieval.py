@@ -19,6 +19,7 @@ from metricopt.app.data import (
     class_disjoint_split,
     fashion_mnist_retrieval,
     letter_retrieval,
+    letter_shadow_retrieval,
     load_fashion_mnist,
     load_letter,
     load_retrieval,
@@ -299,6 +300,40 @@ def test_letter_retrieval_standardized() -> None:
     np.testing.assert_array_equal(raw.y_test, y[y >= 13])
 
 
+@needs_keel
+def test_letter_shadow_appends_row_permuted_copies() -> None:
+    X, y = load_letter()
+    raw = letter_shadow_retrieval(copies=2, seed=5, standardize=False)
+    assert raw.name == "letter_shadow" and raw.X_train.shape[1] == 16 * 3
+    assert raw.train_classes == tuple(range(13)) and raw.test_classes == tuple(range(13, 26))
+    np.testing.assert_array_equal(raw.X_train[:, :16], X[y < 13])
+    np.testing.assert_array_equal(raw.y_test, y[y >= 13])
+    whole = np.concatenate([raw.X_train, raw.X_test])
+    for column in range(16, 48):
+        # each shadow column holds one real column's values, in another row order
+        real = X[:, column % 16]
+        np.testing.assert_array_equal(np.sort(whole[:, column]), np.sort(real))
+        assert not np.array_equal(np.concatenate([raw.X_train, raw.X_test])[:, column],
+                                  np.concatenate([X[y < 13], X[y >= 13]])[:, column % 16])
+    # no class information: a shadow column's class means are all close to its overall mean
+    shadow_means = np.array([whole[np.concatenate([raw.y_train, raw.y_test]) == c, 16].mean() for c in range(26)])
+    real_means = np.array([whole[np.concatenate([raw.y_train, raw.y_test]) == c, 0].mean() for c in range(26)])
+    assert shadow_means.std() < 0.25 * real_means.std()
+    # fixed by the seed; standardised on the training part only
+    np.testing.assert_array_equal(letter_shadow_retrieval(copies=2, seed=5, standardize=False).X_test, raw.X_test)
+    assert not np.array_equal(letter_shadow_retrieval(copies=2, seed=6, standardize=False).X_test, raw.X_test)
+    s = letter_shadow_retrieval(copies=2, seed=5)
+    np.testing.assert_allclose(s.X_train.mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(s.X_train.std(axis=0), 1.0, atol=1e-4)
+    assert letter_shadow_retrieval().X_train.shape[1] == 64
+
+
+@pytest.mark.parametrize("copies", [0, -1, 1.5, True, "3"])
+def test_letter_shadow_rejects_bad_copies(copies: object) -> None:
+    with pytest.raises(ValueError, match="copies must be an integer >= 1"):
+        letter_shadow_retrieval(copies=copies)  # type: ignore[arg-type]
+
+
 def test_letter_missing_package_names_install_command(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -409,7 +444,7 @@ def test_fashion_mnist_real_subsets_and_seeds() -> None:
 
 
 def test_registry_and_load_retrieval(tmp_path: Path) -> None:
-    assert list(RETRIEVAL_DATASETS) == ["letter", "fashion_mnist"]
+    assert list(RETRIEVAL_DATASETS) == ["letter", "letter_shadow", "fashion_mnist"]
     assert RETRIEVAL_DATASETS["letter"] is letter_retrieval
     with pytest.raises(TypeError):
         RETRIEVAL_DATASETS["x"] = letter_retrieval  # type: ignore[index]

@@ -204,13 +204,38 @@ def test_retrieval_peer_gradient_steps_raise_mean_ap(name: str) -> None:
     assert _mean_retrieval_ap(embeddings.detach(), labels) > before + 0.1
 
 
-@pytest.mark.parametrize("name", ["torchsort_ap", "bbb_recall"])
+@pytest.mark.parametrize("name", ["torchsort_ap", "bbb_recall", "il_smoothap"])
 def test_retrieval_peer_without_relevant_pairs_is_zero(name: str) -> None:
     _require(name)
     embeddings = torch.randn(6, 4, requires_grad=True)
     loss = make_retrieval_peer(name)(embeddings, torch.arange(6))
     loss.backward()
     assert float(loss.detach()) == 0.0 and float(embeddings.grad.abs().sum()) == 0.0
+
+
+def _smooth_ap(scores: torch.Tensor, relevant: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Smooth-AP of one ranking (Brown et al. 2020, eq. 8), written out pair by pair."""
+    aps = []
+    for i in torch.nonzero(relevant).flatten().tolist():
+        above = [torch.sigmoid((scores[j] - scores[i]) / temperature) for j in range(len(scores)) if j != i]
+        above_relevant = [torch.sigmoid((scores[j] - scores[i]) / temperature)
+                          for j in range(len(scores)) if j != i and bool(relevant[j])]
+        aps.append((1 + sum(above_relevant)) / (1 + sum(above)))
+    return torch.stack(aps).mean()
+
+
+def test_imbalanced_losses_smoothap_is_mean_smooth_ap_over_queries() -> None:
+    _require("il_smoothap")
+    embeddings, labels = _batch(4, classes=3, per_class=3)
+    labels = torch.cat([labels, torch.tensor([9])])  # a query without relevant items does not count
+    embeddings = torch.cat([embeddings, torch.randn(1, embeddings.shape[1])])
+    similarities = F.normalize(embeddings, dim=1) @ F.normalize(embeddings, dim=1).T
+    expected = []
+    for query in range(len(labels) - 1):
+        others = torch.arange(len(labels)) != query
+        expected.append(1 - _smooth_ap(similarities[query, others], labels[others] == labels[query], 0.05))
+    loss = make_retrieval_peer("il_smoothap", temperature=0.05)(embeddings, labels)
+    assert float(loss) == pytest.approx(float(torch.stack(expected).mean()), rel=1e-5)
 
 
 def test_smoothap_needs_as_many_classes_as_items_per_class() -> None:
@@ -295,6 +320,7 @@ def test_versions_name_every_backend() -> None:
         "torchsort",
         "pytorch-metric-learning",
         "libauc",
+        "imbalanced-losses",
         "blackbox-backprop",
     }
     assert all(isinstance(value, str) and value for value in versions.values())

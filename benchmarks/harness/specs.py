@@ -253,11 +253,14 @@ class SpeedSpec:
     kind = "speed"
 
 
+#: Datasets understood by :mod:`benchmarks.suites.retrieval`, in table order.
+RETRIEVAL_SUITE_DATASETS: tuple[str, ...] = ("letter", "letter_shadow", "fashion_mnist")
+
 #: Method names understood by :mod:`benchmarks.suites.retrieval`, in table order.
 RETRIEVAL_METHODS: tuple[str, ...] = (
     "rambo_loglog", "rambo_log", "rambo_loglog_margin", "rambo_loglog_memory", "rambo_loglog_margin_memory",
-    "pml_contrastive", "pml_triplet", "pml_multisimilarity", "pml_fastap", "pml_smoothap", "torchsort_ap",
-    "bbb_recall",
+    "pml_contrastive", "pml_triplet", "pml_multisimilarity", "pml_fastap", "pml_smoothap", "il_smoothap",
+    "torchsort_ap", "bbb_recall",
 )
 
 
@@ -271,7 +274,7 @@ class RetrievalSpec:
     ``retrieval_report`` with queries = gallery = test set).
 
     Attributes:
-        datasets: ``"letter"`` and/or ``"fashion_mnist"``.
+        datasets: any of ``"letter"``, ``"letter_shadow"`` and ``"fashion_mnist"``.
         methods: names from :data:`RETRIEVAL_METHODS`; a peer not installed is
             recorded as unavailable.
         seeds: split, initialisation and batch seeds.
@@ -302,12 +305,13 @@ class RetrievalSpec:
     """
 
     name: str = "retrieval"
-    datasets: tuple[str, ...] = ("letter", "fashion_mnist")
+    datasets: tuple[str, ...] = RETRIEVAL_SUITE_DATASETS
     methods: tuple[str, ...] = RETRIEVAL_METHODS
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    # Sized so that the 120 runs finish in about 25 minutes with 2 worker processes on a 2-core CPU.
-    epochs: tuple[tuple[str, int], ...] = (("letter", 10), ("fashion_mnist", 4))
-    batches: tuple[tuple[str, int, int], ...] = (("letter", 13, 16), ("fashion_mnist", 5, 40))
+    # Sized so that the 195 runs finish in about 35 minutes with 2 worker processes on a 2-core CPU.
+    epochs: tuple[tuple[str, int], ...] = (("letter", 10), ("letter_shadow", 20), ("fashion_mnist", 4))
+    batches: tuple[tuple[str, int, int], ...] = (
+        ("letter", 13, 16), ("letter_shadow", 13, 16), ("fashion_mnist", 5, 40))
     fashion_sizes: tuple[int, int] = (10000, 5000)
     mlp_hidden: tuple[int, ...] = (128, 128)
     embedding_dim: int = 64

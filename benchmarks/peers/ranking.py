@@ -52,6 +52,13 @@ Peers and how they are mapped onto the interface:
   mostly exactly zero on small batches (the perturbation, lambda times a
   gradient of order 1 / (relevant items per row), rarely changes a rank);
   lambda 4 to 16 trained a 16-item toy problem well: sweep it.
+* ``il_smoothap``: imbalanced-losses' ``SmoothAPLoss`` (Smooth-AP, Brown et
+  al. 2020; imbalanced-losses 0.6.0) in binary mode (``num_classes=1``, no
+  queue, no DDP gather), called once per query on its row of the
+  ``(N, N - 1)`` cosine-similarity matrix with the same-label targets; mean
+  over the queries with a relevant item. Default temperature 0.01 (the
+  library's). The library is a classification loss on logits; this mapping
+  is ours, with its public ``forward`` and nothing else.
 * ``pml_*`` (pytorch-metric-learning 2.x, default distances: L2-normalised
   embeddings, Euclidean or cosine): ``ContrastiveLoss(pos_margin=0,
   neg_margin=1)``; ``TripletMarginLoss(margin=0.2)`` on triplets from
@@ -127,6 +134,7 @@ RETRIEVAL_PEERS: tuple[str, ...] = (
     "pml_multisimilarity",
     "pml_fastap",
     "pml_smoothap",
+    "il_smoothap",
     "torchsort_ap",
     "bbb_recall",
 )
@@ -145,6 +153,7 @@ RETRIEVAL_PEER_DEFAULTS: dict[str, dict[str, Any]] = {
     "pml_multisimilarity": {"alpha": 2.0, "beta": 50.0, "base": 0.5, "epsilon": 0.1},
     "pml_fastap": {"num_bins": 10},
     "pml_smoothap": {"temperature": 0.01},
+    "il_smoothap": {"temperature": 0.01},
     "torchsort_ap": {"regularization_strength": 0.1, "regularization": "l2"},
     "bbb_recall": {"lambda_val": 0.5, "margin": 0.15, "weight": "loglog"},
 }
@@ -169,6 +178,7 @@ _BACKEND: dict[str, str] = {
     "libauc_ap": "libauc",
     "bbb_map": "blackbox-backprop",
     "bbb_recall": "blackbox-backprop",
+    "il_smoothap": "imbalanced-losses",
     **{
         name: "pytorch-metric-learning"
         for name in RETRIEVAL_PEERS
@@ -203,11 +213,16 @@ def _load_pml() -> types.ModuleType:
         ) from exc
 
 
-def _load_libauc() -> types.ModuleType:
-    module = load_peer("libauc")
-    if module is None:
-        raise ModuleNotFoundError(peer_status("libauc").removeprefix("not installed: "))
-    return module
+def _classification_peer(module: str) -> Callable[[], types.ModuleType]:
+    """A loader of a peer that :mod:`benchmarks.peers.classification` also uses (same import, same hint)."""
+
+    def load() -> types.ModuleType:
+        loaded = load_peer(module)
+        if loaded is None:
+            raise ModuleNotFoundError(peer_status(module).removeprefix("not installed: "))
+        return loaded
+
+    return load
 
 
 def _blackbox_root() -> Path:
@@ -262,9 +277,10 @@ def _load_blackbox_backprop() -> types.ModuleType:
 
 _LOADERS: dict[str, Callable[[], types.ModuleType]] = {
     "torchsort": _load_torchsort,
-    "libauc": _load_libauc,
+    "libauc": _classification_peer("libauc"),
     "blackbox-backprop": _load_blackbox_backprop,
     "pytorch-metric-learning": _load_pml,
+    "imbalanced-losses": _classification_peer("imbalanced_losses"),
 }
 
 
@@ -346,6 +362,7 @@ def rank_peer_versions() -> dict[str, str]:
             "pytorch-metric-learning", "pytorch-metric-learning"
         ),
         "libauc": _distribution_version("libauc", "libauc"),
+        "imbalanced-losses": _distribution_version("imbalanced-losses", "imbalanced-losses"),
         "blackbox-backprop": _blackbox_version(),
     }
 
@@ -613,6 +630,35 @@ class BlackboxRecallLoss(_PeerModule):
 
 
 # ---------------------------------------------------------------------------
+# imbalanced-losses
+
+
+class ImbalancedLossesSmoothAP(_PeerModule):
+    """imbalanced-losses' ``SmoothAPLoss`` in binary mode, once per query row, self excluded.
+
+    Each row of the ``(N, N - 1)`` cosine-similarity matrix is one call of the
+    library's public ``forward`` with ``(N - 1, 1)`` logits and the row's
+    same-label targets (no queue, no DDP gather); the loss is the mean over the
+    queries with at least one relevant item.
+    """
+
+    def __init__(self, package: types.ModuleType, options: dict[str, Any]) -> None:
+        super().__init__(options)
+        self.loss = package.SmoothAPLoss(
+            num_classes=1, queue_size=0, temperature=options["temperature"], gather_distributed=False
+        )
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        _check_batch(embeddings, labels)
+        similarities, relevant = _similarities_without_self(embeddings, labels)
+        rows = [q for q in range(similarities.shape[0]) if bool(relevant[q].any())]
+        if not rows:
+            return _zero_loss(embeddings)
+        losses = [self.loss(similarities[q].unsqueeze(1), relevant[q].long()) for q in rows]
+        return torch.stack(losses).mean()
+
+
+# ---------------------------------------------------------------------------
 # pytorch-metric-learning
 
 
@@ -715,4 +761,6 @@ def make_retrieval_peer(name: str, **options: Any) -> nn.Module:
         return TorchsortRetrievalAPLoss(backend, settings)
     if name == "bbb_recall":
         return BlackboxRecallLoss(backend, settings)
+    if name == "il_smoothap":
+        return ImbalancedLossesSmoothAP(backend, settings)
     return _make_pml(name, backend, settings)

@@ -1,8 +1,11 @@
 """Retrieval-quality runner: RaMBO's recall losses against metric-learning peers.
 
 Datasets (class-disjoint, :mod:`metricopt.app.data.retrieval`): UCI Letter
-(letters A..M train, N..Z test, 16 standardised features, used whole) and
-Fashion-MNIST (classes 0-4 of the official training file train, classes 5-9 of
+(letters A..M train, N..Z test, 16 standardised features, used whole);
+``letter_shadow``, the same split with 48 shadow columns (3 copies of the 16
+features, each column's values in a random row order: real marginals, no class
+information), where the raw features and an untrained network retrieve
+poorly and training has to find the informative columns; and Fashion-MNIST (classes 0-4 of the official training file train, classes 5-9 of
 the official test file test; ``n_train`` / ``n_test`` stratified rows drawn
 with the seed).
 
@@ -90,7 +93,7 @@ from benchmarks.harness.results import (
     wins_ties_losses,
     write_suite_reports,
 )
-from benchmarks.harness.specs import RetrievalSpec, spec_to_dict
+from benchmarks.harness.specs import RETRIEVAL_SUITE_DATASETS, RetrievalSpec, spec_to_dict
 from benchmarks.harness.threads import torch_threads
 
 if TYPE_CHECKING:
@@ -186,6 +189,7 @@ RETRIEVAL_METHODS: dict[str, RetrievalMethod] = {
         RetrievalMethod("pml_fastap", "FastAP (PML)", _peer("pml_fastap"), peer="pml_fastap"),
         RetrievalMethod("pml_smoothap", "SmoothAP (PML)", _peer("pml_smoothap"), square_batch=True,
                         peer="pml_smoothap"),
+        RetrievalMethod("il_smoothap", "Smooth-AP (imbalanced-losses)", _peer("il_smoothap"), peer="il_smoothap"),
         RetrievalMethod("torchsort_ap", "AP (torchsort)", _peer("torchsort_ap"), peer="torchsort_ap"),
         RetrievalMethod("bbb_recall", "RecallLoss (blackbox-backprop)", _peer("bbb_recall"), peer="bbb_recall"),
     )
@@ -225,15 +229,17 @@ def load_data(spec: RetrievalSpec, dataset: str, seed: int) -> Split:
     from sklearn.model_selection import train_test_split
 
     from metricopt.app.data import Split
-    from metricopt.app.data.retrieval import fashion_mnist_retrieval, letter_retrieval
+    from metricopt.app.data.retrieval import fashion_mnist_retrieval, letter_retrieval, letter_shadow_retrieval
 
     if dataset == "letter":
         split = letter_retrieval()
+    elif dataset == "letter_shadow":
+        split = letter_shadow_retrieval()
     elif dataset == "fashion_mnist":
         n_train, n_test = spec.fashion_sizes
         split = fashion_mnist_retrieval(n_train=n_train, n_test=n_test, seed=seed)
     else:
-        raise ValueError(f"unknown retrieval dataset {dataset!r}; known: 'letter', 'fashion_mnist'")
+        raise ValueError(f"unknown retrieval dataset {dataset!r}; known: {list(RETRIEVAL_SUITE_DATASETS)}")
     X_fit, X_val, y_fit, y_val = train_test_split(
         split.X_train, split.y_train, test_size=spec.val_size, random_state=seed, stratify=split.y_train
     )
@@ -608,12 +614,17 @@ def protocol_text(spec: RetrievalSpec) -> str:
     parts = []
     for d in spec.datasets:
         P, K = spec.batch_for(d)
-        data = ("UCI Letter, letters A..M train / N..Z test, 16 features standardised on A..M, used whole"
-                if d == "letter" else
-                f"Fashion-MNIST, classes 0-4 train ({spec.fashion_sizes[0]} stratified rows of the official training "
-                f"file, drawn with the seed) / 5-9 test ({spec.fashion_sizes[1]} rows of the official test file)")
-        model = (f"MLP {'16 -> ' + ' -> '.join(str(w) for w in spec.mlp_hidden)} -> {spec.embedding_dim}"
-                 if d == "letter" else
+        letter = "UCI Letter, letters A..M train / N..Z test, 16 features standardised on A..M, used whole"
+        data = {
+            "letter": letter,
+            "letter_shadow": letter.replace("16 features", "16 features and 48 shadow columns (3 copies of the "
+                                            "16 features, each in a random row order; one fixed table)"),
+        }.get(d, f"Fashion-MNIST, classes 0-4 train ({spec.fashion_sizes[0]} stratified rows of the official "
+                 f"training file, drawn with the seed) / 5-9 test ({spec.fashion_sizes[1]} rows of the official "
+                 "test file)")
+        width = {"letter": 16, "letter_shadow": 64}.get(d)
+        model = (f"MLP {width} -> {' -> '.join(str(w) for w in spec.mlp_hidden)} -> {spec.embedding_dim}"
+                 if width else
                  f"CNN conv 32 3x3, max-pool 2, conv 64 3x3, max-pool 2, fc 128, fc {spec.embedding_dim}")
         parts.append(f"`{d}`: {data}; {model}; {spec.epochs_for(d)} epochs; batches of {P} classes x {K} items "
                      f"= {P * K} (`pml_smoothap`: {P} x {P} = {P * P})")
@@ -637,11 +648,14 @@ def protocol_text(spec: RetrievalSpec) -> str:
         "(`benchmarks.peers.ranking.RETRIEVAL_PEER_DEFAULTS`): pytorch-metric-learning ContrastiveLoss "
         "(pos margin 0, neg margin 1), TripletMarginLoss (margin 0.2) with a semihard TripletMarginMiner, "
         "MultiSimilarityLoss (2, 50, 0.5) with its miner (epsilon 0.1), FastAPLoss (10 bins), SmoothAPLoss "
-        f"(temperature 0.01); torchsort soft-rank AP with regularisation strength {spec.torchsort_ap_strength} "
+        "(temperature 0.01); imbalanced-losses' SmoothAPLoss (binary mode, temperature 0.01, no queue) on each "
+        f"query's row of the similarity matrix; torchsort soft-rank AP with regularisation strength "
+        f"{spec.torchsort_ap_strength} "
         "instead of the peer default 0.1; blackbox-backprop's RecallLoss (the authors' code, loglog, margin "
         f"0.15) with lambda {spec.bbb_recall_lambda} instead of its default 0.5. {spec.peer_tuning_note} "
         "Untrained references (test only, italic rows, never ranked): the seed's initial embedder, and the raw "
-        "inputs (standardised Letter features; normalised Fashion-MNIST pixels, 784-d)."
+        "inputs (standardised Letter features, with the shadow columns for `letter_shadow`; normalised "
+        "Fashion-MNIST pixels, 784-d)."
     )
 
 

