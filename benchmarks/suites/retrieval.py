@@ -5,9 +5,9 @@ Datasets (class-disjoint, :mod:`metricopt.app.data.retrieval`): UCI Letter
 ``letter_shadow``, the same split with 48 shadow columns (3 copies of the 16
 features, each column's values in a random row order: real marginals, no class
 information), where the raw features and an untrained network retrieve
-poorly and training has to find the informative columns; and Fashion-MNIST (classes 0-4 of the official training file train, classes 5-9 of
-the official test file test; ``n_train`` / ``n_test`` stratified rows drawn
-with the seed).
+poorly and training has to find the informative columns; and Fashion-MNIST
+(classes 0-4 of the official training file train, classes 5-9 of the official
+test file test; ``n_train`` / ``n_test`` stratified rows drawn with the seed).
 
 Protocol, per (dataset, seed), the same for every method:
 
