@@ -1318,8 +1318,9 @@ def test_recall_ap_weight_adds_that_many_times_one_minus_each_querys_ap(weight):
     relevance[:, 0] = True
     exclude = torch.zeros(6, 30, dtype=torch.bool)
     exclude[:, 1] = True
-    plain = recall_loss_scores(scores, relevance, exclude=exclude, unit=1.0)
-    mixed = recall_loss_scores(scores, relevance, exclude=exclude, unit=1.0, ap_weight=weight)
+    # (without a margin, the AP term is the AP of the scores themselves)
+    plain = recall_loss_scores(scores, relevance, exclude=exclude, unit=1.0, margin=0.0)
+    mixed = recall_loss_scores(scores, relevance, exclude=exclude, unit=1.0, margin=0.0, ap_weight=weight)
     keep = ~exclude[0]
     ap = [average_precision_score(relevance[i][keep].numpy(), scores[i][keep].numpy()) for i in range(6)]
     assert mixed.item() == pytest.approx(plain.item() + weight * float(np.mean([1 - a for a in ap])), rel=1e-9)

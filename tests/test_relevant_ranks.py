@@ -76,25 +76,25 @@ def test_values_and_gradient_equal_the_full_interpolated_ranking(compact, synchr
             expected_leaf.grad.abs().max().clamp_min(1e-30)))
 
 
-def test_excluded_columns_equal_excluded_by_minus_infinity():
+def test_items_at_minus_infinity_take_no_part():
     generator = torch.Generator().manual_seed(1)
     scores = torch.randn(6, 30, generator=generator)
     relevant = torch.rand(6, 30, generator=generator) < 0.3
-    itself = torch.arange(6)[:, None]
     relevant[torch.arange(6), torch.arange(6)] = False
     columns, valid = relevant_columns(relevant)
     unit = torch.ones(6, 1, dtype=torch.float64)
-    results = []
-    for by_columns in (True, False):
-        leaf = scores.clone().requires_grad_()
-        inputs = leaf if by_columns else leaf.scatter(-1, itself, -math.inf)
-        above, _ = relevant_ranks(inputs, columns, valid, interpolation=1.0, margin=0.1, unit=unit,
-                                  excluded=itself if by_columns else None)
-        torch.where(valid, above, 0.0).sum().backward()
-        results.append((above, leaf.grad))
-    assert torch.equal(results[0][0], results[1][0])
-    torch.testing.assert_close(results[0][1], results[1][1])
-    assert not results[0][1][torch.arange(6), torch.arange(6)].any()  # an excluded item gets no gradient
+    leaf = scores.clone().requires_grad_()
+    above, _ = relevant_ranks(leaf.scatter(-1, torch.arange(6)[:, None], -math.inf), columns, valid,
+                              interpolation=1.0, margin=0.1, unit=unit)
+    torch.where(valid, above, 0.0).sum().backward()
+    # the same counts as without those items: irrelevant items at or above each shifted relevant score
+    rows = torch.arange(6)[:, None]
+    kept = torch.ones(6, 30, dtype=torch.bool).scatter(-1, rows, False)
+    thresholds = scores.gather(-1, columns).double() - 0.1
+    expected = ((scores.double()[:, None, :] >= thresholds[..., None]) & (kept & ~relevant)[:, None, :]).sum(-1)
+    assert torch.equal(torch.where(valid, above, 0.0), torch.where(valid, expected.double(), 0.0))
+    assert float(leaf.grad.abs().sum()) > 0
+    assert not leaf.grad[torch.arange(6), torch.arange(6)].any()  # an item at -inf gets no gradient
 
 
 def test_relevant_columns_layouts():

@@ -120,11 +120,13 @@ __all__ = [
 DEFAULT_INTERPOLATION = 0.25
 #: Margin of the AP and AUROC losses, in spreads of the scores: the best mean validation AP at lambda 0.25.
 DEFAULT_MARGIN = 0.05
-#: RaMBO's lambda (interpolation) of the recall loss, in cosine units (COSINE_UNIT): the best mean validation
-#: MAP@R of the design sweep on UCI Letter's training letters (docs/design.md, "Rank losses (RaMBO)").
-DEFAULT_RECALL_INTERPOLATION = 2.0
-#: Margin for cosine similarities in the recall loss: 0 (a margin lowered validation MAP@R).
-DEFAULT_RECALL_MARGIN = 0.0
+#: RaMBO's lambda (interpolation) of the recall loss, in cosine units (COSINE_UNIT), and its margin: the best
+#: mean validation MAP@R of the design sweep on UCI Letter's training letters, with and without shadow columns
+#: (docs/design.md, "Rank losses (RaMBO)"). At 2048 the perturbation carries nearly every relevant item with a
+#: gradient past every other item, so the gradient counts the irrelevant items above each relevant one (and the
+#: relevant ones below each irrelevant one), all alike; its size is about 1 / 1000 of lambda 2's.
+DEFAULT_RECALL_INTERPOLATION = 2048.0
+DEFAULT_RECALL_MARGIN = 0.005
 #: Weight of the recall loss's AP term (``ap_weight``): 0, the paper's loss; 0.25, 1 and 4 gave lower validation
 #: MAP@R in the design sweep (docs/design.md, "Rank losses (RaMBO)").
 DEFAULT_RECALL_AP_WEIGHT = 0.0
@@ -453,20 +455,20 @@ def recall_loss_scores(
 
     def per_row(rows: Tensor, rows_relevant: Tensor) -> tuple[Tensor, Tensor]:
         columns, valid = relevant_columns(rows_relevant, compact=synchronise)
-        return _recall_penalty(rows, columns, valid, None, variant, interpolation, margin, _unit(rows, unit),
+        return _recall_penalty(rows, columns, valid, variant, interpolation, margin, _unit(rows, unit),
                                synchronise, ap_weight)
 
     return _in_chunks(per_row, scores, relevant, memory_limit, synchronise, "recall_loss_scores")
 
 
 def _recall_penalty(
-    scores: Tensor, columns: Tensor, valid: Tensor, excluded: Tensor | None, variant: str, interpolation: float,
-    margin: float, unit: Tensor, synchronise: bool, ap_weight: float, every: bool = False,
+    scores: Tensor, columns: Tensor, valid: Tensor, variant: str, interpolation: float, margin: float,
+    unit: Tensor, synchronise: bool, ap_weight: float, every: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Per query: the mean penalty of its relevant items (plus ``ap_weight * (1 - AP)``), and whether it has any
     (``every``: all entries real)."""
     above, rank_relevant = relevant_ranks(scores, columns, None if every else valid, interpolation=interpolation,
-                                          margin=margin, unit=unit, excluded=excluded, synchronise=synchronise)
+                                          margin=margin, unit=unit, synchronise=synchronise)
     penalty = torch.log1p(above) if variant == "log" else torch.log1p(torch.log1p(above))
     if ap_weight:  # 1 - precision at each relevant item: its share of the AP loss
         penalty = penalty + ap_weight * (1 - rank_relevant / (rank_relevant + above))
@@ -607,13 +609,15 @@ def recall_loss(
     def part(start: int, stop: int) -> tuple[Tensor, Tensor]:
         with full_precision(embeddings):
             scores = queries[start:stop] @ gallery.T
+        with torch.no_grad():  # self-pairs rank last with no gradient (in place: the product keeps no output)
+            scores.scatter_(-1, itself[start:stop], -math.inf)
         if groups is not None:
             columns, valid = _same_label_columns(groups[0], *(group[start:stop] for group in groups[1:]), width)
         else:  # every gallery item, the relevant ones marked (no host synchronisation)
             relevant = (labels[start:stop, None] == gallery_labels[None, :]).scatter_(-1, itself[start:stop], False)
             columns, valid = relevant_columns(relevant, compact=False)
-        return _recall_penalty(scores, columns, valid, itself[start:stop], variant, interpolation, margin,
-                               unit[start:stop], synchronise, ap_weight, every)
+        return _recall_penalty(scores, columns, valid, variant, interpolation, margin, unit[start:stop],
+                               synchronise, ap_weight, every)
 
     chunk = row_chunk(len(queries), len(gallery), width, queries.element_size(), queries.device, memory_limit,
                       "recall_loss")

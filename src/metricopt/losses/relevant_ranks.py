@@ -34,8 +34,8 @@ and its permutation (12 bytes per item for float32 scores) kept for the
 backward, so linear per row. Ties count against every tied item, as in the
 ranker (``docs/design.md``); comparisons of float32 scores with float64
 thresholds are exact (each threshold is rounded to the float32 on the correct
-side before the search). Excluded items are given the score ``-inf`` by the
-caller or listed by column: they are never relevant, never above a finite
+side before the search). Items that take no part (self-pairs) are given the
+score ``-inf`` by the caller: they are never relevant, never above a finite
 threshold, and receive a zero gradient.
 """
 
@@ -144,14 +144,9 @@ class _RelevantRanks(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        scores, relevant, columns, valid, excluded, interpolation, margin, unit, synchronise
+        scores, relevant, columns, valid, interpolation, margin, unit, synchronise
     ):
-        if excluded is None:  # (contiguous rows: the searches need them)
-            ascending, order = scores.contiguous().sort(-1)
-        else:  # excluded items score -inf: they sort first, below every finite threshold
-            ascending = scores.detach().clone()
-            ascending.scatter_(-1, excluded, -torch.inf)
-            ascending, order = torch.sort(ascending, -1, out=(ascending, torch.empty_like(ascending, dtype=torch.long)))
+        ascending, order = scores.contiguous().sort(-1)  # (contiguous rows: the searches need them)
         count = relevant.shape[-1] if valid is None else valid.sum(-1, keepdim=True)
         relevant_ascending, rank_relevant = _sorted_with_ranks(relevant, valid, count)
         if margin:
@@ -165,7 +160,7 @@ class _RelevantRanks(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
-        scores, relevant, columns, valid, excluded, interpolation, margin, unit, synchronise = inputs
+        scores, relevant, columns, valid, interpolation, margin, unit, synchronise = inputs
         above, rank_relevant, ascending, order, relevant_ascending, below, down = output
         ctx.save_for_backward(columns, valid, unit, above, rank_relevant, ascending, order, relevant,
                               relevant_ascending, below, down)
@@ -177,7 +172,7 @@ class _RelevantRanks(torch.autograd.Function):
     def backward(ctx, grad_above, *unused):  # type: ignore[override]
         (columns, valid, unit, above, rank_relevant, ascending, order, relevant, relevant_ascending, below,
          down) = ctx.saved_tensors
-        nothing = (None,) * 8
+        nothing = (None,) * 7
         if grad_above is None or columns.shape[-1] == 0:  # no relevant item in any row: nothing moves
             return (torch.zeros_like(ascending), *nothing)
         with torch.no_grad():
@@ -218,7 +213,7 @@ class _RelevantRanks(torch.autograd.Function):
 
 def relevant_ranks(
     scores: Tensor, columns: Tensor, valid: Tensor | None, *, interpolation: float, margin: float, unit: Tensor,
-    excluded: Tensor | None = None, synchronise: bool = True,
+    synchronise: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """``(above, rank_relevant)`` of each relevant item, ``(B, K)`` float64 (module docstring).
 
@@ -229,8 +224,6 @@ def relevant_ranks(
             (:func:`relevant_columns`); excluded items must not be among them.
         valid: ``(B, K)`` which entries of ``columns`` are real, or None when
             all are.
-        excluded: optional ``(B, E)`` columns of items that take no part
-            (self-pairs); a row may repeat a column.
         synchronise: whether the backward pass may read one flag from the
             device, which saves two of its three searches on untied scores;
             False keeps it free of host synchronisation.
@@ -250,6 +243,6 @@ def relevant_ranks(
     # The relevant scores enter as an input of their own (a gather outside the function) so that a second
     # derivative finds the scores in the gradient's graph and raises (ranker's rules).
     relevant = scores.gather(-1, columns)
-    above, rank_relevant, *_ = _RelevantRanks.apply(scores, relevant, columns, valid, excluded, interpolation,
-                                                    margin, unit, synchronise)
+    above, rank_relevant, *_ = _RelevantRanks.apply(scores, relevant, columns, valid, interpolation, margin, unit,
+                                                    synchronise)
     return above, rank_relevant
