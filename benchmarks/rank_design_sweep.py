@@ -78,6 +78,7 @@ RECALL_VARIANTS = (
     *((f"lambda={lam:g} margin=0.01", {"interpolation": lam, "margin": 0.01}, "ours")
       for lam in (0.5, 8.0, 32.0, 128.0, 512.0, 2048.0, 8192.0)),
     *((f"lambda=2048 margin={m:g}", {"interpolation": 2048.0, "margin": m}, "ours") for m in (0.0, 0.005, 0.02, 0.05)),
+    *((f"lambda={lam:g} margin=0.005", {"interpolation": lam, "margin": 0.005}, "ours") for lam in (512.0, 8192.0)),
     ("lambda=128 margin=0, unit: each query's spread", {"interpolation": 128.0, "margin": 0.0, "unit": None}, "ours"),
     ("lambda=2 margin=0, paper gradient (rk and rk+)", {"interpolation": 2.0, "margin": 0.0}, "paper"),
     *((f"lambda=2 margin=0 ap_weight={w:g}", {"interpolation": 2.0, "margin": 0.0, "ap_weight": w}, "ours")

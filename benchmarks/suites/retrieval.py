@@ -153,8 +153,8 @@ def _rambo(variant: str, margin: bool, memory: bool) -> Callable[[RetrievalSpec]
     def build(spec: RetrievalSpec) -> nn.Module:
         from metricopt.losses import RecallLoss
 
-        return RecallLoss(variant=variant, margin=spec.rambo_margin if margin else 0.0,
-                          memory_size=spec.rambo_memory_size if memory else 0)
+        options = {"margin": spec.rambo_margin} if margin else {}  # otherwise the loss's default margin
+        return RecallLoss(variant=variant, memory_size=spec.rambo_memory_size if memory else 0, **options)
 
     return build
 

@@ -127,8 +127,8 @@ DEFAULT_MARGIN = 0.05
 #: relevant ones below each irrelevant one), all alike; its size is about 1 / 1000 of lambda 2's.
 DEFAULT_RECALL_INTERPOLATION = 2048.0
 DEFAULT_RECALL_MARGIN = 0.005
-#: Weight of the recall loss's AP term (``ap_weight``): 0, the paper's loss; 0.25, 1 and 4 gave lower validation
-#: MAP@R in the design sweep (docs/design.md, "Rank losses (RaMBO)").
+#: Weight of the recall loss's AP term (``ap_weight``): 0, the paper's loss; 0.25, 1 and 4 (at interpolation 2,
+#: margin 0) gave validation MAP@R far below the defaults above (docs/design.md, "Rank losses (RaMBO)").
 DEFAULT_RECALL_AP_WEIGHT = 0.0
 #: The paper's mAP : cross-class AP mix of 2 : 1.
 DEFAULT_CROSS_CLASS_WEIGHT = 0.5
