@@ -17,7 +17,7 @@ epoch chosen on validation), written to ``benchmarks/results/rank_design.{json,m
   columns, :func:`metricopt.app.data.letter_shadow_retrieval`), where the raw
   features retrieve poorly and the loss has to learn.
 
-    python -m benchmarks.rank_design_sweep            # both parts, about 15 minutes on 2 cores
+    python -m benchmarks.rank_design_sweep            # both parts, about 18 minutes on 2 cores (recall: 4)
     python -m benchmarks.rank_design_sweep --part ap --seeds 2
 
 Interpolation and margin are in units of each ranking's spread (the standard
@@ -30,11 +30,15 @@ datasets since the run that added ``letter_shadow`` (issue 16), with margins
 before its run, decides the recall loss's ``ap_weight`` (an AP term added per
 query, for MAP@R; issue 16): 0, 0.25, 1 or 4. Where the best lies at
 an edge of the interpolation grid, the grid grows by a factor of 4 past it
-and the sweep runs again (three times so far: the first run's best were lambda
-0.25 for AP and 32 for recall, both at the edges; with ``letter_shadow``,
-lambda 8 at margin 0.01, then 32, then 128, then 2048: 32 to 8192 joined at
-that margin, and the margin grid 0 to 0.05 at lambda 2048, where the
-perturbation already carries almost every relevant item past every other).
+and the sweep runs again. History: the first run's best were lambda 0.25 for
+AP and 32 for recall, both at the edges, and the grids grew. With
+``letter_shadow`` added and margins 0.01 and 0.02 in the grid, the best was
+lambda 8 at margin 0.01 (an edge of 0.5 / 2 / 8 there): 32 was added, then
+128, each the best in turn; then 512 and 2048 together (one step of 16, not
+4), 2048 the best; then 8192 at margin 0.01 and the margins 0 / 0.005 / 0.02 /
+0.05 at 2048, where 0.005 was the best; then 512 and 8192 at margin 0.005,
+below it. The best, interpolation 2048 and margin 0.005, is inside the grid
+in both directions.
 
 The ``paper`` gradient form perturbs both rankings in the unit of the whole
 ranking; the committed run (before the losses moved to

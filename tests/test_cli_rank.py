@@ -254,6 +254,12 @@ def test_retrieval_data_split() -> None:
     assert split.X_train.dtype == np.float32 and split.X_train.shape[1] == 16
     with pytest.raises(ValueError, match="fashion_mnist only"):
         load_retrieval_data("letter", n_train=100)
+    shadow = load_retrieval_data("letter_shadow", seed=0)
+    assert shadow.split.X_train.shape[1] == 64 and "shadow copies" in shadow.source
+    np.testing.assert_array_equal(shadow.split.y_test, split.y_test)  # the same rows, the same split
+    np.testing.assert_allclose(shadow.split.X_train[:, :16], split.X_train)
+    with pytest.raises(ValueError, match="letter_shadow is used whole"):
+        load_retrieval_data("letter_shadow", n_test=100)
 
 
 # ---------------------------------------------------------------------------

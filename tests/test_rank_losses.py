@@ -336,6 +336,35 @@ def test_recall_loss_on_embeddings_equals_reference_with_self_pairs_excluded(var
     assert loss.item() > 0  # random embeddings: some irrelevant item outranks a relevant one
 
 
+@pytest.mark.parametrize("layout", ["compact", "whole rows"])
+@pytest.mark.parametrize("with_memory", [False, True])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_recall_loss_equals_the_scores_form_on_its_similarities(monkeypatch, layout, with_memory, chunked):
+    # recall_loss writes -inf into its own similarity matrix in place; the scores form copies (masked_fill):
+    # same value and gradient, with the memory's extra columns, in chunks (recomputed under checkpoint) or not,
+    # on the compact layout and on whole rows (what a GPU without synchronisation gets).
+    from metricopt.losses import ranking
+
+    if layout == "whole rows":
+        monkeypatch.setattr(ranking, "_synchronise", lambda scores, validate: False)
+    g = torch.Generator().manual_seed(3)
+    embeddings = torch.randn(24, 5, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 4, (24,), generator=g)
+    memory = (torch.randn(10, 5, generator=g, dtype=torch.float64), torch.randint(0, 4, (10,), generator=g))
+    memory = memory if with_memory else None
+    limit = 40_000 if chunked else None  # bytes: 5 to 13 of the 24 rows per chunk
+    first = embeddings.clone().requires_grad_()
+    loss = recall_loss(first, labels, memory=memory, memory_limit=limit, distributed=False)
+    loss.backward()
+    second = embeddings.clone().requires_grad_()
+    scores, relevance, exclude = retrieval_scores(second, labels, memory)
+    expected = recall_loss_scores(scores, relevance, exclude=exclude, unit=1.0)
+    expected.backward()
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=0.0)
+    torch.testing.assert_close(first.grad, second.grad, rtol=1e-9, atol=1e-15)
+    assert float(first.grad.abs().sum()) > 0
+
+
 def test_recall_loss_docstring_example_and_self_pair_matters():
     x = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     labels = torch.tensor([0, 0, 1, 1])

@@ -76,24 +76,39 @@ def test_values_and_gradient_equal_the_full_interpolated_ranking(compact, synchr
             expected_leaf.grad.abs().max().clamp_min(1e-30)))
 
 
-def test_items_at_minus_infinity_take_no_part():
+@pytest.mark.parametrize("compact", [True, False])
+def test_items_at_minus_infinity_take_no_part(compact):
+    # Row i with its item i at -inf ranks, and passes back, exactly as row i without item i.
     generator = torch.Generator().manual_seed(1)
     scores = torch.randn(6, 30, generator=generator)
     relevant = torch.rand(6, 30, generator=generator) < 0.3
     relevant[torch.arange(6), torch.arange(6)] = False
-    columns, valid = relevant_columns(relevant)
+    kept = torch.ones(6, 30, dtype=torch.bool)
+    kept[torch.arange(6), torch.arange(6)] = False
     unit = torch.ones(6, 1, dtype=torch.float64)
+    options = {"interpolation": 1.0, "margin": 0.1, "unit": unit}
+
     leaf = scores.clone().requires_grad_()
-    above, _ = relevant_ranks(leaf.scatter(-1, torch.arange(6)[:, None], -math.inf), columns, valid,
-                              interpolation=1.0, margin=0.1, unit=unit)
-    torch.where(valid, above, 0.0).sum().backward()
-    # the same counts as without those items: irrelevant items at or above each shifted relevant score
-    rows = torch.arange(6)[:, None]
-    kept = torch.ones(6, 30, dtype=torch.bool).scatter(-1, rows, False)
-    thresholds = scores.gather(-1, columns).double() - 0.1
-    expected = ((scores.double()[:, None, :] >= thresholds[..., None]) & (kept & ~relevant)[:, None, :]).sum(-1)
-    assert torch.equal(torch.where(valid, above, 0.0), torch.where(valid, expected.double(), 0.0))
-    assert float(leaf.grad.abs().sum()) > 0
+    columns, valid = relevant_columns(relevant, compact=compact)
+    above, rank = relevant_ranks(leaf.scatter(-1, torch.arange(6)[:, None], -math.inf), columns, valid, **options)
+    weights = torch.rand(above.shape, generator=generator, dtype=torch.float64)
+    torch.where(valid, above * weights, 0.0).sum().backward()
+
+    short = scores[kept].view(6, 29).clone().requires_grad_()
+    short_columns, short_valid = relevant_columns(relevant[kept].view(6, 29), compact=compact)
+    short_above, short_rank = relevant_ranks(short, short_columns, short_valid, **options)
+    # the same relevant items in the same order, so the same weights apply
+    short_weights = weights if compact else weights[kept].view(6, 29)
+    torch.where(short_valid, short_above * short_weights, 0.0).sum().backward()
+
+    if compact:
+        assert torch.equal(torch.where(valid, above, 0.0), torch.where(short_valid, short_above, 0.0))
+        assert torch.equal(torch.where(valid, rank, 0.0), torch.where(short_valid, short_rank, 0.0))
+    else:
+        assert torch.equal(above[kept & relevant], short_above[short_valid])
+        assert torch.equal(rank[kept & relevant], short_rank[short_valid])
+    torch.testing.assert_close(leaf.grad[kept].view(6, 29), short.grad, rtol=1e-6, atol=1e-6)
+    assert float(short.grad.abs().sum()) > 0
     assert not leaf.grad[torch.arange(6), torch.arange(6)].any()  # an item at -inf gets no gradient
 
 

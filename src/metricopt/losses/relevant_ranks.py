@@ -218,10 +218,11 @@ def relevant_ranks(
     """``(above, rank_relevant)`` of each relevant item, ``(B, K)`` float64 (module docstring).
 
     Args:
-        scores: ``(B, L)`` floating scores, one ranking per row (finite; not
-            checked here).
+        scores: ``(B, L)`` floating scores, one ranking per row: finite, or
+            ``-inf`` for items that take no part (not checked here).
         columns: ``(B, K)`` the relevant items' columns
-            (:func:`relevant_columns`); excluded items must not be among them.
+            (:func:`relevant_columns`); no valid entry may point at a ``-inf``
+            item.
         valid: ``(B, K)`` which entries of ``columns`` are real, or None when
             all are.
         synchronise: whether the backward pass may read one flag from the

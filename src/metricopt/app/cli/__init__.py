@@ -21,8 +21,9 @@ defaults to it):
   ``ndcg@K`` binary only); ``recall@K`` trains an embedding for retrieval,
   against a cross-entropy classifier whose last hidden layer (before its
   ReLU) is the embedding.
-  ``--dataset letter`` and ``--dataset fashion_mnist`` are retrieval benchmarks
-  whose test classes are never seen in training (``recall@K`` only).
+  ``--dataset letter``, ``letter_shadow`` and ``fashion_mnist`` are retrieval
+  benchmarks whose test classes are never seen in training (``recall@K``
+  only).
 * Black-box metrics (any metric, never differentiated): ``metricopt``
   (``--method blackbox``), run by :mod:`metricopt.app.recipes.blackbox`. It
   pre-trains the MLP with cross-entropy, freezes it, meta-learns a value

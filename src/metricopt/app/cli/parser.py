@@ -94,7 +94,12 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
     from metricopt.blackbox.meta import FITS
     from metricopt.blackbox.metric import BUILTIN_METRICS
     from metricopt.losses.confusion import DEFAULT_AMPLIFICATION
-    from metricopt.losses.ranking import DEFAULT_INTERPOLATION, DEFAULT_MARGIN, DEFAULT_RECALL_MARGIN
+    from metricopt.losses.ranking import (
+        DEFAULT_INTERPOLATION,
+        DEFAULT_MARGIN,
+        DEFAULT_RECALL_INTERPOLATION,
+        DEFAULT_RECALL_MARGIN,
+    )
     from metricopt.metrics import METRIC_NAMES
 
     # --loss / --method: the confusion-metric losses, the rank losses, MetricOpt for black-box metrics
@@ -115,8 +120,9 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
         "probabilities; multi-class ap and auroc are macro one-vs-rest; ndcg@K needs binary data and ranks "
         "the whole test split with the labels as gains). recall@K trains an embedding (--embedding-dim) and "
         "reports R@1,2,4,8, MAP@R and MRR of cosine retrieval within the test split; its bce baseline is a "
-        "classifier whose last hidden layer (before its ReLU) is the embedding. --dataset letter and "
-        "fashion_mnist are retrieval benchmarks with test classes unseen in training (fashion_mnist: 10000 "
+        "classifier whose last hidden layer (before its ReLU) is the embedding. --dataset letter, letter_shadow "
+        "(Letter with 48 noise columns) and fashion_mnist are retrieval benchmarks with test classes unseen in "
+        "training (fashion_mnist: 10000 "
         "train / 2000 test images of 784 pixels); 20% of their training rows are held out for validation.",
         f"Black-box metrics (--method {BLACKBOX_METHOD}, MetricOpt): --metric is a built-in "
         f"({', '.join(BUILTIN_METRICS)}) or MODULE:FUNCTION, a function importable from the current directory "
@@ -203,8 +209,9 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
     rank = train.add_argument_group(
         "rank losses (--metric ap, auroc, ndcg@K, recall@K only; an error with other metrics)")
     rank.add_argument("--interpolation", metavar="LAMBDA", type=float, default=None,
-                      help="blackbox interpolation lambda > 0 in normalised-rank units (see "
-                           f"metricopt.losses.ranking); default {DEFAULT_INTERPOLATION:g}")
+                      help="blackbox interpolation lambda > 0 (see metricopt.losses.ranking): spreads of the "
+                           f"scores for ap, auroc and ndcg@K (default {DEFAULT_INTERPOLATION:g}), cosine units "
+                           f"for recall@K (default {DEFAULT_RECALL_INTERPOLATION:g})")
     rank.add_argument("--margin", metavar="ALPHA", type=float, default=None,
                       help="margin >= 0 a relevant score must beat an irrelevant one by: logit units for ap and "
                            f"auroc (default {DEFAULT_MARGIN:g}), cosine similarity for recall@K (default "

@@ -19,7 +19,7 @@ here follow that protocol with data that install offline:
   train, classes 5-9 from the official test file test, so no test image (and
   no test class) is seen in training.
 
-Both return a :class:`RetrievalSplit`; labels keep their original values
+Each returns a :class:`RetrievalSplit`; labels keep their original values
 (letter codes ``0..25`` for A..Z, Fashion-MNIST labels ``0..9``), so train
 and test label sets are disjoint by construction. :func:`load_retrieval`
 looks a benchmark up by name in :data:`RETRIEVAL_DATASETS`.
@@ -59,6 +59,7 @@ from metricopt.app.data.splits import fit_standardization
 __all__ = [
     "FASHION_MNIST_CLASSES",
     "LETTER_CLASSES",
+    "LETTER_SHADOW_COPIES",
     "RETRIEVAL_DATASETS",
     "RetrievalSplit",
     "class_disjoint_split",

@@ -41,7 +41,7 @@ Retrieval (metric learning, ``recall@K``):
   K), ``map@r`` and ``mrr``. Epochs are selected by ``recall@K`` measured the
   same way on the validation rows.
 * Data: :func:`load_retrieval_data` gives the class-disjoint benchmarks
-  (``letter``, ``fashion_mnist``: test classes never seen in training) with 20 %
+  (``letter``, ``letter_shadow``, ``fashion_mnist``: test classes never seen in training) with 20 %
   of the training rows (stratified) held out for validation; any other
   classification split works too (then validation and test share the
   training classes).
@@ -236,7 +236,8 @@ def make_rank_loss(
 
     Args:
         metric: a :class:`RankMetric` or its name.
-        interpolation: blackbox lambda > 0 in normalised-rank units.
+        interpolation: blackbox lambda > 0: spreads of the scores (ap, auroc, ndcg@K), cosine units
+            (recall@K).
         margin: score margin >= 0 (logit units for ap/auroc, cosine for recall).
         memory_size: training batches remembered in the ranking (>= 0).
     """
