@@ -259,6 +259,7 @@ RETRIEVAL_SUITE_DATASETS: tuple[str, ...] = ("letter", "letter_shadow", "fashion
 #: Method names understood by :mod:`benchmarks.suites.retrieval`, in table order.
 RETRIEVAL_METHODS: tuple[str, ...] = (
     "rambo_loglog", "rambo_log", "rambo_loglog_margin", "rambo_loglog_memory", "rambo_loglog_margin_memory",
+    "rambo_loglog_former",
     "pml_contrastive", "pml_triplet", "pml_multisimilarity", "pml_fastap", "pml_smoothap", "il_smoothap",
     "torchsort_ap", "bbb_recall",
 )

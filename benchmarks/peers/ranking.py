@@ -651,7 +651,7 @@ class ImbalancedLossesSmoothAP(_PeerModule):
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         _check_batch(embeddings, labels)
         similarities, relevant = _similarities_without_self(embeddings, labels)
-        rows = [q for q in range(similarities.shape[0]) if bool(relevant[q].any())]
+        rows = relevant.any(1).nonzero()[:, 0].tolist()  # (one read from the device)
         if not rows:
             return _zero_loss(embeddings)
         losses = [self.loss(similarities[q].unsqueeze(1), relevant[q].long()) for q in rows]

@@ -149,6 +149,16 @@ class RetrievalMethod:
     peer: str | None = None
 
 
+#: The recall loss's defaults before issue 16 re-chose them (interpolation 2048, margin 0.005).
+FORMER_RECALL_DEFAULTS = {"interpolation": 2.0, "margin": 0.0}
+
+
+def _rambo_former(spec: RetrievalSpec) -> nn.Module:
+    from metricopt.losses import RecallLoss
+
+    return RecallLoss(variant="loglog", **FORMER_RECALL_DEFAULTS)
+
+
 def _rambo(variant: str, margin: bool, memory: bool) -> Callable[[RetrievalSpec], nn.Module]:
     def build(spec: RetrievalSpec) -> nn.Module:
         from metricopt.losses import RecallLoss
@@ -182,6 +192,7 @@ RETRIEVAL_METHODS: dict[str, RetrievalMethod] = {
         RetrievalMethod("rambo_loglog_margin", "RaMBO loglog +margin", _rambo("loglog", True, False)),
         RetrievalMethod("rambo_loglog_memory", "RaMBO loglog +memory", _rambo("loglog", False, True)),
         RetrievalMethod("rambo_loglog_margin_memory", "RaMBO loglog +margin +memory", _rambo("loglog", True, True)),
+        RetrievalMethod("rambo_loglog_former", "RaMBO loglog, former defaults (2 / 0)", _rambo_former),
         RetrievalMethod("pml_contrastive", "Contrastive (PML)", _peer("pml_contrastive"), peer="pml_contrastive"),
         RetrievalMethod("pml_triplet", "Triplet semihard (PML)", _peer("pml_triplet"), peer="pml_triplet"),
         RetrievalMethod("pml_multisimilarity", "MultiSimilarity (PML)", _peer("pml_multisimilarity"),
@@ -229,17 +240,12 @@ def load_data(spec: RetrievalSpec, dataset: str, seed: int) -> Split:
     from sklearn.model_selection import train_test_split
 
     from metricopt.app.data import Split
-    from metricopt.app.data.retrieval import fashion_mnist_retrieval, letter_retrieval, letter_shadow_retrieval
+    from metricopt.app.data.retrieval import RETRIEVAL_DATASETS
 
-    if dataset == "letter":
-        split = letter_retrieval()
-    elif dataset == "letter_shadow":
-        split = letter_shadow_retrieval()
-    elif dataset == "fashion_mnist":
-        n_train, n_test = spec.fashion_sizes
-        split = fashion_mnist_retrieval(n_train=n_train, n_test=n_test, seed=seed)
-    else:
+    if dataset not in RETRIEVAL_SUITE_DATASETS:
         raise ValueError(f"unknown retrieval dataset {dataset!r}; known: {list(RETRIEVAL_SUITE_DATASETS)}")
+    sizes = dict(zip(("n_train", "n_test"), spec.fashion_sizes, strict=True))
+    split = RETRIEVAL_DATASETS[dataset](**(sizes | {"seed": seed} if dataset == "fashion_mnist" else {}))
     X_fit, X_val, y_fit, y_val = train_test_split(
         split.X_train, split.y_train, test_size=spec.val_size, random_state=seed, stratify=split.y_train
     )
@@ -611,18 +617,21 @@ def _reference_notes(summ: dict[str, Any], metric: str) -> list[str]:
 
 
 def protocol_text(spec: RetrievalSpec) -> str:
+    from metricopt.app.data.retrieval import LETTER_SHADOW_COPIES
+
     parts = []
     for d in spec.datasets:
         P, K = spec.batch_for(d)
         letter = "UCI Letter, letters A..M train / N..Z test, 16 features standardised on A..M, used whole"
         data = {
             "letter": letter,
-            "letter_shadow": letter.replace("16 features", "16 features and 48 shadow columns (3 copies of the "
-                                            "16 features, each in a random row order; one fixed table)"),
+            "letter_shadow": letter.replace("16 features", f"16 features and {16 * LETTER_SHADOW_COPIES} shadow "
+                                            f"columns ({LETTER_SHADOW_COPIES} copies of the 16 features, each in "
+                                            "a random row order; one fixed table)"),
         }.get(d, f"Fashion-MNIST, classes 0-4 train ({spec.fashion_sizes[0]} stratified rows of the official "
                  f"training file, drawn with the seed) / 5-9 test ({spec.fashion_sizes[1]} rows of the official "
                  "test file)")
-        width = {"letter": 16, "letter_shadow": 64}.get(d)
+        width = {"letter": 16, "letter_shadow": 16 * (1 + LETTER_SHADOW_COPIES)}.get(d)
         model = (f"MLP {width} -> {' -> '.join(str(w) for w in spec.mlp_hidden)} -> {spec.embedding_dim}"
                  if width else
                  f"CNN conv 32 3x3, max-pool 2, conv 64 3x3, max-pool 2, fc 128, fc {spec.embedding_dim}")
@@ -642,9 +651,10 @@ def protocol_text(spec: RetrievalSpec) -> str:
         "gallery = test set, self excluded, cosine similarity of the 64-d embeddings). "
         f"Seeds {tuple(spec.seeds)}; mean ± sample std over seeds. " + "; ".join(parts) + ". "
         "Methods: RaMBO = `metricopt.losses.RecallLoss` "
-        f"(interpolation {_rambo_interpolation()} in cosine units; `log`/`loglog` "
+        f"({_rambo_defaults()} in cosine units, the loss's defaults; `log`/`loglog` "
         f"variants; `+margin` = margin {spec.rambo_margin}; `+memory` = the detached embeddings of the last "
-        f"{spec.rambo_memory_size} batches as extra gallery columns). Peers with their defaults "
+        f"{spec.rambo_memory_size} batches as extra gallery columns; `former defaults` = interpolation 2, margin "
+        "0, the defaults before issue 16). Peers with their defaults "
         "(`benchmarks.peers.ranking.RETRIEVAL_PEER_DEFAULTS`): pytorch-metric-learning ContrastiveLoss "
         "(pos margin 0, neg margin 1), TripletMarginLoss (margin 0.2) with a semihard TripletMarginMiner, "
         "MultiSimilarityLoss (2, 50, 0.5) with its miner (epsilon 0.1), FastAPLoss (10 bins), SmoothAPLoss "
@@ -659,10 +669,10 @@ def protocol_text(spec: RetrievalSpec) -> str:
     )
 
 
-def _rambo_interpolation() -> float:
+def _rambo_defaults() -> str:
     from metricopt.losses import ranking
 
-    return ranking.DEFAULT_RECALL_INTERPOLATION
+    return f"interpolation {ranking.DEFAULT_RECALL_INTERPOLATION:g}, margin {ranking.DEFAULT_RECALL_MARGIN:g}"
 
 
 def retrieval_markdown(payload: dict[str, Any]) -> str:
