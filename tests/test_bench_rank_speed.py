@@ -240,7 +240,8 @@ def test_rank_speed_smoke_suite_end_to_end(tmp_path) -> None:
     markdown = (tmp_path / "rank_speed_smoke.md").read_text()
     assert payload["kind"] == "rank_speed" and set(payload["parts"]) == {"ranking", "retrieval"}
     assert "load_average_at_start" in payload["metadata"] and "load_average_at_end" in payload["metadata"]
-    assert set(payload["peers"]) == {"torchsort", "pytorch-metric-learning", "libauc", "blackbox-backprop"}
+    assert set(payload["peers"]) == {"torchsort", "pytorch-metric-learning", "libauc", "imbalanced-losses",
+                                     "blackbox-backprop"}
     validation = payload["memory_probe"]["validation"]
     assert validation["measured_mib"] == pytest.approx(validation["expected_mib"], rel=0.15)
     for part, ours in (("ranking", "rambo_ap"), ("retrieval", "rambo_recall")):
