@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.peers.tabular import BINARY_CANDIDATES, MULTICLASS_CANDIDATES
+from metricopt.app.data.retrieval import RETRIEVAL_DATASETS
 
 
 def _collection_names(role: str) -> tuple[str, ...]:
@@ -253,8 +254,8 @@ class SpeedSpec:
     kind = "speed"
 
 
-#: Datasets understood by :mod:`benchmarks.suites.retrieval`, in table order.
-RETRIEVAL_SUITE_DATASETS: tuple[str, ...] = ("letter", "letter_shadow", "fashion_mnist")
+#: Datasets understood by :mod:`benchmarks.suites.retrieval`, in table order: the library's retrieval registry.
+RETRIEVAL_SUITE_DATASETS: tuple[str, ...] = tuple(RETRIEVAL_DATASETS)
 
 #: Method names understood by :mod:`benchmarks.suites.retrieval`, in table order.
 RETRIEVAL_METHODS: tuple[str, ...] = (

