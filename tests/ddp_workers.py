@@ -74,6 +74,7 @@ def _loss_factories() -> dict[str, tuple[Any, int, str]]:
         "confusion_mcc_multiclass": (lambda: ConfusionLoss("mcc"), 3, "classes"),
         "confusion_f1_count_average": (lambda: ConfusionLoss("f1", count_momentum=0.3), 1, "binary"),
         "confusion_mcc_count_average": (lambda: ConfusionLoss("mcc", count_momentum=0.3), 3, "classes"),
+        "confusion_recall_at_precision": (lambda: ConfusionLoss("recall@precision>=0.7"), 1, "binary"),
         "ap_with_memory": (lambda: APLoss(memory_size=2), 1, "binary"),
         "auroc": (lambda: AUROCLoss(), 1, "binary"),
         "recall_with_memory": (lambda: RecallLoss(memory_size=2), 4, "classes"),
@@ -82,7 +83,7 @@ def _loss_factories() -> dict[str, tuple[Any, int, str]]:
 
 
 LOSSES = ("confusion_f1", "confusion_mcc_multiclass", "confusion_f1_count_average", "confusion_mcc_count_average",
-          "ap_with_memory", "auroc", "recall_with_memory", "ndcg")
+          "confusion_recall_at_precision", "ap_with_memory", "auroc", "recall_with_memory", "ndcg")
 #: Every family, cross-entropy included: none may all-gather where no gradient can flow.
 ONE_PROCESS_LOSSES = (*LOSSES, "cross_entropy")
 
@@ -109,10 +110,14 @@ def loss_setup(name: str) -> tuple[nn.Module, nn.Module]:
 
 
 def loss_state(criterion: Any) -> list[torch.Tensor] | None:
-    """What a loss carries from batch to batch: the rank losses' memory, the confusion loss's count average."""
+    """What a loss carries from batch to batch: the rank losses' memory, the confusion loss's count average or
+    Lagrange multipliers."""
     if hasattr(criterion, "memory"):
         contents = criterion.memory.contents()
         return None if contents is None else list(contents)
+    multipliers = getattr(criterion, "multipliers", None)
+    if multipliers is not None:
+        return [multipliers.values]
     average = getattr(criterion, "count_average", None)
     return None if average is None else list(average.rates)
 

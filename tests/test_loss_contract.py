@@ -38,6 +38,7 @@ from metricopt.losses import (
     recall_loss_scores,
 )
 from metricopt.metrics import retrieval_report
+from metricopt.metrics.constrained import best_threshold
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -89,8 +90,19 @@ def _ndcg(scores: np.ndarray, gains: np.ndarray) -> float:
     return ndcg_score(gains[None], scores.reshape(1, -1), k=5)
 
 
+def _constrained(scores: np.ndarray, target: np.ndarray) -> float:
+    # the scorer's metric: the decision threshold is chosen for the constraint (the estimator calibrates it)
+    return best_threshold(target, scores.reshape(-1), "recall@precision>=0.8").score
+
+
+def _constrained_multiclass(scores: np.ndarray, target: np.ndarray) -> float:
+    return float(np.mean([best_threshold(target == c, scores[:, c], "recall@precision>=0.6").score
+                          for c in range(scores.shape[1])]))
+
+
 def _warmed(criterion: ConfusionLoss, classes: int | None) -> ConfusionLoss:
-    """The loss after one other batch: its running average of the counts is no longer the next batch's own."""
+    """The loss after one other batch: its running average of the counts is no longer the next batch's own,
+    and a constrained loss's multipliers are no longer 0."""
     g = torch.Generator().manual_seed(123)
     if classes is None:
         criterion(torch.randn(40, generator=g), (torch.rand(40, generator=g) < 0.3).long())
@@ -107,6 +119,13 @@ CASES = [
          _f1),
     Case("confusion_mcc_multiclass_count_average", lambda: _warmed(ConfusionLoss("mcc", count_momentum=0.3), 3),
          "multiclass", 3, _mcc),
+    Case("confusion_recall_at_precision", lambda: _warmed(ConfusionLoss("recall@precision>=0.8"), None), "binary",
+         1, _constrained),
+    Case("confusion_recall_at_precision_augmented",
+         lambda: _warmed(ConfusionLoss("recall@precision>=0.8", constraint_method="augmented"), None), "binary", 1,
+         _constrained),
+    Case("confusion_recall_at_precision_multiclass",
+         lambda: _warmed(ConfusionLoss("recall@precision>=0.6"), 3), "multiclass", 3, _constrained_multiclass),
     Case("cross_entropy", lambda: cross_entropy_loss, "binary", 1, _accuracy),
     Case("focal", lambda: FocalLoss(), "binary", 1, _accuracy),
     Case("ap", lambda: APLoss(), "binary", 1, _ap),
@@ -288,7 +307,8 @@ def test_half_inputs_give_the_float32_result(case: Case, dtype: torch.dtype) -> 
 def test_torch_func_grad_equals_autograd(case: Case) -> None:
     scores, target = scores_and_target(case, dtype=torch.float32)
     _, expected = gradient(case, scores, target)
-    got = torch.func.grad(lambda s: case.make()(s, target))(scores)
+    loss_fn = case.make()  # built (and warmed) outside the transform, as a training loop builds it
+    got = torch.func.grad(lambda s: loss_fn(s, target))(scores)
     torch.testing.assert_close(got, expected)
 
 

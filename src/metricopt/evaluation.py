@@ -5,6 +5,14 @@ binary decisions at ``p > threshold`` (0.5 unless tuned), multi-class at argmax,
 each metric with its ``"auto"`` averaging (binary; macro or scikit-learn's
 multi-class definition).
 
+Constrained metrics (``"recall@precision>=0.95"``,
+:mod:`metricopt.metrics.constrained`): :func:`tune_threshold` calibrates the
+threshold so that the constraints hold on the rows it is given with a margin
+(:func:`~metricopt.metrics.constrained.calibrate_threshold`), :func:`report`
+gives the constrained score and, under ``"<metric> held"``, 1.0 or 0.0, and
+:func:`selection_score` scores a model's validation probabilities at the
+threshold calibration would choose.
+
 Rank metrics (:data:`THRESHOLD_FREE_METRICS`: ``"ap"``, average precision, and
 ``"auroc"``, area under the ROC curve) are threshold-free: :func:`report`
 computes them exactly from the probabilities themselves
@@ -19,6 +27,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from metricopt.metrics import average_precision_score, metric_score, roc_auc_score
+from metricopt.metrics.constrained import (
+    DEFAULT_CONFIDENCE,
+    calibrate_threshold,
+    constrained_report,
+    is_constrained,
+    parse_constrained,
+)
 from metricopt.metrics.registry import REPORTED, THRESHOLD_FREE
 from metricopt.predict import predict_labels
 
@@ -28,7 +43,7 @@ REPORT_METRICS: tuple[str, ...] = REPORTED
 #: Threshold-free metrics :func:`report` computes from the probabilities, not from decisions.
 THRESHOLD_FREE_METRICS: tuple[str, ...] = THRESHOLD_FREE
 
-__all__ = ["REPORT_METRICS", "THRESHOLD_FREE_METRICS", "rank_score", "report", "tune_threshold"]
+__all__ = ["REPORT_METRICS", "THRESHOLD_FREE_METRICS", "rank_score", "report", "selection_score", "tune_threshold"]
 
 
 def __getattr__(name: str) -> tuple[str, ...]:
@@ -102,11 +117,13 @@ def report(
         if y_pred is None:
             y_pred = predict_labels(probs, threshold=threshold)
         out[name] = float(metric_score(y_true, y_pred, name, num_classes=num_classes))
+        if is_constrained(name) and num_classes == 2:
+            out[f"{name} held"] = float(constrained_report(y_true, y_pred, name)["held"])
     return out
 
 
 def tune_threshold(y_true: np.ndarray, probs: np.ndarray, metric: str, *, beta: float = 1.0,
-                   max_candidates: int = 200) -> float:
+                   max_candidates: int = 200, confidence: float = DEFAULT_CONFIDENCE) -> float:
     """The binary threshold that maximises ``metric`` on ``(y_true, probs)``.
 
     Candidates are midpoints between sorted distinct probabilities (thinned to
@@ -115,6 +132,11 @@ def tune_threshold(y_true: np.ndarray, probs: np.ndarray, metric: str, *, beta: 
     usual "tune the threshold on validation data" recipe that AnyLoss is
     designed to make unnecessary. ``beta``: the weight of recall for
     ``metric="fbeta"``.
+
+    A constrained metric (``"recall@precision>=0.95"``) is calibrated instead:
+    the exact best threshold among all whose decisions meet the constraints
+    at ``confidence`` (:func:`~metricopt.metrics.constrained.calibrate_threshold`;
+    0.5: on the rows themselves, no margin).
 
     Example:
         >>> tune_threshold(np.array([1, 1, 0, 0]), np.array([0.1, 0.2, 0.3, 0.4]), "recall") < 0.1
@@ -125,6 +147,8 @@ def tune_threshold(y_true: np.ndarray, probs: np.ndarray, metric: str, *, beta: 
     y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=np.float64)
     if probs.ndim != 1:
         raise ValueError(f"`probs` must be 1-D binary probabilities to tune a threshold; got shape {probs.shape}")
+    if is_constrained(metric):
+        return calibrate_threshold(y_true, probs, metric, beta=beta, confidence=confidence).threshold
     distinct = np.unique(probs)
     candidates = (distinct[:-1] + distinct[1:]) / 2 if len(distinct) > 1 else distinct
     if len(candidates) > max_candidates:
@@ -137,3 +161,25 @@ def tune_threshold(y_true: np.ndarray, probs: np.ndarray, metric: str, *, beta: 
         if score > best_score or (score == best_score and abs(threshold - 0.5) < abs(best - 0.5)):
             best, best_score = float(threshold), score
     return best
+
+
+def selection_score(y_true: np.ndarray, probs: np.ndarray, metric: str, *, num_classes: int = 2, beta: float = 1.0,
+                    confidence: float = DEFAULT_CONFIDENCE) -> float:
+    """How good a model's validation probabilities are for ``metric``, higher is better: what picks an epoch.
+
+    A constrained metric is scored at the threshold calibration would choose
+    (the objective there, negated for ``fpr``/``fnr``; the worst value where
+    no threshold meets the constraints), since its decisions will be taken
+    there, not at 0.5; any other metric at ``p > 0.5`` or the argmax.
+
+    Example:
+        >>> selection_score(np.array([0, 1, 1, 0]), np.array([0.1, 0.8, 0.4, 0.3]), "recall@precision>=0.9",
+        ...                 confidence=0.5)
+        1.0
+    """
+    if is_constrained(metric):
+        if num_classes != 2:
+            raise ValueError(f"a constrained metric calibrates a binary threshold; got {num_classes} classes")
+        parsed = parse_constrained(metric)
+        return parsed.utility(calibrate_threshold(y_true, probs, parsed, beta=beta, confidence=confidence).score)
+    return float(metric_score(y_true, predict_labels(probs), metric, beta=beta, num_classes=num_classes))

@@ -49,6 +49,13 @@ from metricopt.app.recipes.ensemble import MODELS, AveragedClassifier
 from metricopt.losses.confusion import DEFAULT_AMPLIFICATION
 from metricopt.losses.count_average import check_momentum
 from metricopt.metrics import METRIC_NAMES, metric_score
+from metricopt.metrics.constrained import (
+    DEFAULT_CONFIDENCE,
+    calibrate_threshold,
+    constraint_z,
+    is_constrained,
+    parse_constrained,
+)
 from metricopt.predict import predict_labels, predict_proba
 
 __all__ = ["BINARY_RECIPE", "EXPECTED_FAILED_CHECKS", "MODELS", "MULTICLASS_RECIPE", "MetricClassifier"]
@@ -83,7 +90,13 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
     Args:
         metric: the metric to train for and to report in :meth:`score`
             (``"f1"``, ``"gmean"``, ``"balanced_accuracy"``, ``"mcc"``, ... see
-            ``metricopt.METRIC_NAMES``).
+            ``metricopt.METRIC_NAMES``), or, for binary targets, a constrained
+            metric such as ``"recall@precision>=0.95"`` or ``"tpr@fpr<=0.01"``
+            (:mod:`metricopt.metrics.constrained`): the models train as for any
+            metric (``loss="anyloss"``: the constrained loss), the epoch is
+            chosen at the calibrated threshold, and the decision threshold is
+            calibrated on the validation rows so that the constraints hold
+            there with a margin (``constraint_confidence``).
         loss: ``"auto"`` (the recipe's: ``"weighted_bce"``), ``"anyloss"`` (the confusion loss
             for ``metric``), or a cross-entropy: ``"bce"``, ``"weighted_bce"``
             (inverse class frequency weights; LightGBM: ``is_unbalance``),
@@ -143,13 +156,18 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
             ``metric``, stop LightGBM and tune the threshold; 0, or a class
             with a single sample (with a warning), keeps the last epoch.
         tune_threshold: ``"auto"`` (True for binary targets, as the recipe;
-            False for multi-class), True or False. True: after training,
+            False for multi-class), True or False; a constrained ``metric``
+            calibrates the threshold instead (``constraint_confidence``). True: after training,
             choose the decision threshold that maximises ``metric`` on the
             validation rows (:func:`metricopt.evaluation.tune_threshold`)
             instead of 0.5. Needs ``validation_fraction > 0`` (``"auto"``
             without validation rows decides at 0.5); with a class too small
             to hold out (the warning above), the threshold stays 0.5. Not for
             multi-class targets (argmax has no threshold).
+        constraint_confidence: a constrained ``metric``: each constrained rate's
+            one-sided Wilson bound at this confidence must meet its level on
+            the validation rows (in [0.5, 1); 0.5: the rate itself, no margin;
+            :func:`~metricopt.metrics.constrained.calibrate_threshold`).
         standardize: scale features to zero mean, unit variance (fitted on the
             training data).
         n_jobs: LightGBM's threads: None (1, as scikit-learn's ``n_jobs=None``),
@@ -177,6 +195,10 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
             ``"mlp+lightgbm"``: the MLP's epoch).
         threshold_: the decision threshold on the positive class's
             probability (0.5 unless tuned; None for multi-class).
+        calibration_: a constrained ``metric``: the
+            :class:`~metricopt.metrics.constrained.ThresholdChoice` made on the
+            validation rows (its ``feasible`` says whether any threshold met
+            the constraints there); None otherwise.
         options_: the ``model``, ``loss``, ``booster_loss`` and
             ``tune_threshold`` that ``fit`` used, ``"auto"`` resolved.
 
@@ -213,6 +235,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         weight_decay: float = 0.0,
         validation_fraction: float = 0.25,
         tune_threshold: bool | str = "auto",
+        constraint_confidence: float = DEFAULT_CONFIDENCE,
         standardize: bool = True,
         n_jobs: int | None = None,
         random_state: int | None = None,
@@ -235,6 +258,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         self.weight_decay = weight_decay
         self.validation_fraction = validation_fraction
         self.tune_threshold = tune_threshold
+        self.constraint_confidence = constraint_confidence
         self.standardize = standardize
         self.n_jobs = n_jobs
         self.random_state = random_state
@@ -242,7 +266,11 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_params(self) -> None:
         """Each parameter's own value (combinations: :meth:`_resolve`, once the targets are known)."""
-        check_choice("metric", self.metric, METRIC_NAMES)
+        if is_constrained(self.metric):
+            parse_constrained(self.metric)  # a malformed constraint names `metric` and lists the forms
+            constraint_z(self.constraint_confidence)
+        else:
+            check_choice("metric", self.metric, METRIC_NAMES)
         check_choice("loss", self.loss, ("auto", *LOSSES))
         check_choice("model", self.model, ("auto", *MODELS))
         check_choice("batching", self.batching, BATCHINGS)
@@ -274,14 +302,18 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
     def _resolve(self, n_classes: int) -> dict[str, Any]:
         """``model``, ``loss``, ``booster_loss`` and ``tune_threshold`` with ``"auto"`` resolved for the targets
         (:data:`BINARY_RECIPE` or :data:`MULTICLASS_RECIPE`), their combinations checked."""
+        constrained = is_constrained(self.metric)
+        if constrained and n_classes > 2:
+            raise ValueError(f"a constrained `metric` ({self.metric!r}) calibrates a binary decision threshold; `y` "
+                             f"has {n_classes} classes (the loss itself, ConfusionLoss, takes multi-class targets)")
         recipe = BINARY_RECIPE if n_classes == 2 else MULTICLASS_RECIPE
         model = recipe["model"] if self.model == "auto" else self.model
         loss = recipe["loss"] if self.loss == "auto" else self.loss
         booster_loss = self.booster_loss
         if booster_loss is None and self.model == "auto":
             booster_loss = recipe["booster_loss"]
-        tune = (recipe["tune_threshold"] and self.validation_fraction > 0) if self.tune_threshold == "auto" \
-            else self.tune_threshold
+        tune = ((recipe["tune_threshold"] or constrained) and self.validation_fraction > 0) \
+            if self.tune_threshold == "auto" else self.tune_threshold
         if tune and n_classes > 2:
             raise ValueError(f"`tune_threshold=True` applies to binary targets; `y` has {n_classes} classes "
                              "(multi-class decisions are the argmax)")
@@ -412,9 +444,21 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
     def _set_threshold(self, X_val: np.ndarray | None, y_val: np.ndarray | None, n_classes: int) -> None:
         """``threshold_``: 0.5, or tuned on the validation rows (``tune_threshold``); None for multi-class."""
         self.threshold_ = None if n_classes > 2 else 0.5
-        if self.options_["tune_threshold"] and X_val is not None:
-            self.threshold_ = evaluation.tune_threshold(y_val, self._model_proba(X_val), self.metric,
-                                                         beta=self.beta)
+        self.calibration_ = None
+        if not (self.options_["tune_threshold"] and X_val is not None):
+            return
+        probs = self._model_proba(X_val)
+        if not is_constrained(self.metric):
+            self.threshold_ = evaluation.tune_threshold(y_val, probs, self.metric, beta=self.beta)
+            return
+        self.calibration_ = calibrate_threshold(y_val, probs, self.metric, beta=self.beta,
+                                                confidence=self.constraint_confidence)
+        self.threshold_ = self.calibration_.threshold
+        if not self.calibration_.feasible:
+            warnings.warn(
+                f"MetricClassifier: no decision threshold meets {self.metric!r} on the {len(y_val)} validation rows "
+                f"at constraint_confidence={self.constraint_confidence!r}; deciding at the threshold closest to "
+                "meeting it (calibration_.feasible is False)", UserWarning, stacklevel=3)
 
     def _model_proba(self, X: np.ndarray) -> np.ndarray:
         """The model's probabilities of standardised rows: ``(n,)`` binary (positive class), ``(n, C)`` else."""
@@ -447,7 +491,11 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """The chosen ``metric`` of :meth:`predict` on ``(X, y)`` (higher is better).
 
-        Binary targets are scored for ``pos_label_``, the class trained for.
+        Binary targets are scored for ``pos_label_``, the class trained for. A
+        constrained metric scores the objective where the constraints hold on
+        ``(X, y)`` and its worst value where they do not
+        (:mod:`metricopt.metrics.constrained`), negated for an ``fpr`` or
+        ``fnr`` objective (scikit-learn's scores are greater-is-better).
         """
         if sample_weight is not None:
             raise ValueError("`sample_weight` is not supported by MetricClassifier.score; got a non-None value")
@@ -461,7 +509,8 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         if self.pos_label_ is not None:
             target = (y == self.pos_label_).astype(np.int64)
             decided = (predicted == self.pos_label_).astype(np.int64)
-            return float(metric_score(target, decided, self.metric, beta=self.beta, num_classes=2))
+            value = float(metric_score(target, decided, self.metric, beta=self.beta, num_classes=2))
+            return parse_constrained(self.metric).utility(value) if is_constrained(self.metric) else value
         encoded = np.array([index[label] for label in y.tolist()], dtype=np.int64)
         decided = np.searchsorted(self.classes_, predicted)
         return float(metric_score(encoded, decided, self.metric, beta=self.beta, num_classes=len(self.classes_)))

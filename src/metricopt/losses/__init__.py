@@ -1,7 +1,9 @@
 """Losses, one module per method family, each as a function and an ``nn.Module``.
 
 * :mod:`metricopt.losses.confusion`: confusion-matrix metrics (AnyLoss);
-  :mod:`metricopt.losses.count_average` the running average of their counts.
+  :mod:`metricopt.losses.count_average` the running average of their counts,
+  :mod:`metricopt.losses.constrained` the Lagrange multipliers of constrained
+  metrics (``"recall@precision>=0.95"``).
 * :mod:`metricopt.losses.ranking`: rank metrics (AP, recall@K, NDCG, AUROC) via
   exact ranks with an interpolated gradient (RaMBO); :mod:`metricopt.losses.ranker`
   holds the ranker, :mod:`metricopt.losses.memory` the batch memory.
@@ -10,6 +12,7 @@
 
 from metricopt.losses.baselines import FocalLoss, cross_entropy_loss, focal_loss, inverse_frequency_weights
 from metricopt.losses.confusion import ConfusionLoss, confusion_loss
+from metricopt.losses.constrained import ConstraintMultipliers
 from metricopt.losses.count_average import CountAverage
 from metricopt.losses.memory import BatchMemory
 from metricopt.losses.ranker import blackbox_rank as blackbox_rank  # deprecated alias, not in __all__
@@ -32,6 +35,7 @@ __all__ = [
     "AUROCLoss",
     "BatchMemory",
     "ConfusionLoss",
+    "ConstraintMultipliers",
     "CountAverage",
     "NDCGLoss",
     "RecallLoss",

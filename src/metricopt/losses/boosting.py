@@ -80,6 +80,7 @@ import torch
 from metricopt._checks import check_choice, check_positive, describe
 from metricopt.losses.confusion import DEFAULT_SHARPNESS, confusion_loss
 from metricopt.metrics.confusion import MetricArg, resolve_metric
+from metricopt.metrics.constrained import is_constrained
 
 __all__ = [
     "HESSIANS",
@@ -161,6 +162,10 @@ def count_derivatives(
         >>> round(loss, 4), grad.round(4).tolist()   # F1 = 4 / 6
         (0.3333, [-0.1111, 0.1111, 0.1111, 0.0])
     """
+    if is_constrained(metric):
+        raise ValueError(f"the boosting objective has no constrained form: `metric` {describe(metric)} has "
+                         "constraints; boost with a log-loss and calibrate the threshold "
+                         "(metricopt.metrics.constrained.calibrate_threshold)")
     spec, formula = resolve_metric(metric, beta)
     lower = 0.0 if spec is None else spec.lower_bound
 

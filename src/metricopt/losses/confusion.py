@@ -37,6 +37,13 @@ from torch import Tensor, nn
 from metricopt._autocast import full_precision
 from metricopt._checks import check_finite, check_positive, check_tensor, describe
 from metricopt.distributed import gather_batch, is_distributed
+from metricopt.losses.constrained import (
+    DEFAULT_CONSTRAINT_METHOD,
+    DEFAULT_CONSTRAINT_STRENGTH,
+    ConstraintMultipliers,
+    batch_threshold,
+    check_multipliers,
+)
 from metricopt.losses.count_average import CountAverage
 from metricopt.losses.soft_confusion import (
     auto_amplification,
@@ -50,6 +57,7 @@ from metricopt.metrics._average import (
     resolve_average,
 )
 from metricopt.metrics.confusion import MetricArg, resolve_metric
+from metricopt.metrics.constrained import is_constrained, parse_constrained
 
 __all__ = ["confusion_loss", "ConfusionLoss", "infer_task"]
 
@@ -197,6 +205,7 @@ def confusion_loss(
     validate: bool = True,
     distributed: bool = True,
     count_average: CountAverage | None = None,
+    multipliers: ConstraintMultipliers | None = None,
 ) -> Tensor:
     """AnyLoss: ``1 - metric`` on a soft confusion matrix of amplified probabilities.
 
@@ -207,9 +216,11 @@ def confusion_loss(
             (multi-class) or ``(N, C)`` in {0, 1} (multi-label).
         metric: ``"accuracy"``, ``"f1"``, ``"fbeta"``, ``"precision"``,
             ``"recall"``, ``"specificity"``, ``"balanced_accuracy"``, ``"gmean"``,
-            ``"mcc"``, ``"jaccard"``, ``"kappa"``, or a callable
+            ``"mcc"``, ``"jaccard"``, ``"kappa"``, a callable
             ``f(tp, fp, fn, tn) -> score`` in torch operations (higher is better,
-            the loss is ``1 - score``).
+            the loss is ``1 - score``), or a constrained metric such as
+            ``"recall@precision>=0.95"`` or ``"tpr@fpr<=0.01"``
+            (:mod:`metricopt.metrics.constrained`; needs ``multipliers``).
         amplification: binary and multi-label: the steepness L of
             ``A(p) = sigmoid(L (p - 0.5))``, > 0. Larger L makes the soft counts
             closer to the hard ones but the gradient more local to p = 0.5; the
@@ -237,6 +248,12 @@ def confusion_loss(
             across batches while training (the metric at the average, the
             gradient through the batch); None: the batch's counts alone.
             :class:`ConfusionLoss` keeps one with ``count_momentum``.
+        multipliers: a constrained metric's
+            :class:`~metricopt.losses.constrained.ConstraintMultipliers`: the
+            Lagrange multipliers, used in the loss and, while it is in training
+            mode with gradients enabled, updated in place by one dual step
+            (as ``batch_norm`` updates its running statistics;
+            :mod:`metricopt.losses.constrained`). :class:`ConfusionLoss` keeps one.
 
     Returns:
         A scalar loss in [0, 1] (a ``(C,)`` vector for ``average="none"``).
@@ -270,12 +287,25 @@ def confusion_loss(
     task = infer_task(logits, target, allow_empty=gathering)  # a process's share may be empty, the batch not
     if task == "multiclass" and (target.is_floating_point() or target.dtype == torch.bool):
         raise ValueError(f"multi-class `target` must hold integer class indices; got {describe(target)}")
+    if is_constrained(metric):  # the objective's soft counts minus the multipliers' constraint terms
+        constrained = parse_constrained(metric)
+        resolve_metric(constrained, beta)  # beta belongs to an fbeta objective only
+        multipliers = check_multipliers(multipliers)
+        metric, constrained_beta, beta = multipliers.formula(constrained, beta), beta, 1.0
+    elif multipliers is not None:
+        raise ValueError(f"`multipliers` apply to a constrained metric such as 'recall@precision>=0.95'; got "
+                         f"metric={describe(metric)}")
     logits, target = gather_batch(logits, target, enabled=distributed)
     if logits.shape[0] == 0:
         raise ValueError(f"`logits` must hold at least one sample in the batch gathered from every process; "
                          f"got shape {tuple(logits.shape)}")
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # float32 maths; autograd casts the gradient back to the half logits
+    if multipliers is not None and multipliers.method == "quantile":  # the batch's own best feasible threshold
+        if task == "multiclass":
+            raise ValueError("constraint_method='quantile' moves a sigmoid's threshold: it needs a binary or "
+                             "multi-label target; got a multi-class one (use 'lagrangian')")
+        logits = logits - batch_threshold(logits, target, constrained, constrained_beta)
     with full_precision(logits):  # the counts and the formula in float32, also under autocast
         score, lower_bound, status = _scores(
             logits, target, task, metric, amplification, sharpness, average, beta, validate, count_average)
@@ -287,6 +317,11 @@ def confusion_loss(
             raise ValueError(
                 f"`metric` {getattr(metric, '__name__', metric)!r} returned a non-finite score: {loss.tolist()}"
             )
+    if multipliers is not None:
+        if multipliers.training and torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active():
+            multipliers.update()
+        else:
+            multipliers.discard()
     return loss
 
 
@@ -298,6 +333,12 @@ class ConfusionLoss(nn.Module):
     across training batches, the weight of each new batch; the loss is then
     the metric of the running average (while ``self.training`` and gradients
     are enabled) with the current batch's gradient.
+
+    A constrained metric (``"recall@precision>=0.95"``, ``"tpr@fpr<=0.01"``)
+    keeps its Lagrange multipliers in ``self.multipliers``
+    (:class:`~metricopt.losses.constrained.ConstraintMultipliers`, with
+    ``constraint_method`` and ``constraint_strength``); ``forward`` updates
+    them while training (:mod:`metricopt.losses.constrained`).
 
     Examples:
         >>> criterion = ConfusionLoss("mcc")
@@ -322,6 +363,8 @@ class ConfusionLoss(nn.Module):
         validate: bool = True,
         distributed: bool = True,
         count_momentum: float | None = None,
+        constraint_method: str = DEFAULT_CONSTRAINT_METHOD,
+        constraint_strength: float = DEFAULT_CONSTRAINT_STRENGTH,
     ) -> None:
         super().__init__()
         resolve_metric(metric, beta)  # fail at construction, not at the first batch
@@ -336,6 +379,9 @@ class ConfusionLoss(nn.Module):
         self.distributed = distributed
         #: The running average of the counts (``count_momentum``: the weight of each new batch), or None.
         self.count_average = None if count_momentum is None else CountAverage(count_momentum)
+        #: The Lagrange multipliers of a constrained metric, or None.
+        self.multipliers = (ConstraintMultipliers(constraint_method, constraint_strength) if is_constrained(metric)
+                            else None)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Loss of a batch; see :func:`confusion_loss`."""
@@ -343,10 +389,11 @@ class ConfusionLoss(nn.Module):
             logits, target, self.metric, amplification=self.amplification, sharpness=self.sharpness,
             average=self.average,
             beta=self.beta, validate=self.validate, distributed=self.distributed, count_average=self.count_average,
+            multipliers=self.multipliers,
         )
 
     def extra_repr(self) -> str:
-        name = self.metric if isinstance(self.metric, str) else getattr(self.metric, "__name__", "callable")
+        name = self.metric if isinstance(self.metric, str) else getattr(self.metric, "__name__", str(self.metric))
         return (
             f"metric={name!r}, amplification={self.amplification!r}, sharpness={self.sharpness!r}, "
             f"average={self.average!r}"

@@ -46,10 +46,12 @@ from torch import Tensor
 from metricopt._checks import check_choice, describe
 from metricopt.metrics._average import average_metric, counts_from_confusion_matrix, resolve_average
 from metricopt.metrics._formulas import METRICS, CountFormula, MetricSpec
+from metricopt.metrics.constrained import ConstrainedMetric, is_constrained, parse_constrained
 
-MetricArg = str | Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+MetricArg = str | ConstrainedMetric | Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
 __all__ = [
+    "binary_counts",
     "confusion_matrix",
     "metric_score",
     "resolve_metric",
@@ -81,6 +83,13 @@ def resolve_metric(metric: MetricArg, beta: float = 1.0) -> tuple[MetricSpec | N
     """
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (0 <= beta < float("inf")):
         raise ValueError(f"`beta` must be a finite number >= 0; got {describe(beta)}")
+    if isinstance(metric, ConstrainedMetric) or (isinstance(metric, str) and is_constrained(metric)):
+        parsed = parse_constrained(metric)
+        if beta != 1 and parsed.objective != "fbeta":
+            raise ValueError(f"`beta` only applies to the objective 'fbeta'; got beta={beta!r} with "
+                             f"metric={parsed.name!r}")
+        spec = parsed.spec(beta)
+        return spec, spec.formula
     if isinstance(metric, str):
         check_choice("metric", metric, METRICS)
         spec = METRICS[metric]
@@ -164,6 +173,20 @@ def _indicator_counts(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[Tensor, .
     return tuple(torch.from_numpy(np.asarray(c, dtype=np.float64)) for c in counts)
 
 
+def binary_counts(y_true: Any, y_pred: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(tp, fp, fn, tn)`` as float64 0-d tensors of binary labels and decisions (1 is positive).
+
+    Example:
+        >>> [int(c) for c in binary_counts([1, 1, 0, 0], [1, 0, 1, 0])]
+        [1, 1, 1, 1]
+    """
+    y_true, y_pred = _as_labels("y_true", y_true), _as_labels("y_pred", y_pred)
+    task, _ = _label_task(y_true, y_pred, 2)
+    if task != "binary" or y_true.ndim != 1:
+        raise ValueError(f"`y_true` and `y_pred` must be 1-D binary labels; got shape {y_true.shape}")
+    return tuple(c[0] for c in _indicator_counts(y_true[:, None] == 1, y_pred[:, None] == 1))  # type: ignore[return-value]
+
+
 def metric_score(
     y_true: Any,
     y_pred: Any,
@@ -178,7 +201,10 @@ def metric_score(
     Args:
         y_true: true labels, ``(N,)`` or multi-label ``(N, C)``.
         y_pred: predicted labels of the same shape.
-        metric: a name from ``metricopt.metrics.METRIC_NAMES`` or a callable
+        metric: a name from ``metricopt.metrics.METRIC_NAMES``, a constrained
+            metric such as ``"recall@precision>=0.95"``
+            (:mod:`metricopt.metrics.constrained`: the objective where the
+            constraints hold, its worst value elsewhere), or a callable
             ``f(tp, fp, fn, tn) -> score`` written with torch operations.
         average: see :mod:`metricopt.metrics._average`; ``"auto"`` picks
             ``"binary"``, ``"multiclass"`` or ``"macro"`` from the target.

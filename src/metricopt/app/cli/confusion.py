@@ -23,6 +23,7 @@ from metricopt.app.cli.common import (
 from metricopt.app.data import Split
 from metricopt.app.recipes.classification import FitResult, make_loss, train_classifier
 from metricopt.evaluation import REPORT_METRICS, report, tune_threshold
+from metricopt.metrics.constrained import DEFAULT_CONFIDENCE, is_constrained
 from metricopt.predict import predict_proba
 
 __all__ = ["run_confusion"]
@@ -90,6 +91,11 @@ def run_confusion(config: TrainConfig, *, show_progress: bool,
     if config.tune_threshold and n_classes != 2:
         raise ValueError(f"--tune-threshold tunes a binary decision threshold; the data have {n_classes} classes "
                          "(multi-class decisions are the argmax)")
+    constrained = is_constrained(config.metric)
+    if constrained and n_classes != 2:
+        raise ValueError(f"--metric {config.metric} is a constrained metric, whose decision threshold is calibrated "
+                         f"for a binary target; the data have {n_classes} classes")
+    tune = config.tune_threshold or constrained
     methods = methods_of(config)
     # Build every loss before training, so a bad option fails before any epoch runs.
     losses = {
@@ -105,14 +111,16 @@ def run_confusion(config: TrainConfig, *, show_progress: bool,
     for name in methods:
         probabilities, result = _fit_one(name, losses[name], split, n_classes, config, show_progress=show_progress)
         thresholds[name] = config.threshold
-        if config.tune_threshold:
+        if tune:
             thresholds[name] = tune_threshold(split.y_val, probabilities(split.X_val), config.metric)
         metrics = report(split.y_test, probabilities(split.X_test), num_classes=n_classes,
                          metrics=_report_metrics(config.metric), threshold=thresholds[name])
         fitted[name] = (metrics, result)
     results = results_of(config, dataset_info(data), split, fitted)
-    if config.tune_threshold:
+    if tune:
         results["thresholds"] = thresholds
-        results["scoring"] = "thresholds tuned on the validation split: " + ", ".join(
+        how = (f"calibrated on the validation split so that the constraint holds there at confidence "
+               f"{DEFAULT_CONFIDENCE:g}" if constrained else "tuned on the validation split")
+        results["scoring"] = f"thresholds {how}: " + ", ".join(
             f"{name} {value:.3g}" for name, value in thresholds.items())
     return results

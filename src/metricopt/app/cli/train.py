@@ -47,6 +47,7 @@ from metricopt.app.recipes.ranking import (
 )
 from metricopt.distributed import is_distributed
 from metricopt.metrics import METRIC_NAMES
+from metricopt.metrics.constrained import is_constrained, parse_constrained
 
 __all__ = ["command", "config_from_args", "format_table", "run_train"]
 
@@ -59,13 +60,16 @@ def _parse_metric(text: str) -> str:
     name = metric_name(text)
     if name in METRIC_NAMES:
         return name
+    if is_constrained(name):  # "recall@precision>=0.95": a malformed one raises with the accepted forms
+        return parse_constrained(name).name
     if is_rank_metric(name):
         return str(parse_rank_metric(name))
     head = name.split("@")[0]
     if head in RANK_METRICS and name != "recall":
         parse_rank_metric(text)  # raises the rank-metric error with the reason
     raise ValueError(
-        f"--metric must be a confusion metric ({', '.join(METRIC_NAMES)}) or a rank metric ({RANK_METRIC_FORMS} "
+        f"--metric must be a confusion metric ({', '.join(METRIC_NAMES)}), a constrained one (e.g. "
+        f"recall@precision>=0.95, tpr@fpr<=0.01), a rank metric ({RANK_METRIC_FORMS} "
         f"with K an integer >= 1, e.g. recall@4), or with --method {BLACKBOX_METHOD} a black-box metric "
         f"({', '.join(BLACKBOX_ONLY_METRICS)} or MODULE:FUNCTION); metric names are case-insensitive; "
         f"got --metric={text!r}"
@@ -134,6 +138,9 @@ def _with_model(config: TrainConfig, args: argparse.Namespace) -> TrainConfig:
     if config.loss not in OBJECTIVE_OF_LOSS:
         raise ValueError(f"--model {args.model} takes --loss {', '.join(OBJECTIVE_OF_LOSS)}; "
                          f"got --loss {config.loss}")
+    if is_constrained(config.metric) and config.loss == "anyloss":
+        raise ValueError(f"--model {args.model} has no constrained AnyLoss objective (--metric {config.metric}); "
+                         "use --loss bce or weighted_bce: the threshold is calibrated for the constraint")
     if config.nproc != 1:
         raise ValueError(f"--model {args.model} trains in one process; got --nproc {config.nproc}")
     if config.amplification == "auto":
@@ -219,7 +226,8 @@ def format_table(results: dict[str, Any]) -> str:
     method, baseline, metric = results["method"], results["baseline_method"], results["metric"]
     ours, theirs = results["test_metrics"], results["baseline_metrics"]
     label = f"{method}({metric})" if method in ("anyloss", RANK_METHOD) else method
-    rows = [(f"{name} *" if name == metric else name, f"{ours[name]:.4f}", f"{theirs[name]:.4f}",
+    rows = [(name, _yes(ours[name]), _yes(theirs[name]), "") if name.endswith(" held") else
+            (f"{name} *" if name == metric else name, f"{ours[name]:.4f}", f"{theirs[name]:.4f}",
              f"{ours[name] - theirs[name]:+.4f}") for name in ours]
     rows.append(("best epoch", str(results["best_epoch"]), str(results["baseline_best_epoch"]), ""))
     header = ("test metric", label, baseline, "delta")
@@ -234,6 +242,10 @@ def format_table(results: dict[str, Any]) -> str:
              f"{positive_text}{scoring}; * = trained-for metric; delta = {method} - {baseline})")
     rule = "-" * len(line(header))
     return "\n".join([title, line(header), rule, *(line(r) for r in rows)])
+
+
+def _yes(flag: float) -> str:
+    return "yes" if flag else "no"
 
 
 def _check_output_file(option: str, path: str) -> None:

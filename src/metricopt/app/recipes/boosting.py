@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from metricopt._checks import check_choice, check_integer, check_positive
+from metricopt.evaluation import selection_score
 from metricopt.losses.boosting import (
     DEFAULT_MIN_HESSIAN,
     HESSIANS,
@@ -44,6 +45,7 @@ from metricopt.losses.boosting import (
 )
 from metricopt.losses.confusion import DEFAULT_SHARPNESS
 from metricopt.metrics.confusion import MetricArg, metric_score, resolve_metric
+from metricopt.metrics.constrained import is_constrained
 
 __all__ = ["DEFAULT_BOOSTING_AMPLIFICATION", "BoostedClassifier", "fit_lightgbm", "import_lightgbm"]
 
@@ -196,6 +198,9 @@ def fit_lightgbm(
     """
     check_choice("objective", objective, OBJECTIVES)
     resolve_metric(metric, beta)
+    if objective == "anyloss" and is_constrained(metric):
+        raise ValueError(f"LightGBM's AnyLoss objective has no constrained form; got metric={metric!r}: boost with "
+                         "objective='binary' (loss 'bce' or 'weighted_bce') and calibrate the threshold")
     amplification = check_positive("amplification", amplification)
     sharpness = check_positive("sharpness", sharpness)
     min_hessian = check_positive("min_hessian", min_hessian)
@@ -248,6 +253,10 @@ def fit_lightgbm(
         # multi-class: (n, K) either way, decided by the argmax
         if n_classes > 2:
             decisions = np.asarray(preds).reshape(len(y_val), n_classes).argmax(axis=1)
+        elif is_constrained(metric):  # scored at the threshold its calibration would choose
+            score = selection_score(y_val, np.asarray(preds), metric, beta=beta)  # a monotone score will do
+            history.append(score)
+            return name, score, True
         else:
             decisions = (preds > 0) if objective == "anyloss" else (preds > 0.5)
         score = float(metric_score(y_val, decisions.astype(np.int64), metric, beta=beta, num_classes=n_classes))

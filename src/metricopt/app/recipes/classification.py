@@ -27,9 +27,9 @@ from torch.nn.parallel import DistributedDataParallel
 from metricopt._checks import check_choice, check_positive
 from metricopt.batches import oversampled_batches, shuffled_batches, stratified_batches
 from metricopt.distributed import is_distributed
+from metricopt.evaluation import selection_score
 from metricopt.losses import ConfusionLoss, cross_entropy_loss, focal_loss, inverse_frequency_weights
-from metricopt.metrics import metric_score
-from metricopt.predict import predict_labels, predict_proba
+from metricopt.predict import predict_proba
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -277,8 +277,9 @@ def train_classifier(
 
     Binary problems get one output logit and float targets, multi-class ones
     ``num_classes`` logits and integer targets. With a validation set and no
-    ``evaluate`` callback, the epoch with the best validation ``metric`` (at
-    threshold 0.5 / argmax) is kept.
+    ``evaluate`` callback, the epoch with the best validation ``metric`` is
+    kept (:func:`metricopt.evaluation.selection_score`: at threshold 0.5 /
+    argmax; a constrained metric at its calibrated threshold).
 
     Args:
         loss_fn: ``f(logits, target)``, e.g. from :func:`make_loss`.
@@ -296,8 +297,7 @@ def train_classifier(
     target = torch.as_tensor(y_train, dtype=torch.float32 if num_classes == 2 else torch.long)
     if evaluate is None and X_val is not None and y_val is not None:
         def evaluate(model: nn.Module, epoch: int) -> float:
-            predicted = predict_labels(predict_proba(model, X_val))
-            return float(metric_score(y_val, predicted, metric, beta=beta, num_classes=num_classes))
+            return selection_score(y_val, predict_proba(model, X_val), metric, beta=beta, num_classes=num_classes)
 
     result = fit(model, loss_fn, X_train, target, seed=seed, evaluate=evaluate, **fit_options)  # type: ignore[arg-type]
     return model, result
