@@ -15,6 +15,8 @@ Examples::
     python -m benchmarks blackbox_guidance --jobs 2   # MetricOpt: guidance rows and start (resumable)
     python -m benchmarks tabular --jobs 2             # 107 report tables, every method (resumable; hours)
     python -m benchmarks tabular --datasets validation --seeds 2 --jobs 2   # the validation tables
+    python -m benchmarks constrained --jobs 2         # constrained metrics as losses, report tables (resumable)
+    python -m benchmarks constrained_selection --jobs 2   # the constrained loss's defaults, validation tables
     python -m benchmarks all --smoke --output-dir /tmp/bench
     python -m benchmarks render benchmarks/results/quality.json   # redraw .md/.png
 """
@@ -40,7 +42,7 @@ _KINDS = ("quality", "ablation", "speed")
 _NAMED_ONLY_KINDS = ("ap_quality", "ap_validation", "retrieval", "rank_speed", "blackbox", "blackbox_tabular",
                      "blackbox_retrieval", "blackbox_ablation", "blackbox_defaults", "blackbox_guidance",
                      "blackbox_value_fit", "tabular", "tabular_selection", "tabular_multiclass",
-                     "tabular_selection_multiclass")
+                     "tabular_selection_multiclass", "constrained", "constrained_selection")
 _BLACKBOX_KINDS = ("blackbox", "blackbox_ablation", "blackbox_defaults", "blackbox_guidance")
 
 
@@ -75,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_seeds, help="seed count N (seeds 0..N-1) or comma list")
     p.add_argument("--datasets", type=_names,
                    help="comma list of dataset names (quality/ablation/retrieval/blackbox); tabular: 'report' "
-                        "(default), 'validation' or a comma list of collection tables")
+                        "(default), 'validation' or a comma list of collection tables (constrained likewise)")
     p.add_argument("--epochs", type=int, help="training epochs (quality/ablation/retrieval; blackbox: pre-training)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--threads", type=int, help="torch threads per process (default: the spec's)")
@@ -135,16 +137,20 @@ def _blackbox_changes(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _tabular_changes(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """Command-line changes to a tabular spec (``--datasets report|validation|NAME,NAME``)."""
+    """Command-line changes to a tabular or constrained spec (``--datasets report|validation|NAME,NAME``)."""
     changes: dict[str, Any] = {}
     if args.seeds is not None:
         changes["seeds"] = args.seeds
     if args.epochs is not None:
         changes["epochs"] = _epochs(args)
     if args.datasets is not None:
-        from benchmarks.harness.specs import TABLE_SETS
+        from benchmarks.harness.specs import CONSTRAINED_TABLE_SETS, TABLE_SETS
 
+        sets = CONSTRAINED_TABLE_SETS if spec.kind == "constrained" else TABLE_SETS
         if len(args.datasets) == 1 and args.datasets[0] in TABLE_SETS:
+            if args.datasets[0] not in sets:
+                raise SystemExit(f"--datasets: suite {spec.name!r} takes {', '.join(sets)} or table names; got "
+                                 f"{args.datasets[0]!r}")
             changes["tables"] = args.datasets[0]
         else:
             from benchmarks.suites.tabular import resolve_tables
@@ -158,7 +164,7 @@ def _tabular_changes(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def _override(spec: Any, args: argparse.Namespace) -> Any:
     """``spec`` with the command line's overrides (``--threads`` and ``--name`` for every kind)."""
-    if spec.kind == "tabular":
+    if spec.kind in ("tabular", "constrained"):
         changes = _tabular_changes(spec, args)
     elif spec.kind == "retrieval":
         changes = _retrieval_changes(spec, args)
@@ -209,6 +215,10 @@ def write_reports(payload: dict[str, Any], output_dir: Path, *, plots: bool = Tr
         from benchmarks.suites.tabular import write_reports as _tabular_reports
 
         return _tabular_reports(payload, output_dir, plots=plots)
+    if payload["kind"] == "constrained":
+        from benchmarks.suites.constrained import write_reports as _constrained_reports
+
+        return _constrained_reports(payload, output_dir, plots=plots)
     if payload["kind"] == "rank_speed":
         from benchmarks.suites.rank_speed import write_reports as _rank_speed_reports
 
@@ -260,6 +270,10 @@ def render(json_path: Path, output_dir: Path | None = None, *, plots: bool = Tru
             from benchmarks.suites import tabular
 
             tabular.refresh_summary(payload)
+        elif payload["kind"] == "constrained":
+            from benchmarks.suites import constrained
+
+            constrained.refresh_summary(payload)
         elif payload["kind"] == "rank_speed":
             from benchmarks.suites import rank_speed
 
@@ -309,6 +323,12 @@ def run_named(spec: Any, *, output_dir: Path, jobs: int = 1, progress: bool = Tr
         # finished tasks are appended here and skipped by a restarted run; removed once the JSON is written
         partial = Path(output_dir) / f"{spec.name}.partial.jsonl"
         payload = run_tabular(spec, jobs=jobs, progress=progress, command=command, partial_path=partial)
+    elif spec.kind == "constrained":
+        from benchmarks.suites.constrained import run_suite as run_constrained
+
+        # finished (table, seed, method) tasks are appended here and skipped by a restarted run; removed once written
+        partial = Path(output_dir) / f"{spec.name}.partial.jsonl"
+        payload = run_constrained(spec, jobs=jobs, progress=progress, command=command, partial_path=partial)
     elif spec.kind == "speed":
         from benchmarks.suites.speed import run_speed
 

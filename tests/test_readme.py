@@ -30,3 +30,16 @@ def test_readme_opens_with_the_two_setup_commands():
     first_block = re.search(r"```bash\n(.*?)```", text, flags=re.S).group(1).strip().splitlines()
     assert len(first_block) == 2
     assert first_block[0].endswith("metricopt") and first_block[1].endswith("pytest")
+
+
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guides" / "constrained.md"
+
+
+def test_the_constrained_metrics_guide_runs_as_one_session() -> None:
+    # its blocks build on each other (a reader's session), so they run in one namespace, in order
+    blocks = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), flags=re.S)
+    assert len(blocks) >= 4
+    namespace: dict = {}
+    for index, block in enumerate(blocks):
+        exec(compile(block, f"docs/guides/constrained.md example {index}", "exec"), namespace)
+    assert namespace["clf"].calibration_ is not None

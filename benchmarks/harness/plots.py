@@ -7,6 +7,9 @@
   difference to the reference per dataset (where it wins and where it loses).
 * :func:`plot_speed`: forward + backward time against N (log-log) and the
   ratio to the baseline against N.
+* :func:`plot_constrained`: per constraint, each method's rate of test
+  constraints held against its mean test objective, at the plain rule and at
+  the library's calibration (constrained payloads).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 
 from benchmarks.harness.results import METRIC_LABELS, aggregate, seed_average_over_datasets
 
-__all__ = ["plot_quality", "plot_quality_per_dataset", "plot_speed"]
+__all__ = ["plot_constrained", "plot_quality", "plot_quality_per_dataset", "plot_speed"]
 
 
 
@@ -165,3 +168,62 @@ def plot_speed(payload: dict[str, Any], path: Path) -> Path:
                  f"dashed: C={spec['num_classes']})",
                  fontsize=10)
     return _save(plt, fig, path, dpi=110)
+
+
+def plot_constrained(payload: dict[str, Any], path: Path) -> Path:
+    """One panel per constraint: held rate on test (x) against mean test objective (y) per method.
+
+    Two markers per method, joined by a line: the calibration confidence 0.5
+    (the plain rule, a circle) and the library's default (a triangle); the
+    reference is drawn larger. One legend below the panels.
+    """
+    import matplotlib
+
+    plt = _pyplot()
+    summary = payload["summary"]["constraints"]
+    constraints = payload["spec"]["constraints"]
+    default = payload["default_confidence"]
+    shown = [q for q in (0.5, default) if any(abs(q - c) < 1e-12 for c in payload["spec"]["confidences"])]
+    markers = {0.5: "o", default: "^"}
+    methods = list(payload["methods"])
+    cmap = matplotlib.colormaps["tab10" if len(methods) <= 10 else "tab20"]
+    colors = {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
+    cols = min(2, len(constraints))
+    rows = -(-len(constraints) // cols)
+    legend_rows = -(-(sum(m not in payload.get("unavailable", {}) for m in methods) + len(shown)) // 4)
+    legend_inches = 0.15 + 0.2 * legend_rows
+    height = 4.6 * rows + legend_inches
+    fig, axes = plt.subplots(rows, cols, figsize=(6.0 * cols, height), squeeze=False)
+    for ax, constraint in zip(axes.flat, constraints):
+        for m in methods:
+            points = []
+            for q in shown:
+                part = summary[constraint][f"{q:g}"]
+                if m in part["methods"] and part["objective"]["mean"][m] is not None:
+                    points.append((q, part["held_rate"][m], part["objective"]["mean"][m]))
+            if not points:
+                continue
+            reference = m == payload["reference"]
+            ax.plot([p[1] for p in points], [p[2] for p in points], color=colors[m], lw=2.5 if reference else 1)
+            for q, x, y in points:
+                ax.scatter([x], [y], color=colors[m], marker=markers[q], s=70 if reference else 30, zorder=3)
+        ax.set_title(constraint, fontsize=10)
+        ax.set_xlabel("constraint held on test (rate over tables x seeds)")
+        ax.set_ylabel("mean test objective")
+        ax.set_xlim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(constraints):]:
+        ax.set_visible(False)
+    handles = [plt.Line2D([], [], color=colors[m], lw=2.5 if m == payload["reference"] else 1,
+                          label=payload["methods"][m].get("label", m)) for m in methods
+               if m not in payload.get("unavailable", {})]
+    handles += [plt.Line2D([], [], color="gray", marker=markers[q], ls="",
+                           label=f"q = {q:g}" + (" (plain rule)" if q == 0.5 else " (library default)"))
+                for q in shown]
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
+    _suptitle(fig, payload["title"], 10)
+    fig.tight_layout(rect=(0, legend_inches / height, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

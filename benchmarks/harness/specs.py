@@ -20,6 +20,11 @@ The kinds of suite, each a frozen dataclass:
   fine-tuning, black-box metrics reported as costs (run by
   :mod:`benchmarks.suites.blackbox`); the ablation and the two defaults sweeps
   run :class:`BlackBoxVariant` s of one spec.
+* :class:`TabularSpec`: the practitioner's tabular benchmark, every method on
+  the collection's real tables (run by :mod:`benchmarks.suites.tabular`).
+* :class:`ConstrainedSpec`: constrained metrics (recall at a precision floor,
+  TPR at an FPR budget) trained directly and calibrated on validation, on the
+  same tables (run by :mod:`benchmarks.suites.constrained`).
 
 :data:`SUITES` holds the named suites (``quality``, ``ablation``, ``speed``) and
 tiny ``*_smoke`` versions of each that run in seconds for CI. Change a suite by
@@ -38,6 +43,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from benchmarks.peers.constrained import CONSTRAINED_PEERS
 from benchmarks.peers.tabular import BINARY_CANDIDATES, MULTICLASS_CANDIDATES
 from metricopt.app.data.retrieval import RETRIEVAL_DATASETS
 
@@ -68,6 +74,7 @@ __all__ = [
     "BlackBoxGuidanceSpec",
     "BlackBoxSpec",
     "BlackBoxVariant",
+    "ConstrainedSpec",
     "QualitySpec",
     "RankSpeedSpec",
     "RetrievalSpec",
@@ -1027,7 +1034,84 @@ class TabularSpec(TrainingProtocol):
             raise ValueError(f"`reference` {self.reference!r} must be one of `methods` {self.methods}")
 
 
-Spec = QualitySpec | AblationSpec | SpeedSpec | RetrievalSpec | RankSpeedSpec | BlackBoxSpec | TabularSpec
+#: The constraints of the constrained suites (issue 17): recall at two precision floors, TPR at two FPR budgets.
+CONSTRAINTS: tuple[str, ...] = ("recall@precision>=0.7", "recall@precision>=0.9", "tpr@fpr<=0.01", "tpr@fpr<=0.05")
+#: The constrained loss's variants that ``constrained_selection`` compares: ``ConfusionLoss(constraint,
+#: constraint_method=<method>, constraint_strength=<strength>, amplification=<L>)`` named
+#: ``constrained_<method>_<strength>[_L<L>]`` (without ``_L``: L = 73). The rule, fixed before the run: the loss's
+#: default is the variant with the highest mean constrained score (the test objective where the constraint held,
+#: its worst value where not) over every (validation table, seed, constraint) at calibration confidence 0.8.
+CONSTRAINED_VARIANTS: tuple[str, ...] = (
+    "constrained_lagrangian_1", "constrained_lagrangian_0.1", "constrained_lagrangian_1_L20",
+    "constrained_lagrangian_0.1_L20", "constrained_lagrangian_1_Lauto", "constrained_augmented_1_L20",
+    "constrained_penalty_1_L20", "constrained_quantile_0.1_L20",
+)
+#: Methods of the constrained suite (:mod:`benchmarks.suites.constrained`): the library's loss with its defaults
+#: (the reference), the BCE MLPs and the boosted trees calibrated on validation, the peers' constrained losses.
+CONSTRAINED_METHODS: tuple[str, ...] = ("constrained", "bce", "weighted_bce", "hgb", "lightgbm", *CONSTRAINED_PEERS)
+#: Methods of ``constrained_selection``: the loss's defaults, its variants and the baselines they must beat.
+CONSTRAINED_SELECTION_METHODS: tuple[str, ...] = (*CONSTRAINED_VARIANTS, "bce", "weighted_bce", "hgb")
+#: The named table sets of the constrained suites (binary tables only).
+CONSTRAINED_TABLE_SETS = ("report", "validation")
+
+
+@dataclass(frozen=True)
+class ConstrainedSpec(TrainingProtocol):
+    """Constrained metrics as losses (issue 17): the objective at a rate constraint, on held-out rows.
+
+    Every (table, seed) gets the tabular suite's split: one stratified 60/20/20
+    train / validation / test split of the raw features
+    (``train_val_test_split(random_state=seed, standardize=False)``) for the
+    boosted trees and its train-standardised copy for the MLPs, which train
+    with the :class:`TrainingProtocol` budget. Per constraint, an MLP keeps the
+    epoch whose validation scores give the best objective at the constraint
+    (the best feasible threshold, no margin); every method's decision threshold
+    is then chosen on validation at each calibration ``confidence``
+    (``calibrate_threshold``) and applied to test. Run by
+    :mod:`benchmarks.suites.constrained` (resumable, parallel).
+
+    Attributes:
+        tables: ``"report"`` or ``"validation"`` (the collection's binary
+            report / validation tables) or a tuple of table names.
+        constraints: constrained metrics (``metricopt.metrics.constrained``
+            grammar); each method is selected, calibrated and scored for each.
+        methods: method names (:mod:`benchmarks.suites.constrained`); one that
+            cannot run here is recorded as unavailable, a peer that does not
+            apply to a constraint as not applicable there.
+        confidences: the calibration confidences, each in [0.5, 1); 0.5 is the
+            plain rule (the constraint met on validation, no margin).
+        reference: the method compared with every other.
+    """
+
+    name: str = "constrained"
+    tables: str | tuple[str, ...] = "report"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    constraints: tuple[str, ...] = CONSTRAINTS
+    methods: tuple[str, ...] = CONSTRAINED_METHODS
+    confidences: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9)
+    reference: str = "constrained"
+
+    kind = "constrained"
+
+    def __post_init__(self) -> None:
+        from metricopt.metrics.constrained import parse_constrained
+
+        if isinstance(self.tables, str) and self.tables not in CONSTRAINED_TABLE_SETS:
+            raise ValueError(f"`tables` must be one of {', '.join(map(repr, CONSTRAINED_TABLE_SETS))} or a tuple of "
+                             f"table names; got {self.tables!r}")
+        if self.reference not in self.methods:
+            raise ValueError(f"`reference` {self.reference!r} must be one of `methods` {self.methods}")
+        if not self.constraints:
+            raise ValueError("`constraints` must name at least one constrained metric; got ()")
+        for constraint in self.constraints:
+            parse_constrained(constraint, argument="constraints")
+        if not self.confidences or len(set(self.confidences)) != len(self.confidences) or not all(
+                isinstance(q, float) and 0.5 <= q < 1 for q in self.confidences):
+            raise ValueError(f"`confidences` must be distinct floats in [0.5, 1); got {self.confidences!r}")
+
+
+Spec = (QualitySpec | AblationSpec | SpeedSpec | RetrievalSpec | RankSpeedSpec | BlackBoxSpec | TabularSpec
+        | ConstrainedSpec)
 
 SUITES: dict[str, Spec] = {
     "quality": QualitySpec(),
@@ -1151,6 +1235,21 @@ SUITES: dict[str, Spec] = {
         name="tabular_multiclass_smoke", tables=("balance", "tae"), seeds=(0,), epochs=3,
         methods=("recipe", "anyloss", "bce", "hgb", "weighted_lr", "lgb_anyloss", "lgb_logloss"),
         recipe_params=(("max_epochs", 3),),
+    ),
+    # Constrained metrics as losses (issue 17): the loss with its defaults against the BCE MLPs, the boosted trees
+    # and the peers' constrained losses, each calibrated on validation, on the collection's report tables.
+    "constrained": ConstrainedSpec(),
+    # Choosing the loss's defaults (constraint_method, constraint_strength): its variants on the validation tables.
+    "constrained_selection": ConstrainedSpec(
+        name="constrained_selection", tables="validation", methods=CONSTRAINED_SELECTION_METHODS,
+        reference="constrained_lagrangian_1",
+    ),
+    "constrained_smoke": ConstrainedSpec(
+        name="constrained_smoke", tables=("appendicitis", "new_thyroid1"), seeds=(0,), epochs=3,
+    ),
+    "constrained_selection_smoke": ConstrainedSpec(
+        name="constrained_selection_smoke", tables=("appendicitis", "new_thyroid1"), seeds=(0,), epochs=3,
+        methods=("constrained", "constrained_penalty_1", "bce", "hgb"),
     ),
     "tabular_smoke": TabularSpec(
         name="tabular_smoke", tables=("appendicitis", "new_thyroid1"), seeds=(0,), epochs=3,

@@ -40,7 +40,12 @@ import numpy as np
 
 from benchmarks.harness import methods as _methods
 from benchmarks.harness import partial
-from benchmarks.harness.jobs import run_tasks
+from benchmarks.harness.jobs import failures_of, run_resumable
+from benchmarks.harness.markdown import best as _best
+from benchmarks.harness.markdown import number as _num
+from benchmarks.harness.markdown import p_value as _p
+from benchmarks.harness.markdown import row as _row
+from benchmarks.harness.markdown import wtl as _wtl
 from benchmarks.harness.results import (
     METRIC_LABELS,
     _metadata_lines,
@@ -66,6 +71,8 @@ __all__ = [
     "resolve_tables",
     "run_suite",
     "run_task",
+    "package_status",
+    "table_info",
     "tabular_markdown",
     "units_of",
     "write_reports",
@@ -147,7 +154,8 @@ def _unavailable(methods: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _table_info(name: str) -> dict[str, Any]:
+def table_info(name: str) -> dict[str, Any]:
+    """A table's size, positives, imbalance ratio and group, family and source (the payload's ``datasets``)."""
     from metricopt.app.data import collection
 
     t = collection.table_info(name)
@@ -279,10 +287,6 @@ def run_suite(
             skipped when a run with the same spec starts again (None: no file).
         runner: the task function (default :func:`run_task`; tests replace it, with ``jobs=1``).
     """
-    from tqdm.auto import tqdm
-
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"`jobs` must be a positive integer; got {jobs!r}")
     runner = run_task if runner is None else runner
     with torch_threads(spec.threads):
         metadata = collect_metadata(command)
@@ -293,34 +297,19 @@ def run_suite(
         tasks: list[Task] = sorted(((t, s, u) for t in tables for s in spec.seeds for u in units),
                                    key=lambda task: (-_cost(task), task))
         done = load_partial(partial_path, spec)
-        if partial_path is not None:
-            partial.start(Path(partial_path), spec, done)
-        outputs = [done[t] for t in tasks if t in done]
-        todo = [t for t in tasks if t not in done]
-        start = time.perf_counter()
-        bar = tqdm(total=len(tasks), initial=len(outputs), desc=spec.name, unit="task", disable=not progress,
-                   dynamic_ncols=True)
-        for task, out in run_tasks(runner, todo, args=(spec,), jobs=jobs):
-            partial.append(partial_path, out)  # as each finishes, so a killed run keeps it
-            outputs.append(out)
-            bar.set_postfix_str(f"done {task[0]} seed {task[1]} {task[2]}")
-            bar.update()
-        bar.close()
-        wall = time.perf_counter() - start
+        outputs, wall = run_resumable(runner, tasks, spec=spec, done=done, partial_path=partial_path, jobs=jobs,
+                                      progress=progress)
         for out in outputs:
             for method, reason in out.get("skipped", {}).items():
                 unavailable.setdefault(method, reason)
-        failures = sorted(
-            ({"table": out["key"][0], "seed": out["key"][1], "unit": unit, "error": error}
-             for out in outputs for unit, error in out.get("failed", {}).items()),
-            key=lambda f: (f["table"], f["seed"], f["unit"]))
+        failures = failures_of(outputs)
         records = sorted((r for out in outputs for r in out["records"]),
                          key=lambda r: (r["dataset"], r["metric"], r["method"], r["seed"]))
         metadata["load_average_at_end"] = load_average()
         versions = peers.peer_versions()
-        infos = {t: _table_info(t) for t in sorted(tables)}
+        infos = {t: table_info(t) for t in sorted(tables)}
         for name in ("lightgbm", "scipy"):
-            versions[name] = _package_status(name)
+            versions[name] = package_status(name)
         payload: dict[str, Any] = {
             "suite": spec.name,
             "kind": spec.kind,
@@ -333,7 +322,7 @@ def run_suite(
             "jobs": jobs,
             "wall_seconds": round(wall, 1),
             "tasks": len(tasks),
-            "resumed_tasks": len(tasks) - len(todo),
+            "resumed_tasks": len(done.keys() & set(tasks)),
             "task_seconds": round(sum(out.get("seconds", 0.0) for out in outputs), 1),
             "peers": versions,
             "methods": {m: {"label": method_label(m), "kind": "baseline" if m in TABULAR_PEERS else "mlp",
@@ -347,7 +336,8 @@ def run_suite(
         return refresh_summary(payload)
 
 
-def _package_status(name: str) -> str:
+def package_status(name: str) -> str:
+    """``"installed <version>"`` or ``"not installed"`` (the payload's ``peers``)."""
     from importlib import metadata
 
     try:
@@ -459,32 +449,6 @@ def refresh_summary(payload: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------
 # Markdown and plot
-
-
-def _row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
-
-
-def _num(value: float | None, digits: int = 3) -> str:
-    return "N/A" if value is None else f"{value:.{digits}f}"
-
-
-def _p(value: float | None) -> str:
-    if value is None:
-        return "N/A"
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
-
-
-def _best(values: dict[str, float | None], *, low: bool = False) -> set[str]:
-    valid = {m: round(v, 3) for m, v in values.items() if v is not None}
-    if not valid:
-        return set()
-    top = min(valid.values()) if low else max(valid.values())
-    return {m for m, v in valid.items() if v == top}
-
-
-def _wtl(r: dict[str, Any]) -> str:
-    return "N/A" if r["n"] == 0 else f"{r['wins']}/{r['ties']}/{r['losses']}"
 
 
 def _overview(part: dict[str, Any], methods: Sequence[str], metrics: Sequence[str],
