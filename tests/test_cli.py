@@ -460,3 +460,27 @@ def test_plot_learning_curves_without_validation_scores(tmp_path: Path) -> None:
     rows = [{"epoch": 1.0, "train_loss": 0.5}, {"epoch": 2.0, "train_loss": 0.3}]
     out = plot_learning_curves({"bce": rows}, "f1", tmp_path / "curves.svg")
     assert out == tmp_path / "curves.svg" and "<svg" in out.read_text()
+
+
+def test_a_constrained_metric_is_trained_calibrated_and_reported(workdir: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "train", "--dataset", "breast_cancer", "--metric", "Recall@Precision>=0.9",
+                          "--epochs", "3", "--output", "run.json", "--no-plot")
+    assert code == 0, err
+    results = json.loads((workdir / "run.json").read_text())
+    assert results["metric"] == "recall@precision>=0.9" and set(results["thresholds"]) == {"anyloss", "bce"}
+    assert "calibrated on the validation split" in results["scoring"]
+    assert results["test_metrics"]["recall@precision>=0.9 held"] in (0.0, 1.0)
+    held_row = next(line for line in out.splitlines() if line.startswith("recall@precision>=0.9 held"))
+    assert held_row.split()[-2:] in (["yes", "yes"], ["yes", "no"], ["no", "yes"], ["no", "no"])
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (("--metric", "recall@precision>=1.5"), "--metric: the level of 'precision>=1.5' is outside [0, 1]"),
+    (("--metric", "recall@precision<="), "accepted forms"),
+    (("--metric", "recall@precision>=0.9", "--model", "lightgbm"), "no constrained AnyLoss objective"),
+])
+def test_bad_constrained_metrics_are_one_line_errors(workdir: Path, capsys: pytest.CaptureFixture[str],
+                                                     argv: tuple[str, ...], says: str) -> None:
+    code, _, err = _run(capsys, "train", "--dataset", "breast_cancer", "--epochs", "1", *argv)
+    assert code == 2 and says in err and "Traceback" not in err

@@ -369,3 +369,12 @@ def test_every_objective_and_rate_trains_without_error() -> None:
         leaf = logits.clone().requires_grad_()
         ConfusionLoss(f"{objective}@{rate}")(leaf, target).backward()
         assert torch.isfinite(leaf.grad).all()
+
+
+def test_the_registry_names_a_constrained_metric_a_confusion_metric_with_its_objectives_direction() -> None:
+    from metricopt.metrics.registry import metric_info
+
+    info = metric_info(" Recall @ Precision>=0.9 ")
+    assert (info.name, info.family, info.higher_is_better) == ("recall@precision>=0.9", "confusion", True)
+    assert metric_info("fnr@fpr<=0.1").higher_is_better is False
+    assert metric_info("recall@4").family == "rank"  # recall@K stays the rank metric

@@ -461,3 +461,62 @@ def test_n_jobs_is_checked(cancer, n_jobs):
     X_train, _, y_train, _ = cancer
     with pytest.raises(ValueError, match="`n_jobs` must be None, -1 or a positive integer"):
         MetricClassifier(n_jobs=n_jobs, **FAST).fit(X_train, y_train)
+
+
+# --- constrained metrics --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["mlp", "lightgbm", "auto"])
+def test_a_constrained_metric_calibrates_the_threshold_on_the_validation_rows(cancer, model):
+    from metricopt.metrics import metric_score
+    from metricopt.metrics.constrained import ThresholdChoice
+
+    X_train, X_test, y_train, y_test = cancer
+    loss = "anyloss" if model == "mlp" else "bce"
+    clf = MetricClassifier("recall@precision>=0.95", loss, model=model, **FAST).fit(X_train, y_train)
+    assert isinstance(clf.calibration_, ThresholdChoice) and clf.calibration_.feasible
+    assert clf.threshold_ == clf.calibration_.threshold and clf.options_["tune_threshold"]
+    predicted = clf.predict(X_test)
+    assert clf.score(X_test, y_test) == metric_score(y_test, predicted, "recall@precision>=0.95")
+    # calibrated on 100 validation rows: the test precision lands near the floor, with real recall
+    assert precision_score(y_test, predicted) >= 0.85 and recall_score(y_test, predicted) > 0.5
+
+
+def test_the_calibration_margin_follows_constraint_confidence(cancer):
+    X_train, _, y_train, _ = cancer
+    plain = MetricClassifier("tpr@fpr<=0.02", model="mlp", loss="bce", constraint_confidence=0.5, **FAST)
+    safe = MetricClassifier("tpr@fpr<=0.02", model="mlp", loss="bce", constraint_confidence=0.95, **FAST)
+    assert safe.fit(X_train, y_train).threshold_ >= plain.fit(X_train, y_train).threshold_
+
+
+def test_an_fnr_objective_scores_greater_is_better(cancer):
+    from metricopt.metrics import metric_score
+
+    X_train, X_test, y_train, y_test = cancer
+    clf = MetricClassifier("fnr@fpr<=0.05", model="mlp", loss="bce", **FAST).fit(X_train, y_train)
+    assert clf.score(X_test, y_test) == -metric_score(y_test, clf.predict(X_test), "fnr@fpr<=0.05")
+
+
+def test_an_unreachable_constraint_warns_and_keeps_the_closest_threshold():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(200, 3)), (rng.random(200) < 0.3).astype(int)  # noise: precision 1 is out of reach
+    with pytest.warns(UserWarning, match="no decision threshold meets"):
+        clf = MetricClassifier("recall@precision>=1", model="mlp", loss="bce", **FAST).fit(X, y)
+    assert not clf.calibration_.feasible
+
+
+@pytest.mark.parametrize(("params", "match"), [
+    ({"metric": "recall@precision>=1.5"}, "`metric`"),
+    ({"metric": "recall@precision<="}, "accepted forms"),
+    ({"metric": "recall@precision>=0.9", "constraint_confidence": 1.0}, "`confidence`"),
+])
+def test_bad_constrained_parameters_are_value_errors(cancer, params, match):
+    X_train, _, y_train, _ = cancer
+    with pytest.raises(ValueError, match=match):
+        MetricClassifier(**params, **FAST).fit(X_train, y_train)
+
+
+def test_a_constrained_metric_needs_a_binary_target(wine):
+    X, y = wine
+    with pytest.raises(ValueError, match="binary decision threshold"):
+        MetricClassifier("recall@precision>=0.9", **FAST).fit(X, y)

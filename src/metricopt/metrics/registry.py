@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from metricopt.metrics.constrained import is_constrained, parse_constrained
+
 __all__ = [
     "BLACKBOX_ONLY",
     "CONFUSION",
@@ -114,6 +116,10 @@ def canonical_name(text: str) -> str:
 def metric_info(text: str) -> MetricInfo:
     """The registry entry of a metric name (``"F1"``, ``"ndcg@10"``, ``"recall@4"``).
 
+    A constrained metric (``"recall@precision>=0.95"``,
+    :mod:`metricopt.metrics.constrained`) is a confusion metric named by its
+    canonical spelling, with its objective's direction.
+
     The cut-off itself is not checked here (:func:`metricopt.app.recipes.ranking.parse_rank_metric`
     parses it); ``"recall"`` without ``@K`` is the confusion-matrix recall.
 
@@ -121,6 +127,9 @@ def metric_info(text: str) -> MetricInfo:
         ValueError: an unknown name, listing the known ones.
     """
     name = canonical_name(text)
+    if is_constrained(name):  # "recall@precision>=0.95": a confusion metric, the direction of its objective
+        parsed = parse_constrained(text)
+        return MetricInfo(parsed.name, "confusion", parsed.higher_is_better, parsed.name)
     head, at, _ = name.partition("@")
     if at and head == "recall":
         return _RECALL_AT_K
