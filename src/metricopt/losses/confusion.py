@@ -256,7 +256,9 @@ def confusion_loss(
             :mod:`metricopt.losses.constrained`). :class:`ConfusionLoss` keeps one.
 
     Returns:
-        A scalar loss in [0, 1] (a ``(C,)`` vector for ``average="none"``).
+        A scalar loss in [0, 1] (a ``(C,)`` vector for ``average="none"``);
+        a constrained metric adds its constraint terms to it, which may take
+        it outside [0, 1] (:mod:`metricopt.losses.constrained`).
 
     Raises:
         ValueError: unknown metric or average, mismatched shapes, targets
