@@ -621,7 +621,7 @@ def test_bad_amplification(bad):
         ConfusionLoss(amplification=bad)
 
 
-@pytest.mark.parametrize("bad", ["fast", None, True, [73.0]])
+@pytest.mark.parametrize("bad", ["fast", True, [73.0]])
 def test_amplification_of_wrong_type(bad):
     with pytest.raises((TypeError, ValueError), match="`amplification`"):
         confusion_loss(torch.zeros(2), torch.tensor([0, 1]), amplification=bad)

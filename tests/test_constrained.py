@@ -276,7 +276,7 @@ def test_each_method_gives_the_documented_loss(method: str) -> None:
 def test_a_rate_to_minimise_is_the_loss_itself() -> None:
     logits, target = _batch(2)
     multipliers = ConstraintMultipliers("penalty", 1.0)
-    loss = confusion_loss(logits, target, "fnr@fpr<=1.0", multipliers=multipliers)
+    loss = confusion_loss(logits, target, "fnr@fpr<=1.0", multipliers=multipliers, amplification=73.0)
     plain = confusion_loss(logits, target, "recall")
     torch.testing.assert_close(loss, plain)  # FNR = 1 - recall; the ceiling at 1 never binds
 
@@ -301,6 +301,12 @@ def test_a_non_finite_violation_leaves_the_multipliers_alone() -> None:
     before = criterion.multipliers.values.clone()
     criterion(torch.full((64,), float("nan"), requires_grad=True), target)  # an overflowing AMP step
     torch.testing.assert_close(criterion.multipliers.values, before)
+
+
+def test_a_constrained_metric_defaults_to_its_own_steepness() -> None:
+    assert ConfusionLoss("recall@precision>=0.9").amplification == 20.0
+    assert ConfusionLoss("recall").amplification == 73.0
+    assert ConfusionLoss("recall@precision>=0.9", amplification=50).amplification == 50.0
 
 
 def test_the_functional_form_needs_multipliers_and_only_for_a_constrained_metric() -> None:

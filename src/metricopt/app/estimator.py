@@ -46,7 +46,6 @@ from metricopt.app.recipes.boosting import (
 )
 from metricopt.app.recipes.classification import BATCHINGS, LOSSES, make_loss, train_classifier
 from metricopt.app.recipes.ensemble import MODELS, AveragedClassifier
-from metricopt.losses.confusion import DEFAULT_AMPLIFICATION
 from metricopt.losses.count_average import check_momentum
 from metricopt.metrics import METRIC_NAMES, metric_score
 from metricopt.metrics.constrained import (
@@ -120,7 +119,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         hidden_layer_sizes: widths of the hidden ReLU layers.
         amplification: AnyLoss steepness L for binary targets (float > 0, or
             ``"auto"`` for the MLP); None: the model's default, 73 for the MLP
-            (the paper's), 20 for LightGBM (measured: the design notes,
+            (the paper's; 20 for a constrained ``metric``), 20 for LightGBM (measured: the design notes,
             "Gradient boosting with a confusion-metric objective").
         sharpness: multi-class targets and AnyLoss (MLP or LightGBM): the soft
             prediction is ``softmax(sharpness * logits)``.
@@ -430,7 +429,7 @@ class MetricClassifier(ClassifierMixin, BaseEstimator):
         """The MLP trained with ``loss``, the epoch with the best validation ``metric`` kept."""
         loss_fn = make_loss(
             self.options_["loss"], metric=self.metric, y_train=y, num_classes=n_classes,
-            amplification=DEFAULT_AMPLIFICATION if self.amplification is None else self.amplification,
+            amplification=self.amplification,  # None: the loss's default for the metric
             sharpness=self.sharpness, beta=self.beta, count_momentum=self.count_momentum,
         )
         progress = (lambda row: print(", ".join(f"{k}={v:.4g}" for k, v in row.items()))) if self.verbose else None

@@ -38,6 +38,7 @@ from metricopt._autocast import full_precision
 from metricopt._checks import check_finite, check_positive, check_tensor, describe
 from metricopt.distributed import gather_batch, is_distributed
 from metricopt.losses.constrained import (
+    DEFAULT_CONSTRAINED_AMPLIFICATION,
     DEFAULT_CONSTRAINT_METHOD,
     DEFAULT_CONSTRAINT_STRENGTH,
     ConstraintMultipliers,
@@ -193,12 +194,19 @@ def _scores(
     return score, (0.0 if spec is None else spec.lower_bound), status
 
 
+def resolve_amplification(amplification: float | str | None, metric: MetricArg) -> float | str:
+    """``amplification`` checked (a number > 0 or ``"auto"``), None replaced by the metric's default."""
+    if amplification is None:
+        return DEFAULT_CONSTRAINED_AMPLIFICATION if is_constrained(metric) else DEFAULT_AMPLIFICATION
+    return amplification if amplification == "auto" else check_positive("amplification", amplification)
+
+
 def confusion_loss(
     logits: Tensor,
     target: Tensor,
     metric: MetricArg = "f1",
     *,
-    amplification: float | str = DEFAULT_AMPLIFICATION,
+    amplification: float | str | None = None,
     sharpness: float = DEFAULT_SHARPNESS,
     average: str | None = "auto",
     beta: float = 1.0,
@@ -226,6 +234,8 @@ def confusion_loss(
             closer to the hard ones but the gradient more local to p = 0.5; the
             paper found 30 to 110 good and chose 73. ``"auto"`` scales L to the
             batch (see :func:`~metricopt.losses.soft_confusion.auto_amplification`).
+            None: 73 (:data:`DEFAULT_AMPLIFICATION`), 20 for a constrained
+            metric (:data:`~metricopt.losses.constrained.DEFAULT_CONSTRAINED_AMPLIFICATION`).
         sharpness: multi-class: the soft prediction is
             ``softmax(sharpness * logits)`` (> 0; see
             :mod:`~metricopt.losses.soft_confusion` for why 2).
@@ -282,8 +292,7 @@ def confusion_loss(
     check_tensor("target", target)
     if not logits.is_floating_point():
         raise TypeError(f"`logits` must be a floating-point tensor; got {describe(logits)}")
-    if amplification != "auto":
-        amplification = check_positive("amplification", amplification)
+    amplification = resolve_amplification(amplification, metric)
     sharpness = check_positive("sharpness", sharpness)
     gathering = distributed is True and is_distributed()
     task = infer_task(logits, target, allow_empty=gathering)  # a process's share may be empty, the batch not
@@ -358,7 +367,7 @@ class ConfusionLoss(nn.Module):
         self,
         metric: MetricArg = "f1",
         *,
-        amplification: float | str = DEFAULT_AMPLIFICATION,
+        amplification: float | str | None = None,
         sharpness: float = DEFAULT_SHARPNESS,
         average: str | None = "auto",
         beta: float = 1.0,
@@ -370,10 +379,8 @@ class ConfusionLoss(nn.Module):
     ) -> None:
         super().__init__()
         resolve_metric(metric, beta)  # fail at construction, not at the first batch
-        if amplification != "auto":
-            amplification = check_positive("amplification", amplification)
         self.metric = metric
-        self.amplification = amplification
+        self.amplification = resolve_amplification(amplification, metric)
         self.sharpness = check_positive("sharpness", sharpness)
         self.average = average
         self.beta = beta

@@ -30,7 +30,7 @@ from metricopt.app.recipes.blackbox import BlackBoxOptions
 from metricopt.app.recipes.classification import FitResult
 from metricopt.app.recipes.ranking import DEFAULT_EMBEDDING_DIM, is_retrieval_dataset
 from metricopt.distributed import is_distributed, world_size
-from metricopt.losses.confusion import DEFAULT_AMPLIFICATION
+from metricopt.losses.confusion import resolve_amplification
 from metricopt.metrics.registry import canonical_name
 
 __all__ = ["BASELINE", "DEFAULT_DATASET", "TrainConfig"]
@@ -111,10 +111,11 @@ def parse_hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def parse_amplification(text: str | None) -> float | str:
-    """``--amplification``: a number > 0 or ``auto``; None (not given) is AnyLoss's default, 73."""
+def parse_amplification(text: str | None, metric: str = "f1") -> float | str:
+    """``--amplification``: a number > 0 or ``auto``; None (not given) is AnyLoss's default for ``metric``
+    (73; 20 for a constrained metric)."""
     if text is None:
-        return DEFAULT_AMPLIFICATION
+        return resolve_amplification(None, metric)
     if text.strip().lower() == "auto":
         return "auto"
     try:
@@ -178,7 +179,7 @@ def shared_fields(args: argparse.Namespace) -> dict[str, Any]:
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "learning_rate": args.lr,
-        "amplification": parse_amplification(args.amplification),
+        "amplification": parse_amplification(args.amplification, args.metric),
         "seed": args.seed,
         "nproc": args.nproc,
         "pos_label": args.pos_label,

@@ -78,7 +78,7 @@ def make_loss(
     metric: str = "f1",
     y_train: np.ndarray | None = None,
     num_classes: int = 2,
-    amplification: float | str = 73.0,
+    amplification: float | str | None = None,
     sharpness: float = 2.0,
     average: str | None = "auto",
     beta: float = 1.0,
