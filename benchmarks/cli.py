@@ -17,6 +17,7 @@ Examples::
     python -m benchmarks tabular --datasets validation --seeds 2 --jobs 2   # the validation tables
     python -m benchmarks constrained --jobs 2         # constrained metrics as losses, report tables (resumable)
     python -m benchmarks constrained_selection --jobs 2   # the constrained loss's defaults, validation tables
+    python -m benchmarks constrained_recipe --jobs 2      # MetricClassifier for constrained metrics, report tables
     python -m benchmarks all --smoke --output-dir /tmp/bench
     python -m benchmarks render benchmarks/results/quality.json   # redraw .md/.png
 """
@@ -42,7 +43,7 @@ _KINDS = ("quality", "ablation", "speed")
 _NAMED_ONLY_KINDS = ("ap_quality", "ap_validation", "retrieval", "rank_speed", "blackbox", "blackbox_tabular",
                      "blackbox_retrieval", "blackbox_ablation", "blackbox_defaults", "blackbox_guidance",
                      "blackbox_value_fit", "tabular", "tabular_selection", "tabular_multiclass",
-                     "tabular_selection_multiclass", "constrained", "constrained_selection")
+                     "tabular_selection_multiclass", "constrained", "constrained_selection", "constrained_recipe")
 _BLACKBOX_KINDS = ("blackbox", "blackbox_ablation", "blackbox_defaults", "blackbox_guidance")
 
 

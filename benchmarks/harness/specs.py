@@ -1244,6 +1244,16 @@ SUITES: dict[str, Spec] = {
         name="constrained_selection", tables="validation", methods=CONSTRAINED_SELECTION_METHODS,
         reference="constrained_lagrangian_1",
     ),
+    # The library's estimator (its recipe, and with loss='anyloss') for each constraint, beside the loss alone and
+    # the boosted trees, on the report tables; a run of its own so that the first run's results stand as they were.
+    "constrained_recipe": ConstrainedSpec(
+        name="constrained_recipe", methods=("recipe", "recipe_anyloss", "constrained", "lightgbm", "hgb"),
+        reference="recipe",
+    ),
+    "constrained_recipe_smoke": ConstrainedSpec(
+        name="constrained_recipe_smoke", tables=("appendicitis", "new_thyroid1"), seeds=(0,), epochs=3,
+        methods=("recipe", "lightgbm"), reference="recipe",
+    ),
     "constrained_smoke": ConstrainedSpec(
         name="constrained_smoke", tables=("appendicitis", "new_thyroid1"), seeds=(0,), epochs=3,
     ),

@@ -104,7 +104,8 @@ class NotApplicable(Exception):
 
 #: A loss builder: ``build(constraint or None, y_train) -> loss_fn(logits, target)``; raises :class:`NotApplicable`.
 LossBuilder = Callable[[str | None, np.ndarray], LossFn]
-#: A booster: ``fit(raw_split, seed, threads) -> (validation scores, test scores)``.
+#: A booster: ``fit(raw_split, seed, threads, constraint) -> (validation scores, test scores)``; ``constraint`` is
+#: None for a method trained once for every constraint.
 Booster = Callable[[Any, int, int], tuple[np.ndarray, np.ndarray]]
 
 
@@ -200,7 +201,7 @@ def _peer(name: str) -> LossBuilder:
     return build
 
 
-def _hgb(raw: Any, seed: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
+def _hgb(raw: Any, seed: int, threads: int, constraint: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     model = HistGradientBoostingClassifier(random_state=seed).fit(raw.X_train, raw.y_train)
@@ -211,7 +212,7 @@ def _hgb(raw: Any, seed: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
 LIGHTGBM_ROUNDS, LIGHTGBM_PATIENCE = 1000, 50
 
 
-def _lightgbm(raw: Any, seed: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
+def _lightgbm(raw: Any, seed: int, threads: int, constraint: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     import lightgbm
 
     model = lightgbm.LGBMClassifier(n_estimators=LIGHTGBM_ROUNDS, random_state=seed, verbose=-1, n_jobs=threads)
@@ -222,6 +223,28 @@ def _lightgbm(raw: Any, seed: int, threads: int) -> tuple[np.ndarray, np.ndarray
     model.fit(raw.X_train, raw.y_train, eval_metric="binary_logloss",
               callbacks=[lightgbm.early_stopping(LIGHTGBM_PATIENCE, verbose=False)], **validation)
     return model.predict_proba(raw.X_val)[:, 1], model.predict_proba(raw.X_test)[:, 1]
+
+
+def _estimator(**options: Any) -> Booster:
+    """``MetricClassifier(metric=constraint, random_state=seed, **options)`` with its defaults otherwise.
+
+    It fits on the training rows (holding out its own validation rows for the
+    epoch, the boosting rounds and its threshold); its probabilities are then
+    calibrated on the suite's validation rows like every other method's.
+    """
+    def fit(raw: Any, seed: int, threads: int, constraint: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        import warnings
+
+        from metricopt.app import MetricClassifier
+
+        model = MetricClassifier(metric=constraint, random_state=seed, n_jobs=threads, **options)
+        with warnings.catch_warnings():  # "no threshold meets ... on its validation rows": the suite calibrates
+            warnings.simplefilter("ignore", UserWarning)
+            model.fit(raw.X_train, raw.y_train)
+        column = list(model.classes_).index(model.pos_label_)
+        return model.predict_proba(raw.X_val)[:, column], model.predict_proba(raw.X_test)[:, column]
+
+    return fit
 
 
 _PEER_LABELS = {
@@ -240,6 +263,9 @@ METHODS: dict[str, ConstrainedMethod] = {
         ConstrainedMethod("weighted_bce", "weighted BCE", False, loss=_weighted_bce),
         ConstrainedMethod("hgb", "HGB", False, booster=_hgb),
         ConstrainedMethod("lightgbm", "LightGBM log-loss", False, booster=_lightgbm, requires="lightgbm"),
+        ConstrainedMethod("recipe", "MetricClassifier (recipe)", True, booster=_estimator(), requires="lightgbm"),
+        ConstrainedMethod("recipe_anyloss", "MetricClassifier (loss='anyloss')", True,
+                          booster=_estimator(loss="anyloss"), requires="lightgbm"),
         *(ConstrainedMethod(name, _PEER_LABELS.get(name, name), True, loss=_peer(name), indexed=True, peer=name)
           for name in CONSTRAINED_PEERS),
     )
@@ -454,13 +480,17 @@ def _run_booster(spec: ConstrainedSpec, ds: Any, table: str, seed: int, method: 
     raw = train_val_test_split(ds.X, ds.y, test_size=spec.test_size, val_size=spec.val_size, random_state=seed,
                                standardize=False)
     assert method.booster is not None
-    start = time.perf_counter()
-    val_scores, test_scores = method.booster(raw, seed, spec.threads)
-    seconds = time.perf_counter() - start
-    return [r for constraint in spec.constraints for r in calibrated_records(
-        raw.y_val, raw.y_test, np.asarray(val_scores, dtype=np.float64), np.asarray(test_scores, dtype=np.float64),
-        constraint, spec.confidences, dataset=table, task="binary", method=method.name, seed=seed, epoch=None,
-        selection_feasible=None, train_seconds=round(seconds, 3))]
+    records = []
+    for trained_for in (spec.constraints if method.per_constraint else (None,)):
+        start = time.perf_counter()
+        val_scores, test_scores = method.booster(raw, seed, spec.threads, trained_for)
+        seconds = time.perf_counter() - start
+        records += [r for constraint in ((trained_for,) if trained_for else spec.constraints)
+                    for r in calibrated_records(
+            raw.y_val, raw.y_test, np.asarray(val_scores, dtype=np.float64), np.asarray(test_scores, dtype=np.float64),
+            constraint, spec.confidences, dataset=table, task="binary", method=method.name, seed=seed, epoch=None,
+            selection_feasible=None, train_seconds=round(seconds, 3))]
+    return records
 
 
 def run_task(spec: ConstrainedSpec, table: str, seed: int, unit: str) -> dict[str, Any]:
@@ -500,7 +530,10 @@ def _cost(task: Task, spec: ConstrainedSpec) -> float:
 
     info = collection.table_info(task[0])
     method = resolve_method(task[2])
-    weight = 0.3 if method.booster is not None else len(spec.constraints) if method.per_constraint else 1.0
+    if method.booster is not None:  # the estimator trains an MLP and LightGBM per constraint
+        weight = 4.0 * len(spec.constraints) if method.per_constraint else 0.3
+    else:
+        weight = len(spec.constraints) if method.per_constraint else 1.0
     return info.n_samples * (1.0 + info.n_features / 100.0) * weight
 
 
@@ -608,6 +641,12 @@ def _protocol(spec: ConstrainedSpec, n_tables: int, payload: dict[str, Any]) -> 
         + (", and the peers' losses (" + "; ".join(f"`{method_label(m)}`: {CONSTRAINED_PEERS[m]}" for m in peers)
            + "), with the same model, Adam and batches, each given its training row indices; a peer that does "
              "not apply to a constraint is marked N/A there" if peers else "")
+        + (". `MetricClassifier (recipe)` is `metricopt.app.MetricClassifier(metric=constraint, random_state=seed)` "
+           "with its defaults (an MLP with weighted BCE and LightGBM's log-loss, probabilities averaged; "
+           "`MetricClassifier (loss='anyloss')`: the MLP trained with the constrained loss), fit per constraint on "
+           "the raw training rows, from which it holds out its own validation rows (its epoch, its boosting "
+           "rounds); its probabilities are calibrated below like every method's" if any(
+               m in spec.methods for m in ("recipe", "recipe_anyloss")) else "")
         + ". `HGB`: `HistGradientBoostingClassifier(random_state=seed)`, its defaults; `LightGBM log-loss`: "
         f"`LGBMClassifier(n_estimators={LIGHTGBM_ROUNDS}, random_state=seed, verbose=-1, n_jobs=1)` stopped "
         f"early on the validation log-loss (patience {LIGHTGBM_PATIENCE}); both fit on the raw training rows "
@@ -697,7 +736,8 @@ def refresh_summary(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 #: The overview's methods, in this order (those of a run; the variants follow in a table of their own).
-OVERVIEW_METHODS = ("constrained", "bce", "weighted_bce", "hgb", "lightgbm", *CONSTRAINED_PEERS)
+OVERVIEW_METHODS = ("recipe", "recipe_anyloss", "constrained", "bce", "weighted_bce", "hgb", "lightgbm",
+                    *CONSTRAINED_PEERS)
 
 
 def _percent(value: float | None) -> str:
