@@ -322,3 +322,15 @@ def test_constrained_smoke_end_to_end_and_render(tmp_path: Path) -> None:
     assert "## Overview" in markdown and "ConfusionLoss (defaults)" in markdown and "Wilcoxon" in markdown
     again = render(tmp_path / "constrained_smoke.json", tmp_path / "again")
     assert again["md"].read_text() == markdown and again["png"].exists()
+
+
+def test_the_estimator_is_fit_per_constraint_and_calibrated_like_every_method() -> None:
+    spec = get_suite("constrained_recipe", smoke=True)
+    out = C.run_task(spec, "appendicitis", 0, "recipe")
+    assert not out["failed"], out["failed"]
+    records = out["records"]
+    assert len(records) == len(spec.constraints) * len(spec.confidences)
+    assert {r["constraint"] for r in records} == set(spec.constraints) and {r["method"] for r in records} == {"recipe"}
+    for r in records:  # the suite's calibration: the constrained score is the objective exactly where it held
+        assert r["score"] == (r["objective"] if r["held"] else 0.0)
+    assert C.resolve_method("recipe").per_constraint and C.resolve_method("recipe_anyloss").family == "booster"
