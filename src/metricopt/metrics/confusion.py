@@ -176,7 +176,7 @@ def _indicator_counts(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[Tensor, .
 def binary_counts(y_true: Any, y_pred: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(tp, fp, fn, tn)`` as float64 0-d tensors of binary labels and decisions (1 is positive).
 
-    Example:
+    Examples:
         >>> [int(c) for c in binary_counts([1, 1, 0, 0], [1, 0, 1, 0])]
         [1, 1, 1, 1]
     """

@@ -459,7 +459,8 @@ def calibrate_threshold(y_true: Any, y_score: Any, metric: str | ConstrainedMetr
     narrow when it rests on many.
 
     Args:
-        y_true, y_score: the validation rows' labels and scores.
+        y_true: the validation rows' binary labels.
+        y_score: their scores.
         metric: the constrained metric.
         beta: recall's weight for an ``fbeta`` objective.
         confidence: in [0.5, 1); 0.5 is no margin (the plain rule).
