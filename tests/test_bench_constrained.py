@@ -334,3 +334,17 @@ def test_the_estimator_is_fit_per_constraint_and_calibrated_like_every_method() 
     for r in records:  # the suite's calibration: the constrained score is the objective exactly where it held
         assert r["score"] == (r["objective"] if r["held"] else 0.0)
     assert C.resolve_method("recipe").per_constraint and C.resolve_method("recipe_anyloss").family == "booster"
+
+
+def test_the_estimator_methods_calibration_at_its_own_confidence_is_the_threshold_it_chose() -> None:
+    from metricopt.app import MetricClassifier
+    from metricopt.app.data import train_val_test_split
+    from metricopt.app.data.collection import load_table
+    from metricopt.metrics.constrained import calibrate_threshold
+
+    data = load_table("appendicitis")
+    raw = train_val_test_split(data.X, data.y, random_state=0, standardize=False)
+    y_held, held_scores, _ = C.resolve_method("recipe").booster(raw, 0, 1, "tpr@fpr<=0.05")
+    X, y = np.concatenate([raw.X_train, raw.X_val]), np.concatenate([raw.y_train, raw.y_val])
+    own = MetricClassifier(metric="tpr@fpr<=0.05", random_state=0, n_jobs=1).fit(X, y)
+    assert calibrate_threshold(y_held, held_scores, "tpr@fpr<=0.05").threshold == pytest.approx(own.threshold_)

@@ -104,8 +104,9 @@ class NotApplicable(Exception):
 
 #: A loss builder: ``build(constraint or None, y_train) -> loss_fn(logits, target)``; raises :class:`NotApplicable`.
 LossBuilder = Callable[[str | None, np.ndarray], LossFn]
-#: A booster: ``fit(raw_split, seed, threads, constraint) -> (validation scores, test scores)``; ``constraint`` is
-#: None for a method trained once for every constraint.
+#: A booster: ``fit(raw_split, seed, threads, constraint) -> (validation scores, test scores)``, or
+#: ``(validation labels, validation scores, test scores)`` for a method that holds out validation rows of its
+#: own; ``constraint`` is None for a method trained once for every constraint.
 Booster = Callable[[Any, int, int], tuple[np.ndarray, np.ndarray]]
 
 
@@ -228,21 +229,29 @@ def _lightgbm(raw: Any, seed: int, threads: int, constraint: str | None = None) 
 def _estimator(**options: Any) -> Booster:
     """``MetricClassifier(metric=constraint, random_state=seed, **options)`` with its defaults otherwise.
 
-    It fits on the training rows (holding out its own validation rows for the
-    epoch, the boosting rounds and its threshold); its probabilities are then
-    calibrated on the suite's validation rows like every other method's.
+    It fits on the training and validation rows together (the data the other
+    methods see), holding out its own validation rows for the epoch, the
+    boosting rounds and its threshold, as a user would call it. Its
+    probabilities on those held-out rows are what it calibrates on: returned
+    with their labels, they give the calibration at every confidence of the
+    suite (at the estimator's own, the threshold it chose).
     """
-    def fit(raw: Any, seed: int, threads: int, constraint: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def fit(raw: Any, seed: int, threads: int, constraint: str | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         import warnings
 
         from metricopt.app import MetricClassifier
 
+        X = np.concatenate([raw.X_train, raw.X_val])
+        y = np.concatenate([raw.y_train, raw.y_val])
         model = MetricClassifier(metric=constraint, random_state=seed, n_jobs=threads, **options)
-        with warnings.catch_warnings():  # "no threshold meets ... on its validation rows": the suite calibrates
+        with warnings.catch_warnings():  # "no threshold meets ... on its validation rows": recorded as infeasible
             warnings.simplefilter("ignore", UserWarning)
-            model.fit(raw.X_train, raw.y_train)
+            model.fit(X, y)
+        held_out = model._validation_rows(y.astype(np.int64), seed)  # the rows it held out (labels 0/1, pos 1)
         column = list(model.classes_).index(model.pos_label_)
-        return model.predict_proba(raw.X_val)[:, column], model.predict_proba(raw.X_test)[:, column]
+        return (y[held_out], model.predict_proba(X[held_out])[:, column],
+                model.predict_proba(raw.X_test)[:, column])
 
     return fit
 
@@ -483,11 +492,12 @@ def _run_booster(spec: ConstrainedSpec, ds: Any, table: str, seed: int, method: 
     records = []
     for trained_for in (spec.constraints if method.per_constraint else (None,)):
         start = time.perf_counter()
-        val_scores, test_scores = method.booster(raw, seed, spec.threads, trained_for)
+        scores = method.booster(raw, seed, spec.threads, trained_for)
         seconds = time.perf_counter() - start
+        y_val, val_scores, test_scores = scores if len(scores) == 3 else (raw.y_val, *scores)
         records += [r for constraint in ((trained_for,) if trained_for else spec.constraints)
                     for r in calibrated_records(
-            raw.y_val, raw.y_test, np.asarray(val_scores, dtype=np.float64), np.asarray(test_scores, dtype=np.float64),
+            y_val, raw.y_test, np.asarray(val_scores, dtype=np.float64), np.asarray(test_scores, dtype=np.float64),
             constraint, spec.confidences, dataset=table, task="binary", method=method.name, seed=seed, epoch=None,
             selection_feasible=None, train_seconds=round(seconds, 3))]
     return records
@@ -644,8 +654,9 @@ def _protocol(spec: ConstrainedSpec, n_tables: int, payload: dict[str, Any]) -> 
         + (". `MetricClassifier (recipe)` is `metricopt.app.MetricClassifier(metric=constraint, random_state=seed)` "
            "with its defaults (an MLP with weighted BCE and LightGBM's log-loss, probabilities averaged; "
            "`MetricClassifier (loss='anyloss')`: the MLP trained with the constrained loss), fit per constraint on "
-           "the raw training rows, from which it holds out its own validation rows (its epoch, its boosting "
-           "rounds); its probabilities are calibrated below like every method's" if any(
+           "the raw training and validation rows together, from which it holds out its own (25 %: its epoch, its "
+           "boosting rounds, its threshold); the calibration below uses its held-out rows and its probabilities "
+           "there (at q = 0.8, the threshold it chose itself)" if any(
                m in spec.methods for m in ("recipe", "recipe_anyloss")) else "")
         + ". `HGB`: `HistGradientBoostingClassifier(random_state=seed)`, its defaults; `LightGBM log-loss`: "
         f"`LGBMClassifier(n_estimators={LIGHTGBM_ROUNDS}, random_state=seed, verbose=-1, n_jobs=1)` stopped "
