@@ -116,6 +116,7 @@ _RATE_TABLE: dict[str, _Rate] = {
     "fpr": _Rate(fpr, 1, (1, 3)),
     "fnr": _Rate(fnr, 2, (0, 2)),
 }
+#: The rates a constraint can bound (``recall``/``tpr`` and ``specificity``/``tnr`` are two names each).
 RATES: tuple[str, ...] = tuple(_RATE_TABLE)
 #: Objectives that are rates to minimise.
 _MINIMISED = ("fpr", "fnr")
