@@ -43,7 +43,8 @@ _KINDS = ("quality", "ablation", "speed")
 _NAMED_ONLY_KINDS = ("ap_quality", "ap_validation", "retrieval", "rank_speed", "blackbox", "blackbox_tabular",
                      "blackbox_retrieval", "blackbox_ablation", "blackbox_defaults", "blackbox_guidance",
                      "blackbox_value_fit", "tabular", "tabular_selection", "tabular_multiclass",
-                     "tabular_selection_multiclass", "constrained", "constrained_selection", "constrained_recipe")
+                     "tabular_selection_multiclass", "constrained", "constrained_selection", "constrained_recipe",
+                     "constrained_hybrid")
 _BLACKBOX_KINDS = ("blackbox", "blackbox_ablation", "blackbox_defaults", "blackbox_guidance")
 
 

@@ -348,3 +348,18 @@ def test_the_estimator_methods_calibration_at_its_own_confidence_is_the_threshol
     X, y = np.concatenate([raw.X_train, raw.X_val]), np.concatenate([raw.y_train, raw.y_val])
     own = MetricClassifier(metric="tpr@fpr<=0.05", random_state=0, n_jobs=1).fit(X, y)
     assert calibrate_threshold(y_held, held_scores, "tpr@fpr<=0.05").threshold == pytest.approx(own.threshold_)
+
+
+def test_the_hybrid_loss_adds_weighted_bce_to_the_constrained_loss() -> None:
+    import torch as _torch
+
+    from metricopt.app.recipes.classification import make_loss
+    from metricopt.losses import ConfusionLoss
+
+    y = np.array([0, 1, 0, 0, 1, 0, 0, 0])
+    hybrid = C.resolve_method("weighted_bce_constrained").loss("recall@precision>=0.8", y)
+    logits, target = _torch.randn(8), _torch.as_tensor(y, dtype=_torch.float32)
+    expected = make_loss("weighted_bce", y_train=y, num_classes=2)(logits, target) + ConfusionLoss(
+        "recall@precision>=0.8")(logits, target)
+    _torch.testing.assert_close(hybrid(logits, target), expected)
+    assert hybrid.multipliers is not None and C.resolve_method("weighted_bce_constrained").per_constraint

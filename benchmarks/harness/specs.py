@@ -1250,6 +1250,12 @@ SUITES: dict[str, Spec] = {
         name="constrained_recipe", methods=("recipe", "recipe_anyloss", "constrained", "lightgbm", "hgb"),
         reference="recipe",
     ),
+    # An exploration on the validation tables (not a choice of defaults): weighted BCE plus the constrained loss.
+    "constrained_hybrid": ConstrainedSpec(
+        name="constrained_hybrid", tables="validation",
+        methods=("weighted_bce_constrained", "weighted_bce", "constrained", "bce"),
+        reference="weighted_bce_constrained",
+    ),
     "constrained_recipe_smoke": ConstrainedSpec(
         name="constrained_recipe_smoke", tables=("appendicitis", "new_thyroid1"), seeds=(0,), epochs=3,
         methods=("recipe", "lightgbm"), reference="recipe",

@@ -162,6 +162,22 @@ def _confusion_loss(**options: Any) -> LossBuilder:
     return build
 
 
+class _SumOfLosses:
+    """``first(logits, target) + second(logits, target)``; ``multipliers``: the second's (a diagnostic)."""
+
+    def __init__(self, first: LossFn, second: LossFn) -> None:
+        self.first, self.second = first, second
+        self.multipliers = getattr(second, "multipliers", None)
+
+    def __call__(self, logits: Any, target: Any) -> Any:
+        return self.first(logits, target) + self.second(logits, target)
+
+
+def _weighted_bce_and_constrained(constraint: str | None, y_train: np.ndarray) -> LossFn:
+    """Weighted BCE for the ranking of every sample plus the constrained loss at the operating point."""
+    return _SumOfLosses(_weighted_bce(constraint, y_train), _confusion_loss()(constraint, y_train))
+
+
 class _IndexedPeer:
     """A peer ``loss(logits, target, index)`` as ``loss_fn(logits, (B, 2) [label, training row])`` for ``fit``."""
 
@@ -270,6 +286,8 @@ METHODS: dict[str, ConstrainedMethod] = {
         ConstrainedMethod("constrained", "ConfusionLoss (defaults)", True, loss=_confusion_loss()),
         ConstrainedMethod("bce", "BCE", False, loss=_bce),
         ConstrainedMethod("weighted_bce", "weighted BCE", False, loss=_weighted_bce),
+        ConstrainedMethod("weighted_bce_constrained", "weighted BCE + ConfusionLoss", True,
+                          loss=_weighted_bce_and_constrained),
         ConstrainedMethod("hgb", "HGB", False, booster=_hgb),
         ConstrainedMethod("lightgbm", "LightGBM log-loss", False, booster=_lightgbm, requires="lightgbm"),
         ConstrainedMethod("recipe", "MetricClassifier (recipe)", True, booster=_estimator(), requires="lightgbm"),
@@ -747,8 +765,8 @@ def refresh_summary(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 #: The overview's methods, in this order (those of a run; the variants follow in a table of their own).
-OVERVIEW_METHODS = ("recipe", "recipe_anyloss", "constrained", "bce", "weighted_bce", "hgb", "lightgbm",
-                    *CONSTRAINED_PEERS)
+OVERVIEW_METHODS = ("recipe", "recipe_anyloss", "constrained", "weighted_bce_constrained", "bce", "weighted_bce",
+                    "hgb", "lightgbm", *CONSTRAINED_PEERS)
 
 
 def _percent(value: float | None) -> str:
