@@ -16,7 +16,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["failures_of", "run_resumable", "run_tasks"]
+__all__ = ["failures_of", "run_resumable", "run_summary", "run_tasks"]
 
 Task = TypeVar("Task", bound=tuple)
 
@@ -77,6 +77,18 @@ def run_resumable(function: Callable[..., dict[str, Any]], tasks: Sequence[Task]
         bar.update()
     bar.close()
     return outputs, time.perf_counter() - start
+
+
+def run_summary(tasks: Sequence[Task], done: Mapping[Task, dict[str, Any]], outputs: Sequence[dict[str, Any]], *,
+                jobs: int, wall: float) -> dict[str, Any]:
+    """The payload's account of a :func:`run_resumable` run: workers, wall and task seconds, resumed tasks."""
+    return {
+        "jobs": jobs,
+        "wall_seconds": round(wall, 1),
+        "tasks": len(tasks),
+        "resumed_tasks": len(done.keys() & set(tasks)),
+        "task_seconds": round(sum(out.get("seconds", 0.0) for out in outputs), 1),
+    }
 
 
 def failures_of(outputs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

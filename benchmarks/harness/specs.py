@@ -40,6 +40,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -983,6 +984,14 @@ TABULAR_MULTICLASS_METHODS: tuple[str, ...] = (
 )
 
 
+def _check_tables_and_reference(spec: Any, table_sets: Sequence[str]) -> None:
+    """A table suite's ``tables`` (a named set or a tuple of names) and ``reference`` (one of ``methods``)."""
+    if isinstance(spec.tables, str) and spec.tables not in table_sets:
+        raise ValueError(f"`tables` must be one of {', '.join(map(repr, table_sets))} or a tuple of table "
+                         f"names; got {spec.tables!r}")
+    if spec.reference not in spec.methods:
+        raise ValueError(f"`reference` {spec.reference!r} must be one of `methods` {spec.methods}")
+
 @dataclass(frozen=True)
 class TabularSpec(TrainingProtocol):
     """The practitioner's tabular benchmark (issue 14): 100+ real imbalanced binary tables, every method.
@@ -1027,11 +1036,7 @@ class TabularSpec(TrainingProtocol):
     kind = "tabular"
 
     def __post_init__(self) -> None:
-        if isinstance(self.tables, str) and self.tables not in TABLE_SETS:
-            raise ValueError(f"`tables` must be one of {', '.join(map(repr, TABLE_SETS))} or a tuple of table "
-                             f"names; got {self.tables!r}")
-        if self.reference not in self.methods:
-            raise ValueError(f"`reference` {self.reference!r} must be one of `methods` {self.methods}")
+        _check_tables_and_reference(self, TABLE_SETS)
 
 
 #: The constraints of the constrained suites (issue 17): recall at two precision floors, TPR at two FPR budgets.
@@ -1096,11 +1101,7 @@ class ConstrainedSpec(TrainingProtocol):
     def __post_init__(self) -> None:
         from metricopt.metrics.constrained import parse_constrained
 
-        if isinstance(self.tables, str) and self.tables not in CONSTRAINED_TABLE_SETS:
-            raise ValueError(f"`tables` must be one of {', '.join(map(repr, CONSTRAINED_TABLE_SETS))} or a tuple of "
-                             f"table names; got {self.tables!r}")
-        if self.reference not in self.methods:
-            raise ValueError(f"`reference` {self.reference!r} must be one of `methods` {self.methods}")
+        _check_tables_and_reference(self, CONSTRAINED_TABLE_SETS)
         if not self.constraints:
             raise ValueError("`constraints` must name at least one constrained metric; got ()")
         for constraint in self.constraints:

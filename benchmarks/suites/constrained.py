@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness.jobs import failures_of, run_resumable
+from benchmarks.harness.jobs import failures_of, run_resumable, run_summary
 from benchmarks.harness.markdown import best, number, p_value, row, wtl
 from benchmarks.harness.results import _metadata_lines, aggregate, collect_metadata, load_average, write_suite_reports
 from benchmarks.harness.specs import ConstrainedSpec, spec_to_dict
@@ -64,7 +64,7 @@ from benchmarks.peers.constrained import (
     constrained_peer_versions,
     make_constrained_peer,
 )
-from benchmarks.suites.tabular import compare, load_partial, package_status, resolve_tables, table_info
+from benchmarks.suites.tabular import compare, load_partial, package_status, resolve_tables, table_cost, table_info
 
 __all__ = [
     "METHODS",
@@ -554,15 +554,12 @@ def run_task(spec: ConstrainedSpec, table: str, seed: int, unit: str) -> dict[st
 
 
 def _cost(task: Task, spec: ConstrainedSpec) -> float:
-    from metricopt.app.data import collection
-
-    info = collection.table_info(task[0])
     method = resolve_method(task[2])
     if method.booster is not None:  # the estimator trains an MLP and LightGBM per constraint
         weight = 4.0 * len(spec.constraints) if method.per_constraint else 0.3
     else:
         weight = len(spec.constraints) if method.per_constraint else 1.0
-    return info.n_samples * (1.0 + info.n_features / 100.0) * weight
+    return table_cost(task[0], weight)
 
 
 def _loss_defaults(constraint: str) -> dict[str, Any]:
@@ -623,11 +620,7 @@ def run_suite(
             "protocol": "",
             "spec": spec_to_dict(spec),
             "metadata": metadata,
-            "jobs": jobs,
-            "wall_seconds": round(wall, 1),
-            "tasks": len(tasks),
-            "resumed_tasks": len(done.keys() & set(tasks)),
-            "task_seconds": round(sum(out.get("seconds", 0.0) for out in outputs), 1),
+            **run_summary(tasks, done, outputs, jobs=jobs, wall=wall),
             "peers": versions,
             "peer_descriptions": {m: CONSTRAINED_PEERS[m] for m in spec.methods if m in CONSTRAINED_PEERS},
             "default_confidence": default_confidence(),

@@ -40,7 +40,7 @@ import numpy as np
 
 from benchmarks.harness import methods as _methods
 from benchmarks.harness import partial
-from benchmarks.harness.jobs import failures_of, run_resumable
+from benchmarks.harness.jobs import failures_of, run_resumable, run_summary
 from benchmarks.harness.markdown import best as _best
 from benchmarks.harness.markdown import number as _num
 from benchmarks.harness.markdown import p_value as _p
@@ -72,6 +72,7 @@ __all__ = [
     "run_suite",
     "run_task",
     "package_status",
+    "table_cost",
     "table_info",
     "tabular_markdown",
     "units_of",
@@ -262,12 +263,17 @@ def load_partial(path: Path | None, spec: TabularSpec) -> dict[Task, dict[str, A
 # the run
 
 
-def _cost(task: Task) -> float:
+def table_cost(table: str, weight: float = 1.0) -> float:
+    """A task's expected cost on a collection table, to start the long ones first: rows x (1 + features / 100)
+    x ``weight``."""
     from metricopt.app.data import collection
 
-    info = collection.table_info(task[0])
-    weight = 4.0 if task[2] in ("recipe", "anyloss") else 1.0  # MLP epochs x targets
+    info = collection.table_info(table)
     return info.n_samples * (1.0 + info.n_features / 100.0) * weight
+
+
+def _cost(task: Task) -> float:
+    return table_cost(task[0], 4.0 if task[2] in ("recipe", "anyloss") else 1.0)  # MLP epochs x targets
 
 
 def run_suite(
@@ -319,11 +325,7 @@ def run_suite(
                                                                    for info in infos.values())),
             "spec": spec_to_dict(spec),
             "metadata": metadata,
-            "jobs": jobs,
-            "wall_seconds": round(wall, 1),
-            "tasks": len(tasks),
-            "resumed_tasks": len(done.keys() & set(tasks)),
-            "task_seconds": round(sum(out.get("seconds", 0.0) for out in outputs), 1),
+            **run_summary(tasks, done, outputs, jobs=jobs, wall=wall),
             "peers": versions,
             "methods": {m: {"label": method_label(m), "kind": "baseline" if m in TABULAR_PEERS else "mlp",
                             "trained_per_metric": _per_metric(m)} for m in spec.methods},

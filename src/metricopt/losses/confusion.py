@@ -379,7 +379,8 @@ class ConfusionLoss(nn.Module):
     ) -> None:
         super().__init__()
         resolve_metric(metric, beta)  # fail at construction, not at the first batch
-        self.metric = metric
+        # a constrained metric is parsed once here, not at every batch
+        self.metric = parse_constrained(metric) if is_constrained(metric) else metric
         self.amplification = resolve_amplification(amplification, metric)
         self.sharpness = check_positive("sharpness", sharpness)
         self.average = average

@@ -251,15 +251,13 @@ def fit_lightgbm(
     def exact_metric(preds: np.ndarray, data: Any) -> tuple[str, float, bool]:
         # custom objective: raw scores (with the validation init_score); built-in binary: probabilities;
         # multi-class: (n, K) either way, decided by the argmax
-        if n_classes > 2:
-            decisions = np.asarray(preds).reshape(len(y_val), n_classes).argmax(axis=1)
-        elif is_constrained(metric):  # scored at the threshold its calibration would choose
+        if n_classes == 2 and is_constrained(metric):  # scored at the threshold its calibration would choose
             score = selection_score(y_val, np.asarray(preds), metric, beta=beta)  # a monotone score will do
-            history.append(score)
-            return name, score, True
         else:
-            decisions = (preds > 0) if objective == "anyloss" else (preds > 0.5)
-        score = float(metric_score(y_val, decisions.astype(np.int64), metric, beta=beta, num_classes=n_classes))
+            decisions = (np.asarray(preds).reshape(len(y_val), n_classes).argmax(axis=1) if n_classes > 2
+                         else (preds > 0) if objective == "anyloss" else (preds > 0.5))
+            score = float(metric_score(y_val, decisions.astype(np.int64), metric, beta=beta,
+                                       num_classes=n_classes))
         history.append(score)
         return name, score, True
 
